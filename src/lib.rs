@@ -21,9 +21,11 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod home;
 pub mod proto;
 pub mod server;
 pub mod size;
 pub mod store;
+pub mod tls;
 pub mod transfer;

@@ -9,7 +9,16 @@
 //! in flight. A reservation succeeds only if `used + reserved + requested <= quota`, checked
 //! and applied in one transaction, so concurrent uploads can never overrun the quota.
 
+mod schema;
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use crate::auth::password;
 
 /// Errors from the user store.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +64,21 @@ pub struct Reservation {
 
 /// Handle on the SQLite store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
-    _private: (),
+    // A std mutex rather than an async one: every call holds it for one short statement or
+    // transaction, and the server calls the store from `spawn_blocking`, never across an
+    // `.await`. Argon2 work is always done outside the lock.
+    conn: Mutex<Connection>,
 }
+
+const USER_COLUMNS: &str = "name, quota_bytes, max_files, used_bytes, used_files, reserved_bytes, reserved_files";
 
 impl Store {
     /// Opens (creating if missing) the store at `path`, in WAL mode with a busy timeout.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let _ = path;
-        todo!()
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        Ok(Store { conn: Mutex::new(conn) })
     }
 
     /// Adds a user with an argon2id hash of `password`.
@@ -73,53 +89,89 @@ impl Store {
         quota_bytes: u64,
         max_files: Option<u64>,
     ) -> Result<(), StoreError> {
-        let _ = (name, password, quota_bytes, max_files);
-        todo!()
+        validate_name(name)?;
+        let hash = hash(password)?;
+        let inserted = self.conn().execute(
+            "INSERT INTO users (name, hash, quota_bytes, max_files, created_at)
+             VALUES (?1, ?2, ?3, ?4, unixepoch())
+             ON CONFLICT (name) DO NOTHING",
+            params![name, hash, to_db(quota_bytes), max_files.map(to_db)],
+        )?;
+        match inserted {
+            0 => Err(StoreError::UserExists(name.to_owned())),
+            _ => Ok(()),
+        }
     }
 
     pub fn set_password(&self, name: &str, password: &str) -> Result<(), StoreError> {
-        let _ = (name, password);
-        todo!()
+        let hash = hash(password)?;
+        let updated = self.conn().execute("UPDATE users SET hash = ?2 WHERE name = ?1", params![name, hash])?;
+        expect_one(updated, name)
     }
 
     pub fn set_quota(&self, name: &str, quota_bytes: u64, max_files: Option<u64>) -> Result<(), StoreError> {
-        let _ = (name, quota_bytes, max_files);
-        todo!()
+        let updated = self.conn().execute(
+            "UPDATE users SET quota_bytes = ?2, max_files = ?3 WHERE name = ?1",
+            params![name, to_db(quota_bytes), max_files.map(to_db)],
+        )?;
+        expect_one(updated, name)
     }
 
     pub fn delete_user(&self, name: &str) -> Result<(), StoreError> {
-        let _ = name;
-        todo!()
+        let deleted = self.conn().execute("DELETE FROM users WHERE name = ?1", [name])?;
+        expect_one(deleted, name)
     }
 
     pub fn get_user(&self, name: &str) -> Result<Option<User>, StoreError> {
-        let _ = name;
-        todo!()
+        fetch_user(&self.conn(), name)
     }
 
     /// All users sorted by name.
     pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        todo!()
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
+        let users = stmt.query_map([], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(users)
     }
 
     /// Checks a password. Unknown users cost the same argon2 work as known ones and return
     /// `Ok(false)` just like a wrong password.
     pub fn verify_password(&self, name: &str, password: &str) -> Result<bool, StoreError> {
-        let _ = (name, password);
-        todo!()
+        let stored: Option<String> =
+            self.conn().query_row("SELECT hash FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        // The lock is released here: verification takes tens of milliseconds.
+        match stored {
+            Some(hash) => Ok(password::verify_password(&hash, password)),
+            None => {
+                password::verify_against_dummy(password);
+                Ok(false)
+            }
+        }
     }
 
     /// Atomically reserves quota for an upload.
     pub fn reserve(&self, name: &str, bytes: u64, files: u64) -> Result<Reservation, StoreError> {
-        let _ = (name, bytes, files);
-        todo!()
+        self.write(|tx| {
+            let mut user = fetch_user(tx, name)?.ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
+            check_bytes(&user, bytes)?;
+            check_files(&user, files)?;
+            user.reserved_bytes = user.reserved_bytes.saturating_add(bytes);
+            user.reserved_files = user.reserved_files.saturating_add(files);
+            write_usage(tx, &user)?;
+            Ok(Reservation { user: user.name, bytes, files })
+        })
     }
 
     /// Ends a reservation: drops it from `reserved_*` and applies the actual on-disk change
     /// (`bytes_delta`, `files_delta`, may be negative) to `used_*`, in one transaction.
+    /// A no-op if the user has been deleted since the reservation was made.
     pub fn commit(&self, r: Reservation, bytes_delta: i64, files_delta: i64) -> Result<(), StoreError> {
-        let _ = (r, bytes_delta, files_delta);
-        todo!()
+        self.update_usage(&r.user, |u| {
+            u.reserved_bytes = u.reserved_bytes.saturating_sub(r.bytes);
+            u.reserved_files = u.reserved_files.saturating_sub(r.files);
+            u.used_bytes = u.used_bytes.saturating_add_signed(bytes_delta);
+            u.used_files = u.used_files.saturating_add_signed(files_delta);
+        })
     }
 
     /// Ends a reservation with no change to usage.
@@ -128,15 +180,138 @@ impl Store {
     }
 
     /// Applies a usage change outside any reservation (deletes, renames over a file).
-    /// Clamps at zero.
+    /// Clamps at zero. A no-op if the user does not exist (deleted while a session ran).
     pub fn adjust_usage(&self, name: &str, bytes_delta: i64, files_delta: i64) -> Result<(), StoreError> {
-        let _ = (name, bytes_delta, files_delta);
-        todo!()
+        self.update_usage(name, |u| {
+            u.used_bytes = u.used_bytes.saturating_add_signed(bytes_delta);
+            u.used_files = u.used_files.saturating_add_signed(files_delta);
+        })
     }
 
     /// Sets usage to measured values and clears reservations (reconciliation at server start).
+    /// A no-op if the user does not exist (deleted between listing and reconciling).
     pub fn reconcile_usage(&self, name: &str, used_bytes: u64, used_files: u64) -> Result<(), StoreError> {
-        let _ = (name, used_bytes, used_files);
-        todo!()
+        self.update_usage(name, |u| {
+            u.used_bytes = used_bytes;
+            u.used_files = used_files;
+            u.reserved_bytes = 0;
+            u.reserved_files = 0;
+        })
     }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic cannot leave a transaction open behind a poisoned lock (a dropped
+        // `Transaction` rolls back, also while unwinding), so the connection stays usable.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction. Taking the write lock up front, rather than
+    /// upgrading a read, makes another process's concurrent writer wait on the busy timeout
+    /// instead of failing with SQLITE_BUSY on a stale snapshot.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Read-modify-write of one user's usage counters; a missing user is left alone.
+    fn update_usage(&self, name: &str, change: impl FnOnce(&mut User)) -> Result<(), StoreError> {
+        self.write(|tx| {
+            if let Some(mut user) = fetch_user(tx, name)? {
+                change(&mut user);
+                write_usage(tx, &user)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// 1-32 of `a-z 0-9 _ - .`, starting with a letter or digit: safe as a directory name on every
+/// platform, with no hidden files, no `..` and no case-folding collisions.
+fn validate_name(name: &str) -> Result<(), StoreError> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.');
+    let starts_well = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if starts_well && name.len() <= 32 && name.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(name.to_owned()))
+    }
+}
+
+/// Hashing errors never carry the password (see `auth::password`).
+fn hash(password: &str) -> Result<String, StoreError> {
+    password::hash_password(password).map_err(|e| StoreError::Hash(e.to_string()))
+}
+
+fn expect_one(changed: usize, name: &str) -> Result<(), StoreError> {
+    match changed {
+        0 => Err(StoreError::NoSuchUser(name.to_owned())),
+        _ => Ok(()),
+    }
+}
+
+fn check_bytes(user: &User, bytes: u64) -> Result<(), StoreError> {
+    let committed = user.used_bytes.saturating_add(user.reserved_bytes);
+    let available = user.quota_bytes.saturating_sub(committed);
+    if bytes <= available {
+        return Ok(());
+    }
+    Err(StoreError::QuotaBytes { needed: bytes, available, quota: user.quota_bytes })
+}
+
+fn check_files(user: &User, files: u64) -> Result<(), StoreError> {
+    let Some(limit) = user.max_files else {
+        return Ok(());
+    };
+    let committed = user.used_files.saturating_add(user.reserved_files);
+    if files <= limit.saturating_sub(committed) {
+        return Ok(());
+    }
+    Err(StoreError::QuotaFiles { limit })
+}
+
+fn fetch_user(conn: &Connection, name: &str) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
+    Ok(conn.query_row(&sql, [name], user_from_row).optional()?)
+}
+
+fn write_usage(conn: &Connection, user: &User) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE users SET used_bytes = ?2, used_files = ?3, reserved_bytes = ?4, reserved_files = ?5
+         WHERE name = ?1",
+        params![
+            user.name,
+            to_db(user.used_bytes),
+            to_db(user.used_files),
+            to_db(user.reserved_bytes),
+            to_db(user.reserved_files)
+        ],
+    )?;
+    Ok(())
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: row.get(0)?,
+        quota_bytes: from_db(row.get(1)?),
+        max_files: row.get::<_, Option<i64>>(2)?.map(from_db),
+        used_bytes: from_db(row.get(3)?),
+        used_files: from_db(row.get(4)?),
+        reserved_bytes: from_db(row.get(5)?),
+        reserved_files: from_db(row.get(6)?),
+    })
+}
+
+/// SQLite integers are signed 64-bit; counters beyond `i64::MAX` are clamped, which for
+/// byte counts means "unlimited" in practice.
+fn to_db(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The schema's CHECK constraints keep stored values non-negative; 0 is a safe reading of
+/// anything else (e.g. a file edited by hand).
+fn from_db(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }

@@ -1,0 +1,272 @@
+//! The async client: connects over TLS with a pinned certificate, logs in, and runs commands.
+//! It reports transfer progress through [`crate::transfer::Progress`] events and never
+//! renders anything itself.
+
+pub mod known_hosts;
+mod transfer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::conn::{ConnError, FrameReader, FrameWriter};
+use crate::proto::{Entry, ErrorCode, Frame, Request, Response, PROTOCOL_VERSION};
+use crate::tls::{client_config, format_fingerprint, Fingerprint, PinnedVerifier, SERVER_NAME};
+use crate::transfer::TransferError;
+use known_hosts::KnownHosts;
+
+pub use transfer::TransferSummary;
+
+/// Client failures, each rendered as one line by the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls { addr: String, source: std::io::Error },
+    #[error(
+        "SERVER CERTIFICATE CHANGED for {host}: pinned {expected}, server presented {got}. \
+         This may be an attack. If the server was legitimately re-keyed, remove its line from {known_hosts}"
+    )]
+    HostKeyChanged { host: String, expected: String, got: String, known_hosts: PathBuf },
+    #[error("unknown server {host} with certificate {fingerprint}; pass --accept-new-host to trust it")]
+    UnknownHost { host: String, fingerprint: String },
+    #[error("server certificate for {0} was not accepted")]
+    HostRejected(String),
+    #[error("server speaks protocol version {0}; this client speaks {PROTOCOL_VERSION}")]
+    UnsupportedVersion(u16),
+    #[error("{message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("unexpected reply from server: {0}")]
+    Protocol(String),
+    #[error("{path}: {source}")]
+    Local { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Transfer(#[from] TransferError),
+    #[error("{0}")]
+    Conn(#[from] ConnError),
+    #[error("known-hosts file {path}: {source}")]
+    KnownHosts { path: PathBuf, source: std::io::Error },
+    #[error("connection is no longer usable after an interrupted transfer")]
+    Broken,
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Asks a person whether to trust a first-seen server: `(host, fingerprint) -> accept`.
+pub type ConfirmHost = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// How to reach and trust a server.
+pub struct ConnectOptions {
+    /// `HOST:PORT`.
+    pub server: String,
+    /// Directory holding `known_hosts`.
+    pub config_dir: PathBuf,
+    /// Trust a first-seen certificate without asking.
+    pub accept_new_host: bool,
+    /// Asked on first contact when `accept_new_host` is false; `None` refuses.
+    pub confirm_new_host: Option<ConfirmHost>,
+}
+
+type Tls = TlsStream<TcpStream>;
+
+/// A connected, possibly logged-in client.
+pub struct Client {
+    reader: FrameReader<ReadHalf<Tls>>,
+    writer: FrameWriter<WriteHalf<Tls>>,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects, verifies or pins the server certificate, and exchanges protocol versions.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let kh_path = opts.config_dir.join("known_hosts");
+        let kh_err = |source| ClientError::KnownHosts { path: kh_path.clone(), source };
+        let mut known = KnownHosts::load(&kh_path).map_err(kh_err)?;
+        let expected = known.get(&opts.server);
+        let verifier = Arc::new(PinnedVerifier::new(expected));
+        let config = client_config(verifier.clone()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let addr = opts.server.clone();
+        let tcp =
+            TcpStream::connect(&addr).await.map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
+        let _ = tcp.set_nodelay(true);
+        let name =
+            rustls::pki_types::ServerName::try_from(SERVER_NAME).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let tls = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
+            Ok(tls) => tls,
+            Err(source) => return Err(handshake_error(opts, &known, expected, verifier.seen(), source)),
+        };
+        if expected.is_none() {
+            let seen = verifier.seen().ok_or_else(|| ClientError::Protocol("no server certificate".into()))?;
+            trust_new_host(opts, &mut known, seen).map_err(|e| match e {
+                ClientError::KnownHosts { source, .. } => kh_err(source),
+                other => other,
+            })?;
+        }
+        let (r, w) = tokio::io::split(tls);
+        let mut client = Client { reader: FrameReader::new(r), writer: FrameWriter::new(w), broken: false };
+        client.writer.write_preamble(PROTOCOL_VERSION).await.map_err(ConnError::from)?;
+        let version = client.reader.read_preamble().await?;
+        if version != PROTOCOL_VERSION {
+            return Err(ClientError::UnsupportedVersion(version));
+        }
+        Ok(client)
+    }
+
+    /// Logs in; returns the working directory.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<String, ClientError> {
+        let req = Request::Auth { user: user.to_string(), password: password.to_string() };
+        match self.call(&req).await? {
+            Response::Authed { cwd } => Ok(cwd),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends one request and reads its reply; an error reply becomes `ClientError::Server`.
+    async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        self.writer.write_control(req).await.map_err(ConnError::from)?;
+        self.read_response().await
+    }
+
+    async fn read_response(&mut self) -> Result<Response, ClientError> {
+        match self.reader.read_frame().await? {
+            Frame::Control(p) => match Frame::decode_control::<Response>(&p) {
+                Ok(Response::Error { code, message }) => Err(ClientError::Server { code, message }),
+                Ok(r) => Ok(r),
+                Err(e) => Err(ClientError::Conn(ConnError::Decode(e))),
+            },
+            Frame::Data(_) => Err(ClientError::Protocol("data frame where a reply was expected".into())),
+        }
+    }
+
+    async fn call_ok(&mut self, req: Request) -> Result<(), ClientError> {
+        match self.call(&req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn pwd(&mut self) -> Result<String, ClientError> {
+        match self.call(&Request::Pwd).await? {
+            Response::Pwd { path } => Ok(path),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Changes the working directory; returns the new one.
+    pub async fn cd(&mut self, path: &str) -> Result<String, ClientError> {
+        match self.call(&Request::Cd { path: path.to_string() }).await? {
+            Response::Pwd { path } => Ok(path),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list(&mut self, path: &str) -> Result<Vec<Entry>, ClientError> {
+        match self.call(&Request::List { path: path.to_string() }).await? {
+            Response::Listing { entries } => Ok(entries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn stat(&mut self, path: &str) -> Result<Entry, ClientError> {
+        match self.call(&Request::Stat { path: path.to_string() }).await? {
+            Response::Stat { entry } => Ok(entry),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn mkdir(&mut self, path: &str) -> Result<(), ClientError> {
+        self.call_ok(Request::Mkdir { path: path.to_string() }).await
+    }
+
+    pub async fn remove(&mut self, path: &str) -> Result<(), ClientError> {
+        self.call_ok(Request::Remove { path: path.to_string() }).await
+    }
+
+    pub async fn rmdir(&mut self, path: &str) -> Result<(), ClientError> {
+        self.call_ok(Request::Rmdir { path: path.to_string() }).await
+    }
+
+    pub async fn rename(&mut self, from: &str, to: &str) -> Result<(), ClientError> {
+        self.call_ok(Request::Rename { from: from.to_string(), to: to.to_string() }).await
+    }
+
+    /// Usage and quota as the server's `Df` reply.
+    pub async fn df(&mut self) -> Result<Response, ClientError> {
+        match self.call(&Request::Df).await? {
+            r @ Response::Df { .. } => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// md5 and size of a remote file.
+    pub async fn sum(&mut self, path: &str) -> Result<([u8; 16], u64), ClientError> {
+        match self.call(&Request::Sum { path: path.to_string() }).await? {
+            Response::Sum { md5, size } => Ok((md5, size)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Says goodbye and closes the connection.
+    pub async fn bye(mut self) {
+        if !self.broken {
+            let _ = self.writer.write_control(&Request::Bye).await;
+            let _ = self.writer.shutdown().await;
+        }
+    }
+
+    /// False once an interrupted transfer left the connection out of step.
+    pub fn is_usable(&self) -> bool {
+        !self.broken
+    }
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Protocol(format!("{r:?}"))
+}
+
+/// Explains a failed handshake, singling out a changed certificate.
+fn handshake_error(
+    opts: &ConnectOptions,
+    known: &KnownHosts,
+    expected: Option<Fingerprint>,
+    seen: Option<Fingerprint>,
+    source: std::io::Error,
+) -> ClientError {
+    match (expected, seen) {
+        (Some(e), Some(s)) if e != s => ClientError::HostKeyChanged {
+            host: opts.server.clone(),
+            expected: format_fingerprint(&e),
+            got: format_fingerprint(&s),
+            known_hosts: known.path().to_path_buf(),
+        },
+        _ => ClientError::Tls { addr: opts.server.clone(), source },
+    }
+}
+
+/// First contact: pin the certificate if allowed, else refuse before any credential is sent.
+fn trust_new_host(opts: &ConnectOptions, known: &mut KnownHosts, seen: Fingerprint) -> Result<(), ClientError> {
+    let fp = format_fingerprint(&seen);
+    let accepted = opts.accept_new_host || opts.confirm_new_host.as_ref().is_some_and(|ask| ask(&opts.server, &fp));
+    if !accepted {
+        return Err(match opts.confirm_new_host {
+            Some(_) => ClientError::HostRejected(opts.server.clone()),
+            None => ClientError::UnknownHost { host: opts.server.clone(), fingerprint: fp },
+        });
+    }
+    known.add(&opts.server, seen).map_err(|source| ClientError::KnownHosts { path: known.path().to_path_buf(), source })
+}

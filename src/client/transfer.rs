@@ -1,0 +1,272 @@
+//! Client side of uploads and downloads over the TCP data path.
+//!
+//! Downloads land in `.NAME.xfer-part` beside the target and are renamed into place only after
+//! the whole-file md5 matches; `resume` continues from that partial after checking its prefix
+//! against the server's file by md5.
+
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use super::{unexpected, Client, ClientError};
+use crate::conn::ConnError;
+use crate::proto::control::Md5Digest;
+use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
+use crate::transfer::{self, spawn_reader, spawn_writer, ChunkCheck, Progress, ProgressFn, SourceItem, TransferError};
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferSummary {
+    pub size: u64,
+    /// Bytes that were already in place and skipped by resume.
+    pub resumed_from: u64,
+    pub md5: Md5Digest,
+    pub transport: Transport,
+}
+
+fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Local { path: path.to_path_buf(), source }
+}
+
+impl Client {
+    /// Uploads `local` to `remote`.
+    pub async fn put(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        resume: bool,
+        progress: ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        let file = std::fs::File::open(local).map_err(local_err(local))?;
+        let meta = file.metadata().map_err(local_err(local))?;
+        if !meta.is_file() {
+            return Err(ClientError::Local {
+                path: local.to_path_buf(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
+        let size = meta.len();
+        let req = Request::Put { path: remote.to_string(), size, resume, transport: Transport::Tcp };
+        let (offset, prefix_md5) = match self.call(&req).await? {
+            Response::PutReady { offset, prefix_md5 } => (offset, prefix_md5),
+            other => return Err(unexpected(other)),
+        };
+        let hasher = match check_local_prefix(&file, offset, prefix_md5).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.abort_put().await?;
+                return Err(e);
+            }
+        };
+        progress(Progress::Start { total: size, offset });
+        let md5 = self.stream_put(file, offset, size, hasher, &progress).await?;
+        progress(Progress::Verifying);
+        match self.read_response().await? {
+            Response::PutDone { size: s, md5: m } if s == size && m == md5 => {}
+            other => return Err(unexpected(other)),
+        }
+        progress(Progress::Finish);
+        Ok(TransferSummary { size, resumed_from: offset, md5, transport: Transport::Tcp })
+    }
+
+    /// Streams chunks and `PutEnd`, watching for an early error reply. Returns our md5.
+    async fn stream_put(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        size: u64,
+        hasher: Md5,
+        progress: &ProgressFn,
+    ) -> Result<Md5Digest, ClientError> {
+        let mut chunks = spawn_reader(file, offset, size, hasher);
+        loop {
+            let item = tokio::select! {
+                item = chunks.recv() => item,
+                frame = self.reader.read_frame() => return Err(self.early_reply(frame).await),
+            };
+            match item {
+                Some(Ok(SourceItem::Chunk(chunk))) => {
+                    self.writer.write_data(&chunk).await.map_err(ConnError::from)?;
+                    progress(Progress::Advance { done: chunk.end() });
+                }
+                Some(Ok(SourceItem::Done { md5 })) => {
+                    self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(ConnError::from)?;
+                    return Ok(md5);
+                }
+                Some(Err(e)) => {
+                    self.abort_put().await?;
+                    return Err(e.into());
+                }
+                None => {
+                    self.abort_put().await?;
+                    return Err(TransferError::Io(std::io::Error::other("file reader stopped")).into());
+                }
+            }
+        }
+    }
+
+    /// The server replied while we were still sending: that is an error report. Tell it we
+    /// stopped (it sends nothing more for this upload) and return its error.
+    async fn early_reply(&mut self, frame: Result<Frame, ConnError>) -> ClientError {
+        let err = match frame {
+            Ok(Frame::Control(p)) => match Frame::decode_control::<Response>(&p) {
+                Ok(Response::Error { code, message }) => ClientError::Server { code, message },
+                Ok(other) => unexpected(other),
+                Err(e) => ClientError::Conn(e.into()),
+            },
+            Ok(Frame::Data(_)) => ClientError::Protocol("data frame during upload".into()),
+            Err(e) => return ClientError::Conn(e),
+        };
+        let ending = matches!(err.code(), Some(ErrorCode::ShuttingDown | ErrorCode::IdleTimeout));
+        if ending || self.writer.write_control(&Request::Abort).await.is_err() {
+            self.broken = true;
+        }
+        err
+    }
+
+    /// Abandons an accepted upload before or during streaming; the server keeps its partial.
+    async fn abort_put(&mut self) -> Result<(), ClientError> {
+        self.writer.write_control(&Request::Abort).await.map_err(ConnError::from)?;
+        match self.read_response().await {
+            Ok(_) | Err(ClientError::Server { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads `remote` to `local`.
+    pub async fn get(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        resume: bool,
+        progress: ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        let partial = partial_path(local);
+        let (file, offset, hasher) = open_local_partial(&partial, resume).await?;
+        let prefix_md5 = (offset > 0).then(|| hasher.clone().finalize().into());
+        let req = Request::Get { path: remote.to_string(), offset, prefix_md5, transport: Transport::Tcp };
+        let size = match self.call(&req).await {
+            Ok(Response::GetReady { size, offset: o }) if o == offset => size,
+            other => {
+                if offset == 0 {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                return Err(other.map_or_else(|e| e, unexpected));
+            }
+        };
+        progress(Progress::Start { total: size, offset });
+        let result = self.receive_get(file, offset, size, hasher, &progress).await;
+        if result.is_err() {
+            self.broken = true;
+        }
+        let (server_md5, written_md5) = result?;
+        progress(Progress::Verifying);
+        if let Err(e) = transfer::check_digest(&server_md5, &written_md5) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+        std::fs::rename(&partial, local).map_err(local_err(local))?;
+        sync_parent(local);
+        progress(Progress::Finish);
+        Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp })
+    }
+
+    /// Receives checked chunks into the partial until `GetEnd`; returns (server md5, our md5).
+    async fn receive_get(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        size: u64,
+        hasher: Md5,
+        progress: &ProgressFn,
+    ) -> Result<(Md5Digest, Md5Digest), ClientError> {
+        let mut check = ChunkCheck::new(offset, size);
+        let mut writer = spawn_writer(file, hasher);
+        let outcome: Result<Md5Digest, ClientError> = loop {
+            match self.reader.read_frame().await {
+                Ok(Frame::Data(chunk)) => {
+                    let end = chunk.end();
+                    if let Err(e) = check.accept(&chunk) {
+                        break Err(e.into());
+                    }
+                    if let Err(e) = writer.write(chunk).await {
+                        break Err(e.into());
+                    }
+                    progress(Progress::Advance { done: end });
+                }
+                Ok(Frame::Control(p)) => match Frame::decode_control::<Response>(&p) {
+                    Ok(Response::GetEnd { md5 }) => match check.ensure_complete() {
+                        Ok(()) => break Ok(md5),
+                        Err(e) => break Err(e.into()),
+                    },
+                    Ok(Response::Error { code, message }) => break Err(ClientError::Server { code, message }),
+                    Ok(other) => break Err(unexpected(other)),
+                    Err(e) => break Err(ClientError::Conn(e.into())),
+                },
+                Err(e) => break Err(e.into()),
+            }
+        };
+        // Always flush and fsync what arrived, so an interrupted download stays resumable.
+        let written = writer.finish().await;
+        let server_md5 = outcome?;
+        Ok((server_md5, written?.md5))
+    }
+}
+
+/// Where a download of `local` is written until verified.
+pub fn partial_path(local: &Path) -> PathBuf {
+    let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    local.with_file_name(format!(".{name}.xfer-part"))
+}
+
+/// Opens (or creates, or truncates) the local partial and hashes its prefix when resuming.
+async fn open_local_partial(partial: &Path, resume: bool) -> Result<(std::fs::File, u64, Md5), ClientError> {
+    let path = partial.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(!resume)
+            .open(&path)
+            .map_err(local_err(&path))?;
+        let offset = file.metadata().map_err(local_err(&path))?.len();
+        let hasher = if offset > 0 { transfer::hash_prefix(&file, offset)? } else { Md5::new() };
+        file.seek(SeekFrom::Start(offset)).map_err(local_err(&path))?;
+        Ok((file, offset, hasher))
+    })
+    .await
+    .map_err(|e| ClientError::Transfer(TransferError::Io(std::io::Error::other(e))))?
+}
+
+/// Checks that our file starts with the bytes the server already holds (CTRL-RESUME-2).
+async fn check_local_prefix(
+    file: &std::fs::File,
+    offset: u64,
+    server_md5: Option<Md5Digest>,
+) -> Result<Md5, ClientError> {
+    if offset == 0 {
+        return Ok(Md5::new());
+    }
+    let file = file.try_clone().map_err(TransferError::from)?;
+    let hasher = tokio::task::spawn_blocking(move || transfer::hash_prefix(&file, offset))
+        .await
+        .map_err(|e| TransferError::Io(std::io::Error::other(e)))??;
+    let ours: Md5Digest = hasher.clone().finalize().into();
+    if server_md5 != Some(ours) {
+        return Err(TransferError::SourceChanged(format!(
+            "the server's partial upload ({offset} bytes) does not match the start of the local file; upload again without --resume"
+        ))
+        .into());
+    }
+    Ok(hasher)
+}
+
+/// fsyncs the directory holding `path` so the rename survives a crash (best effort).
+fn sync_parent(path: &Path) {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,155 @@
+//! Server and client configuration.
+//!
+//! The server's defaults are `config/xfer.example.toml`, embedded in the binary and written to
+//! `ROOT/xfer.toml` on first start. The client's profiles live in `CONFIG_DIR/config.toml`,
+//! where CONFIG_DIR is `$XFER_CONFIG_DIR` or the platform config dir plus `xfer`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::throttle::ThrottlePolicy;
+
+/// The embedded default server configuration.
+pub const DEFAULT_SERVER_CONFIG: &str = include_str!("../config/xfer.example.toml");
+
+/// Errors loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+}
+
+/// Server configuration (`[server]` and `[auth]` tables).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub server: ServerSection,
+    #[serde(default)]
+    pub auth: ThrottlePolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub idle_timeout_secs: u64,
+    pub handshake_timeout_secs: u64,
+    pub max_sessions: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerSection {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.max(1))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl ServerConfig {
+    /// The embedded defaults.
+    pub fn embedded() -> ServerConfig {
+        // The embedded file is checked by a unit test; parsing it cannot fail at run time.
+        toml::from_str(DEFAULT_SERVER_CONFIG).unwrap_or_else(|e| panic!("embedded config: {e}"))
+    }
+
+    /// Loads `root/xfer.toml`, writing the embedded defaults there first if it is missing.
+    pub fn load_or_init(root: &Path) -> Result<ServerConfig, ConfigError> {
+        let path = root.join("xfer.toml");
+        if !path.exists() {
+            std::fs::write(&path, DEFAULT_SERVER_CONFIG)
+                .map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })
+    }
+}
+
+/// Client configuration file: named connection profiles.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Profile used when `--profile` is not given.
+    pub default_profile: Option<String>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// One named server/user pair.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub server: Option<String>,
+    pub user: Option<String>,
+}
+
+impl ClientConfig {
+    /// Loads `dir/config.toml`; a missing file is an empty configuration.
+    pub fn load(dir: &Path) -> Result<ClientConfig, ConfigError> {
+        let path = dir.join("config.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+            Err(source) => Err(ConfigError::Io { path, source }),
+        }
+    }
+
+    /// The profile named `name`, or the default profile.
+    pub fn profile(&self, name: Option<&str>) -> Option<&Profile> {
+        let name = name.or(self.default_profile.as_deref())?;
+        self.profiles.get(name)
+    }
+}
+
+/// The client's config directory: `$XFER_CONFIG_DIR`, else e.g. `~/.config/xfer`.
+pub fn client_config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XFER_CONFIG_DIR") {
+        return PathBuf::from(dir);
+    }
+    dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("xfer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_server_config_parses() {
+        let c = ServerConfig::embedded();
+        assert_eq!(c.server.listen, "127.0.0.1:7070");
+        assert!(c.auth.free_failures >= 1);
+    }
+
+    #[test]
+    fn load_or_init_writes_defaults_once() {
+        let dir = tempfile::tempdir().unwrap();
+        ServerConfig::load_or_init(dir.path()).unwrap();
+        let path = dir.path().join("xfer.toml");
+        let edited = std::fs::read_to_string(&path).unwrap().replace("7070", "7171");
+        std::fs::write(&path, edited).unwrap();
+        let c = ServerConfig::load_or_init(dir.path()).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7171");
+    }
+
+    #[test]
+    fn client_profiles_select_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "default_profile = \"lab\"\n[profiles.lab]\nserver = \"10.0.0.1:7070\"\nuser = \"ann\"\n",
+        )
+        .unwrap();
+        let c = ClientConfig::load(dir.path()).unwrap();
+        assert_eq!(c.profile(None).unwrap().user.as_deref(), Some("ann"));
+        assert!(c.profile(Some("other")).is_none());
+    }
+}

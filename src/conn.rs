@@ -1,0 +1,102 @@
+//! Framed reading and writing of control and data frames over any async byte stream
+//! (the TLS control connection in practice).
+
+use std::io;
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::proto::codec::{encode_control, FrameDecoder};
+use crate::proto::{decode_preamble, encode_preamble, DataChunk, DecodeError, Frame, PREAMBLE_LEN};
+
+/// Failures of a framed connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol error: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+/// Reads frames from a byte stream.
+pub struct FrameReader<R> {
+    inner: R,
+    decoder: FrameDecoder,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader { inner, decoder: FrameDecoder::new() }
+    }
+
+    /// Reads the next frame. A clean close between frames is `ConnError::Closed`.
+    pub async fn read_frame(&mut self) -> Result<Frame, ConnError> {
+        loop {
+            if let Some(frame) = self.decoder.decode()? {
+                return Ok(frame);
+            }
+            let n = self.inner.read_buf(self.decoder.buffer()).await?;
+            if n == 0 {
+                return Err(if self.decoder.pending() == 0 { ConnError::Closed } else { ConnError::Truncated });
+            }
+        }
+    }
+
+    /// Reads the peer's version preamble.
+    pub async fn read_preamble(&mut self) -> Result<u16, ConnError> {
+        let mut buf = [0u8; PREAMBLE_LEN];
+        match self.inner.read_exact(&mut buf).await {
+            Ok(_) => Ok(decode_preamble(&buf)?),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a frame that must be a control message of type `T`.
+    pub async fn read_control<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ConnError> {
+        match self.read_frame().await? {
+            Frame::Control(payload) => Ok(Some(Frame::decode_control(&payload)?)),
+            Frame::Data(_) => Ok(None),
+        }
+    }
+}
+
+/// Writes frames to a byte stream.
+pub struct FrameWriter<W> {
+    inner: W,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        FrameWriter { inner }
+    }
+
+    pub async fn write_preamble(&mut self, version: u16) -> io::Result<()> {
+        self.inner.write_all(&encode_preamble(version)).await?;
+        self.inner.flush().await
+    }
+
+    /// Writes and flushes one control message.
+    pub async fn write_control<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
+        self.inner.write_all(&encode_control(msg)).await?;
+        self.inner.flush().await
+    }
+
+    /// Writes one data frame without flushing (the next control message flushes).
+    pub async fn write_data(&mut self, chunk: &DataChunk) -> io::Result<()> {
+        self.inner.write_all(&chunk.header()).await?;
+        self.inner.write_all(&chunk.data).await
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().await
+    }
+
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.inner.shutdown().await
+    }
+}

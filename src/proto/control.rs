@@ -1,0 +1,177 @@
+//! Control messages (CTRL-MSG-*). Both enums are append-only: bincode writes the variant index,
+//! so reordering or removing a variant changes the bytes on the wire. The vectors in
+//! `proto-spec/vectors/` catch such a change.
+
+use serde::{Deserialize, Serialize};
+
+/// An MD5 digest.
+pub type Md5Digest = [u8; 16];
+
+/// Which transport carries a transfer's data chunks (CTRL-XFER-8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transport {
+    /// Chunks travel as data frames on the control connection itself.
+    Tcp,
+}
+
+/// Client to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Log in (CTRL-AUTH-1). Must be the first request.
+    Auth {
+        user: String,
+        password: String,
+    },
+    Pwd,
+    Cd {
+        path: String,
+    },
+    List {
+        path: String,
+    },
+    Stat {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Remove {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Df,
+    Sum {
+        path: String,
+    },
+    /// Start an upload of `size` bytes to `path` (CTRL-PUT-1).
+    Put {
+        path: String,
+        size: u64,
+        resume: bool,
+        transport: Transport,
+    },
+    /// All data frames of the upload are sent; `md5` is the digest of the whole file.
+    PutEnd {
+        md5: Md5Digest,
+    },
+    /// Start a download at `offset`; `prefix_md5` is the digest of the bytes before it
+    /// (required when `offset > 0`, CTRL-RESUME-3).
+    Get {
+        path: String,
+        offset: u64,
+        prefix_md5: Option<Md5Digest>,
+        transport: Transport,
+    },
+    /// Give up the upload in progress; the server keeps the verified prefix for resume.
+    Abort,
+    /// Polite goodbye; the server closes the connection.
+    Bye,
+}
+
+/// Server to client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    /// Login accepted; the session's working directory is the home root.
+    Authed {
+        cwd: String,
+    },
+    Pwd {
+        path: String,
+    },
+    Listing {
+        entries: Vec<Entry>,
+    },
+    Stat {
+        entry: Entry,
+    },
+    Df {
+        used_bytes: u64,
+        quota_bytes: u64,
+        used_files: u64,
+        max_files: Option<u64>,
+        reserved_bytes: u64,
+    },
+    Sum {
+        md5: Md5Digest,
+        size: u64,
+    },
+    /// Upload accepted; send data frames from `offset`. When resuming, `prefix_md5` is the
+    /// digest of the server's first `offset` bytes (CTRL-RESUME-1).
+    PutReady {
+        offset: u64,
+        prefix_md5: Option<Md5Digest>,
+    },
+    /// Upload verified, synced and renamed into place.
+    PutDone {
+        size: u64,
+        md5: Md5Digest,
+    },
+    /// Download accepted; data frames from `offset` to `size` follow, then `GetEnd`.
+    GetReady {
+        size: u64,
+        offset: u64,
+    },
+    GetEnd {
+        md5: Md5Digest,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Error codes (CTRL-ERR-1). Append-only; the index is the wire value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    BadRequest,
+    NotAuthenticated,
+    AuthFailed,
+    Throttled,
+    NotFound,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    InvalidPath,
+    PathEscapes,
+    PermissionDenied,
+    QuotaExceeded,
+    FileQuotaExceeded,
+    ChunkCorrupt,
+    DigestMismatch,
+    SourceChanged,
+    TooLarge,
+    Busy,
+    DiskFull,
+    Internal,
+    UnsupportedVersion,
+    IdleTimeout,
+    ShuttingDown,
+    UnsupportedTransport,
+}
+
+/// Kind of a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// A directory entry as sent in `Listing` and `Stat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+}

@@ -1,0 +1,94 @@
+//! Mapping of library errors onto wire error codes (CTRL-ERR-1).
+
+use crate::home::{HomeError, PathError};
+use crate::proto::{ErrorCode, Response};
+use crate::store::StoreError;
+use crate::transfer::TransferError;
+
+/// An error to report to the client as one `Response::Error`.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Reply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply { code, message: message.into() }
+    }
+
+    pub fn into_response(self) -> Response {
+        Response::Error { code: self.code, message: self.message }
+    }
+
+    pub fn internal(what: impl std::fmt::Display) -> Reply {
+        tracing::error!("internal error: {what}");
+        Reply::new(ErrorCode::Internal, "internal server error")
+    }
+}
+
+impl From<HomeError> for Reply {
+    fn from(e: HomeError) -> Reply {
+        let code = match &e {
+            HomeError::Path(PathError::Escapes(_)) | HomeError::Escapes(_) => ErrorCode::PathEscapes,
+            HomeError::Path(_) => ErrorCode::InvalidPath,
+            HomeError::NotFound(_) => ErrorCode::NotFound,
+            HomeError::NotADirectory(_) => ErrorCode::NotADirectory,
+            HomeError::IsADirectory(_) => ErrorCode::IsADirectory,
+            HomeError::NotARegularFile(_) | HomeError::HardLinked(_) | HomeError::PermissionDenied(_) => {
+                ErrorCode::PermissionDenied
+            }
+            HomeError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            HomeError::DirectoryNotEmpty(_) => ErrorCode::DirectoryNotEmpty,
+            HomeError::DiskFull => ErrorCode::DiskFull,
+            HomeError::Io { .. } => return Reply::internal(e),
+        };
+        Reply::new(code, e.to_string())
+    }
+}
+
+impl From<PathError> for Reply {
+    fn from(e: PathError) -> Reply {
+        Reply::from(HomeError::Path(e))
+    }
+}
+
+impl From<StoreError> for Reply {
+    fn from(e: StoreError) -> Reply {
+        match e {
+            StoreError::QuotaBytes { .. } => Reply::new(ErrorCode::QuotaExceeded, e.to_string()),
+            StoreError::QuotaFiles { .. } => Reply::new(ErrorCode::FileQuotaExceeded, e.to_string()),
+            other => Reply::internal(other),
+        }
+    }
+}
+
+impl From<TransferError> for Reply {
+    fn from(e: TransferError) -> Reply {
+        Reply::from(&e)
+    }
+}
+
+impl From<&TransferError> for Reply {
+    fn from(e: &TransferError) -> Reply {
+        let code = match e {
+            TransferError::Io(_) => return Reply::internal(e),
+            TransferError::DiskFull => ErrorCode::DiskFull,
+            TransferError::ChunkCorrupt { .. } => ErrorCode::ChunkCorrupt,
+            TransferError::OutOfOrder { .. } | TransferError::Incomplete { .. } => ErrorCode::BadRequest,
+            TransferError::TooLarge { .. } => ErrorCode::TooLarge,
+            TransferError::SourceChanged(_) => ErrorCode::SourceChanged,
+            TransferError::DigestMismatch { .. } => ErrorCode::DigestMismatch,
+        };
+        Reply::new(code, e.to_string())
+    }
+}
+
+/// Runs blocking work (file system, store, hashing) off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, Reply>
+where
+    F: FnOnce() -> Result<T, Reply> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(Reply::internal(e)))
+}

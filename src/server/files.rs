@@ -1,0 +1,142 @@
+//! File-operation requests inside the home: pwd, cd, ls, stat, mkdir, rm, rmdir, mv, df, sum.
+//! xfer runs no shell; these built-ins are the whole command set.
+
+use super::errors::{blocking, Reply};
+use super::session::Session;
+use crate::home::{self, EntryKind as HomeKind};
+use crate::proto::{Entry, EntryKind, ErrorCode, Request, Response};
+
+impl Session {
+    /// Serves one request that is neither a transfer nor a goodbye.
+    pub(crate) async fn file_op(&mut self, request: Request) -> Result<Response, Reply> {
+        match request {
+            Request::Pwd => Ok(Response::Pwd { path: self.cwd.to_string() }),
+            Request::Cd { path } => {
+                let target = self.resolve(&path)?;
+                let home = self.home.clone();
+                let t = target.clone();
+                blocking(move || home.check_dir(&t).map_err(Reply::from)).await?;
+                self.cwd = target;
+                Ok(Response::Pwd { path: self.cwd.to_string() })
+            }
+            Request::List { path } => {
+                let target = self.resolve(&path)?;
+                let home = self.home.clone();
+                let entries = blocking(move || list_or_stat(&home, &target)).await?;
+                Ok(Response::Listing { entries })
+            }
+            Request::Stat { path } => {
+                let target = self.resolve(&path)?;
+                let home = self.home.clone();
+                let entry = blocking(move || home.stat(&target).map_err(Reply::from)).await?;
+                Ok(Response::Stat { entry: wire_entry(entry) })
+            }
+            Request::Mkdir { path } => {
+                let target = self.resolve(&path)?;
+                let home = self.home.clone();
+                blocking(move || home.mkdir(&target).map_err(Reply::from)).await?;
+                Ok(Response::Ok)
+            }
+            Request::Remove { path } => self.remove(&path).await,
+            Request::Rmdir { path } => {
+                let target = self.resolve(&path)?;
+                if target.is_root() {
+                    return Err(Reply::new(ErrorCode::InvalidPath, "cannot remove the home directory"));
+                }
+                let home = self.home.clone();
+                blocking(move || home.remove_dir(&target).map_err(Reply::from)).await?;
+                Ok(Response::Ok)
+            }
+            Request::Rename { from, to } => self.rename(&from, &to).await,
+            Request::Df => self.df().await,
+            Request::Sum { path } => {
+                let target = self.resolve(&path)?;
+                let home = self.home.clone();
+                blocking(move || {
+                    let (file, _) = home.open_read(&target)?;
+                    let (md5, size) = crate::transfer::hash_file(&file)?;
+                    Ok(Response::Sum { md5, size })
+                })
+                .await
+            }
+            Request::Auth { .. } => Err(Reply::new(ErrorCode::BadRequest, "already logged in")),
+            Request::PutEnd { .. } | Request::Abort => Err(Reply::new(ErrorCode::BadRequest, "no upload in progress")),
+            Request::Bye | Request::Put { .. } | Request::Get { .. } => {
+                Err(Reply::new(ErrorCode::BadRequest, "unexpected request"))
+            }
+        }
+    }
+
+    async fn remove(&mut self, path: &str) -> Result<Response, Reply> {
+        let target = self.resolve(path)?;
+        let home = self.home.clone();
+        let (bytes, was_file) = blocking(move || {
+            let entry = home.stat(&target)?;
+            if entry.kind == HomeKind::Dir {
+                return Err(Reply::new(ErrorCode::IsADirectory, format!("is a directory: {target} (use rmdir)")));
+            }
+            let freed = home.remove_file(&target)?;
+            Ok((freed, entry.kind == HomeKind::File))
+        })
+        .await?;
+        self.release_usage(bytes, u64::from(was_file)).await?;
+        Ok(Response::Ok)
+    }
+
+    async fn rename(&mut self, from: &str, to: &str) -> Result<Response, Reply> {
+        let from = self.resolve(from)?;
+        let to = self.resolve(to)?;
+        if from.is_root() || to.is_root() {
+            return Err(Reply::new(ErrorCode::InvalidPath, "cannot rename the home directory"));
+        }
+        let home = self.home.clone();
+        let replaced = blocking(move || home.rename(&from, &to).map_err(Reply::from)).await?;
+        if let Some(bytes) = replaced {
+            self.release_usage(bytes, 1).await?;
+        }
+        Ok(Response::Ok)
+    }
+
+    async fn df(&self) -> Result<Response, Reply> {
+        let state = self.state.clone();
+        let name = self.user.clone();
+        let user = blocking(move || state.store.get_user(&name).map_err(Reply::internal)).await?;
+        let user = user.ok_or_else(|| Reply::new(ErrorCode::NotAuthenticated, "account no longer exists"))?;
+        Ok(Response::Df {
+            used_bytes: user.used_bytes,
+            quota_bytes: user.quota_bytes,
+            used_files: user.used_files,
+            max_files: user.max_files,
+            reserved_bytes: user.reserved_bytes,
+        })
+    }
+
+    /// Lowers the user's usage after a delete or an overwrite.
+    pub(crate) async fn release_usage(&self, bytes: u64, files: u64) -> Result<(), Reply> {
+        let state = self.state.clone();
+        let name = self.user.clone();
+        blocking(move || state.store.adjust_usage(&name, -(bytes as i64), -(files as i64)).map_err(Reply::internal))
+            .await
+    }
+}
+
+/// `ls` of a directory lists it; `ls` of anything else describes just that entry.
+fn list_or_stat(home: &home::Home, target: &home::HomePath) -> Result<Vec<Entry>, Reply> {
+    let entry = home.stat(target)?;
+    if entry.kind == HomeKind::Dir {
+        Ok(home.list(target)?.into_iter().map(wire_entry).collect())
+    } else {
+        Ok(vec![wire_entry(entry)])
+    }
+}
+
+/// Converts a home entry to its wire form.
+pub(crate) fn wire_entry(e: home::Entry) -> Entry {
+    let kind = match e.kind {
+        HomeKind::File => EntryKind::File,
+        HomeKind::Dir => EntryKind::Dir,
+        HomeKind::Symlink => EntryKind::Symlink,
+        HomeKind::Other => EntryKind::Other,
+    };
+    Entry { name: e.name, kind, size: e.size, mtime: e.mtime }
+}

@@ -1,0 +1,301 @@
+//! Upload (CTRL-PUT-*): reserve quota, open the partial file, receive checked chunks, verify
+//! the whole-file md5, fsync and rename into place; on any interruption keep the verified
+//! prefix for resume and account for it.
+
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+
+use super::errors::{blocking, Reply};
+use super::session::{lock, Conn, Next, Session};
+use super::ServerState;
+use crate::conn::ConnError;
+use crate::home::{EntryKind, Home, HomeError, HomePath};
+use crate::proto::control::Md5Digest;
+use crate::proto::{ErrorCode, Frame, Request, Response};
+use crate::store::Reservation;
+use crate::transfer::{self, spawn_writer, ChunkCheck, TransferError};
+
+/// Holds the (user, path) upload slot; released on drop.
+struct UploadSlot {
+    state: Arc<ServerState>,
+    key: (String, HomePath),
+}
+
+impl UploadSlot {
+    fn acquire(state: &Arc<ServerState>, user: &str, target: &HomePath) -> Result<UploadSlot, Reply> {
+        let key = (user.to_string(), target.clone());
+        if !lock(&state.uploads).insert(key.clone()) {
+            return Err(Reply::new(ErrorCode::Busy, format!("an upload to {target} is already in progress")));
+        }
+        Ok(UploadSlot { state: state.clone(), key })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        lock(&self.state.uploads).remove(&self.key);
+    }
+}
+
+/// An accepted upload, ready for data.
+struct Upload {
+    target: HomePath,
+    size: u64,
+    offset: u64,
+    /// Partial-file bytes already counted in the user's usage.
+    counted: u64,
+    /// The partial file did not exist before this upload.
+    partial_new: bool,
+    reservation: Reservation,
+    _slot: UploadSlot,
+}
+
+/// How the data phase ended.
+enum End {
+    PutEnd(Md5Digest),
+    Abort,
+    /// The upload failed; `true` if the error was already reported mid-stream.
+    Failed(TransferError, bool),
+    Idle,
+    Stop,
+    Lost(ConnError),
+}
+
+/// What to do with the partial file.
+enum Settle {
+    Finish,
+    Keep,
+    Discard,
+}
+
+impl Session {
+    /// Serves one `Put`. Returns `Ok(false)` when the session must end afterwards.
+    pub(crate) async fn put(
+        &mut self,
+        conn: &mut Conn,
+        path: String,
+        size: u64,
+        resume: bool,
+    ) -> Result<bool, ConnError> {
+        let (upload, file, hasher) = match self.prepare_put(&path, size, resume).await {
+            Ok(x) => x,
+            Err(reply) => {
+                conn.reply(&reply.into_response()).await?;
+                return Ok(true);
+            }
+        };
+        let prefix_md5 = (upload.offset > 0).then(|| hasher.clone().finalize().into());
+        let ready = conn.reply(&Response::PutReady { offset: upload.offset, prefix_md5 }).await;
+        let end = match ready {
+            Ok(()) => receive(conn, &upload, file, hasher).await,
+            Err(e) => End::Lost(e),
+        };
+        self.finish_put(conn, upload, end).await
+    }
+
+    async fn prepare_put(&self, path: &str, size: u64, resume: bool) -> Result<(Upload, std::fs::File, Md5), Reply> {
+        let target = self.resolve(path)?;
+        if target.is_root() {
+            return Err(Reply::new(ErrorCode::IsADirectory, "cannot upload onto the home directory"));
+        }
+        let slot = UploadSlot::acquire(&self.state, &self.user, &target)?;
+        let (home, state, user) = (self.home.clone(), self.state.clone(), self.user.clone());
+        blocking(move || open_upload(&home, &state, &user, target, size, resume, slot)).await
+    }
+
+    async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: End) -> Result<bool, ConnError> {
+        let (settle, md5) = match &end {
+            End::PutEnd(md5) => (Settle::Finish, Some(*md5)),
+            End::Failed(e, _) if discards_partial(e) => (Settle::Discard, None),
+            _ => (Settle::Keep, None),
+        };
+        let (home, state, user) = (self.home.clone(), self.state.clone(), self.user.clone());
+        let settled = blocking(move || settle_upload(&home, &state, &user, upload, settle, md5)).await;
+        let err = |code, message: &str| Some(Response::Error { code, message: message.to_string() });
+        let reply = match &end {
+            End::PutEnd(_) | End::Abort => Some(settled.unwrap_or_else(Reply::into_response)),
+            End::Failed(e, false) => Some(Reply::from(e).into_response()),
+            End::Failed(_, true) => None,
+            End::Lost(e) => {
+                tracing::debug!("upload connection lost: {e}");
+                None
+            }
+            End::Idle => err(ErrorCode::IdleTimeout, "upload idle too long; resume it with --resume"),
+            End::Stop => err(ErrorCode::ShuttingDown, "server is shutting down; resume the upload with --resume"),
+        };
+        if let Some(reply) = reply {
+            conn.reply(&reply).await?;
+        }
+        Ok(matches!(end, End::PutEnd(_) | End::Abort | End::Failed(..)))
+    }
+}
+
+/// Errors after which the partial bytes are worthless and released (CTRL-PUT-4, CTRL-PUT-6).
+fn discards_partial(e: &TransferError) -> bool {
+    matches!(e, TransferError::TooLarge { .. } | TransferError::DigestMismatch { .. })
+}
+
+/// Reserves quota and opens the partial file (CTRL-PUT-2, CTRL-RESUME-1, QUOTA-1).
+fn open_upload(
+    home: &Home,
+    state: &ServerState,
+    user: &str,
+    target: HomePath,
+    size: u64,
+    resume: bool,
+    slot: UploadSlot,
+) -> Result<(Upload, std::fs::File, Md5), Reply> {
+    let existing = match home.stat(&target) {
+        Ok(e) if e.kind == EntryKind::Dir => return Err(HomeError::IsADirectory(target.to_string()).into()),
+        Ok(e) if e.kind == EntryKind::File => Some(e.size),
+        Ok(_) => None,
+        Err(HomeError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let prior = home.partial_len(&target)?;
+    let offset = if resume { prior.unwrap_or(0) } else { 0 };
+    if offset > size {
+        return Err(Reply::new(
+            ErrorCode::SourceChanged,
+            format!("the server holds {offset} bytes of a partial upload but the file has {size}; upload again without --resume"),
+        ));
+    }
+    let partial_new = prior.is_none();
+    let bytes = (size - offset).saturating_sub(existing.unwrap_or(0));
+    let files = u64::from(partial_new && existing.is_none());
+    let reservation = state.store.reserve(user, bytes, files)?;
+    match open_partial(home, &target, resume, offset) {
+        Ok((file, hasher)) => {
+            let counted = if resume { offset } else { 0 };
+            if !resume && prior.unwrap_or(0) > 0 {
+                let _ = state.store.adjust_usage(user, -(prior.unwrap_or(0) as i64), 0);
+            }
+            let upload = Upload { target, size, offset, counted, partial_new, reservation, _slot: slot };
+            Ok((upload, file, hasher))
+        }
+        Err(e) => {
+            let _ = state.store.release(reservation);
+            Err(e)
+        }
+    }
+}
+
+/// Opens the partial, hashes its kept prefix and positions it for appending.
+fn open_partial(home: &Home, target: &HomePath, resume: bool, offset: u64) -> Result<(std::fs::File, Md5), Reply> {
+    let (mut file, len) = home.open_partial(target, resume)?;
+    if len != offset {
+        return Err(Reply::new(ErrorCode::Busy, "partial file changed while opening it"));
+    }
+    let hasher = if offset > 0 { transfer::hash_prefix(&file, offset)? } else { Md5::new() };
+    file.seek(SeekFrom::Start(offset)).map_err(TransferError::from)?;
+    Ok((file, hasher))
+}
+
+/// The data phase: checked chunks go to the writer thread until `PutEnd` or `Abort`.
+async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: Md5) -> End {
+    let mut check = ChunkCheck::new(upload.offset, upload.size);
+    let mut writer = spawn_writer(file, hasher);
+    let mut failure: Option<TransferError> = None;
+    let end = loop {
+        let next = match conn.next().await {
+            Ok(n) => n,
+            Err(e) => break End::Lost(e),
+        };
+        let step = match next {
+            Next::Idle => break End::Idle,
+            Next::Stop => break End::Stop,
+            Next::Frame(Frame::Data(chunk)) if failure.is_none() => match check.accept(&chunk) {
+                Ok(()) => writer.write(chunk).await,
+                Err(e) => Err(e),
+            },
+            Next::Frame(Frame::Data(_)) => Ok(()), // draining after a reported failure
+            Next::Frame(Frame::Control(p)) => match Frame::decode_control::<Request>(&p) {
+                Ok(Request::PutEnd { md5 }) => break End::PutEnd(md5),
+                Ok(Request::Abort) => break End::Abort,
+                _ => {
+                    break End::Lost(ConnError::Decode(crate::proto::DecodeError::Malformed(
+                        "expected a data frame, PutEnd or Abort".into(),
+                    )))
+                }
+            },
+        };
+        if let Err(e) = step {
+            if failure.is_none() {
+                tracing::warn!("upload of {} failed: {e}", upload.target);
+                if let Err(ce) = conn.reply(&Reply::from(&e).into_response()).await {
+                    break End::Lost(ce);
+                }
+                failure = Some(e);
+            }
+        }
+    };
+    let written = writer.finish().await;
+    match (failure, end) {
+        (Some(f), End::PutEnd(_) | End::Abort) => End::Failed(f, true),
+        (_, End::PutEnd(md5)) => match written {
+            Ok(w) => verify_end(&check, &md5, &w.md5).map_or_else(|e| End::Failed(e, false), |_| End::PutEnd(md5)),
+            Err(e) => End::Failed(e, false),
+        },
+        (_, other) => other,
+    }
+}
+
+fn verify_end(check: &ChunkCheck, client_md5: &Md5Digest, server_md5: &Md5Digest) -> Result<(), TransferError> {
+    check.ensure_complete()?;
+    transfer::check_digest(client_md5, server_md5)
+}
+
+/// Applies the outcome to the partial file and the quota in one place (QUOTA-2, QUOTA-3).
+/// Returns the reply for a normal ending.
+fn settle_upload(
+    home: &Home,
+    state: &ServerState,
+    user: &str,
+    upload: Upload,
+    settle: Settle,
+    client_md5: Option<Md5Digest>,
+) -> Result<Response, Reply> {
+    let new_file = i64::from(upload.partial_new);
+    let counted = upload.counted as i64;
+    match settle {
+        Settle::Finish => match home.finish_partial(&upload.target) {
+            Ok(replaced) => {
+                let bytes = upload.size as i64 - counted - replaced.unwrap_or(0) as i64;
+                let files = new_file - i64::from(replaced.is_some());
+                state.store.commit(upload.reservation, bytes, files)?;
+                let md5 = client_md5.unwrap_or_default();
+                tracing::info!(%user, path = %upload.target, size = upload.size, "upload complete");
+                Ok(Response::PutDone { size: upload.size, md5 })
+            }
+            Err(e) => {
+                keep_partial(home, state, user, upload)?;
+                Err(e.into())
+            }
+        },
+        Settle::Keep => {
+            keep_partial(home, state, user, upload)?;
+            Ok(Response::Ok)
+        }
+        Settle::Discard => {
+            home.discard_partial(&upload.target)?;
+            state.store.commit(upload.reservation, -counted, new_file - 1)?;
+            Ok(Response::Ok)
+        }
+    }
+}
+
+/// Leaves the partial for resume and counts its bytes as used.
+fn keep_partial(home: &Home, state: &ServerState, user: &str, upload: Upload) -> Result<(), Reply> {
+    let len = home.partial_len(&upload.target)?;
+    let bytes = len.unwrap_or(0) as i64 - upload.counted as i64;
+    let files = match (len, upload.partial_new) {
+        (Some(_), true) => 1,
+        (None, false) => -1,
+        _ => 0,
+    };
+    tracing::info!(%user, path = %upload.target, kept = len.unwrap_or(0), "upload interrupted; partial kept");
+    state.store.commit(upload.reservation, bytes, files)?;
+    Ok(())
+}

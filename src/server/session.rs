@@ -1,0 +1,229 @@
+//! One control session: TLS, version preamble, login, then requests until goodbye, idle
+//! timeout, shutdown or disconnect.
+//!
+//! States: `AwaitAuth` (only `Auth` and `Bye` are served) then `Authed` (a [`Session`] holding
+//! the user, the home capability and the working directory).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+
+use super::errors::{blocking, Reply};
+use super::ServerState;
+use crate::conn::{ConnError, FrameReader, FrameWriter};
+use crate::home::{Home, HomePath};
+use crate::proto::{ErrorCode, Frame, Request, Response, PROTOCOL_VERSION};
+
+type Tls = TlsStream<TcpStream>;
+
+/// The framed connection plus what ends a wait on it.
+pub(crate) struct Conn {
+    pub reader: FrameReader<ReadHalf<Tls>>,
+    pub writer: FrameWriter<WriteHalf<Tls>>,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
+}
+
+/// What ended a wait for the next frame.
+pub(crate) enum Next {
+    Frame(Frame),
+    Idle,
+    Stop,
+}
+
+impl Conn {
+    /// Waits for the next frame, the idle timeout, or server shutdown.
+    pub async fn next(&mut self) -> Result<Next, ConnError> {
+        let idle = self.idle;
+        tokio::select! {
+            r = tokio::time::timeout(idle, self.reader.read_frame()) => match r {
+                Ok(frame) => frame.map(Next::Frame),
+                Err(_) => Ok(Next::Idle),
+            },
+            _ = self.stop.wait_for(|stop| *stop) => Ok(Next::Stop),
+        }
+    }
+
+    pub async fn reply(&mut self, resp: &Response) -> Result<(), ConnError> {
+        Ok(self.writer.write_control(resp).await?)
+    }
+
+    pub async fn reply_error(&mut self, code: ErrorCode, message: impl Into<String>) -> Result<(), ConnError> {
+        self.reply(&Response::Error { code, message: message.into() }).await
+    }
+
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+/// An authenticated session.
+pub(crate) struct Session {
+    pub state: Arc<ServerState>,
+    pub user: String,
+    pub home: Arc<Home>,
+    pub cwd: HomePath,
+}
+
+/// Serves one TCP connection to completion. Never panics on peer input; errors end the
+/// session and are logged at debug level (a vanished client is routine).
+pub(crate) async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    stop: watch::Receiver<bool>,
+) {
+    match run(tcp, peer, state, stop).await {
+        Ok(()) | Err(ConnError::Closed) => tracing::debug!(%peer, "session ended"),
+        Err(e) => tracing::debug!(%peer, "session ended: {e}"),
+    }
+}
+
+async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let handshake = state.config.server.handshake_timeout();
+    let tls = tokio::time::timeout(handshake, state.tls.accept(tcp))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let (r, w) = tokio::io::split(tls);
+    let mut conn = Conn { reader: FrameReader::new(r), writer: FrameWriter::new(w), stop, idle: handshake };
+    let version = tokio::time::timeout(handshake, conn.reader.read_preamble())
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    conn.writer.write_preamble(PROTOCOL_VERSION).await?;
+    if version != PROTOCOL_VERSION {
+        let msg = format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}");
+        conn.reply_error(ErrorCode::UnsupportedVersion, msg).await?;
+        return Ok(());
+    }
+    let Some(mut session) = authenticate(&mut conn, &state, peer).await? else {
+        return Ok(());
+    };
+    tracing::info!(%peer, user = %session.user, "logged in");
+    conn.idle = state.config.server.idle_timeout();
+    let result = session.serve(&mut conn).await;
+    tracing::info!(%peer, user = %session.user, "logged out");
+    result
+}
+
+/// The `AwaitAuth` state: serves `Auth` until one succeeds (CTRL-AUTH-*).
+async fn authenticate(
+    conn: &mut Conn,
+    state: &Arc<ServerState>,
+    peer: SocketAddr,
+) -> Result<Option<Session>, ConnError> {
+    loop {
+        let payload = match conn.next().await? {
+            Next::Frame(Frame::Control(p)) => p,
+            Next::Frame(Frame::Data(_)) => {
+                conn.reply_error(ErrorCode::NotAuthenticated, "log in first").await?;
+                continue;
+            }
+            Next::Idle => {
+                conn.reply_error(ErrorCode::IdleTimeout, "login timed out").await?;
+                return Ok(None);
+            }
+            Next::Stop => {
+                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down").await?;
+                return Ok(None);
+            }
+        };
+        match Frame::decode_control::<Request>(&payload) {
+            Ok(Request::Auth { user, password }) => match login(state, peer, user, password).await {
+                Ok(session) => {
+                    conn.reply(&Response::Authed { cwd: session.cwd.to_string() }).await?;
+                    return Ok(Some(session));
+                }
+                Err(reply) => conn.reply(&reply.into_response()).await?,
+            },
+            Ok(Request::Bye) => return Ok(None),
+            Ok(_) => conn.reply_error(ErrorCode::NotAuthenticated, "log in first").await?,
+            Err(e) => conn.reply_error(ErrorCode::BadRequest, e.to_string()).await?,
+        }
+    }
+}
+
+/// Checks throttling, then the password; opens the home on success. Unknown users and wrong
+/// passwords get the same answer after the same work (CTRL-AUTH-3).
+async fn login(state: &Arc<ServerState>, peer: SocketAddr, user: String, password: String) -> Result<Session, Reply> {
+    let ip = peer.ip();
+    let now = std::time::Instant::now();
+    if let Err(wait) = lock(&state.throttle).check(&user, ip, now) {
+        tracing::warn!(%peer, %user, "login throttled");
+        let secs = wait.as_secs_f64().ceil() as u64;
+        return Err(Reply::new(ErrorCode::Throttled, format!("too many failed logins; try again in {secs} s")));
+    }
+    let st = state.clone();
+    let name = user.clone();
+    let ok = blocking(move || st.store.verify_password(&name, &password).map_err(Reply::internal)).await?;
+    if !ok {
+        lock(&state.throttle).record_failure(&user, ip, std::time::Instant::now());
+        tracing::warn!(%peer, %user, "login failed");
+        return Err(Reply::new(ErrorCode::AuthFailed, "login failed: wrong user name or password"));
+    }
+    lock(&state.throttle).record_success(&user, ip);
+    let dir = state.layout.home_of(&user);
+    let home = blocking(move || Home::open(&dir).map_err(Reply::from)).await?;
+    Ok(Session { state: state.clone(), user, home: Arc::new(home), cwd: HomePath::root() })
+}
+
+/// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because
+/// no code panics while holding these locks).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// The `Authed` state: serves requests until goodbye, timeout or shutdown.
+    async fn serve(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        loop {
+            let payload = match conn.next().await? {
+                Next::Frame(Frame::Control(p)) => p,
+                Next::Frame(Frame::Data(_)) => {
+                    conn.reply_error(ErrorCode::BadRequest, "data frame outside a transfer").await?;
+                    continue;
+                }
+                Next::Idle => return conn.reply_error(ErrorCode::IdleTimeout, "session idle too long").await,
+                Next::Stop => return conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down").await,
+            };
+            let request = match Frame::decode_control::<Request>(&payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    conn.reply_error(ErrorCode::BadRequest, e.to_string()).await?;
+                    continue;
+                }
+            };
+            match request {
+                Request::Bye => return Ok(()),
+                Request::Put { path, size, resume, transport: _ } => {
+                    if !self.put(conn, path, size, resume).await? {
+                        return Ok(());
+                    }
+                }
+                Request::Get { path, offset, prefix_md5, transport: _ } => {
+                    if !self.get(conn, path, offset, prefix_md5).await? {
+                        return Ok(());
+                    }
+                }
+                other => {
+                    let resp = self.file_op(other).await.unwrap_or_else(Reply::into_response);
+                    conn.reply(&resp).await?;
+                }
+            }
+        }
+    }
+
+    /// Resolves a client path against the working directory.
+    pub fn resolve(&self, path: &str) -> Result<HomePath, Reply> {
+        Ok(HomePath::resolve(&self.cwd, path)?)
+    }
+}

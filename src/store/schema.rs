@@ -1,0 +1,69 @@
+//! Connection setup and schema migrations, versioned with `PRAGMA user_version`.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Version written by this build. Older files are migrated forward on open; newer ones are
+/// refused rather than written with a schema this build does not know.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// Long enough to ride out the other process's transactions (all of them are short), short
+/// enough that a wedged lock surfaces as an error instead of a hang.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    name           TEXT PRIMARY KEY NOT NULL,
+    hash           TEXT NOT NULL,
+    quota_bytes    INTEGER NOT NULL CHECK (quota_bytes >= 0),
+    max_files      INTEGER NULL CHECK (max_files IS NULL OR max_files >= 0),
+    used_bytes     INTEGER NOT NULL DEFAULT 0 CHECK (used_bytes >= 0),
+    used_files     INTEGER NOT NULL DEFAULT 0 CHECK (used_files >= 0),
+    reserved_bytes INTEGER NOT NULL DEFAULT 0 CHECK (reserved_bytes >= 0),
+    reserved_files INTEGER NOT NULL DEFAULT 0 CHECK (reserved_files >= 0),
+    created_at     INTEGER NOT NULL
+);
+";
+
+/// Sets the per-connection pragmas. WAL lets the server and an admin command use the file at
+/// once (readers never block the writer); NORMAL sync is durable across application crashes
+/// in WAL mode, which is what quota bookkeeping needs.
+pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // First, so that even switching the journal mode waits for a concurrent opener.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. The version is re-read inside a write
+/// transaction so two processes opening a new file at once do not both migrate it.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    if user_version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version = user_version(&tx)?;
+    if version > SCHEMA_VERSION {
+        return Err(too_new(version));
+    }
+    if version < 1 {
+        tx.execute_batch(V1)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+fn too_new(version: i64) -> StoreError {
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR);
+    let msg = format!("schema version {version} is newer than this build supports ({SCHEMA_VERSION}); upgrade xfer");
+    StoreError::Db(rusqlite::Error::SqliteFailure(code, Some(msg)))
+}
