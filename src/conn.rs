@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::proto::codec::{encode_control, FrameDecoder};
-use crate::proto::{decode_preamble, encode_preamble, DataChunk, DecodeError, Frame, PREAMBLE_LEN};
+use crate::proto::{decode_preamble, encode_preamble, DataChunk, DecodeError, Frame, MAX_FRAME_LEN, PREAMBLE_LEN};
 
 /// Failures of a framed connection.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +80,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.inner.flush().await
     }
 
-    /// Writes and flushes one control message.
+    /// Writes and flushes one control message. A message over the frame limit is not sent
+    /// and fails with `InvalidInput` (CTRL-FRAME-2).
     pub async fn write_control<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
-        self.inner.write_all(&encode_control(msg)).await?;
+        let frame = encode_control(msg);
+        if frame.len() - 4 > MAX_FRAME_LEN as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "control message exceeds the frame limit"));
+        }
+        self.inner.write_all(&frame).await?;
         self.inner.flush().await
     }
 

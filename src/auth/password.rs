@@ -51,6 +51,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
 
 /// Checks `password` against a PHC string. The parameters are taken from the string, so
 /// hashes made with older parameters keep working. Returns false on a malformed hash.
+#[must_use]
 pub fn verify_password(phc_hash: &str, password: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc_hash) else {
         return false;

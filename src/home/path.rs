@@ -100,6 +100,18 @@ impl HomePath {
         Some(HomePath(parts))
     }
 
+    /// For a partial-file name `.NAME.xfer-part`, the upload target `NAME` it belongs to.
+    pub fn partial_target(&self) -> Option<HomePath> {
+        let (name, rest) = self.0.split_last()?;
+        let target = name.strip_prefix('.')?.strip_suffix(PARTIAL_SUFFIX)?;
+        if target.is_empty() {
+            return None;
+        }
+        let mut parts = rest.to_vec();
+        parts.push(target.to_string());
+        Some(HomePath(parts))
+    }
+
     /// Enforces the component-count and total-length limits on a normalized path.
     fn check_bounds(&self) -> Result<(), PathError> {
         let total: usize = self.0.iter().map(|c| c.len() + 1).sum();

@@ -91,8 +91,8 @@ impl Frame {
 /// Encodes a control message as a whole frame.
 pub fn encode_control<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut out = vec![0u8; 5];
-    // Encoding into a Vec cannot fail for our types except by exceeding the size limit,
-    // which the caller's data (paths, listings) is kept well under.
+    // Encoding serde types into a Vec cannot fail (bincode checks its limit only when
+    // decoding); callers check the finished frame against MAX_FRAME_LEN before sending.
     if let Err(e) = bincode::serde::encode_into_std_write(msg, &mut out, bincode_config()) {
         tracing::error!("control message not encodable: {e}");
     }

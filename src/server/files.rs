@@ -67,8 +67,20 @@ impl Session {
         }
     }
 
+    /// Refuses to touch the partial file of an upload in progress (CTRL-PUT-2).
+    pub(crate) fn check_not_uploading(&self, path: &home::HomePath) -> Result<(), Reply> {
+        let busy = path.partial_target().is_some_and(|t| {
+            super::session::lock(&self.state.uploads).contains(&(self.user.clone(), t))
+        });
+        if busy {
+            return Err(Reply::new(ErrorCode::Busy, format!("{path} belongs to an upload in progress")));
+        }
+        Ok(())
+    }
+
     async fn remove(&mut self, path: &str) -> Result<Response, Reply> {
         let target = self.resolve(path)?;
+        self.check_not_uploading(&target)?;
         let home = self.home.clone();
         let (bytes, was_file) = blocking(move || {
             let entry = home.stat(&target)?;
@@ -89,6 +101,8 @@ impl Session {
         if from.is_root() || to.is_root() {
             return Err(Reply::new(ErrorCode::InvalidPath, "cannot rename the home directory"));
         }
+        self.check_not_uploading(&from)?;
+        self.check_not_uploading(&to)?;
         let home = self.home.clone();
         let replaced = blocking(move || home.rename(&from, &to).map_err(Reply::from)).await?;
         if let Some(bytes) = replaced {

@@ -34,7 +34,12 @@ impl Session {
                 return Ok(false);
             }
             match chunks.recv().await {
-                Some(Ok(SourceItem::Chunk(chunk))) => conn.writer.write_data(&chunk).await?,
+                Some(Ok(SourceItem::Chunk(chunk))) => {
+                    if !conn.send_data(&chunk).await? {
+                        tracing::debug!("download of {path} stopped: client not reading or server stopping");
+                        return Ok(false);
+                    }
+                }
                 Some(Ok(SourceItem::Done { md5 })) => {
                     conn.reply(&Response::GetEnd { md5 }).await?;
                     return Ok(true);

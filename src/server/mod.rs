@@ -101,6 +101,8 @@ impl Server {
         let store = Arc::new(Store::open(&layout.store())?);
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
         reconcile_usage(&store, &layout)?;
+        // Build the dummy hash now so the first unknown-user login costs what any login costs.
+        crate::auth::verify_against_dummy("");
         let state = ServerState {
             throttle: Mutex::new(Throttle::new(config.auth.clone())),
             tls: TlsAcceptor::from(identity.server_config()?),

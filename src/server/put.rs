@@ -53,11 +53,13 @@ struct Upload {
 }
 
 /// How the data phase ended.
-enum End {
+enum Outcome {
     PutEnd(Md5Digest),
     Abort,
     /// The upload failed; `true` if the error was already reported mid-stream.
     Failed(TransferError, bool),
+    /// The upload failed (reported mid-stream), then the session timed out, stopped or broke.
+    FailedThenClosed(TransferError),
     Idle,
     Stop,
     Lost(ConnError),
@@ -90,7 +92,7 @@ impl Session {
         let ready = conn.reply(&Response::PutReady { offset: upload.offset, prefix_md5 }).await;
         let end = match ready {
             Ok(()) => receive(conn, &upload, file, hasher).await,
-            Err(e) => End::Lost(e),
+            Err(e) => Outcome::Lost(e),
         };
         self.finish_put(conn, upload, end).await
     }
@@ -100,35 +102,38 @@ impl Session {
         if target.is_root() {
             return Err(Reply::new(ErrorCode::IsADirectory, "cannot upload onto the home directory"));
         }
+        if target.partial_target().is_some() {
+            return Err(Reply::new(ErrorCode::InvalidPath, format!("{target}: names ending in .xfer-part are reserved for partial uploads")));
+        }
         let slot = UploadSlot::acquire(&self.state, &self.user, &target)?;
         let (home, state, user) = (self.home.clone(), self.state.clone(), self.user.clone());
         blocking(move || open_upload(&home, &state, &user, target, size, resume, slot)).await
     }
 
-    async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: End) -> Result<bool, ConnError> {
+    async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: Outcome) -> Result<bool, ConnError> {
         let (settle, md5) = match &end {
-            End::PutEnd(md5) => (Settle::Finish, Some(*md5)),
-            End::Failed(e, _) if discards_partial(e) => (Settle::Discard, None),
+            Outcome::PutEnd(md5) => (Settle::Finish, Some(*md5)),
+            Outcome::Failed(e, _) | Outcome::FailedThenClosed(e) if discards_partial(e) => (Settle::Discard, None),
             _ => (Settle::Keep, None),
         };
         let (home, state, user) = (self.home.clone(), self.state.clone(), self.user.clone());
         let settled = blocking(move || settle_upload(&home, &state, &user, upload, settle, md5)).await;
         let err = |code, message: &str| Some(Response::Error { code, message: message.to_string() });
         let reply = match &end {
-            End::PutEnd(_) | End::Abort => Some(settled.unwrap_or_else(Reply::into_response)),
-            End::Failed(e, false) => Some(Reply::from(e).into_response()),
-            End::Failed(_, true) => None,
-            End::Lost(e) => {
+            Outcome::PutEnd(_) | Outcome::Abort => Some(settled.unwrap_or_else(Reply::into_response)),
+            Outcome::Failed(e, false) => Some(Reply::from(e).into_response()),
+            Outcome::Failed(_, true) | Outcome::FailedThenClosed(_) => None,
+            Outcome::Lost(e) => {
                 tracing::debug!("upload connection lost: {e}");
                 None
             }
-            End::Idle => err(ErrorCode::IdleTimeout, "upload idle too long; resume it with --resume"),
-            End::Stop => err(ErrorCode::ShuttingDown, "server is shutting down; resume the upload with --resume"),
+            Outcome::Idle => err(ErrorCode::IdleTimeout, "upload idle too long; resume it with --resume"),
+            Outcome::Stop => err(ErrorCode::ShuttingDown, "server is shutting down; resume the upload with --resume"),
         };
         if let Some(reply) = reply {
             conn.reply(&reply).await?;
         }
-        Ok(matches!(end, End::PutEnd(_) | End::Abort | End::Failed(..)))
+        Ok(matches!(end, Outcome::PutEnd(_) | Outcome::Abort | Outcome::Failed(..)))
     }
 }
 
@@ -194,28 +199,28 @@ fn open_partial(home: &Home, target: &HomePath, resume: bool, offset: u64) -> Re
 }
 
 /// The data phase: checked chunks go to the writer thread until `PutEnd` or `Abort`.
-async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: Md5) -> End {
+async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: Md5) -> Outcome {
     let mut check = ChunkCheck::new(upload.offset, upload.size);
     let mut writer = spawn_writer(file, hasher);
     let mut failure: Option<TransferError> = None;
     let end = loop {
         let next = match conn.next().await {
             Ok(n) => n,
-            Err(e) => break End::Lost(e),
+            Err(e) => break Outcome::Lost(e),
         };
         let step = match next {
-            Next::Idle => break End::Idle,
-            Next::Stop => break End::Stop,
+            Next::Idle => break Outcome::Idle,
+            Next::Stop => break Outcome::Stop,
             Next::Frame(Frame::Data(chunk)) if failure.is_none() => match check.accept(&chunk) {
                 Ok(()) => writer.write(chunk).await,
                 Err(e) => Err(e),
             },
             Next::Frame(Frame::Data(_)) => Ok(()), // draining after a reported failure
             Next::Frame(Frame::Control(p)) => match Frame::decode_control::<Request>(&p) {
-                Ok(Request::PutEnd { md5 }) => break End::PutEnd(md5),
-                Ok(Request::Abort) => break End::Abort,
+                Ok(Request::PutEnd { md5 }) => break Outcome::PutEnd(md5),
+                Ok(Request::Abort) => break Outcome::Abort,
                 _ => {
-                    break End::Lost(ConnError::Decode(crate::proto::DecodeError::Malformed(
+                    break Outcome::Lost(ConnError::Decode(crate::proto::DecodeError::Malformed(
                         "expected a data frame, PutEnd or Abort".into(),
                     )))
                 }
@@ -225,7 +230,7 @@ async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: 
             if failure.is_none() {
                 tracing::warn!("upload of {} failed: {e}", upload.target);
                 if let Err(ce) = conn.reply(&Reply::from(&e).into_response()).await {
-                    break End::Lost(ce);
+                    break Outcome::Lost(ce);
                 }
                 failure = Some(e);
             }
@@ -233,10 +238,12 @@ async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: 
     };
     let written = writer.finish().await;
     match (failure, end) {
-        (Some(f), End::PutEnd(_) | End::Abort) => End::Failed(f, true),
-        (_, End::PutEnd(md5)) => match written {
-            Ok(w) => verify_end(&check, &md5, &w.md5).map_or_else(|e| End::Failed(e, false), |_| End::PutEnd(md5)),
-            Err(e) => End::Failed(e, false),
+        (Some(f), Outcome::PutEnd(_) | Outcome::Abort) => Outcome::Failed(f, true),
+        // Reported already; the session ends without a second error for this upload.
+        (Some(f), _) => Outcome::FailedThenClosed(f),
+        (_, Outcome::PutEnd(md5)) => match written {
+            Ok(w) => verify_end(&check, &md5, &w.md5).map_or_else(|e| Outcome::Failed(e, false), |_| Outcome::PutEnd(md5)),
+            Err(e) => Outcome::Failed(e, false),
         },
         (_, other) => other,
     }

@@ -49,8 +49,28 @@ impl Conn {
         }
     }
 
+    /// Sends one reply. A reply too large for a frame is replaced by an error reply.
     pub async fn reply(&mut self, resp: &Response) -> Result<(), ConnError> {
-        Ok(self.writer.write_control(resp).await?)
+        match self.writer.write_control(resp).await {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                let msg = "reply too large for one frame (too many directory entries?)".to_string();
+                Ok(self.writer.write_control(&Response::Error { code: ErrorCode::Internal, message: msg }).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Sends one data frame, giving up if the peer stops reading for the idle timeout or the
+    /// server shuts down. `Ok(false)` means the session must end.
+    pub async fn send_data(&mut self, chunk: &crate::proto::DataChunk) -> Result<bool, ConnError> {
+        let idle = self.idle;
+        tokio::select! {
+            r = tokio::time::timeout(idle, self.writer.write_data(chunk)) => match r {
+                Ok(r) => r.map(|_| true).map_err(ConnError::from),
+                Err(_) => Ok(false),
+            },
+            _ = self.stop.wait_for(|stop| *stop) => Ok(false),
+        }
     }
 
     pub async fn reply_error(&mut self, code: ErrorCode, message: impl Into<String>) -> Result<(), ConnError> {
@@ -98,15 +118,26 @@ async fn run(
     let mut conn = Conn { reader: FrameReader::new(r), writer: FrameWriter::new(w), stop, idle: handshake };
     let version = tokio::time::timeout(handshake, conn.reader.read_preamble())
         .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+    // CTRL-HELLO-2: answer a wrong magic or version with our preamble and a clear error.
+    let refusal = match version {
+        Ok(PROTOCOL_VERSION) => None,
+        Ok(v) => Some(format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}")),
+        Err(ConnError::Decode(e)) => Some(format!("{e}; this server speaks xfer protocol {PROTOCOL_VERSION}")),
+        Err(e) => return Err(e),
+    };
     conn.writer.write_preamble(PROTOCOL_VERSION).await?;
-    if version != PROTOCOL_VERSION {
-        let msg = format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}");
+    if let Some(msg) = refusal {
         conn.reply_error(ErrorCode::UnsupportedVersion, msg).await?;
         return Ok(());
     }
-    let Some(mut session) = authenticate(&mut conn, &state, peer).await? else {
-        return Ok(());
+    // The whole login, not each attempt, must finish within the handshake timeout.
+    let login = tokio::time::timeout(handshake, authenticate(&mut conn, &state, peer)).await;
+    let mut session = match login {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return conn.reply_error(ErrorCode::IdleTimeout, "login timed out").await,
     };
     tracing::info!(%peer, user = %session.user, "logged in");
     conn.idle = state.config.server.idle_timeout();

@@ -1,0 +1,673 @@
+#!/usr/bin/env bash
+# Side-by-side transfer benchmarks through the linkem link emulator.
+#
+#   benches/scenarios/run.sh            # everything: ~40 min on 2 cores
+#   RUNS=1 DURATION=3 XFER_SECS=3 SCENARIOS="lan wan" CONTENDERS="iperf3-bbr quic" FAIRNESS=0 \
+#       benches/scenarios/run.sh        # quick look
+#
+# For each scenario it starts linkem (netns xfer-bench-a <-> xfer-bench-b,
+# 10.201.0.1 -> 10.201.0.2; the loopback scenario uses 127.0.0.1 inside a
+# netns of its own, no emulator), runs every contender RUNS times
+# (interleaved: run 1 of every contender, then run 2, ...) and prints one
+# Markdown table: goodput median (Mbit/s), min-max, CPU seconds (user+sys)
+# of sender and receiver, ratio to iperf3 BBR. Then the fairness scenario.
+#
+# Environment (defaults in brackets):
+#   RUNS [3]            runs per scenario x contender (median reported)
+#   SCENARIOS           [loopback lan wan badwan2 badwan5 badwan10 lfn bursty]
+#   CONTENDERS          [iperf3-cubic iperf3-bbr xfer-put xfer-get xfer-udp quic quic-bbr scp rsync]
+#   DURATION [10]       seconds per iperf3 run
+#   XFER_SECS [8]       file/QUIC transfers move rate x XFER_SECS bytes ...
+#   CAP [20]            ... but stop after CAP seconds; goodput is then bytes moved / CAP
+#   SIZE                fixed transfer size for every scenario (e.g. 200M), overrides XFER_SECS
+#   LOOPBACK_SIZE [2G]  transfer size on raw loopback
+#   FAIRNESS [1]        run the fairness scenario; FAIR_SECS [20], FAIR_CONTENDERS
+#                       [iperf3-cubic iperf3-bbr quic quic-bbr xfer-put scp]
+#   MTU [1500]          MTU of the emulated link
+#   OUT                 results directory [/tmp/xfer-bench-<date>]
+#   SKIP_BUILD=1        do not (re)build linkem, quic-perf and xfer
+#
+# Everything it creates (namespaces, processes, /dev/shm files) is removed on
+# exit, on Ctrl-C and on SIGTERM.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+RUNS=${RUNS:-3}
+SCENARIOS=${SCENARIOS:-"loopback lan wan badwan2 badwan5 badwan10 lfn bursty"}
+CONTENDERS=${CONTENDERS:-"iperf3-cubic iperf3-bbr xfer-put xfer-get xfer-udp quic quic-bbr scp rsync"}
+DURATION=${DURATION:-10}
+XFER_SECS=${XFER_SECS:-8}
+CAP=${CAP:-20}
+SIZE=${SIZE:-}
+LOOPBACK_SIZE=${LOOPBACK_SIZE:-2G}
+FAIRNESS=${FAIRNESS:-1}
+FAIR_SECS=${FAIR_SECS:-20}
+FAIR_CONTENDERS=${FAIR_CONTENDERS:-"iperf3-cubic iperf3-bbr quic quic-bbr xfer-put scp"}
+MTU=${MTU:-1500}
+OUT=${OUT:-/tmp/xfer-bench-$(date +%Y%m%d-%H%M%S)}
+SKIP_BUILD=${SKIP_BUILD:-0}
+
+PREFIX=xfer-bench
+LINKEM="$repo/benches/linkem/target/release/linkem"
+QPERF="$repo/benches/quic-perf/target/release/quic-perf"
+XFER="$repo/target/release/xfer"
+WORK=/dev/shm/xfer-bench-$$
+P_IPERF=5201 P_IPERF2=5202 P_QUIC=4433 P_SSH=2222 P_XFER=7443
+
+mkdir -p "$OUT" "$WORK"
+RESULTS="$OUT/results.tsv"
+FAIRRES="$OUT/fairness.tsv"
+SCENRES="$OUT/scenarios.tsv"
+: >"$RESULTS"
+: >"$FAIRRES"
+: >"$SCENRES"
+LOG="$OUT/run.log"
+
+log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# ------------------------------------------------------------------ cleanup
+
+LEM_PID=""
+BG_PIDS=()
+
+kill_tree() { # pid: signal the whole tree we started, children first
+    local pid=$1 sig=${2:-TERM} c
+    for c in $(pgrep -P "$pid" 2>/dev/null); do kill_tree "$c" "$sig"; done
+    kill -"$sig" "$pid" 2>/dev/null
+}
+
+stop_linkem() {
+    if [[ -n "$LEM_PID" ]]; then
+        kill -TERM "$LEM_PID" 2>/dev/null
+        local i
+        for i in $(seq 100); do kill -0 "$LEM_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$LEM_PID" 2>/dev/null
+        wait "$LEM_PID" 2>/dev/null
+        LEM_PID=""
+    fi
+}
+
+del_ns() { # name: kill what runs inside (ours), delete
+    local ns=$1 p
+    [[ -e /run/netns/$ns ]] || return 0
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+}
+
+cleanup() {
+    trap - EXIT INT TERM
+    local p
+    for p in "${BG_PIDS[@]}"; do kill_tree "$p" TERM; done
+    stop_linkem
+    [[ -x "$LINKEM" ]] && "$LINKEM" cleanup --netns-prefix "$PREFIX" --kill >/dev/null 2>&1
+    del_ns "$PREFIX-a"; del_ns "$PREFIX-b"; del_ns "$PREFIX-lo"; del_ns "$PREFIX-seed"
+    rm -rf "$WORK"
+    if ip netns list | grep -q "^$PREFIX-"; then
+        echo "WARNING: namespaces left: $(ip netns list | grep "^$PREFIX-")" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ------------------------------------------------------------------ helpers
+
+has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
+
+wait_line() { # file pattern seconds
+    local i n=$(( ${3:-10} * 10 ))
+    for ((i = 0; i < n; i++)); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+wait_listen() { # ns port [t|u] seconds
+    local i n=$(( ${4:-10} * 10 ))
+    for ((i = 0; i < n; i++)); do
+        ip netns exec "$1" ss -H -l"${3:-t}"n "sport = :$2" 2>/dev/null | grep -q . && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+reap() { # pid seconds: wait for a background job, then stop its tree
+    local pid=$1 i n=$(( ${2:-5} * 10 ))
+    for ((i = 0; i < n; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        # $pid is /usr/bin/time; signal what runs under it so that time
+        # still reports the rusage
+        local c
+        for c in $(pgrep -P "$pid"); do kill_tree "$c" TERM; done
+        for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill_tree "$pid" KILL
+    fi
+    wait "$pid" 2>/dev/null
+    local k
+    for k in "${!BG_PIDS[@]}"; do [[ ${BG_PIDS[$k]} == "$pid" ]] && unset 'BG_PIDS[k]'; done
+}
+
+bg() { # run "$@" in the background, remember the pid in BGPID
+    "$@" &
+    BGPID=$!
+    BG_PIDS+=("$BGPID")
+}
+
+cpu_of() { # /usr/bin/time -f '%e %U %S' output -> user+sys
+    [[ -s "$1" ]] || { echo "nan"; return; }
+    tail -1 "$1" | awk '{ printf "%.2f", $2 + $3 }'
+}
+wall_of() { [[ -s "$1" ]] && tail -1 "$1" | awk '{ print $1 }' || echo "nan"; }
+
+dir_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'; }
+
+to_bytes() { # 125M, 2G, 1.5G, 1000 -> bytes (decimal units)
+    awk -v s="$1" 'BEGIN {
+        n = s + 0; u = toupper(substr(s, length(s)));
+        m = (u == "K") ? 1e3 : (u == "M") ? 1e6 : (u == "G") ? 1e9 : 1;
+        printf "%d", n * m }'
+}
+
+mbit() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", b * 8 / s / 1e6; else print "nan" }'; }
+
+TIME=(/usr/bin/time -f '%e %U %S')
+
+record() { # scenario contender run status goodput cpu_snd cpu_rcv note
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+    log "  $2 run $3: $4 goodput=$5 Mbit/s cpu snd=$6 rcv=$7 ${8:-}"
+}
+
+# ------------------------------------------------------------------ setup
+
+setup_tools() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, TUN)"
+    [[ -c /dev/net/tun ]] || die "/dev/net/tun missing"
+    local need=()
+    command -v ip >/dev/null || need+=(iproute2)
+    command -v ss >/dev/null || need+=(iproute2)
+    command -v ping >/dev/null || need+=(iputils-ping)
+    command -v iperf3 >/dev/null || need+=(iperf3)
+    command -v jq >/dev/null || need+=(jq)
+    [[ -x /usr/bin/time ]] || need+=(time)
+    command -v python3 >/dev/null || need+=(python3)
+    command -v pgrep >/dev/null || need+=(procps)
+    if has scp || has rsync || [[ " $FAIR_CONTENDERS " == *" scp "* ]]; then
+        [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
+        command -v ssh >/dev/null || need+=(openssh-client)
+        command -v rsync >/dev/null || need+=(rsync)
+    fi
+    if ((${#need[@]})); then
+        log "installing: ${need[*]}"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >>"$LOG" 2>&1 ||
+            log "apt-get install failed (see $LOG); rows needing those tools will be skipped"
+    fi
+    for t in ip ss ping iperf3 jq python3; do command -v $t >/dev/null || die "$t is required"; done
+    echo 'net.core' >/dev/null
+}
+
+build() {
+    [[ $SKIP_BUILD == 1 ]] && return
+    log "building linkem and quic-perf"
+    cargo build --release --quiet --manifest-path "$repo/benches/linkem/Cargo.toml" >>"$LOG" 2>&1 || die "linkem build failed"
+    cargo build --release --quiet --manifest-path "$repo/benches/quic-perf/Cargo.toml" >>"$LOG" 2>&1 || die "quic-perf build failed"
+    if has xfer-put || has xfer-get || has xfer-udp || [[ " $FAIR_CONTENDERS " == *" xfer-put "* ]]; then
+        log "building xfer (cargo build --release at the repo root)"
+        if ! (cd "$repo" && timeout 1200 cargo build --release --quiet --bin xfer) >>"$LOG" 2>&1; then
+            log "xfer build failed (see $LOG)"
+        fi
+    fi
+}
+
+# ssh: a throwaway host key and client key, a private sshd config
+SSH_OK=0
+SSH_WHY=""
+setup_ssh() {
+    [[ -x /usr/sbin/sshd ]] && command -v ssh >/dev/null || { SSH_WHY="openssh-server not installed"; return; }
+    local d="$WORK/ssh"
+    mkdir -p "$d" /run/sshd
+    chmod 700 "$d"
+    ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" || { SSH_WHY="ssh-keygen failed"; return; }
+    ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" || { SSH_WHY="ssh-keygen failed"; return; }
+    cp "$d/client_key.pub" "$d/authorized_keys"
+    cat >"$d/sshd_config" <<EOF
+Port $P_SSH
+ListenAddress 0.0.0.0
+HostKey $d/host_key
+AuthorizedKeysFile $d/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+LogLevel ERROR
+Subsystem sftp internal-sftp
+EOF
+    SSH_OPTS=(-i "$d/client_key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+        -o LogLevel=ERROR -o ConnectTimeout=15)
+    /usr/sbin/sshd -t -f "$d/sshd_config" >>"$LOG" 2>&1 || { SSH_WHY="sshd -t rejected the config"; return; }
+    SSH_OK=1
+}
+
+# xfer: detect the binary and its interface, create a user, seed files for `get`
+XFER_OK=0
+XFER_WHY="pending: xfer CLI not yet built (no target/release/xfer)"
+XFER_UDP_FLAG=()
+XFER_UDP_WHY="xfer binary not built"
+xfer_client() { # ns host extra-args... ; env from XFER_ENV
+    local ns=$1 host=$2
+    shift 2
+    ip netns exec "$ns" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
+        "$XFER" --server "$host:$P_XFER" --user bench --accept-new-host --quiet "$@" </dev/null
+}
+start_xfer_server() { # ns host timefile outfile
+    bg ip netns exec "$1" "${TIME[@]}" -o "$3" timeout -k 3 $((CAP + 120)) \
+        "$XFER" serve --root "$XROOT" --listen "$2:$P_XFER" >"$4" 2>&1 </dev/null
+    XSRV=$BGPID
+    if ! wait_listen "$1" $P_XFER t 15; then
+        reap "$XSRV" 1
+        return 1
+    fi
+}
+setup_xfer() {
+    [[ -x "$XFER" ]] || return
+    XROOT="$WORK/xfer-root"
+    mkdir -p "$XROOT"
+    if ! XFER_PASSWORD=benchpw timeout 60 "$XFER" user add bench --quota 100GiB --root "$XROOT" >>"$LOG" 2>&1 </dev/null; then
+        XFER_WHY="xfer binary not built or not ready: 'xfer user add' failed (see run.log)"
+        return
+    fi
+    # the UDP data path, when the binary accepts it
+    if "$XFER" --transport udp --help >/dev/null 2>&1; then
+        XFER_UDP_FLAG=(--transport udp)
+    elif "$XFER" put --transport udp --help >/dev/null 2>&1; then
+        XFER_UDP_FLAG=(put-flag)
+    else
+        XFER_UDP_WHY="skipped: xfer rejects --transport udp (no UDP data path yet)"
+    fi
+    # Seed the files that `get` fetches, over a private loopback.
+    ip netns add "$PREFIX-seed" && ip -n "$PREFIX-seed" link set lo up || { XFER_WHY="netns for seeding failed"; return; }
+    XCFG="$WORK/xfer-cfg-seed"
+    mkdir -p "$XCFG"
+    if ! start_xfer_server "$PREFIX-seed" 127.0.0.1 "$WORK/seed.time" "$OUT/xfer-seed-server.log"; then
+        XFER_WHY="xfer binary not built or not ready: 'xfer serve' did not start listening (see $OUT/xfer-seed-server.log)"
+        del_ns "$PREFIX-seed"
+        return
+    fi
+    local s ok=1
+    for s in $(all_sizes); do
+        ensure_file "$s"
+        if ! timeout 300 xfer_client "$PREFIX-seed" 127.0.0.1 put "$WORK/src-$s.bin" "seed-$s.bin" >>"$LOG" 2>&1; then
+            ok=0
+            break
+        fi
+    done
+    reap "$XSRV" 1
+    del_ns "$PREFIX-seed"
+    if ((ok)); then
+        XFER_OK=1
+        XFER_WHY=""
+        [[ ${#XFER_UDP_FLAG[@]} -gt 0 ]] && XFER_UDP_WHY=""
+    else
+        XFER_WHY="xfer put failed while seeding files (see run.log)"
+    fi
+}
+
+ensure_file() { # size: random (incompressible) source file in tmpfs
+    local f="$WORK/src-$1.bin"
+    [[ -s "$f" ]] && return
+    head -c "$1" /dev/urandom >"$f"
+}
+
+# ------------------------------------------------------------------ scenarios
+
+# name -> linkem arguments ("" = raw loopback), rate in Mbit/s for sizing, label
+scenario() {
+    case $1 in
+    loopback) LEM_ARGS="" RATE=0 LABEL="raw loopback, no emulator" ;;
+    lan) LEM_ARGS="--rate 1gbit --delay 50us" RATE=1000 LABEL="1 Gbit/s, 0.2 ms RTT, 0% loss" ;;
+    wan) LEM_ARGS="--rate 100mbit --delay 25ms --loss 1%" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, 1% loss" ;;
+    badwan2) LEM_ARGS="--rate 100mbit --delay 50ms --loss 2%" RATE=100 LABEL="100 Mbit/s, 100 ms RTT, 2% loss" ;;
+    badwan5) LEM_ARGS="--rate 100mbit --delay 50ms --loss 5%" RATE=100 LABEL="100 Mbit/s, 100 ms RTT, 5% loss" ;;
+    badwan10) LEM_ARGS="--rate 100mbit --delay 50ms --loss 10%" RATE=100 LABEL="100 Mbit/s, 100 ms RTT, 10% loss" ;;
+    lfn) LEM_ARGS="--rate 400mbit --delay 75ms --loss 0.1%" RATE=400 LABEL="400 Mbit/s, 150 ms RTT, 0.1% loss" ;;
+    bursty) LEM_ARGS="--rate 100mbit --delay 25ms --ge-burst 1%:5" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, GE bursts avg 1% (mean burst 5 pkts)" ;;
+    fair) LEM_ARGS="--rate 100mbit --delay 25ms" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, 0% loss (shared)" ;;
+    *) die "unknown scenario $1" ;;
+    esac
+}
+
+size_for() { # scenario -> bytes
+    scenario "$1"
+    if [[ -n $SIZE ]]; then to_bytes "$SIZE"
+    elif [[ $RATE == 0 ]]; then to_bytes "$LOOPBACK_SIZE"
+    else awk -v r="$RATE" -v s="$XFER_SECS" 'BEGIN { printf "%d", r * 1e6 / 8 * s }'
+    fi
+}
+
+all_sizes() {
+    local sc
+    for sc in $SCENARIOS; do size_for "$sc"; echo; done | sort -un
+}
+
+NS_C="" NS_S="" HOST=""
+start_scenario() { # name
+    scenario "$1"
+    if [[ -z $LEM_ARGS ]]; then
+        ip netns add "$PREFIX-lo" && ip -n "$PREFIX-lo" link set lo up || die "netns $PREFIX-lo"
+        ip netns exec "$PREFIX-lo" sysctl -q -w net.ipv4.tcp_rmem="4096 131072 67108864" \
+            net.ipv4.tcp_wmem="4096 16384 67108864" >/dev/null
+        NS_C="$PREFIX-lo" NS_S="$PREFIX-lo" HOST=127.0.0.1
+    else
+        # shellcheck disable=SC2086
+        "$LINKEM" $LEM_ARGS --mtu "$MTU" --netns-prefix "$PREFIX" --duration 3600s \
+            >"$OUT/linkem-$1.log" 2>&1 &
+        LEM_PID=$!
+        wait_line "$OUT/linkem-$1.log" "linkem ready" 15 || die "linkem did not start: $(cat "$OUT/linkem-$1.log")"
+        NS_C="$PREFIX-a" NS_S="$PREFIX-b" HOST=10.201.0.2
+    fi
+    RTT=$(ip netns exec "$NS_C" ping -c 20 -i 0.05 -q -W 2 "$HOST" 2>/dev/null | awk -F'[/ =]+' '/^rtt/ { print $7 }')
+    log "scenario $1: $LABEL; linkem ${LEM_ARGS:-none}; ping RTT avg ${RTT:-?} ms"
+}
+
+end_scenario() { # name
+    local drops="-"
+    if [[ -n $LEM_PID ]]; then
+        stop_linkem
+        drops=$(awk '/a->b|b->a/ && /forwarded=/ {
+            for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "dropped_loss") l += kv[2]; if (kv[1] == "dropped_queue") q += kv[2]; if (kv[1] == "forwarded") f += kv[2] }
+        } END { printf "fwd %d, loss %d, queue %d", f, l, q }' "$OUT/linkem-$1.log")
+    else
+        del_ns "$PREFIX-lo"
+    fi
+    scenario "$1"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$LABEL" "${LEM_ARGS:-(none)}" "${RTT:-?}" "$drops" >>"$SCENRES"
+}
+
+# ------------------------------------------------------------------ contenders
+# Each run_* takes: scenario run-number; records one result line.
+
+run_iperf3() { # scenario run cc
+    local sc=$1 r=$2 cc=$3 d="$WORK/run"
+    rm -rf "$d"; mkdir -p "$d"
+    bg ip netns exec "$NS_S" "${TIME[@]}" -o "$d/srv.time" timeout -k 3 $((DURATION + 40)) \
+        iperf3 -s -1 -p $P_IPERF >"$d/srv.out" 2>&1
+    local spid=$BGPID
+    if ! wait_line "$d/srv.out" "Server listening" 10; then
+        reap "$spid" 1
+        record "$sc" "iperf3-$cc" "$r" fail nan nan nan "server did not start"
+        return
+    fi
+    ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 $((DURATION + 30)) \
+        iperf3 -c "$HOST" -p $P_IPERF -t "$DURATION" -C "$cc" -J >"$d/cli.json" 2>"$d/cli.err"
+    local rc=$?
+    reap "$spid" 5
+    local gp
+    gp=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6 | (. * 100 | round) / 100' "$d/cli.json" 2>/dev/null)
+    if [[ $rc -ne 0 || -z $gp ]]; then
+        record "$sc" "iperf3-$cc" "$r" fail nan "$(cpu_of "$d/cli.time")" "$(cpu_of "$d/srv.time")" "rc=$rc $(jq -r '.error // empty' "$d/cli.json" 2>/dev/null)"
+        return
+    fi
+    local retr
+    retr=$(jq -r '.end.sum_sent.retransmits // 0' "$d/cli.json")
+    record "$sc" "iperf3-$cc" "$r" ok "$gp" "$(cpu_of "$d/cli.time")" "$(cpu_of "$d/srv.time")" "retransmits=$retr"
+}
+
+run_quic() { # scenario run cc [name]
+    local sc=$1 r=$2 cc=$3 name=${4:-quic} d="$WORK/run" bytes
+    bytes=$(size_for "$sc")
+    rm -rf "$d"; mkdir -p "$d"
+    bg ip netns exec "$NS_S" "${TIME[@]}" -o "$d/srv.time" timeout -k 3 $((CAP + 60)) \
+        "$QPERF" server --listen "$HOST:$P_QUIC" --cc "$cc" --timeout $((CAP + 50)) >"$d/srv.out" 2>&1
+    local spid=$BGPID
+    if ! wait_line "$d/srv.out" "listening" 10; then
+        reap "$spid" 1
+        record "$sc" "$name" "$r" fail nan nan nan "server did not start"
+        return
+    fi
+    ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 $((CAP + 40)) \
+        "$QPERF" client --connect "$HOST:$P_QUIC" --bytes "$bytes" --time "$CAP" --cc "$cc" >"$d/cli.out" 2>&1
+    local rc=$?
+    reap "$spid" 10
+    local line gp capped
+    line=$(grep '^quic-perf client' "$d/cli.out")
+    gp=$(sed -n 's/.* mbit=\([0-9.]*\).*/\1/p' <<<"$line")
+    capped=$(sed -n 's/.* capped=\([a-z]*\).*/\1/p' <<<"$line")
+    if [[ $rc -ne 0 || -z $gp ]]; then
+        record "$sc" "$name" "$r" fail nan "$(cpu_of "$d/cli.time")" "$(cpu_of "$d/srv.time")" "rc=$rc $(tail -1 "$d/cli.out")"
+        return
+    fi
+    record "$sc" "$name" "$r" "$([[ $capped == true ]] && echo capped || echo ok)" "$gp" \
+        "$(cpu_of "$d/cli.time")" "$(cpu_of "$d/srv.time")" "bytes=$bytes"
+}
+
+# File transfers. $1 scenario, $2 run, $3 contender name, $4 direction
+# (put: client sends, server receives; get: the reverse), $5 destination dir
+# whose growth is the bytes moved, $6 size, $7 bytes already in that dir,
+# then the client command.
+run_file_client() {
+    local sc=$1 r=$2 name=$3 dir=$4 dest=$5 bytes=$6 base=$7
+    shift 7
+    local d="$WORK/run"
+    ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 "$CAP" "$@" >"$d/cli.out" 2>&1 </dev/null
+    local rc=$?
+    local moved
+    moved=$(( $(dir_bytes "$dest") - base ))
+    sleep 0.5 # let the server side notice the end
+    reap "$SPID" 5
+    local csnd crcv
+    if [[ $dir == put ]]; then
+        csnd=$(cpu_of "$d/cli.time") crcv=$(cpu_of "$d/srv.time")
+    else
+        csnd=$(cpu_of "$d/srv.time") crcv=$(cpu_of "$d/cli.time")
+    fi
+    if [[ $rc -eq 0 && $moved -eq $bytes ]]; then
+        record "$sc" "$name" "$r" ok "$(mbit "$bytes" "$(wall_of "$d/cli.time")")" "$csnd" "$crcv" "bytes=$bytes"
+    elif [[ $rc -eq 124 || $rc -eq 137 ]]; then
+        record "$sc" "$name" "$r" capped "$(mbit "$moved" "$CAP")" "$csnd" "$crcv" "moved=$moved of $bytes in ${CAP}s"
+    else
+        record "$sc" "$name" "$r" fail nan "$csnd" "$crcv" "rc=$rc moved=$moved/$bytes $(tail -1 "$d/cli.out" | cut -c1-120)"
+    fi
+}
+
+start_sshd() { # -> SPID, 1 on failure
+    local d="$WORK/run"
+    bg ip netns exec "$NS_S" "${TIME[@]}" -o "$d/srv.time" timeout -k 3 $((CAP + 60)) \
+        /usr/sbin/sshd -D -e -f "$WORK/ssh/sshd_config" >"$d/srv.out" 2>&1
+    SPID=$BGPID
+    if ! wait_listen "$NS_S" $P_SSH t 10; then
+        reap "$SPID" 1
+        return 1
+    fi
+}
+
+run_scp() { # scenario run
+    local sc=$1 r=$2 d="$WORK/run" bytes
+    if ((!SSH_OK)); then record "$sc" scp "$r" skip nan nan nan "skipped: $SSH_WHY"; return; fi
+    bytes=$(size_for "$sc"); ensure_file "$bytes"
+    rm -rf "$d"; mkdir -p "$d/dst"
+    start_sshd || { record "$sc" scp "$r" fail nan nan nan "sshd did not start"; return; }
+    run_file_client "$sc" "$r" scp put "$d/dst" "$bytes" 0 \
+        scp -q "${SSH_OPTS[@]}" -P $P_SSH "$WORK/src-$bytes.bin" "root@$HOST:$d/dst/f.bin"
+}
+
+run_rsync() { # scenario run
+    local sc=$1 r=$2 d="$WORK/run" bytes
+    if ((!SSH_OK)); then record "$sc" rsync "$r" skip nan nan nan "skipped: $SSH_WHY"; return; fi
+    command -v rsync >/dev/null || { record "$sc" rsync "$r" skip nan nan nan "skipped: rsync not installed"; return; }
+    bytes=$(size_for "$sc"); ensure_file "$bytes"
+    rm -rf "$d"; mkdir -p "$d/dst"
+    start_sshd || { record "$sc" rsync "$r" fail nan nan nan "sshd did not start"; return; }
+    run_file_client "$sc" "$r" rsync put "$d/dst" "$bytes" 0 \
+        rsync -a --whole-file -e "ssh ${SSH_OPTS[*]} -p $P_SSH" "$WORK/src-$bytes.bin" "root@$HOST:$d/dst/f.bin"
+}
+
+run_xfer() { # scenario run put|get [udp]
+    local sc=$1 r=$2 dir=$3 udp=${4:-} name d="$WORK/run" bytes
+    name="xfer-$dir"
+    [[ -n $udp ]] && name="xfer-udp"
+    if ((!XFER_OK)); then record "$sc" "$name" "$r" skip nan nan nan "$XFER_WHY"; return; fi
+    if [[ -n $udp && -n $XFER_UDP_WHY ]]; then record "$sc" "$name" "$r" skip nan nan nan "$XFER_UDP_WHY"; return; fi
+    bytes=$(size_for "$sc"); ensure_file "$bytes"
+    rm -rf "$d"; mkdir -p "$d/dst"
+    find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
+    XCFG="$d/cfg"; mkdir -p "$XCFG"
+    if ! start_xfer_server "$NS_S" "$HOST" "$d/srv.time" "$d/srv.out"; then
+        record "$sc" "$name" "$r" skip nan nan nan "xfer serve did not start (see logs)"
+        cp "$d/srv.out" "$OUT/xfer-serve-fail-$sc.log" 2>/dev/null
+        return
+    fi
+    SPID=$XSRV
+    local flag=()
+    if [[ -n $udp ]]; then
+        if [[ ${XFER_UDP_FLAG[0]} == put-flag ]]; then flag=(); else flag=("${XFER_UDP_FLAG[@]}"); fi
+    fi
+    local sub=()
+    if [[ $dir == put ]]; then
+        sub=(put "$WORK/src-$bytes.bin" "put-bench-$r.bin")
+        [[ -n $udp && ${XFER_UDP_FLAG[0]} == put-flag ]] && sub=(put --transport udp "$WORK/src-$bytes.bin" "put-bench-$r.bin")
+        # bytes moved when capped: whatever grew under the server root
+        run_file_client "$sc" "$r" "$name" put "$XROOT" "$bytes" "$(dir_bytes "$XROOT")" \
+            env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
+            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet "${flag[@]}" "${sub[@]}"
+    else
+        run_file_client "$sc" "$r" "$name" get "$d/dst" "$bytes" 0 \
+            env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
+            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet "${flag[@]}" \
+            get "seed-$bytes.bin" "$d/dst/f.bin"
+    fi
+    find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
+}
+
+run_contender() { # scenario run contender
+    case $3 in
+    iperf3-cubic) run_iperf3 "$1" "$2" cubic ;;
+    iperf3-bbr) run_iperf3 "$1" "$2" bbr ;;
+    quic) run_quic "$1" "$2" cubic quic ;;
+    quic-bbr) run_quic "$1" "$2" bbr quic-bbr ;;
+    scp) run_scp "$1" "$2" ;;
+    rsync) run_rsync "$1" "$2" ;;
+    xfer-put) run_xfer "$1" "$2" put ;;
+    xfer-get) run_xfer "$1" "$2" get ;;
+    xfer-udp) run_xfer "$1" "$2" put udp ;;
+    *) die "unknown contender $3" ;;
+    esac
+}
+
+# ------------------------------------------------------------------ fairness
+
+# One bulk contender and one iperf3 TCP BBR flow share the link for FAIR_SECS.
+run_fair() { # run contender
+    local r=$1 c=$2 d="$WORK/run" sc=fair
+    rm -rf "$d"; mkdir -p "$d/dst"
+    # the competing BBR flow
+    bg ip netns exec "$NS_S" timeout -k 3 $((FAIR_SECS + 40)) iperf3 -s -1 -p $P_IPERF2 >"$d/bbr-srv.out" 2>&1
+    local bsrv=$BGPID
+    wait_line "$d/bbr-srv.out" "Server listening" 10 || { reap "$bsrv" 1; return; }
+    local cpid="" cgp="" note=""
+    case $c in
+    iperf3-cubic | iperf3-bbr)
+        bg ip netns exec "$NS_S" timeout -k 3 $((FAIR_SECS + 40)) iperf3 -s -1 -p $P_IPERF >"$d/srv.out" 2>&1
+        SPID=$BGPID
+        wait_line "$d/srv.out" "Server listening" 10
+        bg ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF -t "$FAIR_SECS" -C "${c#iperf3-}" -J >"$d/c.json" 2>/dev/null
+        cpid=$BGPID
+        ;;
+    quic | quic-bbr)
+        local cc=cubic; [[ $c == quic-bbr ]] && cc=bbr
+        bg ip netns exec "$NS_S" timeout -k 3 $((FAIR_SECS + 60)) "$QPERF" server --listen "$HOST:$P_QUIC" --cc $cc --timeout $((FAIR_SECS + 50)) >"$d/srv.out" 2>&1
+        SPID=$BGPID
+        wait_line "$d/srv.out" "listening" 10
+        bg ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 40)) "$QPERF" client --connect "$HOST:$P_QUIC" --bytes 100G --time "$FAIR_SECS" --cc $cc >"$d/c.out" 2>&1
+        cpid=$BGPID
+        ;;
+    scp)
+        if ((!SSH_OK)); then reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "$SSH_WHY" >>"$FAIRRES"; return; fi
+        ensure_file 1000000000
+        bg ip netns exec "$NS_S" timeout -k 3 $((FAIR_SECS + 60)) /usr/sbin/sshd -D -e -f "$WORK/ssh/sshd_config" >"$d/srv.out" 2>&1
+        SPID=$BGPID
+        wait_listen "$NS_S" $P_SSH t 10
+        bg ip netns exec "$NS_C" timeout -k 3 "$FAIR_SECS" scp -q "${SSH_OPTS[@]}" -P $P_SSH "$WORK/src-1000000000.bin" "root@$HOST:$d/dst/f.bin"
+        cpid=$BGPID
+        ;;
+    xfer-put)
+        if ((!XFER_OK)); then reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "$XFER_WHY" >>"$FAIRRES"; return; fi
+        ensure_file 1000000000
+        find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
+        XCFG="$d/cfg"; mkdir -p "$XCFG"
+        start_xfer_server "$NS_S" "$HOST" "$d/srv.time" "$d/srv.out" || { reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "xfer serve did not start" >>"$FAIRRES"; return; }
+        SPID=$XSRV
+        local before; before=$(dir_bytes "$XROOT")
+        bg ip netns exec "$NS_C" timeout -k 3 "$FAIR_SECS" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
+            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet put "$WORK/src-1000000000.bin" put-bench-fair.bin
+        cpid=$BGPID
+        ;;
+    esac
+    # the BBR flow starts at the same moment
+    ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF2 -t "$FAIR_SECS" -C bbr -J >"$d/bbr.json" 2>/dev/null
+    local i
+    for ((i = 0; i < 400; i++)); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
+    case $c in
+    iperf3-*) cgp=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6' "$d/c.json" 2>/dev/null) ;;
+    quic*) cgp=$(sed -n 's/^quic-perf client.* mbit=\([0-9.]*\).*/\1/p' "$d/c.out") ;;
+    scp) cgp=$(mbit "$(dir_bytes "$d/dst")" "$FAIR_SECS") ;;
+    xfer-put) cgp=$(mbit "$(( $(dir_bytes "$XROOT") - before ))" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
+    esac
+    reap "$cpid" 1
+    reap "$SPID" 5
+    reap "$bsrv" 5
+    local bgp
+    bgp=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6' "$d/bbr.json" 2>/dev/null)
+    printf 'fair\t%s\t%s\tok\t%s\t%s\t%s\n' "$c" "$r" "${cgp:-nan}" "${bgp:-nan}" "$note" >>"$FAIRRES"
+    log "  fairness $c run $r: contender ${cgp:-?} Mbit/s, iperf3-bbr ${bgp:-?} Mbit/s"
+}
+
+# ------------------------------------------------------------------ main
+
+setup_tools
+build
+[[ -x $LINKEM && -x $QPERF ]] || die "linkem/quic-perf binaries missing (SKIP_BUILD=1 without a build?)"
+"$LINKEM" cleanup --netns-prefix "$PREFIX" --kill >/dev/null 2>&1
+del_ns "$PREFIX-lo"; del_ns "$PREFIX-seed"
+
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "host: $(uname -srm); nproc $(nproc); $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2 }')"
+    echo "memory: $(free -g | awk '/Mem:/ { print $2 " GiB" }')"
+    echo "default TCP CC: $(sysctl -n net.ipv4.tcp_congestion_control) (used by xfer-tcp, scp, rsync); tools: $(iperf3 --version | head -1 | cut -d' ' -f1-2), $(ssh -V 2>&1 | cut -d, -f1), rsync $(rsync --version 2>/dev/null | head -1 | awk '{ print $3 }')"
+    echo "settings: RUNS=$RUNS DURATION=${DURATION}s XFER_SECS=${XFER_SECS}s CAP=${CAP}s MTU=$MTU SIZE=${SIZE:-auto} LOOPBACK_SIZE=$LOOPBACK_SIZE"
+} >"$OUT/env.txt"
+cat "$OUT/env.txt" | tee -a "$LOG" >&2
+
+has scp || has rsync || [[ $FAIRNESS == 1 && " $FAIR_CONTENDERS " == *" scp "* ]] && setup_ssh
+for s in $(all_sizes); do ensure_file "$s"; done
+if has xfer-put || has xfer-get || has xfer-udp || [[ $FAIRNESS == 1 && " $FAIR_CONTENDERS " == *" xfer-put "* ]]; then
+    setup_xfer
+    [[ -n $XFER_WHY ]] && log "xfer rows: $XFER_WHY"
+fi
+
+t_start=$(date +%s)
+for sc in $SCENARIOS; do
+    start_scenario "$sc"
+    for ((r = 1; r <= RUNS; r++)); do
+        for c in $CONTENDERS; do
+            run_contender "$sc" "$r" "$c"
+        done
+    done
+    end_scenario "$sc"
+done
+
+if [[ $FAIRNESS == 1 ]]; then
+    start_scenario fair
+    for ((r = 1; r <= RUNS; r++)); do
+        for c in $FAIR_CONTENDERS; do run_fair "$r" "$c"; done
+    done
+    end_scenario fair
+fi
+log "all runs done in $(( $(date +%s) - t_start ))s"
+
+python3 "$here/table.py" "$OUT" | tee "$OUT/table.md"
+log "results in $OUT (table.md, results.tsv, run.log)"
