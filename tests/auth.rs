@@ -240,3 +240,23 @@ async fn rejects_a_second_login_on_an_authenticated_session() {
     })
     .await
 }
+
+#[tokio::test]
+async fn keeps_ip_failures_after_a_successful_login() {
+    guard(async {
+        let env = TestEnv::new();
+        env.configure(&[("free_failures", "2"), ("base_delay_ms", "20000"), ("max_delay_ms", "20000")]);
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        srv.add_user("bob", "bob-pw", MIB, None);
+        // Two failures from this IP (free), then a success: it clears alice's record only.
+        assert_eq!(login_error(&srv, "alice", "x").await.0, ErrorCode::AuthFailed);
+        assert_eq!(login_error(&srv, "alice", "y").await.0, ErrorCode::AuthFailed);
+        srv.connect("alice", PW).await.bye().await;
+        // The IP counter kept counting through the success: the third failure from this IP
+        // locks it, for every user name.
+        assert_eq!(login_error(&srv, "mallory", "z").await.0, ErrorCode::AuthFailed);
+        assert_eq!(login_error(&srv, "bob", "bob-pw").await.0, ErrorCode::Throttled);
+    })
+    .await
+}

@@ -207,49 +207,70 @@ async fn keeps_final_name_absent_until_upload_completes() {
     .await
 }
 
+/// Uploads half of a file over a raw connection, triggers server shutdown mid-upload and
+/// checks what the client and the disk see. Returns the stopped environment, the data and the
+/// number of bytes the partial holds.
+async fn interrupt_upload_by_shutdown(env: &TestEnv) -> (Vec<u8>, usize) {
+    let mut srv = env.start();
+    srv.add_user("alice", PW, 50 * MIB, None);
+    let home = srv.home("alice");
+    let data = make_file(&env.local("big.bin"), 6 * CHUNK_SIZE + 4321, 77);
+    let mut raw = srv.raw("alice", PW).await;
+    raw.start_put("big.bin", data.len() as u64, false).await;
+    let sent = 3 * CHUNK_SIZE;
+    raw.send_range(&data, 0, sent).await;
+    let part = home.join(".big.bin.xfer-part");
+    assert!(wait_until(STEP, || file_len(&part) == Some(sent as u64)).await, "server never wrote the chunks");
+
+    srv.trigger_shutdown();
+    // The client is told, or at least the connection ends.
+    match raw.frame().await {
+        Ok(xfer::proto::Frame::Control(p)) => {
+            let r: Response = xfer::proto::Frame::decode_control(&p).unwrap();
+            assert!(
+                matches!(r, Response::Error { code: ErrorCode::ShuttingDown, .. }),
+                "expected ShuttingDown, got {r:?}"
+            );
+        }
+        Ok(other) => panic!("unexpected frame {other:?}"),
+        Err(_) => {} // connection closed
+    }
+    srv.stop().await;
+    assert_eq!(file_len(&part), Some(sent as u64), "partial kept with its bytes");
+    assert_eq!(std::fs::read(&part).unwrap(), &data[..sent]);
+    assert!(!home.join("big.bin").exists());
+    (data, sent)
+}
+
 #[tokio::test]
-async fn keeps_partial_on_graceful_shutdown_and_resumes_after_restart() {
+async fn keeps_partial_with_its_bytes_on_graceful_shutdown() {
     guard(async {
         let env = TestEnv::new();
-        let mut srv = env.start();
-        srv.add_user("alice", PW, 50 * MIB, None);
-        let home = srv.home("alice");
-        let local = env.local("big.bin");
-        let data = make_file(&local, 6 * CHUNK_SIZE + 4321, 77);
-        let mut raw = srv.raw("alice", PW).await;
-        raw.start_put("big.bin", data.len() as u64, false).await;
-        let sent = 3 * CHUNK_SIZE;
-        raw.send_range(&data, 0, sent).await;
-        let part = home.join(".big.bin.xfer-part");
-        assert!(wait_until(STEP, || file_len(&part) == Some(sent as u64)).await, "server never wrote the chunks");
-
-        srv.trigger_shutdown();
-        // The client is told, or at least the connection ends.
-        match raw.frame().await {
-            Ok(xfer::proto::Frame::Control(p)) => {
-                let r: Response = xfer::proto::Frame::decode_control(&p).unwrap();
-                assert!(
-                    matches!(r, Response::Error { code: ErrorCode::ShuttingDown, .. }),
-                    "expected ShuttingDown, got {r:?}"
-                );
-            }
-            Ok(other) => panic!("unexpected frame {other:?}"),
-            Err(_) => {} // connection closed
-        }
-        srv.stop().await;
-        assert_eq!(file_len(&part), Some(sent as u64), "partial kept with its bytes");
-        assert!(!home.join("big.bin").exists());
-        assert_eq!(std::fs::read(&part).unwrap(), &data[..sent]);
-
+        let (_data, sent) = interrupt_upload_by_shutdown(&env).await;
+        // After a restart the kept partial is counted as used, nothing is reserved.
         let srv = env.start();
-        // Usage after restart counts the kept partial.
-        assert_eq!(srv.user("alice").used_bytes, sent as u64);
+        let u = srv.user("alice");
+        assert_eq!((u.used_bytes, u.used_files, u.reserved_bytes), (sent as u64, 1, 0));
         let mut c = srv.connect("alice", PW).await;
-        let summary = c.put(&local, "big.bin", true, no_progress()).await.expect("resume");
+        assert_eq!(code_of(c.stat("big.bin").await), ErrorCode::NotFound);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn resumes_upload_after_graceful_shutdown_and_restart() {
+    guard(async {
+        let env = TestEnv::new();
+        let (data, sent) = interrupt_upload_by_shutdown(&env).await;
+        let srv = env.start();
+        let home = srv.home("alice");
+        let mut c = srv.connect("alice", PW).await;
+        let summary = c.put(&env.local("big.bin"), "big.bin", true, no_progress()).await.expect("resume");
         assert_eq!(summary.resumed_from, sent as u64);
         assert_eq!(summary.md5, md5_bytes(&data));
         assert_eq!(md5_file(&home.join("big.bin")), md5_bytes(&data));
-        assert!(!part.exists());
+        assert!(!home.join(".big.bin.xfer-part").exists());
         let (used, _, files, _, reserved) = df_tuple(c.df().await.unwrap());
         assert_eq!((used, files, reserved), (data.len() as u64, 1, 0));
         srv.assert_no_panics();
@@ -258,7 +279,7 @@ async fn keeps_partial_on_graceful_shutdown_and_resumes_after_restart() {
 }
 
 #[tokio::test]
-async fn accepts_resume_through_library_client_after_dropped_connection() {
+async fn resumes_upload_through_library_client_after_dropped_connection() {
     guard(async {
         let env = TestEnv::new();
         let srv = env.start();
@@ -273,18 +294,212 @@ async fn accepts_resume_through_library_client_after_dropped_connection() {
             let part = home.join(".r.bin.xfer-part");
             assert!(wait_until(STEP, || file_len(&part) == Some(CHUNK_SIZE as u64)).await);
         } // connection dropped mid-upload
-        // Wait until the server settled the interrupted upload (its reservation is gone).
+          // Wait until the server settled the interrupted upload (its reservation is gone).
         assert!(wait_until(STEP, || srv.user("alice").reserved_bytes == 0).await);
         let mut c = srv.connect("alice", PW).await;
-        let s = c.put(&local, "r.bin", true, no_progress()).await.unwrap();
+        let s = c.put(&local, "r.bin", true, no_progress()).await.expect("resume upload");
         assert_eq!(s.resumed_from, CHUNK_SIZE as u64);
         assert_eq!(md5_file(&home.join("r.bin")), md5_bytes(&data));
-        // A download resumed from a local partial prefix also completes.
+    })
+    .await
+}
+
+#[tokio::test]
+async fn resumes_download_through_library_client_from_local_partial() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 50 * MIB, None);
+        let data = make_file(&srv.home("alice").join("r.bin"), 3 * CHUNK_SIZE + 17, 3);
+        let mut c = srv.connect("alice", PW).await;
         let back = env.local("r.back");
         std::fs::write(partial_path(&back), &data[..1000]).unwrap();
         let s = c.get("r.bin", &back, true, no_progress()).await.unwrap();
-        assert_eq!(s.resumed_from, 1000);
+        assert_eq!((s.resumed_from, s.size, s.md5), (1000, data.len() as u64, md5_bytes(&data)));
         assert_eq!(std::fs::read(&back).unwrap(), data);
+        assert!(!partial_path(&back).exists());
+        // Without resume the stale partial is ignored and replaced.
+        std::fs::write(partial_path(&back), b"junk that is not a prefix").unwrap();
+        let s = c.get("r.bin", &back, false, no_progress()).await.unwrap();
+        assert_eq!(s.resumed_from, 0);
+        assert_eq!(std::fs::read(&back).unwrap(), data);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn keeps_download_partial_when_server_shuts_down_and_resumes_after_restart() {
+    guard(async {
+        let env = TestEnv::new();
+        let want = make_big_file(&env.home("alice").join("big.bin"), 64 * MIB, 21);
+        let mut srv = env.start();
+        srv.add_user("alice", PW, 100 * MIB, None);
+        let local = env.local("big.bin");
+        let mut c = srv.connect("alice", PW).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let progress: xfer::transfer::ProgressFn = std::sync::Arc::new(move |p| {
+            if let xfer::transfer::Progress::Advance { done } = p {
+                let _ = tx.send(done);
+            }
+        });
+        let dl = {
+            let local = local.clone();
+            tokio::spawn(async move { c.get("big.bin", &local, false, progress).await })
+        };
+        // Shut down once a few MiB have arrived.
+        loop {
+            let done = rx.recv().await.expect("download ended before reaching 4 MiB");
+            if done >= 4 * MIB {
+                break;
+            }
+        }
+        srv.trigger_shutdown();
+        let r = dl.await.unwrap();
+        assert!(r.is_err(), "download cut by shutdown reported success");
+        srv.stop().await;
+        assert!(!local.exists(), "final name appeared for an incomplete download");
+        let kept = file_len(&partial_path(&local)).expect("client kept its partial");
+        assert!((4 * MIB..64 * MIB).contains(&kept), "kept {kept}");
+
+        let srv = env.start();
+        let mut c = srv.connect("alice", PW).await;
+        let s = c.get("big.bin", &local, true, no_progress()).await.expect("resumed download");
+        assert_eq!((s.resumed_from, s.md5), (kept, want));
+        assert_eq!(md5_file(&local), want);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sends_shutting_down_between_download_frames() {
+    guard(async {
+        let env = TestEnv::new();
+        make_big_file(&env.home("alice").join("big.bin"), 64 * MIB, 22);
+        let mut srv = env.start();
+        srv.add_user("alice", PW, 100 * MIB, None);
+        let mut raw = srv.raw("alice", PW).await;
+        raw.send(&Request::Get {
+            path: "big.bin".into(),
+            offset: 0,
+            prefix_md5: None,
+            transport: xfer::proto::Transport::Tcp,
+        })
+        .await;
+        // Let the server fill the socket buffers and block on a write, then shut down.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        srv.trigger_shutdown();
+        // Whole frames, then exactly one Error { ShuttingDown } (CTRL-SESS-3, CTRL-GET-3).
+        let mut next = 0u64;
+        let end = loop {
+            match raw.frame().await {
+                Ok(xfer::proto::Frame::Data(c)) => {
+                    assert_eq!(c.offset, next);
+                    assert!(c.verify());
+                    next = c.end();
+                }
+                Ok(xfer::proto::Frame::Control(p)) => {
+                    match xfer::proto::Frame::decode_control::<Response>(&p).unwrap() {
+                        Response::GetReady { .. } => {}
+                        other => break Ok(other),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match end {
+            Ok(Response::Error { code: ErrorCode::ShuttingDown, .. }) => {}
+            other => panic!("after {next} bytes: expected Error {{ ShuttingDown }}, got {other:?}"),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tells_idle_sessions_about_shutdown_and_refuses_new_connections() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let addr = srv.addr;
+        let mut authed = srv.raw("alice", PW).await;
+        let mut anon = Raw::connect(addr).await;
+        srv.stop().await;
+        authed.expect_error(ErrorCode::ShuttingDown).await;
+        authed.expect_closed().await;
+        anon.expect_error(ErrorCode::ShuttingDown).await;
+        anon.expect_closed().await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn lists_sorted_bytewise_and_names_root_slash() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let home = srv.home("alice");
+        for name in ["b", "B", "a", "é", "Z", "_", "10", "9"] {
+            std::fs::write(home.join(name), name).unwrap();
+        }
+        std::fs::create_dir(home.join("dir")).unwrap();
+        let mut c = srv.connect("alice", PW).await;
+        let names: Vec<String> = c.list("/").await.unwrap().into_iter().map(|e| e.name).collect();
+        let mut want: Vec<String> = ["b", "B", "a", "é", "Z", "_", "10", "9", "dir"].map(String::from).to_vec();
+        want.sort(); // String order is bytewise UTF-8 order
+        assert_eq!(names, want);
+        let root = c.stat("/").await.unwrap();
+        assert_eq!((root.name.as_str(), root.kind, root.size), ("/", EntryKind::Dir, 0));
+        assert_eq!(c.stat("dir").await.unwrap().size, 0, "directories report size 0");
+        assert_eq!(code_of(c.mkdir("/").await), ErrorCode::AlreadyExists);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rejects_uploads_onto_directories_and_into_missing_parents() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let mut c = srv.connect("alice", PW).await;
+        let local = env.local("f");
+        make_file(&local, 10, 1);
+        c.mkdir("d").await.unwrap();
+        assert_eq!(code_of(c.put(&local, "d", false, no_progress()).await), ErrorCode::IsADirectory);
+        assert_eq!(code_of(c.put(&local, "/", false, no_progress()).await), ErrorCode::IsADirectory);
+        assert_eq!(code_of(c.put(&local, "missing/f", false, no_progress()).await), ErrorCode::NotFound);
+        assert_eq!(code_of(c.get("d", &env.local("d"), false, no_progress()).await), ErrorCode::IsADirectory);
+        assert_eq!(dir_names(&srv.home("alice")), ["d"]);
+        assert!(dir_names(&srv.home("alice").join("d")).is_empty());
+        let u = srv.user("alice");
+        assert_eq!((u.used_bytes, u.used_files, u.reserved_bytes, u.reserved_files), (0, 0, 0, 0));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn refuses_fifos_without_hanging() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let home = srv.home("alice");
+        for name in ["fifo", ".up.xfer-part"] {
+            let st = std::process::Command::new("mkfifo").arg(home.join(name)).status().expect("mkfifo");
+            assert!(st.success());
+        }
+        let mut c = srv.connect("alice", PW).await;
+        assert_eq!(code_of(c.get("fifo", &env.local("fifo"), false, no_progress()).await), ErrorCode::PermissionDenied);
+        assert_eq!(code_of(c.sum("fifo").await), ErrorCode::PermissionDenied);
+        assert_eq!(c.stat("fifo").await.unwrap().kind, EntryKind::Other);
+        let local = env.local("up");
+        make_file(&local, 10, 1);
+        for resume in [false, true] {
+            assert_eq!(code_of(c.put(&local, "up", resume, no_progress()).await), ErrorCode::PermissionDenied);
+        }
+        assert_eq!(c.pwd().await.unwrap(), "/");
     })
     .await
 }

@@ -318,17 +318,14 @@ async fn rejects_unsupported_protocol_version() {
         let msg = raw.expect_error(ErrorCode::UnsupportedVersion).await;
         assert!(msg.contains(&(PROTOCOL_VERSION + 98).to_string()), "{msg}");
         raw.expect_closed().await;
-        // Bad magic: not an xfer peer at all; closed without a session.
+        // Bad magic (CTRL-HELLO-2): the server's preamble, one UnsupportedVersion error, close.
         let mut raw = Raw::tls(srv.addr).await;
         raw.send_bytes(b"HTTP/1").await;
-        match raw.reader.read_preamble().await {
-            Err(_) => {}
-            Ok(v) => {
-                // If the server answers with its preamble, nothing else may follow.
-                assert_eq!(v, PROTOCOL_VERSION);
-                raw.expect_closed().await;
-            }
-        }
+        let v = raw.reader.read_preamble().await.expect("server preamble after bad magic");
+        assert_eq!(v, PROTOCOL_VERSION);
+        let msg = raw.expect_error(ErrorCode::UnsupportedVersion).await;
+        assert!(msg.contains(&PROTOCOL_VERSION.to_string()), "{msg}");
+        raw.expect_closed().await;
         assert_server_healthy(&srv).await;
     })
     .await
@@ -365,6 +362,240 @@ async fn closes_idle_session_with_idle_timeout() {
         assert!(!home.join("f.bin").exists());
         assert_eq!(srv.user("alice").reserved_bytes, 0);
         srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn closes_silently_when_preamble_or_login_misses_the_handshake_deadline() {
+    guard(async {
+        let env = TestEnv::new();
+        env.configure(&[("handshake_timeout_secs", "1"), ("free_failures", "100")]);
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+
+        // TLS done, no preamble: closed without a word (CTRL-HELLO-1).
+        let mut raw = Raw::tls(srv.addr).await;
+        match tokio::time::timeout(STEP, raw.reader.read_preamble()).await.expect("server never closed") {
+            Err(_) => {}
+            Ok(v) => panic!("server sent a preamble ({v}) to a client that sent none"),
+        }
+        // Plain TCP that never starts TLS: closed too.
+        {
+            use tokio::io::AsyncReadExt;
+            let mut tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(STEP, tcp.read(&mut buf)).await.expect("server never closed");
+            assert!(matches!(n, Ok(0) | Err(_)), "server sent {n:?} before any TLS handshake");
+        }
+        // Failed logins one after another: the whole login phase is bounded, not each attempt
+        // (CTRL-SESS-2), so retrying forever does not keep the session alive.
+        let mut raw = Raw::connect(srv.addr).await;
+        let mut timed_out = false;
+        for _ in 0..200 {
+            raw.send(&Request::Auth { user: "alice".into(), password: "wrong".into() }).await;
+            match raw.recv().await {
+                Response::Error { code: ErrorCode::AuthFailed | ErrorCode::Throttled, .. } => {}
+                Response::Error { code: ErrorCode::IdleTimeout, .. } => {
+                    timed_out = true;
+                    break;
+                }
+                other => panic!("unexpected reply {other:?}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(timed_out, "login attempts kept the unauthenticated session alive");
+        raw.expect_closed().await;
+        assert_server_healthy(&srv).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn answers_misplaced_requests_and_frames_with_bad_request() {
+    guard(async {
+        let (_env, srv) = server();
+        let mut raw = srv.raw("alice", PW).await;
+        // A data frame outside a transfer.
+        raw.send_chunk(&DataChunk::new(0, Bytes::from_static(b"stray"))).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        // PutEnd and Abort without an upload.
+        raw.send(&Request::PutEnd { md5: [0; 16] }).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        raw.send(&Request::Abort).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        assert_session_usable(&mut raw).await;
+        assert!(dir_names(&srv.home("alice")).is_empty());
+        // Bye: the server closes without a reply (CTRL-SESS-4).
+        raw.send(&Request::Bye).await;
+        raw.expect_closed().await;
+        assert_server_healthy(&srv).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn closes_connection_on_other_request_during_upload_and_keeps_partial() {
+    guard(async {
+        let (_env, srv) = server();
+        let home = srv.home("alice");
+        let data = pseudo_random(3 * CHUNK_SIZE, 11);
+        let mut raw = srv.raw("alice", PW).await;
+        raw.start_put("f.bin", data.len() as u64, false).await;
+        raw.send_range(&data, 0, CHUNK_SIZE).await;
+        // A lockstep request in the middle of the data phase is a protocol violation
+        // (CTRL-PUT-3): no reply, the connection closes, the partial stays.
+        raw.send(&Request::Pwd).await;
+        raw.expect_closed().await;
+        assert!(wait_until(STEP, || srv.user("alice").reserved_bytes == 0).await, "upload never settled");
+        assert_eq!(std::fs::read(home.join(".f.bin.xfer-part")).unwrap(), &data[..CHUNK_SIZE]);
+        assert!(!home.join("f.bin").exists());
+        let u = srv.user("alice");
+        assert_eq!((u.used_bytes, u.used_files), (CHUNK_SIZE as u64, 1));
+        assert_server_healthy(&srv).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rejects_second_upload_to_same_target_and_touching_its_partial() {
+    guard(async {
+        let (env, srv) = server();
+        let home = srv.home("alice");
+        let data = pseudo_random(2 * CHUNK_SIZE, 12);
+        let mut first = srv.raw("alice", PW).await;
+        first.start_put("t.bin", data.len() as u64, false).await;
+        first.send_range(&data, 0, CHUNK_SIZE).await;
+        assert!(wait_until(STEP, || file_len(&home.join(".t.bin.xfer-part")) == Some(CHUNK_SIZE as u64)).await);
+
+        let mut c = srv.connect("alice", PW).await;
+        let local = env.local("other");
+        make_file(&local, 100, 13);
+        let np = xfer::transfer::progress::no_progress;
+        // One upload per (user, path) (CTRL-PUT-1).
+        assert_eq!(code_of(c.put(&local, "t.bin", false, np()).await), ErrorCode::Busy);
+        assert_eq!(code_of(c.put(&local, "/t.bin", true, np()).await), ErrorCode::Busy);
+        // The partial of a running upload cannot be removed or renamed (CTRL-PUT-2).
+        assert_eq!(code_of(c.remove(".t.bin.xfer-part").await), ErrorCode::Busy);
+        assert_eq!(code_of(c.rename(".t.bin.xfer-part", "stolen").await), ErrorCode::Busy);
+        assert_eq!(code_of(c.rename("x", ".t.bin.xfer-part").await), ErrorCode::Busy);
+        // Partial names are reserved as upload targets.
+        assert_eq!(code_of(c.put(&local, ".t.bin.xfer-part", false, np()).await), ErrorCode::InvalidPath);
+        assert_eq!(code_of(c.put(&local, ".other.xfer-part", false, np()).await), ErrorCode::InvalidPath);
+        // A different target is not affected.
+        c.put(&local, "u.bin", false, np()).await.unwrap();
+
+        first.send_range(&data, CHUNK_SIZE, data.len()).await;
+        let r = first.call(&Request::PutEnd { md5: md5_bytes(&data) }).await;
+        assert!(matches!(r, Response::PutDone { .. }), "{r:?}");
+        assert_eq!(std::fs::read(home.join("t.bin")).unwrap(), data);
+        // Once it finished, the name is free again.
+        c.put(&local, "t.bin", false, np()).await.unwrap();
+        assert_eq!(dir_names(&home), ["t.bin", "u.bin"]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rejects_bad_download_offsets() {
+    guard(async {
+        let (_env, srv) = server();
+        let data = make_file(&srv.home("alice").join("f.bin"), 5000, 14);
+        let mut raw = srv.raw("alice", PW).await;
+        let get = |offset, prefix_md5| Request::Get {
+            path: "f.bin".into(),
+            offset,
+            prefix_md5,
+            transport: xfer::proto::Transport::Tcp,
+        };
+        // offset > 0 without a prefix digest (CTRL-RESUME-3).
+        raw.send(&get(100, None)).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        // offset beyond the file.
+        raw.send(&get(5001, Some([0; 16]))).await;
+        raw.expect_error(ErrorCode::SourceChanged).await;
+        // A prefix digest that does not match.
+        raw.send(&get(100, Some(md5_bytes(&data[..99])))).await;
+        raw.expect_error(ErrorCode::SourceChanged).await;
+        // A matching one: only the rest is sent, then the whole-file md5.
+        raw.send(&get(4000, Some(md5_bytes(&data[..4000])))).await;
+        match raw.recv().await {
+            Response::GetReady { size, offset } => assert_eq!((size, offset), (5000, 4000)),
+            other => panic!("{other:?}"),
+        }
+        match raw.frame().await.unwrap() {
+            Frame::Data(c) => {
+                assert_eq!((c.offset, &c.data[..]), (4000, &data[4000..]));
+                assert!(c.verify());
+            }
+            other => panic!("{other:?}"),
+        }
+        match raw.recv().await {
+            Response::GetEnd { md5 } => assert_eq!(md5, md5_bytes(&data)),
+            other => panic!("{other:?}"),
+        }
+        assert_session_usable(&mut raw).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cuts_download_to_a_client_that_stops_reading() {
+    guard(async {
+        let env = TestEnv::new();
+        env.configure(&[("idle_timeout_secs", "1")]);
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let size = 64 * MIB;
+        make_big_file(&srv.home("alice").join("big.bin"), size, 15);
+        let mut raw = srv.raw("alice", PW).await;
+        raw.send(&Request::Get {
+            path: "big.bin".into(),
+            offset: 0,
+            prefix_md5: None,
+            transport: xfer::proto::Transport::Tcp,
+        })
+        .await;
+        // Stop reading long enough for the server's write timeout to expire several times over.
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        // Drain what was buffered: the download must have been cut, never completed.
+        let mut got = 0u64;
+        loop {
+            match raw.frame().await {
+                Ok(Frame::Data(c)) => got += c.data.len() as u64,
+                Ok(Frame::Control(p)) => match Frame::decode_control::<Response>(&p).unwrap() {
+                    Response::GetReady { .. } => {}
+                    Response::Error { code, .. } => assert_eq!(code, ErrorCode::IdleTimeout),
+                    other => panic!("download to a stalled client was not cut: {other:?}"),
+                },
+                Err(_) => break,
+            }
+        }
+        assert!(got < size, "all {got} bytes arrived: the stalled download was not cut");
+        assert_server_healthy(&srv).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn limits_concurrent_sessions_to_max_sessions() {
+    guard(async {
+        let env = TestEnv::new();
+        env.configure(&[("max_sessions", "1")]);
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let first = srv.connect("alice", PW).await;
+        let opts = srv.options();
+        let second = tokio::spawn(async move {
+            let mut c = xfer::client::Client::connect(&opts).await.expect("connect");
+            c.login("alice", PW).await.expect("login");
+            c.pwd().await.expect("pwd")
+        });
+        // While the only slot is taken, the second session is not served.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!second.is_finished(), "a second session was served beyond max_sessions = 1");
+        first.bye().await;
+        assert_eq!(second.await.unwrap(), "/");
     })
     .await
 }

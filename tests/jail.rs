@@ -283,3 +283,39 @@ fn pathdiff(target: &std::path::Path, from: &std::path::Path) -> std::path::Path
     }
     out
 }
+
+#[tokio::test]
+async fn rejects_overlong_and_overdeep_paths() {
+    guard(async {
+        let mut j = jail().await;
+        // One 255-byte component is fine as a directory name.
+        let name255 = "d".repeat(255);
+        j.c.mkdir(&name255).await.unwrap();
+        assert_eq!(code_of(j.c.mkdir(&"d".repeat(256)).await), ErrorCode::InvalidPath);
+        // An input over 4096 bytes, even if it normalizes to something short.
+        let long = format!("{}a", "./".repeat(2100));
+        assert_eq!(code_of(j.c.stat(&long).await), ErrorCode::InvalidPath);
+        // More than 256 components.
+        let deep = vec!["x"; 257].join("/");
+        assert_eq!(code_of(j.c.stat(&deep).await), ErrorCode::InvalidPath);
+        // A component over 255 bytes that a later ".." would remove is still refused.
+        let sneaky = format!("{}/..", "y".repeat(300));
+        assert_eq!(code_of(j.c.stat(&sneaky).await), ErrorCode::InvalidPath);
+        assert_eq!(dir_names(&j.home()), [name255]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn lists_planted_links_without_following_them() {
+    guard(async {
+        let mut j = jail().await;
+        symlink(j.outside.path(), j.home().join("out")).unwrap();
+        symlink(j.outside.path().join("secret.txt"), j.home().join("sec")).unwrap();
+        let entries = j.c.list("/").await.unwrap();
+        let shown: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.kind, e.size)).collect();
+        assert_eq!(shown, [("out", EntryKind::Symlink, 0), ("sec", EntryKind::Symlink, 0)]);
+        j.assert_outside_untouched();
+    })
+    .await
+}

@@ -288,3 +288,92 @@ async fn releases_reservation_of_failed_and_interrupted_uploads() {
     })
     .await
 }
+
+#[tokio::test]
+async fn reconciles_without_following_symlinks_and_counts_partials() {
+    guard(async {
+        let env = TestEnv::new();
+        let outside = tempfile::tempdir().unwrap();
+        make_file(&outside.path().join("huge"), 3 * MIB as usize, 1);
+        let home = env.home("alice");
+        std::os::unix::fs::symlink(outside.path().join("huge"), home.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), home.join("dirlink")).unwrap();
+        std::fs::write(home.join(".p.xfer-part"), vec![1u8; 1000]).unwrap();
+        std::fs::write(home.join("real"), vec![2u8; 500]).unwrap();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        // The user did not exist at start; restart so the start-up scan measures the home.
+        srv.stop().await;
+        let srv = env.start();
+        let u = srv.user("alice");
+        assert_eq!((u.used_bytes, u.used_files), (1500, 2), "partials count, symlinks do not");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rejects_absurd_sizes_without_overflow() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let mut raw = srv.raw("alice", PW).await;
+        for size in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64] {
+            let req = Request::Put { path: "x".into(), size, resume: false, transport: Transport::Tcp };
+            match raw.call(&req).await {
+                Response::Error { code: ErrorCode::QuotaExceeded, .. } => {}
+                other => panic!("size {size}: expected QuotaExceeded, got {other:?}"),
+            }
+        }
+        assert!(dir_names(&srv.home("alice")).is_empty());
+        let u = srv.user("alice");
+        assert_eq!((u.used_bytes, u.reserved_bytes), (0, 0));
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reports_df_of_a_deleted_account_as_not_authenticated() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let mut c = srv.connect("alice", PW).await;
+        df_tuple(c.df().await.unwrap());
+        let mut del = xfer_cmd(&env.config_dir, &env.work);
+        del.args(["user", "del", "alice", "--root"]).arg(&env.root);
+        run(del).assert_ok();
+        assert_eq!(code_of(c.df().await), ErrorCode::NotAuthenticated);
+    })
+    .await
+}
+
+/// Moving the directory of an upload in progress would leave the upload writing where it
+/// cannot be settled and its bytes unaccounted; the server refuses the move until the upload
+/// ends, and usage keeps matching the disk.
+#[tokio::test]
+async fn rejects_moving_a_directory_while_an_upload_writes_into_it() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 3 * MIB, None);
+        let data = pseudo_random(2 * MIB as usize, 30);
+        let mut c = srv.connect("alice", PW).await;
+        c.mkdir("d").await.unwrap();
+        let mut raw = srv.raw("alice", PW).await;
+        raw.start_put("d/x", data.len() as u64, false).await;
+        raw.send_range(&data, 0, data.len()).await;
+        let part = srv.home("alice").join("d").join(".x.xfer-part");
+        assert!(wait_until(STEP, || file_len(&part) == Some(data.len() as u64)).await);
+        assert_eq!(code_of(c.rename("d", "e").await), ErrorCode::Busy);
+        assert_eq!(code_of(c.rename("d/.x.xfer-part", "y").await), ErrorCode::Busy);
+        let reply = raw.call(&Request::PutEnd { md5: md5_bytes(&data) }).await;
+        assert!(matches!(reply, Response::PutDone { .. }), "{reply:?}");
+        assert_usage_matches_disk(&srv, "alice");
+        c.rename("d", "e").await.expect("rename once the upload is done");
+        assert_eq!(file_len(&srv.home("alice").join("e/x")), Some(data.len() as u64));
+        assert_usage_matches_disk(&srv, "alice");
+    })
+    .await
+}

@@ -23,7 +23,9 @@ fn quiet(mut cmd: Command) -> Command {
 /// process named by `kill`. Panics if the transfer finished (or died) before that.
 fn interrupt_when_grown(child: &mut ChildGuard, watched: &Path, finished: &Path) {
     let grew = wait_until_blocking(STEP, || {
-        file_len(watched).is_some_and(|n| n > INTERRUPT_AT) || finished.exists() || child.child.try_wait().unwrap().is_some()
+        file_len(watched).is_some_and(|n| n > INTERRUPT_AT)
+            || finished.exists()
+            || child.child.try_wait().unwrap().is_some()
     });
     assert!(grew, "transfer never got past {INTERRUPT_AT} bytes");
     assert!(!finished.exists(), "test setup: the transfer completed before it could be interrupted");
@@ -31,7 +33,6 @@ fn interrupt_when_grown(child: &mut ChildGuard, watched: &Path, finished: &Path)
 }
 
 #[tokio::test]
-#[ignore = "BUG: server-side upload resume always fails with SourceChanged (src/server/put.rs open_partial hashes a file positioned at its end)"]
 async fn resumes_upload_after_client_is_killed() {
     guard(async {
         let env = TestEnv::new();
@@ -96,7 +97,6 @@ async fn resumes_download_after_client_is_killed() {
 }
 
 #[test]
-#[ignore = "BUG: server-side upload resume always fails with SourceChanged (src/server/put.rs open_partial hashes a file positioned at its end)"]
 fn resumes_upload_after_server_is_killed_and_restarted() {
     let env = TestEnv::new();
     env.configure(&[]);
@@ -231,7 +231,8 @@ async fn uploads_from_zero_when_resuming_without_partial() {
         assert!(!out.stdout.contains("resumed"), "nothing to resume: {}", out.stdout);
         assert_eq!(md5_file(&srv.home("alice").join("fresh.bin")), md5_bytes(&data));
         // Downloads likewise.
-        let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["get", "-c", "fresh.bin", "copy.bin"]));
+        let out =
+            run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["get", "-c", "fresh.bin", "copy.bin"]));
         out.assert_ok();
         assert!(!out.stdout.contains("resumed"), "{}", out.stdout);
         assert_eq!(std::fs::read(env.local("copy.bin")).unwrap(), data);
@@ -240,7 +241,6 @@ async fn uploads_from_zero_when_resuming_without_partial() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: server-side upload resume always fails with SourceChanged (src/server/put.rs open_partial hashes a file positioned at its end)"]
 async fn resumes_upload_from_kept_partial_through_cli() {
     guard(async {
         let env = TestEnv::new();

@@ -50,8 +50,10 @@ OUT=${OUT:-/tmp/xfer-bench-$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
 PREFIX=xfer-bench
-LINKEM="$repo/benches/linkem/target/release/linkem"
-QPERF="$repo/benches/quic-perf/target/release/quic-perf"
+# The bench tools build into the root's (git-ignored) target directory.
+TOOLS_TARGET="$repo/target/bench-tools"
+LINKEM="$TOOLS_TARGET/release/linkem"
+QPERF="$TOOLS_TARGET/release/quic-perf"
 XFER="$repo/target/release/xfer"
 WORK=/dev/shm/xfer-bench-$$
 P_IPERF=5201 P_IPERF2=5202 P_QUIC=4433 P_SSH=2222 P_XFER=7443
@@ -162,7 +164,9 @@ cpu_of() { # /usr/bin/time -f '%e %U %S' output -> user+sys
 }
 wall_of() { [[ -s "$1" ]] && tail -1 "$1" | awk '{ print $1 }' || echo "nan"; }
 
-dir_bytes() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'; }
+dir_bytes() { # dir [name-glob]
+    find "$1" -type f -name "${2:-*}" -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
+}
 
 to_bytes() { # 125M, 2G, 1.5G, 1000 -> bytes (decimal units)
     awk -v s="$1" 'BEGIN {
@@ -211,8 +215,10 @@ setup_tools() {
 build() {
     [[ $SKIP_BUILD == 1 ]] && return
     log "building linkem and quic-perf"
-    cargo build --release --quiet --manifest-path "$repo/benches/linkem/Cargo.toml" >>"$LOG" 2>&1 || die "linkem build failed"
-    cargo build --release --quiet --manifest-path "$repo/benches/quic-perf/Cargo.toml" >>"$LOG" 2>&1 || die "quic-perf build failed"
+    cargo build --release --quiet --manifest-path "$repo/benches/linkem/Cargo.toml" --target-dir "$TOOLS_TARGET" >>"$LOG" 2>&1 ||
+        die "linkem build failed"
+    cargo build --release --quiet --manifest-path "$repo/benches/quic-perf/Cargo.toml" --target-dir "$TOOLS_TARGET" >>"$LOG" 2>&1 ||
+        die "quic-perf build failed"
     if has xfer-put || has xfer-get || has xfer-udp || [[ " $FAIR_CONTENDERS " == *" xfer-put "* ]]; then
         log "building xfer (cargo build --release at the repo root)"
         if ! (cd "$repo" && timeout 1200 cargo build --release --quiet --bin xfer) >>"$LOG" 2>&1; then
@@ -257,12 +263,6 @@ XFER_OK=0
 XFER_WHY="pending: xfer CLI not yet built (no target/release/xfer)"
 XFER_UDP_FLAG=()
 XFER_UDP_WHY="xfer binary not built"
-xfer_client() { # ns host extra-args... ; env from XFER_ENV
-    local ns=$1 host=$2
-    shift 2
-    ip netns exec "$ns" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
-        "$XFER" --server "$host:$P_XFER" --user bench --accept-new-host --quiet "$@" </dev/null
-}
 start_xfer_server() { # ns host timefile outfile
     bg ip netns exec "$1" "${TIME[@]}" -o "$3" timeout -k 3 $((CAP + 120)) \
         "$XFER" serve --root "$XROOT" --listen "$2:$P_XFER" >"$4" 2>&1 </dev/null
@@ -300,7 +300,9 @@ setup_xfer() {
     local s ok=1
     for s in $(all_sizes); do
         ensure_file "$s"
-        if ! timeout 300 xfer_client "$PREFIX-seed" 127.0.0.1 put "$WORK/src-$s.bin" "seed-$s.bin" >>"$LOG" 2>&1; then
+        if ! timeout 300 ip netns exec "$PREFIX-seed" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
+            "$XFER" --server "127.0.0.1:$P_XFER" --user bench --accept-new-host --quiet \
+            put "$WORK/src-$s.bin" "seed-$s.bin" </dev/null >>"$LOG" 2>&1; then
             ok=0
             break
         fi
@@ -396,7 +398,7 @@ run_iperf3() { # scenario run cc
     bg ip netns exec "$NS_S" "${TIME[@]}" -o "$d/srv.time" timeout -k 3 $((DURATION + 40)) \
         iperf3 -s -1 -p $P_IPERF >"$d/srv.out" 2>&1
     local spid=$BGPID
-    if ! wait_line "$d/srv.out" "Server listening" 10; then
+    if ! wait_listen "$NS_S" $P_IPERF t 10; then
         reap "$spid" 1
         record "$sc" "iperf3-$cc" "$r" fail nan nan nan "server did not start"
         return
@@ -446,16 +448,16 @@ run_quic() { # scenario run cc [name]
 
 # File transfers. $1 scenario, $2 run, $3 contender name, $4 direction
 # (put: client sends, server receives; get: the reverse), $5 destination dir
-# whose growth is the bytes moved, $6 size, $7 bytes already in that dir,
-# then the client command.
+# and $7 name glob of the files whose size is the bytes moved (partial
+# files included), $6 size, then the client command.
 run_file_client() {
-    local sc=$1 r=$2 name=$3 dir=$4 dest=$5 bytes=$6 base=$7
+    local sc=$1 r=$2 name=$3 dir=$4 dest=$5 bytes=$6 glob=$7
     shift 7
     local d="$WORK/run"
     ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 "$CAP" "$@" >"$d/cli.out" 2>&1 </dev/null
     local rc=$?
     local moved
-    moved=$(( $(dir_bytes "$dest") - base ))
+    moved=$(dir_bytes "$dest" "$glob")
     sleep 0.5 # let the server side notice the end
     reap "$SPID" 5
     local csnd crcv
@@ -490,7 +492,7 @@ run_scp() { # scenario run
     bytes=$(size_for "$sc"); ensure_file "$bytes"
     rm -rf "$d"; mkdir -p "$d/dst"
     start_sshd || { record "$sc" scp "$r" fail nan nan nan "sshd did not start"; return; }
-    run_file_client "$sc" "$r" scp put "$d/dst" "$bytes" 0 \
+    run_file_client "$sc" "$r" scp put "$d/dst" "$bytes" '*' \
         scp -q "${SSH_OPTS[@]}" -P $P_SSH "$WORK/src-$bytes.bin" "root@$HOST:$d/dst/f.bin"
 }
 
@@ -501,8 +503,8 @@ run_rsync() { # scenario run
     bytes=$(size_for "$sc"); ensure_file "$bytes"
     rm -rf "$d"; mkdir -p "$d/dst"
     start_sshd || { record "$sc" rsync "$r" fail nan nan nan "sshd did not start"; return; }
-    run_file_client "$sc" "$r" rsync put "$d/dst" "$bytes" 0 \
-        rsync -a --whole-file -e "ssh ${SSH_OPTS[*]} -p $P_SSH" "$WORK/src-$bytes.bin" "root@$HOST:$d/dst/f.bin"
+    run_file_client "$sc" "$r" rsync put "$d/dst" "$bytes" '*' \
+        rsync -a --whole-file --inplace -e "ssh ${SSH_OPTS[*]} -p $P_SSH" "$WORK/src-$bytes.bin" "root@$HOST:$d/dst/f.bin"
 }
 
 run_xfer() { # scenario run put|get [udp]
@@ -530,11 +532,11 @@ run_xfer() { # scenario run put|get [udp]
         sub=(put "$WORK/src-$bytes.bin" "put-bench-$r.bin")
         [[ -n $udp && ${XFER_UDP_FLAG[0]} == put-flag ]] && sub=(put --transport udp "$WORK/src-$bytes.bin" "put-bench-$r.bin")
         # bytes moved when capped: whatever grew under the server root
-        run_file_client "$sc" "$r" "$name" put "$XROOT" "$bytes" "$(dir_bytes "$XROOT")" \
+        run_file_client "$sc" "$r" "$name" put "$XROOT" "$bytes" "*put-bench-$r.bin*" \
             env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
             "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet "${flag[@]}" "${sub[@]}"
     else
-        run_file_client "$sc" "$r" "$name" get "$d/dst" "$bytes" 0 \
+        run_file_client "$sc" "$r" "$name" get "$d/dst" "$bytes" '*' \
             env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
             "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet "${flag[@]}" \
             get "seed-$bytes.bin" "$d/dst/f.bin"
@@ -566,13 +568,13 @@ run_fair() { # run contender
     # the competing BBR flow
     bg ip netns exec "$NS_S" timeout -k 3 $((FAIR_SECS + 40)) iperf3 -s -1 -p $P_IPERF2 >"$d/bbr-srv.out" 2>&1
     local bsrv=$BGPID
-    wait_line "$d/bbr-srv.out" "Server listening" 10 || { reap "$bsrv" 1; return; }
+    wait_listen "$NS_S" $P_IPERF2 t 10 || { reap "$bsrv" 1; log "  fairness: iperf3 server did not start"; return; }
     local cpid="" cgp="" note=""
     case $c in
     iperf3-cubic | iperf3-bbr)
         bg ip netns exec "$NS_S" timeout -k 3 $((FAIR_SECS + 40)) iperf3 -s -1 -p $P_IPERF >"$d/srv.out" 2>&1
         SPID=$BGPID
-        wait_line "$d/srv.out" "Server listening" 10
+        wait_listen "$NS_S" $P_IPERF t 10
         bg ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF -t "$FAIR_SECS" -C "${c#iperf3-}" -J >"$d/c.json" 2>/dev/null
         cpid=$BGPID
         ;;
@@ -600,7 +602,6 @@ run_fair() { # run contender
         XCFG="$d/cfg"; mkdir -p "$XCFG"
         start_xfer_server "$NS_S" "$HOST" "$d/srv.time" "$d/srv.out" || { reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "xfer serve did not start" >>"$FAIRRES"; return; }
         SPID=$XSRV
-        local before; before=$(dir_bytes "$XROOT")
         bg ip netns exec "$NS_C" timeout -k 3 "$FAIR_SECS" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
             "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet put "$WORK/src-1000000000.bin" put-bench-fair.bin
         cpid=$BGPID
@@ -614,7 +615,7 @@ run_fair() { # run contender
     iperf3-*) cgp=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6' "$d/c.json" 2>/dev/null) ;;
     quic*) cgp=$(sed -n 's/^quic-perf client.* mbit=\([0-9.]*\).*/\1/p' "$d/c.out") ;;
     scp) cgp=$(mbit "$(dir_bytes "$d/dst")" "$FAIR_SECS") ;;
-    xfer-put) cgp=$(mbit "$(( $(dir_bytes "$XROOT") - before ))" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
+    xfer-put) cgp=$(mbit "$(dir_bytes "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
     esac
     reap "$cpid" 1
     reap "$SPID" 5

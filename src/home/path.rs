@@ -100,6 +100,11 @@ impl HomePath {
         Some(HomePath(parts))
     }
 
+    /// True if `ancestor` is this path or one of its parent directories.
+    pub fn starts_with(&self, ancestor: &HomePath) -> bool {
+        self.0.starts_with(&ancestor.0)
+    }
+
     /// For a partial-file name `.NAME.xfer-part`, the upload target `NAME` it belongs to.
     pub fn partial_target(&self) -> Option<HomePath> {
         let (name, rest) = self.0.split_last()?;

@@ -67,13 +67,16 @@ impl Session {
         }
     }
 
-    /// Refuses to touch the partial file of an upload in progress (CTRL-PUT-2).
+    /// Refuses to touch the partial file of an upload in progress, or to move a directory
+    /// holding one, which would leave the upload writing where it cannot settle (CTRL-PUT-2).
     pub(crate) fn check_not_uploading(&self, path: &home::HomePath) -> Result<(), Reply> {
-        let busy = path.partial_target().is_some_and(|t| {
-            super::session::lock(&self.state.uploads).contains(&(self.user.clone(), t))
+        let partial_of = path.partial_target();
+        let uploads = super::session::lock(&self.state.uploads);
+        let busy = uploads.iter().any(|(user, target)| {
+            user == &self.user && (partial_of.as_ref() == Some(target) || (target != path && target.starts_with(path)))
         });
         if busy {
-            return Err(Reply::new(ErrorCode::Busy, format!("{path} belongs to an upload in progress")));
+            return Err(Reply::new(ErrorCode::Busy, format!("{path} is in use by an upload in progress")));
         }
         Ok(())
     }

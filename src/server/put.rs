@@ -49,6 +49,8 @@ struct Upload {
     /// The partial file did not exist before this upload.
     partial_new: bool,
     reservation: Reservation,
+    /// A second handle on the partial, to measure what was kept even if its name changed.
+    partial: std::fs::File,
     _slot: UploadSlot,
 }
 
@@ -103,7 +105,10 @@ impl Session {
             return Err(Reply::new(ErrorCode::IsADirectory, "cannot upload onto the home directory"));
         }
         if target.partial_target().is_some() {
-            return Err(Reply::new(ErrorCode::InvalidPath, format!("{target}: names ending in .xfer-part are reserved for partial uploads")));
+            return Err(Reply::new(
+                ErrorCode::InvalidPath,
+                format!("{target}: names ending in .xfer-part are reserved for partial uploads"),
+            ));
         }
         let slot = UploadSlot::acquire(&self.state, &self.user, &target)?;
         let (home, state, user) = (self.home.clone(), self.state.clone(), self.user.clone());
@@ -173,11 +178,18 @@ fn open_upload(
     let reservation = state.store.reserve(user, bytes, files)?;
     match open_partial(home, &target, resume, offset) {
         Ok((file, hasher)) => {
+            let partial = match file.try_clone() {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = state.store.release(reservation);
+                    return Err(Reply::internal(e));
+                }
+            };
             let counted = if resume { offset } else { 0 };
             if !resume && prior.unwrap_or(0) > 0 {
                 let _ = state.store.adjust_usage(user, -(prior.unwrap_or(0) as i64), 0);
             }
-            let upload = Upload { target, size, offset, counted, partial_new, reservation, _slot: slot };
+            let upload = Upload { target, size, offset, counted, partial_new, reservation, partial, _slot: slot };
             Ok((upload, file, hasher))
         }
         Err(e) => {
@@ -242,7 +254,9 @@ async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: 
         // Reported already; the session ends without a second error for this upload.
         (Some(f), _) => Outcome::FailedThenClosed(f),
         (_, Outcome::PutEnd(md5)) => match written {
-            Ok(w) => verify_end(&check, &md5, &w.md5).map_or_else(|e| Outcome::Failed(e, false), |_| Outcome::PutEnd(md5)),
+            Ok(w) => {
+                verify_end(&check, &md5, &w.md5).map_or_else(|e| Outcome::Failed(e, false), |_| Outcome::PutEnd(md5))
+            }
             Err(e) => Outcome::Failed(e, false),
         },
         (_, other) => other,
@@ -277,12 +291,12 @@ fn settle_upload(
                 Ok(Response::PutDone { size: upload.size, md5 })
             }
             Err(e) => {
-                keep_partial(home, state, user, upload)?;
+                keep_partial(state, user, upload)?;
                 Err(e.into())
             }
         },
         Settle::Keep => {
-            keep_partial(home, state, user, upload)?;
+            keep_partial(state, user, upload)?;
             Ok(Response::Ok)
         }
         Settle::Discard => {
@@ -294,8 +308,11 @@ fn settle_upload(
 }
 
 /// Leaves the partial for resume and counts its bytes as used.
-fn keep_partial(home: &Home, state: &ServerState, user: &str, upload: Upload) -> Result<(), Reply> {
-    let len = home.partial_len(&upload.target)?;
+fn keep_partial(state: &ServerState, user: &str, upload: Upload) -> Result<(), Reply> {
+    use std::os::unix::fs::MetadataExt;
+    // Measured through the open handle: a link count of 0 means the partial is gone.
+    let meta = upload.partial.metadata().map_err(Reply::internal)?;
+    let len = (meta.nlink() > 0).then_some(meta.len());
     let bytes = len.unwrap_or(0) as i64 - upload.counted as i64;
     let files = match (len, upload.partial_new) {
         (Some(_), true) => 1,

@@ -60,16 +60,13 @@ impl Conn {
         }
     }
 
-    /// Sends one data frame, giving up if the peer stops reading for the idle timeout or the
-    /// server shuts down. `Ok(false)` means the session must end.
+    /// Sends one data frame, giving up if the peer stops reading for the idle timeout.
+    /// `Ok(false)` means the session must end. Shutdown is not raced here: a frame once started
+    /// is finished, so the caller can still send `ShuttingDown` between frames (CTRL-SESS-3).
     pub async fn send_data(&mut self, chunk: &crate::proto::DataChunk) -> Result<bool, ConnError> {
-        let idle = self.idle;
-        tokio::select! {
-            r = tokio::time::timeout(idle, self.writer.write_data(chunk)) => match r {
-                Ok(r) => r.map(|_| true).map_err(ConnError::from),
-                Err(_) => Ok(false),
-            },
-            _ = self.stop.wait_for(|stop| *stop) => Ok(false),
+        match tokio::time::timeout(self.idle, self.writer.write_data(chunk)).await {
+            Ok(r) => r.map(|_| true).map_err(ConnError::from),
+            Err(_) => Ok(false),
         }
     }
 

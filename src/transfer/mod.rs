@@ -9,7 +9,7 @@ pub mod progress;
 pub mod sink;
 pub mod source;
 
-use std::io::{self, Read};
+use std::io;
 
 use md5::{Digest, Md5};
 
@@ -50,23 +50,26 @@ impl TransferError {
     }
 }
 
-/// Reads the first `len` bytes of `file` from its start and returns the md5 state after them.
-/// A file shorter than `len` means the source changed.
+/// Reads the first `len` bytes of `file` and returns the md5 state after them. Reads by
+/// position, so the file's cursor is neither used nor moved. A file shorter than `len` means
+/// the source changed.
 pub fn hash_prefix(file: &std::fs::File, len: u64) -> Result<Md5, TransferError> {
+    use std::os::unix::fs::FileExt;
     let mut hasher = Md5::new();
-    let mut reader = io::BufReader::with_capacity(1 << 20, file).take(len);
     let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+    let mut pos = 0u64;
+    while pos < len {
+        let want = (len - pos).min(buf.len() as u64) as usize;
+        let n = match file.read_at(&mut buf[..want], pos) {
+            Ok(0) => {
+                return Err(TransferError::SourceChanged(format!("expected at least {len} bytes, found {pos}")));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
         hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    if total != len {
-        return Err(TransferError::SourceChanged(format!("expected at least {len} bytes, found {total}")));
+        pos += n as u64;
     }
     Ok(hasher)
 }
@@ -89,5 +92,28 @@ pub fn check_digest(expected: &Md5Digest, got: &Md5Digest) -> Result<(), Transfe
         Ok(())
     } else {
         Err(TransferError::DigestMismatch { expected: hex_digest(expected), got: hex_digest(got) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+
+    #[test]
+    fn hash_prefix_ignores_the_file_cursor() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"hello world").unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
+        let got: Md5Digest = hash_prefix(&f, 5).unwrap().finalize().into();
+        assert_eq!(got, <Md5Digest>::from(Md5::digest(b"hello")));
+        assert_eq!(f.stream_position().unwrap(), 11);
+    }
+
+    #[test]
+    fn rejects_prefix_longer_than_the_file() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"abc").unwrap();
+        assert!(matches!(hash_prefix(&f, 4), Err(TransferError::SourceChanged(_))));
     }
 }

@@ -413,15 +413,13 @@ impl Raw {
 
     /// Waits until the server closes the connection (any read error counts as closed).
     pub async fn expect_closed(&mut self) {
-        loop {
-            match self.frame().await {
-                Err(_) => return,
-                Ok(Frame::Control(p)) => {
-                    let r = Frame::decode_control::<Response>(&p);
-                    panic!("expected the connection to close, got {r:?}");
-                }
-                Ok(Frame::Data(_)) => panic!("expected the connection to close, got a data frame"),
+        match self.frame().await {
+            Err(_) => {}
+            Ok(Frame::Control(p)) => {
+                let r = Frame::decode_control::<Response>(&p);
+                panic!("expected the connection to close, got {r:?}");
             }
+            Ok(Frame::Data(_)) => panic!("expected the connection to close, got a data frame"),
         }
     }
 
@@ -749,7 +747,12 @@ impl ServerProcess {
         }
     }
 
-    fn try_start(root: &Path, listen: &str, stderr_path: &Path, envs: &[(&str, &str)]) -> Result<ServerProcess, String> {
+    fn try_start(
+        root: &Path,
+        listen: &str,
+        stderr_path: &Path,
+        envs: &[(&str, &str)],
+    ) -> Result<ServerProcess, String> {
         let cwd = root.parent().unwrap_or(root);
         let mut cmd = xfer_cmd(cwd, cwd);
         cmd.arg("serve").arg("--root").arg(root).arg("--listen").arg(listen);
@@ -775,12 +778,20 @@ impl ServerProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    let addr = line.strip_prefix("xfer: listening on ").map(|rest| {
-                        rest.split_whitespace().next().unwrap_or_default().to_string()
-                    });
+                    let addr = line
+                        .strip_prefix("xfer: listening on ")
+                        .map(|rest| rest.split_whitespace().next().unwrap_or_default().to_string());
                     seen.push(line);
                     if let Some(addr) = addr {
-                        return Ok(ServerProcess { guard, addr, stderr_path: stderr_path.to_path_buf(), lines: rx, stdout: seen });
+                        let p = ServerProcess {
+                            guard,
+                            addr,
+                            stderr_path: stderr_path.to_path_buf(),
+                            lines: rx,
+                            stdout: seen,
+                        };
+                        p.wait_ready();
+                        return Ok(p);
                     }
                 }
                 Err(_) => {
@@ -790,6 +801,54 @@ impl ServerProcess {
                 }
             }
         }
+    }
+
+    /// Completes one TLS handshake and preamble exchange with the server, so its accept loop
+    /// (and with it the SIGTERM handler, installed on the loop's first poll) is running. The
+    /// `listening on` line alone does not guarantee that (see cli.rs, the SIGTERM race test).
+    pub fn wait_ready(&self) {
+        let addr = self.socket_addr();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let raw = tokio::time::timeout(STEP, Raw::connect(addr)).await.expect("server not ready");
+                drop(raw);
+            })
+        })
+        .join()
+        .expect("readiness probe");
+    }
+
+    /// Starts the server without the readiness probe: returns as soon as `listening on` is
+    /// printed.
+    pub fn start_unprobed(root: &Path, stderr_path: &Path) -> ServerProcess {
+        let cwd = root.parent().unwrap_or(root);
+        let mut cmd = xfer_cmd(cwd, cwd);
+        cmd.arg("serve").arg("--root").arg(root).arg("--listen").arg("127.0.0.1:0");
+        let err_file = std::fs::OpenOptions::new().create(true).append(true).open(stderr_path).unwrap();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::from(err_file));
+        let mut guard = ChildGuard::spawn(cmd);
+        let stdout = guard.child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("first stdout line");
+        let addr = line
+            .strip_prefix("xfer: listening on ")
+            .expect("listening line")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ServerProcess { guard, addr, stderr_path: stderr_path.to_path_buf(), lines: rx, stdout: vec![line] }
     }
 
     pub fn socket_addr(&self) -> SocketAddr {

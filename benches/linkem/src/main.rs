@@ -130,8 +130,24 @@ fn main() -> ExitCode {
 
 // ---------------------------------------------------------------- netns
 
+/// Children must not inherit linkem's blocked SIGINT/SIGTERM/SIGHUP (a blocked
+/// mask survives exec), or `timeout` and Ctrl-C could not stop them.
+fn unblocked(mut cmd: Command) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd
+}
+
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
+    let out = unblocked(Command::new("ip"))
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -188,7 +204,7 @@ fn cleanup(prefix: &str, kill: bool) -> Result<(), String> {
         if !netns_exists(&name) {
             continue;
         }
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &name]).output() {
+        if let Ok(out) = unblocked(Command::new("ip")).args(["netns", "pids", &name]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if kill {
                     if let Ok(p) = pid.parse::<i32>() {
@@ -273,7 +289,7 @@ fn setup_side(tun: &Tun, ns: &str, addr: Ipv4Addr, mtu: u32, tune: bool) -> Resu
         kv.push("net.ipv4.tcp_rmem=4096 131072 67108864".into());
         kv.push("net.ipv4.tcp_wmem=4096 16384 67108864".into());
     }
-    let out = Command::new("ip")
+    let out = unblocked(Command::new("ip"))
         .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
         .args(&kv)
         .stdin(Stdio::null())
@@ -649,7 +665,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
 
     let mut child = None;
     if !a.cmd.is_empty() {
-        match Command::new(&a.cmd[0])
+        match unblocked(Command::new(&a.cmd[0]))
             .args(&a.cmd[1..])
             .env("LINKEM_NS_A", &ns_a)
             .env("LINKEM_NS_B", &ns_b)

@@ -223,22 +223,25 @@ async fn client(connect: SocketAddr, bytes: u64, time: Option<f64>, cc: Cc) -> R
     let conn = ep.connect(connect, "quic-perf")?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let chunk = Bytes::from(vec![0x5au8; 1 << 20]);
-    let mut sent = 0u64;
-    let write_all = async {
+    let mut cnt = [0u8; 8];
+    let work = async {
+        let mut sent = 0u64;
         while sent < bytes {
             let n = (bytes - sent).min(chunk.len() as u64) as usize;
             send.write_chunk(chunk.slice(..n)).await?;
             sent += n as u64;
         }
+        send.finish()?;
+        recv.read_exact(&mut cnt).await?;
         Ok::<_, BoxErr>(())
     };
-    // With --time, stop at the deadline: reset the stream (data still
-    // buffered is abandoned) and let the server report what it received in
-    // order by then. Without it, finish and wait until everything arrived.
+    // With --time, stop at the deadline even if data is still buffered or in
+    // flight: reset the stream and let the server report what it had received
+    // in order by then. Without it, wait until everything has arrived.
     let capped = match time {
         Some(s) => {
             let deadline = tokio::time::Instant::from_std(t0 + Duration::from_secs_f64(s));
-            match tokio::time::timeout_at(deadline, write_all).await {
+            match tokio::time::timeout_at(deadline, work).await {
                 Ok(r) => {
                     r?;
                     false
@@ -247,20 +250,16 @@ async fn client(connect: SocketAddr, bytes: u64, time: Option<f64>, cc: Cc) -> R
             }
         }
         None => {
-            write_all.await?;
+            work.await?;
             false
         }
     };
-    let mut cnt = [0u8; 8];
-    let secs;
+    let secs = t0.elapsed().as_secs_f64();
     if capped {
-        send.reset(VarInt::from_u32(1))?;
-        secs = t0.elapsed().as_secs_f64();
-        recv.read_exact(&mut cnt).await?;
-    } else {
-        send.finish()?;
-        recv.read_exact(&mut cnt).await?;
-        secs = t0.elapsed().as_secs_f64();
+        let _ = send.reset(VarInt::from_u32(1));
+        tokio::time::timeout(Duration::from_secs(30), recv.read_exact(&mut cnt))
+            .await
+            .map_err(|_| "no count from the server within 30 s after the reset")??;
     }
     let got = u64::from_be_bytes(cnt);
     conn.close(VarInt::from_u32(0), b"done");

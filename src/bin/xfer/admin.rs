@@ -15,6 +15,8 @@ pub fn serve(root: &Path, listen: Option<&str>) -> Result<(), String> {
     let srv = Server::open(root).map_err(|e| e.to_string())?;
     let addr = listen.map(str::to_string).unwrap_or_else(|| srv.state.config.server.listen.clone());
     crate::runtime()?.block_on(async move {
+        // Signal handlers exist before readiness is announced, so an early SIGTERM is graceful.
+        let shutdown = shutdown_signal()?;
         let listener =
             tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -27,26 +29,23 @@ pub fn serve(root: &Path, listen: Option<&str>) -> Result<(), String> {
             );
         }
         let _ = std::io::stdout().flush();
-        server::run(listener, srv.state, shutdown_signal()).await;
+        server::run(listener, srv.state, shutdown).await;
         println!("xfer: stopped");
         Ok(())
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("no SIGTERM handler: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Installs SIGINT and SIGTERM handlers; the returned future resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }
 
 fn open_store(root: &Path) -> Result<(Store, RootLayout), String> {
