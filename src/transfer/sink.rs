@@ -15,10 +15,6 @@ use crate::proto::DataChunk;
 /// Chunks queued for the writer thread.
 const QUEUE_DEPTH: usize = 8;
 
-/// Dirty bytes after which the flusher thread is asked to start writeback, so the final fsync
-/// finds little left to do and disk writes overlap the transfer.
-const WRITE_BEHIND_BYTES: u64 = 32 * 1024 * 1024;
-
 /// Order, bounds and checksum rules for arriving chunks (CTRL-XFER-2, CTRL-XFER-3,
 /// CTRL-PUT-4). Pure; the caller owns the I/O.
 #[derive(Debug, Clone)]
@@ -94,60 +90,12 @@ fn write_loop(
     mut hasher: Md5,
     mut rx: mpsc::Receiver<DataChunk>,
 ) -> Result<Written, TransferError> {
-    let flusher = Flusher::start(&file);
-    let mut dirty = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
         file.write_all(&chunk.data).map_err(TransferError::from_io)?;
         hasher.update(&chunk.data);
-        dirty += chunk.data.len() as u64;
-        if dirty >= WRITE_BEHIND_BYTES {
-            dirty = 0;
-            flusher.kick();
-        }
     }
-    flusher.stop();
     file.sync_all().map_err(TransferError::from_io)?;
     Ok(Written { file, md5: hasher.finalize().into() })
-}
-
-/// A thread that runs `fdatasync` on a duplicate of the file descriptor when kicked, so
-/// writeback proceeds while the writer keeps appending. Best effort: without a duplicate
-/// descriptor it does nothing and the final fsync does all the work.
-struct Flusher {
-    kick: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flusher {
-    fn start(file: &std::fs::File) -> Flusher {
-        let Ok(dup) = file.try_clone() else {
-            return Flusher { kick: None, thread: None };
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("xfer-flush".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    let _ = dup.sync_data();
-                }
-            })
-            .ok();
-        Flusher { kick: thread.as_ref().map(|_| tx), thread }
-    }
-
-    /// Requests a writeback pass; coalesces with one already pending.
-    fn kick(&self) {
-        if let Some(tx) = &self.kick {
-            let _ = tx.try_send(());
-        }
-    }
-
-    fn stop(mut self) {
-        self.kick = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl WriterHandle {
