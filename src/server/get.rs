@@ -36,7 +36,7 @@ impl Session {
             match chunks.recv().await {
                 Some(Ok(SourceItem::Chunk(chunk))) => {
                     if !conn.send_data(&chunk).await? {
-                        tracing::debug!("download of {path} stopped: client not reading or server stopping");
+                        tracing::debug!("download of {path} cut: client stopped reading");
                         return Ok(false);
                     }
                 }
