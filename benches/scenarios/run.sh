@@ -102,7 +102,9 @@ del_ns() { # name: kill what runs inside (ours), delete
 cleanup() {
     trap - EXIT INT TERM
     local p
-    for p in "${BG_PIDS[@]}"; do kill_tree "$p" TERM; done
+    # stop what runs under each job (time/timeout then reap it, so nothing
+    # is left behind, not even a zombie)
+    for p in "${BG_PIDS[@]}"; do reap "$p" 0; done
     stop_linkem
     [[ -x "$LINKEM" ]] && "$LINKEM" cleanup --netns-prefix "$PREFIX" --kill >/dev/null 2>&1
     del_ns "$PREFIX-a"; del_ns "$PREFIX-b"; del_ns "$PREFIX-lo"; del_ns "$PREFIX-seed"
@@ -112,7 +114,12 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+on_signal() {
+    log "interrupted; partial table of the runs so far:"
+    [[ -s $RESULTS || -s $FAIRRES ]] && python3 "$here/table.py" "$OUT" | tee "$OUT/table.md"
+    exit 130
+}
+trap on_signal INT TERM
 
 # ------------------------------------------------------------------ helpers
 
@@ -150,6 +157,18 @@ reap() { # pid seconds: wait for a background job, then stop its tree
     wait "$pid" 2>/dev/null
     local k
     for k in "${!BG_PIDS[@]}"; do [[ ${BG_PIDS[$k]} == "$pid" ]] && unset 'BG_PIDS[k]'; done
+}
+
+fg() { # run "$@" as a job and wait for it: a trapped Ctrl-C/SIGTERM then
+    # interrupts the wait at once (a foreground child that ignores SIGINT, like
+    # /usr/bin/time, would otherwise make bash carry on after Ctrl-C)
+    "$@" &
+    local p=$! rc k
+    BG_PIDS+=("$p")
+    wait "$p"
+    rc=$?
+    for k in "${!BG_PIDS[@]}"; do [[ ${BG_PIDS[$k]} == "$p" ]] && unset 'BG_PIDS[k]'; done
+    return $rc
 }
 
 bg() { # run "$@" in the background, remember the pid in BGPID
@@ -209,7 +228,6 @@ setup_tools() {
             log "apt-get install failed (see $LOG); rows needing those tools will be skipped"
     fi
     for t in ip ss ping iperf3 jq python3; do command -v $t >/dev/null || die "$t is required"; done
-    echo 'net.core' >/dev/null
 }
 
 build() {
@@ -300,7 +318,7 @@ setup_xfer() {
     local s ok=1
     for s in $(all_sizes); do
         ensure_file "$s"
-        if ! timeout 300 ip netns exec "$PREFIX-seed" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
+        if ! fg timeout 300 ip netns exec "$PREFIX-seed" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
             "$XFER" --server "127.0.0.1:$P_XFER" --user bench --accept-new-host --quiet \
             put "$WORK/src-$s.bin" "seed-$s.bin" </dev/null >>"$LOG" 2>&1; then
             ok=0
@@ -403,7 +421,7 @@ run_iperf3() { # scenario run cc
         record "$sc" "iperf3-$cc" "$r" fail nan nan nan "server did not start"
         return
     fi
-    ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 $((DURATION + 30)) \
+    fg ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 $((DURATION + 30)) \
         iperf3 -c "$HOST" -p $P_IPERF -t "$DURATION" -C "$cc" -J >"$d/cli.json" 2>"$d/cli.err"
     local rc=$?
     reap "$spid" 5
@@ -430,7 +448,7 @@ run_quic() { # scenario run cc [name]
         record "$sc" "$name" "$r" fail nan nan nan "server did not start"
         return
     fi
-    ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 $((CAP + 40)) \
+    fg ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 $((CAP + 40)) \
         "$QPERF" client --connect "$HOST:$P_QUIC" --bytes "$bytes" --time "$CAP" --cc "$cc" >"$d/cli.out" 2>&1
     local rc=$?
     reap "$spid" 10
@@ -454,7 +472,7 @@ run_file_client() {
     local sc=$1 r=$2 name=$3 dir=$4 dest=$5 bytes=$6 glob=$7
     shift 7
     local d="$WORK/run"
-    ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 "$CAP" "$@" >"$d/cli.out" 2>&1 </dev/null
+    fg ip netns exec "$NS_C" "${TIME[@]}" -o "$d/cli.time" timeout -k 3 "$CAP" "$@" >"$d/cli.out" 2>&1 </dev/null
     local rc=$?
     local moved
     moved=$(dir_bytes "$dest" "$glob")
@@ -608,7 +626,7 @@ run_fair() { # run contender
         ;;
     esac
     # the BBR flow starts at the same moment
-    ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF2 -t "$FAIR_SECS" -C bbr -J >"$d/bbr.json" 2>/dev/null
+    fg ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF2 -t "$FAIR_SECS" -C bbr -J >"$d/bbr.json" 2>/dev/null
     local i
     for ((i = 0; i < 400; i++)); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
     case $c in

@@ -153,11 +153,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run `ip` (install iproute2): {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }
@@ -330,7 +326,14 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn forward(src: RawFd, dst: RawFd, mut model: LinkModel, mut dl: DelayLine, stop: &AtomicBool, start: Instant) -> DirStats {
+fn forward(
+    src: RawFd,
+    dst: RawFd,
+    mut model: LinkModel,
+    mut dl: DelayLine,
+    stop: &AtomicBool,
+    start: Instant,
+) -> DirStats {
     // Sub-microsecond timer slack for accurate pacing of small delays.
     // SAFETY: prctl on the current thread
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000u64, 0, 0, 0) };
@@ -570,13 +573,7 @@ fn describe(c: &DirConfig) -> String {
         c.loss * 100.0
     );
     if let Some(g) = c.ge {
-        s += &format!(
-            " ge(p={:.5},r={:.3},avg={:.3}%,burst={:.1})",
-            g.p,
-            g.r,
-            g.average_loss() * 100.0,
-            1.0 / g.r
-        );
+        s += &format!(" ge(p={:.5},r={:.3},avg={:.3}%,burst={:.1})", g.p, g.r, g.average_loss() * 100.0, 1.0 / g.r);
     }
     if c.reorder > 0.0 {
         s += &format!(" reorder={}%+{}us", c.reorder * 100.0, c.reorder_extra_ns / 1000);

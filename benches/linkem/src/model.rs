@@ -305,10 +305,7 @@ mod tests {
     fn unlimited_zero_delay_is_immediate() {
         let mut m = LinkModel::new(cfg(), 1);
         for t in 0..1000 {
-            assert_eq!(
-                m.on_packet(t, 1500),
-                Verdict::Deliver { due: t, dup_due: None, reordered: false }
-            );
+            assert_eq!(m.on_packet(t, 1500), Verdict::Deliver { due: t, dup_due: None, reordered: false });
         }
     }
 
@@ -460,10 +457,8 @@ mod tests {
 
     #[test]
     fn delay_preserves_order() {
-        let mut m = LinkModel::new(
-            DirConfig { delay_ns: 25 * MS, rate_bps: 100_000_000, queue_pkts: 1000, ..cfg() },
-            3,
-        );
+        let mut m =
+            LinkModel::new(DirConfig { delay_ns: 25 * MS, rate_bps: 100_000_000, queue_pkts: 1000, ..cfg() }, 3);
         let mut last = 0;
         let mut t = 0;
         for i in 0..10_000u64 {
@@ -522,10 +517,7 @@ mod tests {
     fn dup_uses_link_time() {
         // 8 Mbit, 1000 B = 1 ms; always duplicate: copy departs 1 ms later.
         let mut m = LinkModel::new(DirConfig { rate_bps: 8_000_000, queue_pkts: 100, dup: 1.0, ..cfg() }, 1);
-        assert_eq!(
-            m.on_packet(0, 1000),
-            Verdict::Deliver { due: MS, dup_due: Some(2 * MS), reordered: false }
-        );
+        assert_eq!(m.on_packet(0, 1000), Verdict::Deliver { due: MS, dup_due: Some(2 * MS), reordered: false });
         assert_eq!(m.stats.duplicated, 1);
     }
 

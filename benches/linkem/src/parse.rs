@@ -13,7 +13,7 @@ pub fn rate(s: &str) -> Result<u64, String> {
         u => return Err(format!("unknown rate unit {u:?} in {s:?} (use kbit/mbit/gbit)")),
     };
     let v: f64 = num.parse().map_err(|_| format!("bad rate {s:?}"))?;
-    if !(v >= 0.0) || !v.is_finite() {
+    if !v.is_finite() || v < 0.0 {
         return Err(format!("bad rate {s:?}"));
     }
     Ok((v * mult).round() as u64)
@@ -33,7 +33,7 @@ pub fn duration_ns(s: &str) -> Result<u64, String> {
         u => return Err(format!("unknown time unit {u:?} in {s:?}")),
     };
     let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    if !(v >= 0.0) || !v.is_finite() {
+    if !v.is_finite() || v < 0.0 {
         return Err(format!("bad duration {s:?}"));
     }
     Ok((v * mult).round() as u64)
@@ -58,7 +58,7 @@ pub fn ge_burst(s: &str) -> Result<(f64, f64), String> {
     let (a, b) = s.split_once(':').ok_or_else(|| format!("expected AVG:BURST, e.g. 1%:5, got {s:?}"))?;
     let avg = prob(a)?;
     let len: f64 = b.trim().parse().map_err(|_| format!("bad mean burst length in {s:?}"))?;
-    if !(avg > 0.0 && avg < 1.0) || !(len >= 1.0) {
+    if !(avg > 0.0 && avg < 1.0 && len >= 1.0) || len.is_nan() {
         return Err(format!("need 0 < AVG < 100% and BURST >= 1 in {s:?}"));
     }
     Ok((avg, len))
@@ -76,9 +76,7 @@ pub fn per_dir<T: Clone>(s: &str, f: impl Fn(&str) -> Result<T, String>) -> Resu
 }
 
 fn split_unit(t: &str) -> (&str, &str) {
-    let i = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(t.len());
+    let i = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(t.len());
     (t[..i].trim(), t[i..].trim())
 }
 

@@ -101,7 +101,8 @@ fn transport(cc: Cc) -> TransportConfig {
 }
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let s =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     // Capped by net.core.{r,w}mem_max; ask for plenty.
     let _ = s.set_recv_buffer_size(16 << 20);
     let _ = s.set_send_buffer_size(16 << 20);
@@ -288,7 +289,7 @@ fn main() {
         }
     });
     if let Err(e) = r {
-        eprintln!("quic-perf: error: {e}");
+        eprintln!("quic-perf: error: {e} ({e:?})");
         std::process::exit(1);
     }
 }
