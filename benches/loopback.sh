@@ -78,8 +78,8 @@ cmp "$work/src.bin" "$work/dst.bin"
 if need nc; then
     run "plain TCP, no crypto or hashing (nc)" bash -c "nc -l -q 1 127.0.0.1 $((PORT + 1)) >$work/nc.out & sleep 0.1; nc -q 1 -N 127.0.0.1 $((PORT + 1)) <$work/src.bin; wait"
 fi
-qp=benches/quic-perf/target/release/quic-perf
-[[ -x $qp ]] || cargo build --release --quiet --manifest-path benches/quic-perf/Cargo.toml || true
+qp=target/bench-tools/release/quic-perf
+[[ -x $qp ]] || cargo build --release --quiet --manifest-path benches/quic-perf/Cargo.toml --target-dir target/bench-tools || true
 if [[ -x $qp ]]; then
     run "QUIC memory to memory (quinn, quic-perf)" bash -c "$qp server --listen 127.0.0.1:$((PORT + 2)) --timeout 60 & s=\$!; sleep 0.3; $qp client --connect 127.0.0.1:$((PORT + 2)) --bytes ${SIZE_MIB}MiB; kill \$s 2>/dev/null; wait"
 fi
