@@ -378,13 +378,7 @@ async fn sends_shutting_down_between_download_frames() {
         let mut srv = env.start();
         srv.add_user("alice", PW, 100 * MIB, None);
         let mut raw = srv.raw("alice", PW).await;
-        raw.send(&Request::Get {
-            path: "big.bin".into(),
-            offset: 0,
-            prefix_md5: None,
-            transport: xfer::proto::Transport::Tcp,
-        })
-        .await;
+        raw.send_get("big.bin").await;
         // Let the server fill the socket buffers and block on a write, then shut down.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         srv.trigger_shutdown();

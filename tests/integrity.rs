@@ -549,13 +549,7 @@ async fn cuts_download_to_a_client_that_stops_reading() {
         let size = 64 * MIB;
         make_big_file(&srv.home("alice").join("big.bin"), size, 15);
         let mut raw = srv.raw("alice", PW).await;
-        raw.send(&Request::Get {
-            path: "big.bin".into(),
-            offset: 0,
-            prefix_md5: None,
-            transport: xfer::proto::Transport::Tcp,
-        })
-        .await;
+        raw.send_get("big.bin").await;
         // Stop reading long enough for the server's write timeout to expire several times over.
         tokio::time::sleep(std::time::Duration::from_secs(4)).await;
         // Drain what was buffered: the download must have been cut, never completed.

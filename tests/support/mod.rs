@@ -432,6 +432,12 @@ impl Raw {
         }
     }
 
+    /// Requests a whole-file download without reading the reply.
+    pub async fn send_get(&mut self, path: &str) {
+        let req = Request::Get { path: path.into(), offset: 0, prefix_md5: None, transport: Transport::Tcp };
+        self.send(&req).await;
+    }
+
     /// Sends `data[from..to]` as chunks of at most CHUNK_SIZE.
     pub async fn send_range(&mut self, data: &[u8], from: usize, to: usize) {
         let mut pos = from;
