@@ -18,7 +18,7 @@ use crate::tls::{client_config, format_fingerprint, Fingerprint, PinnedVerifier,
 use crate::transfer::TransferError;
 use known_hosts::KnownHosts;
 
-pub use transfer::TransferSummary;
+pub use transfer::{partial_path, TransferSummary};
 
 /// Client failures, each rendered as one line by the CLI.
 #[derive(Debug, thiserror::Error)]

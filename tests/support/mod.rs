@@ -899,9 +899,6 @@ impl ServerProcess {
     }
 }
 
-/// Where a download to `local` is written until verified: `.NAME.xfer-part` beside it (the
-/// client's documented convention; `xfer::client::transfer::partial_path` is not exported).
-pub fn partial_path(local: &Path) -> PathBuf {
-    let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    local.with_file_name(format!(".{name}.xfer-part"))
-}
+/// Where a download to a local path is written until verified.
+#[allow(unused_imports)]
+pub use xfer::client::partial_path;
