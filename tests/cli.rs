@@ -273,6 +273,35 @@ async fn accepts_environment_variables_for_server_user_and_password() {
 }
 
 #[tokio::test]
+async fn takes_server_and_user_from_the_default_or_named_profile() {
+    guard(async {
+        let (env, srv) = setup();
+        make_file(&env.local("p.txt"), 10, 4);
+        std::fs::create_dir_all(&env.config_dir).unwrap();
+        let config = format!(
+            "default_profile = \"lab\"\n[profiles.lab]\nserver = \"{addr}\"\nuser = \"alice\"\n\
+             [profiles.wrong]\nserver = \"{addr}\"\nuser = \"nobody\"\n",
+            addr = srv.addr_string()
+        );
+        std::fs::write(env.config_dir.join("config.toml"), config).unwrap();
+        let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+        cmd.env("XFER_PASSWORD", PW).args(["--accept-new-host", "put", "p.txt"]);
+        run(cmd).assert_ok();
+        assert!(srv.home("alice").join("p.txt").is_file(), "default profile used");
+        let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+        cmd.env("XFER_PASSWORD", PW).args(["--profile", "wrong", "ls"]);
+        assert!(run(cmd).assert_one_line_error().contains("login failed"), "named profile used");
+        let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+        cmd.env("XFER_PASSWORD", PW).args(["--profile", "missing", "ls"]);
+        assert!(run(cmd).assert_one_line_error().contains("no profile"));
+        let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+        cmd.env("XFER_PASSWORD", PW).args(["--profile", "wrong", "--user", "alice", "ls"]);
+        run(cmd).assert_ok();
+    })
+    .await
+}
+
+#[tokio::test]
 async fn drives_shell_through_stdin() {
     guard(async {
         let (env, srv) = setup();
@@ -322,4 +351,15 @@ fn stops_gracefully_on_sigterm_right_after_announcing_readiness() {
         }
     }
     assert!(killed.is_empty(), "serve died from SIGTERM instead of shutting down: {killed:?}");
+}
+
+#[test]
+fn stops_gracefully_on_sigint() {
+    let env = TestEnv::new();
+    let log = env.tmp.path().join("serve.log");
+    let mut srv = ServerProcess::start_unprobed(&env.root, &log);
+    let status = srv.signal("-INT").expect("serve did not exit on SIGINT");
+    assert!(status.success(), "serve died from SIGINT instead of shutting down: {status:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("shutting down"), "no graceful shutdown logged: {text}");
 }

@@ -893,8 +893,13 @@ impl ServerProcess {
 
     /// SIGTERM (graceful shutdown), then waits for exit.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
-        let status = Command::new("kill").arg("-TERM").arg(self.guard.id().to_string()).status().expect("kill");
-        assert!(status.success(), "kill -TERM failed");
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (e.g. `-INT`) and waits for the exit.
+    pub fn signal(&mut self, signal: &str) -> Option<ExitStatus> {
+        let status = Command::new("kill").arg(signal).arg(self.guard.id().to_string()).status().expect("kill");
+        assert!(status.success(), "kill {signal} failed");
         self.guard.wait_timeout(STEP)
     }
 }
