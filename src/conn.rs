@@ -3,7 +3,7 @@
 
 use std::io;
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::proto::codec::{encode_control, FrameDecoder};
@@ -53,14 +53,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Ok(_) => Ok(decode_preamble(&buf)?),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
             Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Reads a frame that must be a control message of type `T`.
-    pub async fn read_control<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ConnError> {
-        match self.read_frame().await? {
-            Frame::Control(payload) => Ok(Some(Frame::decode_control(&payload)?)),
-            Frame::Data(_) => Ok(None),
         }
     }
 }
