@@ -29,3 +29,4 @@ pub mod size;
 pub mod store;
 pub mod tls;
 pub mod transfer;
+pub mod udp;
