@@ -12,7 +12,12 @@ pub type Md5Digest = [u8; 16];
 pub enum Transport {
     /// Chunks travel as data frames on the control connection itself.
     Tcp,
+    /// Chunks travel in sealed datagrams of a UDP flow bound to this session (UDP-CTRL-1).
+    Udp,
 }
+
+/// A half-open byte range `[start, end)` of a file.
+pub type ByteRange = (u64, u64);
 
 /// Client to server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +77,16 @@ pub enum Request {
     Abort,
     /// Polite goodbye; the server closes the connection.
     Bye,
+    /// Start a download over a UDP flow (UDP-CTRL-3). `held` lists the byte ranges the
+    /// client already holds from an interrupted download, ascending and disjoint; `held_md5` is
+    /// the md5 of those bytes concatenated in order (required when `held` is not empty).
+    /// `rate_limit` caps the server's sending rate in bytes per second.
+    GetUdp {
+        path: String,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+        rate_limit: Option<u64>,
+    },
 }
 
 /// Server to client.
@@ -124,6 +139,20 @@ pub enum Response {
     Error {
         code: ErrorCode,
         message: String,
+    },
+    /// Upload over UDP accepted (UDP-CTRL-2): send the bytes outside `held` on flow `flow`.
+    /// `held` are the ranges the server already holds from an interrupted upload; `held_md5`
+    /// is the md5 of those bytes concatenated in order.
+    UdpPutReady {
+        flow: u64,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+    },
+    /// Download over UDP accepted (UDP-CTRL-3): datagrams of flow `flow` carry the file of
+    /// `size` bytes, except the ranges the client said it holds; `GetEnd` follows.
+    UdpGetReady {
+        flow: u64,
+        size: u64,
     },
 }
 

@@ -61,7 +61,7 @@ impl Session {
             }
             Request::Auth { .. } => Err(Reply::new(ErrorCode::BadRequest, "already logged in")),
             Request::PutEnd { .. } | Request::Abort => Err(Reply::new(ErrorCode::BadRequest, "no upload in progress")),
-            Request::Bye | Request::Put { .. } | Request::Get { .. } => {
+            Request::Bye | Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. } => {
                 Err(Reply::new(ErrorCode::BadRequest, "unexpected request"))
             }
         }
