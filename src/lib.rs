@@ -28,5 +28,6 @@ pub mod server;
 pub mod size;
 pub mod store;
 pub mod tls;
+pub mod flow;
 pub mod transfer;
 pub mod udp;

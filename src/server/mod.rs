@@ -9,6 +9,7 @@ mod files;
 mod get;
 mod put;
 mod session;
+mod udp;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -83,6 +84,10 @@ pub struct ServerState {
     pub(crate) tls: TlsAcceptor,
     /// Upload targets being written, as (user, path); one writer per partial file.
     pub(crate) uploads: Mutex<HashSet<(String, HomePath)>>,
+    /// Live UDP flows, routed by id.
+    pub(crate) flows: Arc<crate::flow::FlowTable>,
+    /// The UDP socket on the control port's number, once `run` has bound it.
+    pub(crate) udp: std::sync::OnceLock<Arc<crate::flow::UdpIo>>,
 }
 
 /// A prepared server: state plus what `serve` prints at start.
@@ -107,6 +112,8 @@ impl Server {
             throttle: Mutex::new(Throttle::new(config.auth.clone())),
             tls: TlsAcceptor::from(identity.server_config()?),
             uploads: Mutex::new(HashSet::new()),
+            flows: Arc::default(),
+            udp: std::sync::OnceLock::new(),
             store,
             layout,
             config,
@@ -133,6 +140,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let slots = Arc::new(Semaphore::new(state.config.server.max_sessions.max(1)));
+    let demux = start_udp(&listener, &state);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -167,4 +175,27 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         tracing::warn!("sessions still running after {grace:?}; exiting anyway");
     }
+    if let Some(d) = demux {
+        d.abort();
+    }
+}
+
+/// Binds UDP on the TCP listener's address (UDP-CTRL-1) and starts routing datagrams to flows.
+/// Without it the server still works: clients fall back to TCP.
+fn start_udp(listener: &TcpListener, state: &Arc<ServerState>) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr().ok()?;
+    let io = match crate::flow::UdpIo::bind(addr) {
+        Ok(io) => Arc::new(io),
+        Err(e) => {
+            tracing::warn!("cannot listen for UDP on {addr}: {e}; transfers will use TCP");
+            return None;
+        }
+    };
+    let _ = state.udp.set(io.clone());
+    let table = state.flows.clone();
+    Some(tokio::spawn(async move {
+        if let Err(e) = crate::flow::demux(io, table).await {
+            tracing::error!("UDP socket failed: {e}; new transfers will use TCP");
+        }
+    }))
 }

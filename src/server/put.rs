@@ -13,12 +13,13 @@ use super::ServerState;
 use crate::conn::ConnError;
 use crate::home::{EntryKind, Home, HomeError, HomePath};
 use crate::proto::control::Md5Digest;
-use crate::proto::{ErrorCode, Frame, Request, Response};
+use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
+use crate::udp::ranges::RangeSet;
 use crate::store::Reservation;
 use crate::transfer::{self, spawn_writer, ChunkCheck, TransferError};
 
 /// Holds the (user, path) upload slot; released on drop.
-struct UploadSlot {
+pub(super) struct UploadSlot {
     state: Arc<ServerState>,
     key: (String, HomePath),
 }
@@ -40,10 +41,10 @@ impl Drop for UploadSlot {
 }
 
 /// An accepted upload, ready for data.
-struct Upload {
-    target: HomePath,
-    size: u64,
-    offset: u64,
+pub(super) struct Upload {
+    pub(super) target: HomePath,
+    pub(super) size: u64,
+    pub(super) offset: u64,
     /// Partial-file bytes already counted in the user's usage.
     counted: u64,
     /// The partial file did not exist before this upload.
@@ -55,7 +56,7 @@ struct Upload {
 }
 
 /// How the data phase ended.
-enum Outcome {
+pub(super) enum Outcome {
     PutEnd(Md5Digest),
     Abort,
     /// The upload failed; `true` if the error was already reported mid-stream.
@@ -83,7 +84,7 @@ impl Session {
         size: u64,
         resume: bool,
     ) -> Result<bool, ConnError> {
-        let (upload, file, hasher) = match self.prepare_put(&path, size, resume).await {
+        let (upload, file, hasher, _) = match self.prepare_put(&path, size, resume, Transport::Tcp).await {
             Ok(x) => x,
             Err(reply) => {
                 conn.reply(&reply.into_response()).await?;
@@ -99,7 +100,13 @@ impl Session {
         self.finish_put(conn, upload, end).await
     }
 
-    async fn prepare_put(&self, path: &str, size: u64, resume: bool) -> Result<(Upload, std::fs::File, Md5), Reply> {
+    pub(super) async fn prepare_put(
+        &self,
+        path: &str,
+        size: u64,
+        resume: bool,
+        transport: Transport,
+    ) -> Result<(Upload, std::fs::File, Md5, RangeSet), Reply> {
         let target = self.resolve(path)?;
         if target.is_root() {
             return Err(Reply::new(ErrorCode::IsADirectory, "cannot upload onto the home directory"));
@@ -112,10 +119,10 @@ impl Session {
         }
         let slot = UploadSlot::acquire(&self.state, &self.user, &target)?;
         let (home, state, user) = (self.home.clone(), self.state.clone(), self.user.clone());
-        blocking(move || open_upload(&home, &state, &user, target, size, resume, slot)).await
+        blocking(move || open_upload(&home, &state, &user, target, size, resume, slot, transport)).await
     }
 
-    async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: Outcome) -> Result<bool, ConnError> {
+    pub(super) async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: Outcome) -> Result<bool, ConnError> {
         let (settle, md5) = match &end {
             Outcome::PutEnd(md5) => (Settle::Finish, Some(*md5)),
             Outcome::Failed(e, _) | Outcome::FailedThenClosed(e) if discards_partial(e) => (Settle::Discard, None),
@@ -147,7 +154,13 @@ fn discards_partial(e: &TransferError) -> bool {
     matches!(e, TransferError::TooLarge { .. } | TransferError::DigestMismatch { .. })
 }
 
-/// Reserves quota and opens the partial file (CTRL-PUT-2, CTRL-RESUME-1, QUOTA-1).
+/// Reserves quota and opens the partial file (CTRL-PUT-2, CTRL-RESUME-1, QUOTA-1). Returns the
+/// upload, the file, the md5 state over the TCP resume prefix, and the ranges already held.
+///
+/// A partial left by a UDP upload may have holes; its range map says which bytes are real
+/// (UDP-RESUME-3). A UDP resume continues from that map; a TCP resume keeps only the map's
+/// contiguous prefix, truncating the rest, and drops the map.
+#[allow(clippy::too_many_arguments)]
 fn open_upload(
     home: &Home,
     state: &ServerState,
@@ -156,7 +169,8 @@ fn open_upload(
     size: u64,
     resume: bool,
     slot: UploadSlot,
-) -> Result<(Upload, std::fs::File, Md5), Reply> {
+    transport: Transport,
+) -> Result<(Upload, std::fs::File, Md5, RangeSet), Reply> {
     let existing = match home.stat(&target) {
         Ok(e) if e.kind == EntryKind::Dir => return Err(HomeError::IsADirectory(target.to_string()).into()),
         Ok(e) if e.kind == EntryKind::File => Some(e.size),
@@ -164,6 +178,8 @@ fn open_upload(
         Err(HomeError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    let key = target.to_string();
+    let map = if resume { state.store.load_ranges(user, &key)? } else { None };
     let prior = home.partial_len(&target)?;
     let offset = if resume { prior.unwrap_or(0) } else { 0 };
     if offset > size {
@@ -172,11 +188,25 @@ fn open_upload(
             format!("the server holds {offset} bytes of a partial upload but the file has {size}; upload again without --resume"),
         ));
     }
+    let held = match (&map, transport) {
+        (Some((s, ranges)), Transport::Udp) if *s == size => RangeSet::from_ranges(ranges.iter().copied()),
+        (Some(_), Transport::Udp) => RangeSet::new(),
+        (Some((_, ranges)), Transport::Tcp) => {
+            let prefix = RangeSet::from_ranges(ranges.iter().copied()).contiguous_from(0);
+            RangeSet::from_ranges([(0, prefix.min(offset))])
+        }
+        (None, _) => RangeSet::from_ranges([(0, offset)]),
+    };
+    // A TCP upload appends after a contiguous prefix: drop whatever a UDP upload left beyond it.
+    let keep = if transport == Transport::Tcp { held.contiguous_from(0) } else { offset };
+    if map.is_some() || !resume {
+        state.store.delete_ranges(user, &key)?;
+    }
     let partial_new = prior.is_none();
-    let bytes = (size - offset).saturating_sub(existing.unwrap_or(0));
+    let bytes = (size - keep).saturating_sub(existing.unwrap_or(0));
     let files = u64::from(partial_new && existing.is_none());
     let reservation = state.store.reserve(user, bytes, files)?;
-    match open_partial(home, &target, resume, offset) {
+    match open_partial(home, &target, resume, offset, keep, transport) {
         Ok((file, hasher)) => {
             let partial = match file.try_clone() {
                 Ok(f) => f,
@@ -185,12 +215,14 @@ fn open_upload(
                     return Err(Reply::internal(e));
                 }
             };
-            let counted = if resume { offset } else { 0 };
-            if !resume && prior.unwrap_or(0) > 0 {
-                let _ = state.store.adjust_usage(user, -(prior.unwrap_or(0) as i64), 0);
+            let counted = if resume { keep } else { 0 };
+            let dropped = prior.unwrap_or(0) - counted;
+            if dropped > 0 {
+                let _ = state.store.adjust_usage(user, -(dropped as i64), 0);
             }
-            let upload = Upload { target, size, offset, counted, partial_new, reservation, partial, _slot: slot };
-            Ok((upload, file, hasher))
+            let upload =
+                Upload { target, size, offset: keep, counted, partial_new, reservation, partial, _slot: slot };
+            Ok((upload, file, hasher, if resume { held } else { RangeSet::new() }))
         }
         Err(e) => {
             let _ = state.store.release(reservation);
@@ -199,14 +231,25 @@ fn open_upload(
     }
 }
 
-/// Opens the partial, hashes its kept prefix and positions it for appending.
-fn open_partial(home: &Home, target: &HomePath, resume: bool, offset: u64) -> Result<(std::fs::File, Md5), Reply> {
+/// Opens the partial, cuts it to `keep` bytes, and for TCP hashes that prefix and positions
+/// the file after it.
+fn open_partial(
+    home: &Home,
+    target: &HomePath,
+    resume: bool,
+    offset: u64,
+    keep: u64,
+    transport: Transport,
+) -> Result<(std::fs::File, Md5), Reply> {
     let (mut file, len) = home.open_partial(target, resume)?;
     if len != offset {
         return Err(Reply::new(ErrorCode::Busy, "partial file changed while opening it"));
     }
-    let hasher = if offset > 0 { transfer::hash_prefix(&file, offset)? } else { Md5::new() };
-    file.seek(SeekFrom::Start(offset)).map_err(TransferError::from)?;
+    if keep < len {
+        file.set_len(keep).map_err(TransferError::from)?;
+    }
+    let hasher = if keep > 0 && transport == Transport::Tcp { transfer::hash_prefix(&file, keep)? } else { Md5::new() };
+    file.seek(SeekFrom::Start(keep)).map_err(TransferError::from)?;
     Ok((file, hasher))
 }
 
@@ -280,6 +323,9 @@ fn settle_upload(
 ) -> Result<Response, Reply> {
     let new_file = i64::from(upload.partial_new);
     let counted = upload.counted as i64;
+    if !matches!(settle, Settle::Keep) {
+        state.store.delete_ranges(user, &upload.target.to_string())?;
+    }
     match settle {
         Settle::Finish => match home.finish_partial(&upload.target) {
             Ok(replaced) => {

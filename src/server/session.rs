@@ -17,7 +17,7 @@ use super::errors::{blocking, Reply};
 use super::ServerState;
 use crate::conn::{ConnError, FrameReader, FrameWriter};
 use crate::home::{Home, HomePath};
-use crate::proto::{ErrorCode, Frame, Request, Response, PROTOCOL_VERSION};
+use crate::proto::{ErrorCode, Frame, Request, Response, Transport, PROTOCOL_VERSION};
 
 type Tls = TlsStream<TcpStream>;
 
@@ -85,6 +85,8 @@ pub(crate) struct Session {
     pub user: String,
     pub home: Arc<Home>,
     pub cwd: HomePath,
+    /// Exported from this session's TLS connection; keys its UDP flows (UDP-SEAL-1).
+    pub secret: crate::udp::seal::SessionSecret,
 }
 
 /// Serves one TCP connection to completion. Never panics on peer input; errors end the
@@ -111,6 +113,11 @@ async fn run(
     let tls = tokio::time::timeout(handshake, state.tls.accept(tcp))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let mut secret = [0u8; crate::udp::seal::SECRET_LEN];
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut secret, crate::udp::seal::EXPORTER_LABEL, None)
+        .map_err(std::io::Error::other)?;
     let (r, w) = tokio::io::split(tls);
     let mut conn = Conn { reader: FrameReader::new(r), writer: FrameWriter::new(w), stop, idle: handshake };
     let version = tokio::time::timeout(handshake, conn.reader.read_preamble())
@@ -129,7 +136,7 @@ async fn run(
         return Ok(());
     }
     // The whole login, not each attempt, must finish within the handshake timeout.
-    let login = tokio::time::timeout(handshake, authenticate(&mut conn, &state, peer)).await;
+    let login = tokio::time::timeout(handshake, authenticate(&mut conn, &state, peer, secret)).await;
     let mut session = match login {
         Ok(Ok(Some(session))) => session,
         Ok(Ok(None)) => return Ok(()),
@@ -148,6 +155,7 @@ async fn authenticate(
     conn: &mut Conn,
     state: &Arc<ServerState>,
     peer: SocketAddr,
+    secret: crate::udp::seal::SessionSecret,
 ) -> Result<Option<Session>, ConnError> {
     loop {
         let payload = match conn.next().await? {
@@ -166,7 +174,7 @@ async fn authenticate(
             }
         };
         match Frame::decode_control::<Request>(&payload) {
-            Ok(Request::Auth { user, password }) => match login(state, peer, user, password).await {
+            Ok(Request::Auth { user, password }) => match login(state, peer, user, password, secret).await {
                 Ok(session) => {
                     conn.reply(&Response::Authed { cwd: session.cwd.to_string() }).await?;
                     return Ok(Some(session));
@@ -182,7 +190,13 @@ async fn authenticate(
 
 /// Checks throttling, then the password; opens the home on success. Unknown users and wrong
 /// passwords get the same answer after the same work (CTRL-AUTH-3).
-async fn login(state: &Arc<ServerState>, peer: SocketAddr, user: String, password: String) -> Result<Session, Reply> {
+async fn login(
+    state: &Arc<ServerState>,
+    peer: SocketAddr,
+    user: String,
+    password: String,
+    secret: crate::udp::seal::SessionSecret,
+) -> Result<Session, Reply> {
     let ip = peer.ip();
     let now = std::time::Instant::now();
     if let Err(wait) = lock(&state.throttle).check(&user, ip, now) {
@@ -201,7 +215,7 @@ async fn login(state: &Arc<ServerState>, peer: SocketAddr, user: String, passwor
     lock(&state.throttle).record_success(&user, ip);
     let dir = state.layout.home_of(&user);
     let home = blocking(move || Home::open(&dir).map_err(Reply::from)).await?;
-    Ok(Session { state: state.clone(), user, home: Arc::new(home), cwd: HomePath::root() })
+    Ok(Session { state: state.clone(), user, home: Arc::new(home), cwd: HomePath::root(), secret })
 }
 
 /// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because
@@ -232,13 +246,25 @@ impl Session {
             };
             match request {
                 Request::Bye => return Ok(()),
-                Request::Put { path, size, resume, transport: _ } => {
-                    if !self.put(conn, path, size, resume).await? {
+                Request::Put { path, size, resume, transport } => {
+                    let go_on = match transport {
+                        Transport::Tcp => self.put(conn, path, size, resume).await?,
+                        Transport::Udp => self.put_udp(conn, path, size, resume).await?,
+                    };
+                    if !go_on {
                         return Ok(());
                     }
                 }
-                Request::Get { path, offset, prefix_md5, transport: _ } => {
+                Request::Get { path, offset, prefix_md5, transport: Transport::Tcp } => {
                     if !self.get(conn, path, offset, prefix_md5).await? {
+                        return Ok(());
+                    }
+                }
+                Request::Get { transport: Transport::Udp, .. } => {
+                    conn.reply_error(ErrorCode::UnsupportedTransport, "downloads over UDP start with GetUdp").await?;
+                }
+                Request::GetUdp { path, held, held_md5, rate_limit } => {
+                    if !self.get_udp(conn, path, held, held_md5, rate_limit).await? {
                         return Ok(());
                     }
                 }

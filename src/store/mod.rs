@@ -199,6 +199,35 @@ impl Store {
         })
     }
 
+    /// The saved resume map of `user`'s partial upload to `path`: the file size and the held
+    /// ranges as `(start, end)` pairs.
+    pub fn load_ranges(&self, user: &str, path: &str) -> Result<Option<SavedRanges>, StoreError> {
+        let row: Option<(i64, String)> = self
+            .conn()
+            .query_row("SELECT size, ranges FROM partial_ranges WHERE user = ?1 AND path = ?2", params![user, path], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(row.map(|(size, text)| (size as u64, parse_ranges(&text))))
+    }
+
+    /// Saves the resume map of a partial upload, replacing any earlier one.
+    pub fn save_ranges(&self, user: &str, path: &str, size: u64, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+        let text: String = ranges.iter().map(|(s, e)| format!("{s} {e}\n")).collect();
+        self.conn().execute(
+            "INSERT INTO partial_ranges (user, path, size, ranges) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user, path) DO UPDATE SET size = excluded.size, ranges = excluded.ranges",
+            params![user, path, size as i64, text],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the resume map of a partial upload (finished, discarded or continued by TCP).
+    pub fn delete_ranges(&self, user: &str, path: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM partial_ranges WHERE user = ?1 AND path = ?2", params![user, path])?;
+        Ok(())
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic cannot leave a transaction open behind a poisoned lock (a dropped
         // `Transaction` rolls back, also while unwinding), so the connection stays usable.
@@ -270,6 +299,20 @@ fn check_files(user: &User, files: u64) -> Result<(), StoreError> {
         return Ok(());
     }
     Err(StoreError::QuotaFiles { limit })
+}
+
+/// A saved resume map: the file size and its held `(start, end)` ranges.
+pub type SavedRanges = (u64, Vec<(u64, u64)>);
+
+/// Parses `start end` lines, skipping anything malformed or empty.
+fn parse_ranges(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (s, e) = l.split_once(' ')?;
+            let (s, e) = (s.parse().ok()?, e.parse().ok()?);
+            (s < e).then_some((s, e))
+        })
+        .collect()
 }
 
 fn fetch_user(conn: &Connection, name: &str) -> Result<Option<User>, StoreError> {

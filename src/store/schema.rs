@@ -8,7 +8,7 @@ use super::StoreError;
 
 /// Version written by this build. Older files are migrated forward on open; newer ones are
 /// refused rather than written with a schema this build does not know.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Long enough to ride out the other process's transactions (all of them are short), short
 /// enough that a wedged lock surfaces as an error instead of a hang.
@@ -25,6 +25,18 @@ CREATE TABLE IF NOT EXISTS users (
     reserved_bytes INTEGER NOT NULL DEFAULT 0 CHECK (reserved_bytes >= 0),
     reserved_files INTEGER NOT NULL DEFAULT 0 CHECK (reserved_files >= 0),
     created_at     INTEGER NOT NULL
+);
+";
+
+/// Resume maps of interrupted UDP uploads (UDP-RESUME-*): which byte ranges of a partial file
+/// are written and synced. `ranges` is a text list of `start end` lines.
+const V2: &str = "
+CREATE TABLE IF NOT EXISTS partial_ranges (
+    user   TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    size   INTEGER NOT NULL CHECK (size >= 0),
+    ranges TEXT NOT NULL,
+    PRIMARY KEY (user, path)
 );
 ";
 
@@ -52,6 +64,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 1 {
         tx.execute_batch(V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -54,22 +54,29 @@ impl TransferError {
 /// position, so the file's cursor is neither used nor moved. A file shorter than `len` means
 /// the source changed.
 pub fn hash_prefix(file: &std::fs::File, len: u64) -> Result<Md5, TransferError> {
+    hash_ranges(file, std::iter::once((0, len)))
+}
+
+/// Hashes the bytes of `ranges` (ascending) one after another, as `held_md5` is defined
+/// (UDP-CTRL-2). A file too short for them means the source changed.
+pub fn hash_ranges(file: &std::fs::File, ranges: impl Iterator<Item = (u64, u64)>) -> Result<Md5, TransferError> {
     use std::os::unix::fs::FileExt;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    while pos < len {
-        let want = (len - pos).min(buf.len() as u64) as usize;
-        let n = match file.read_at(&mut buf[..want], pos) {
-            Ok(0) => {
-                return Err(TransferError::SourceChanged(format!("expected at least {len} bytes, found {pos}")));
+    for (start, end) in ranges {
+        let mut pos = start;
+        while pos < end {
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            match file.read_at(&mut buf[..want], pos) {
+                Ok(0) => return Err(TransferError::SourceChanged(format!("expected at least {end} bytes, found {pos}"))),
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    pos += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        hasher.update(&buf[..n]);
-        pos += n as u64;
+        }
     }
     Ok(hasher)
 }

@@ -16,5 +16,9 @@
 //! Drivers (server and client) move datagrams and file bytes around them.
 
 pub mod packet;
+pub mod path;
 pub mod ranges;
+pub mod receiver;
+pub mod replay;
+pub mod sender;
 pub mod seal;

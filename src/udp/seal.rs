@@ -1,20 +1,31 @@
 //! Datagram protection (UDP-SEAL-*): AES-128-GCM keyed per flow and direction from the TLS
-//! session of the control connection (RFC 5705 exporter), so only the holder of that session
-//! can produce or read a flow's datagrams. The nonce is the packet number XORed into a
+//! session of the control connection, so only the holder of that session can produce or read a
+//! flow's datagrams. Right after the handshake both ends export a 32-byte session secret (RFC
+//! 5705/8446 exporter); each flow's keys are HKDF-SHA256 of that secret with the flow id. The nonce is the packet number XORed into a
 //! per-direction IV, as in TLS 1.3 and QUIC; the clear header is the associated data.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
 use super::packet::{PacketError, HEADER_LEN, TAG_LEN};
 
-/// Exporter label for flow keys (UDP-SEAL-1).
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-xfer-udp-flow";
-/// Bytes of exported keying material per flow: client key, server key, client IV, server IV.
+/// Exporter label of the session secret (UDP-SEAL-1); the exporter context is empty.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-xfer-udp";
+/// Bytes of the exported session secret.
+pub const SECRET_LEN: usize = 32;
+/// HKDF info prefix of a flow's keys; the flow id follows as u64 BE.
+pub const FLOW_INFO: &[u8] = b"xfer-udp-flow";
+/// Bytes of keying material per flow: client key, server key, client IV, server IV.
 pub const EXPORT_LEN: usize = 16 + 16 + 12 + 12;
 
-/// The exporter context for a flow: its id, big-endian.
-pub fn exporter_context(flow: u64) -> [u8; 8] {
-    flow.to_be_bytes()
+/// The secret both ends of a control session hold.
+pub type SessionSecret = [u8; SECRET_LEN];
+
+struct KeyLen;
+
+impl ring::hkdf::KeyType for KeyLen {
+    fn len(&self) -> usize {
+        EXPORT_LEN
+    }
 }
 
 /// One direction's key and IV.
@@ -32,6 +43,19 @@ pub struct FlowKeys {
 }
 
 impl FlowKeys {
+    /// Keys of flow `flow` (UDP-SEAL-1): HKDF-SHA256 with an empty salt over the session
+    /// secret, info = "xfer-udp-flow" || flow id u64 BE, 56 bytes split by
+    /// [`FlowKeys::from_exported`].
+    pub fn derive(secret: &SessionSecret, flow: u64) -> FlowKeys {
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(secret);
+        let id = flow.to_be_bytes();
+        let info = [FLOW_INFO, &id[..]];
+        let mut m = [0u8; EXPORT_LEN];
+        // 56 bytes is far below HKDF-SHA256's 8160-byte limit.
+        prk.expand(&info, KeyLen).and_then(|okm| okm.fill(&mut m)).expect("HKDF output length within limit");
+        FlowKeys::from_exported(&m)
+    }
+
     /// Splits exported keying material (UDP-SEAL-1).
     pub fn from_exported(m: &[u8; EXPORT_LEN]) -> FlowKeys {
         FlowKeys { client: Sealer::new(&m[0..16], &m[32..44]), server: Sealer::new(&m[16..32], &m[44..56]) }

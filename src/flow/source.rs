@@ -1,0 +1,153 @@
+//! The sending side's file bytes: a blocking thread reads the file in order, hashes every byte
+//! for the whole-file md5, and hands 1 MiB blocks ahead of the network; the flow keeps the
+//! blocks the receiver does not hold yet, so retransmissions never touch the disk.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
+
+use bytes::{Bytes, BytesMut};
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+
+use crate::proto::control::Md5Digest;
+use crate::transfer::TransferError;
+use crate::udp::ranges::RangeSet;
+
+const BLOCK: u64 = 1 << 20;
+/// Blocks read ahead of the network.
+const READ_AHEAD: usize = 16;
+
+enum Item {
+    /// A block's start and length, with its bytes or `None` when the receiver holds it all.
+    Block(u64, u64, Option<Bytes>),
+    Done(Md5Digest),
+}
+
+/// Loaded blocks of the file, ascending.
+pub struct BlockSource {
+    rx: mpsc::Receiver<Result<Item, TransferError>>,
+    blocks: VecDeque<(u64, Bytes)>,
+    loaded_end: u64,
+    md5: Option<Md5Digest>,
+}
+
+impl BlockSource {
+    /// Starts reading `file` of `size` bytes; blocks inside `held` are hashed but not kept.
+    pub fn spawn(file: std::fs::File, size: u64, held: RangeSet) -> BlockSource {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = read_loop(&file, size, &held, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        BlockSource { rx, blocks: VecDeque::new(), loaded_end: 0, md5: None }
+    }
+
+    /// Waits until bytes below `end` are loaded.
+    pub async fn ensure(&mut self, end: u64) -> Result<(), TransferError> {
+        while self.loaded_end < end {
+            match self.rx.recv().await {
+                Some(Ok(Item::Block(start, len, data))) => {
+                    if let Some(d) = data {
+                        self.blocks.push_back((start, d));
+                    }
+                    self.loaded_end = start + len;
+                }
+                Some(Ok(Item::Done(md5))) => {
+                    self.md5 = Some(md5);
+                    if self.loaded_end < end {
+                        return Err(TransferError::SourceChanged("file shrank while sending".into()));
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(TransferError::Io(std::io::Error::other("file reader stopped"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// True if `ensure(end)` would not wait.
+    pub fn is_loaded(&self, end: u64) -> bool {
+        self.loaded_end >= end
+    }
+
+    /// Copies loaded bytes `[offset, offset + out.len())` into `out`.
+    pub fn copy_to(&self, offset: u64, out: &mut [u8]) {
+        let mut pos = offset;
+        let mut filled = 0;
+        let first = self.blocks.partition_point(|(s, d)| s + d.len() as u64 <= offset);
+        for (start, data) in self.blocks.iter().skip(first) {
+            if filled == out.len() {
+                break;
+            }
+            let from = (pos - start) as usize;
+            let n = (data.len() - from).min(out.len() - filled);
+            out[filled..filled + n].copy_from_slice(&data[from..from + n]);
+            filled += n;
+            pos += n as u64;
+        }
+        assert_eq!(filled, out.len(), "copy_to outside the loaded blocks");
+    }
+
+    /// Drops blocks entirely below `offset` (the receiver holds them).
+    pub fn release_below(&mut self, offset: u64) {
+        while self.blocks.front().is_some_and(|(s, d)| s + d.len() as u64 <= offset) {
+            self.blocks.pop_front();
+        }
+    }
+
+    /// The md5 of the whole file; reads on to the end if the flow finished first.
+    pub async fn md5(mut self) -> Result<Md5Digest, TransferError> {
+        if let Some(m) = self.md5 {
+            return Ok(m);
+        }
+        loop {
+            match self.rx.recv().await {
+                Some(Ok(Item::Done(m))) => return Ok(m),
+                Some(Ok(Item::Block(..))) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(TransferError::Io(std::io::Error::other("file reader stopped"))),
+            }
+        }
+    }
+}
+
+fn read_loop(
+    file: &std::fs::File,
+    size: u64,
+    held: &RangeSet,
+    tx: &mpsc::Sender<Result<Item, TransferError>>,
+) -> Result<(), TransferError> {
+    let mut hasher = Md5::new();
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(BLOCK) as usize;
+        let mut buf = BytesMut::zeroed(n);
+        read_exact_at(file, &mut buf, pos, size)?;
+        hasher.update(&buf);
+        let keep = !held.contains(pos, pos + n as u64);
+        let item = Item::Block(pos, n as u64, keep.then(|| buf.freeze()));
+        pos += n as u64;
+        if tx.blocking_send(Ok(item)).is_err() {
+            return Ok(()); // the flow ended
+        }
+    }
+    let _ = tx.blocking_send(Ok(Item::Done(hasher.finalize().into())));
+    Ok(())
+}
+
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], pos: u64, size: u64) -> Result<(), TransferError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => {
+                let at = pos + filled as u64;
+                return Err(TransferError::SourceChanged(format!("file shrank to {at} bytes while reading {size}")));
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

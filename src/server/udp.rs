@@ -1,0 +1,289 @@
+//! Transfers over a UDP flow (UDP-CTRL-*): the control connection accepts the transfer and
+//! names the flow; datagrams carry the data; the control connection ends it. Quotas, the jail,
+//! partial files and verification are the same as over TCP.
+
+use std::sync::Arc;
+
+use md5::Digest;
+use tokio::sync::watch;
+
+use super::errors::{blocking, Reply};
+use super::put::Outcome;
+use super::session::{Conn, Next, Session};
+use crate::conn::ConnError;
+use crate::flow::sink::{spawn_sink, PersistFn, SinkHandle};
+use crate::flow::source::BlockSource;
+use crate::flow::{drive, DriveOptions, FlowCore, FlowEnd, FlowError, FlowShared, RecvState, Role, Side, UdpIo};
+use crate::proto::control::{ByteRange, Md5Digest};
+use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
+use crate::transfer::{self, TransferError};
+use crate::udp::path::PathValidation;
+use crate::udp::ranges::RangeSet;
+use crate::udp::receiver::{Receiver, ReceiverConfig};
+use crate::udp::seal::FlowKeys;
+use crate::udp::sender::{Sender, SenderConfig};
+
+/// A registered flow: removed from the table and stopped on drop.
+struct FlowGuard {
+    state: Arc<super::ServerState>,
+    id: u64,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for FlowGuard {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.state.flows.remove(self.id);
+    }
+}
+
+impl Session {
+    fn udp_socket(&self) -> Result<Arc<UdpIo>, Reply> {
+        self.state.udp.get().cloned().ok_or_else(|| {
+            Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use --transport tcp")
+        })
+    }
+
+    /// Registers a flow and starts its task.
+    fn start_flow(
+        &self,
+        role: Role,
+        source: Option<BlockSource>,
+        io: Arc<UdpIo>,
+    ) -> (FlowGuard, tokio::task::JoinHandle<Result<FlowEnd, FlowError>>, Arc<FlowShared>) {
+        let id = self.state.flows.new_id();
+        let keys = FlowKeys::derive(&self.secret, id);
+        let side = Side::Server { path: PathValidation::new(rand::random()), challenge_to: None };
+        let shared = FlowShared::new(FlowCore::new(id, side, role, keys.client));
+        self.state.flows.insert(id, shared.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let opts = DriveOptions { idle: self.state.config.server.handshake_timeout(), ..DriveOptions::default() };
+        let task = tokio::spawn(drive(shared.clone(), io, keys.server, source, stop_rx, opts));
+        (FlowGuard { state: self.state.clone(), id, stop }, task, shared)
+    }
+
+    /// Serves `Put` over UDP (UDP-CTRL-2). Returns `Ok(false)` when the session must end.
+    pub(crate) async fn put_udp(
+        &mut self,
+        conn: &mut Conn,
+        path: String,
+        size: u64,
+        resume: bool,
+    ) -> Result<bool, ConnError> {
+        let io = match self.udp_socket() {
+            Ok(io) => io,
+            Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
+        };
+        let (upload, file, _, held) = match self.prepare_put(&path, size, resume, Transport::Udp).await {
+            Ok(x) => x,
+            Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
+        };
+        let held_md5 = match hash_held(&file, &held).await {
+            Ok(m) => m,
+            Err(e) => return self.finish_put(conn, upload, Outcome::Failed(e, false)).await,
+        };
+        let persist = self.persist_fn(&upload.target.to_string(), size);
+        let sink = spawn_sink(file, size, held.clone(), persist);
+        let receiver = Receiver::new(ReceiverConfig::new(size, held.clone()), std::time::Instant::now());
+        let role = Role::Recv(RecvState::new(receiver, sink.queue()));
+        let (guard, task, shared) = self.start_flow(role, None, io);
+        let ready = Response::UdpPutReady { flow: guard.id, held: held.iter().collect(), held_md5 };
+        let end = match conn.reply(&ready).await {
+            Ok(()) => receive(conn, task).await,
+            Err(e) => Outcome::Lost(e),
+        };
+        drop(guard);
+        drop(shared);
+        let end = settle_sink(end, sink, size).await;
+        self.finish_put(conn, upload, end).await
+    }
+
+    fn persist_fn(&self, path: &str, size: u64) -> PersistFn {
+        let (store, user, path) = (self.state.store.clone(), self.user.clone(), path.to_string());
+        Box::new(move |held: &RangeSet| {
+            let ranges: Vec<ByteRange> = held.iter().collect();
+            store.save_ranges(&user, &path, size, &ranges).map_err(std::io::Error::other)
+        })
+    }
+
+    /// Serves `GetUdp` (UDP-CTRL-3). Returns `Ok(false)` when the session must end.
+    pub(crate) async fn get_udp(
+        &mut self,
+        conn: &mut Conn,
+        path: String,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+        rate_limit: Option<u64>,
+    ) -> Result<bool, ConnError> {
+        let prepared = match self.udp_socket() {
+            Ok(io) => self.prepare_get_udp(&path, held, held_md5).await.map(|x| (io, x)),
+            Err(e) => Err(e),
+        };
+        let (io, (file, size, held)) = match prepared {
+            Ok(x) => x,
+            Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
+        };
+        let mut cfg = SenderConfig::new(size, held.clone());
+        cfg.rate_limit = rate_limit.filter(|r| *r > 0);
+        cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
+        let sender = Sender::new(cfg, std::time::Instant::now());
+        let source = BlockSource::spawn(file, size, held);
+        let (guard, mut task, _shared) = self.start_flow(Role::Send(sender), Some(source), io);
+        conn.reply(&Response::UdpGetReady { flow: guard.id, size }).await?;
+        loop {
+            tokio::select! {
+                r = &mut task => {
+                    let reply = match r {
+                        Ok(Ok(FlowEnd::Sent { md5 })) => Response::GetEnd { md5 },
+                        Ok(Ok(FlowEnd::Stopped)) => return Ok(false),
+                        Ok(Err(FlowError::Source(e))) => Reply::from(e).into_response(),
+                        Ok(Err(e)) => Reply::new(ErrorCode::IdleTimeout, format!("UDP transfer failed: {e}")).into_response(),
+                        Err(e) => Reply::internal(e).into_response(),
+                    };
+                    conn.reply(&reply).await?;
+                    return Ok(true);
+                }
+                next = conn.next() => match next? {
+                    Next::Frame(Frame::Control(p)) => match Frame::decode_control::<Request>(&p) {
+                        Ok(Request::Abort) => {
+                            drop(guard);
+                            conn.reply(&Response::Ok).await?;
+                            return Ok(true);
+                        }
+                        _ => {
+                            conn.reply_error(ErrorCode::BadRequest, "only Abort is allowed during a download").await?;
+                        }
+                    },
+                    Next::Frame(Frame::Data(_)) => {
+                        conn.reply_error(ErrorCode::BadRequest, "data frame during a UDP download").await?;
+                    }
+                    Next::Idle => {
+                        conn.reply_error(ErrorCode::IdleTimeout, "download idle too long").await?;
+                        return Ok(false);
+                    }
+                    Next::Stop => {
+                        conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; resume with --resume").await?;
+                        return Ok(false);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Opens the file and checks the client's held ranges against it (UDP-RESUME-2).
+    async fn prepare_get_udp(
+        &self,
+        path: &str,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+    ) -> Result<(std::fs::File, u64, RangeSet), Reply> {
+        let target = self.resolve(path)?;
+        let home = self.home.clone();
+        let (file, size) = blocking(move || home.open_read(&target).map_err(Reply::from)).await?;
+        let held = check_ranges(&held, size)?;
+        if held.is_empty() {
+            return Ok((file, size, held));
+        }
+        let Some(expected) = held_md5 else {
+            return Err(Reply::new(ErrorCode::BadRequest, "held ranges given without their digest"));
+        };
+        if hash_held(&file, &held).await? != Some(expected) {
+            return Err(Reply::new(
+                ErrorCode::SourceChanged,
+                format!("cannot resume: {path} changed since the partial download; download again without --resume"),
+            ));
+        }
+        Ok((file, size, held))
+    }
+}
+
+/// Held ranges must be ascending, disjoint, non-empty and inside the file.
+fn check_ranges(held: &[ByteRange], size: u64) -> Result<RangeSet, Reply> {
+    let mut floor = 0;
+    for (i, &(s, e)) in held.iter().enumerate() {
+        if e <= s || e > size || (i > 0 && s <= floor) {
+            return Err(Reply::new(
+                ErrorCode::SourceChanged,
+                format!("cannot resume: held range {s}..{e} does not fit the file of {size} bytes"),
+            ));
+        }
+        floor = e;
+    }
+    Ok(RangeSet::from_ranges(held.iter().copied()))
+}
+
+/// md5 of the held ranges' bytes in order, `None` when nothing is held (UDP-CTRL-2).
+async fn hash_held(file: &std::fs::File, held: &RangeSet) -> Result<Option<Md5Digest>, TransferError> {
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let file = file.try_clone()?;
+    let held = held.clone();
+    tokio::task::spawn_blocking(move || transfer::hash_ranges(&file, held.iter()).map(|h| Some(h.finalize().into())))
+        .await
+        .map_err(|e| TransferError::Io(std::io::Error::other(e)))?
+}
+
+/// The data phase of an upload: waits for `PutEnd` or `Abort` on the control connection while
+/// the flow task receives.
+async fn receive(conn: &mut Conn, mut task: tokio::task::JoinHandle<Result<FlowEnd, FlowError>>) -> Outcome {
+    loop {
+        tokio::select! {
+            r = &mut task => {
+                let e = match r {
+                    Ok(Err(FlowError::Source(e))) => e,
+                    Ok(Err(e)) => TransferError::Io(std::io::Error::other(e.to_string())),
+                    Ok(Ok(_)) => continue,
+                    Err(e) => TransferError::Io(std::io::Error::other(e)),
+                };
+                tracing::debug!("UDP upload flow ended: {e}");
+                // The client may still end the upload; wait for the control connection.
+                return match next_request(conn).await {
+                    Ok(Request::PutEnd { md5 }) => Outcome::PutEnd(md5),
+                    Ok(Request::Abort) => Outcome::Abort,
+                    Ok(_) => Outcome::Failed(e, false),
+                    Err(o) => o,
+                };
+            }
+            r = next_request(conn) => return match r {
+                Ok(Request::PutEnd { md5 }) => Outcome::PutEnd(md5),
+                Ok(Request::Abort) => Outcome::Abort,
+                Ok(_) => Outcome::Lost(ConnError::Decode(crate::proto::DecodeError::Malformed(
+                    "expected PutEnd or Abort during a UDP upload".into(),
+                ))),
+                Err(o) => o,
+            },
+        }
+    }
+}
+
+async fn next_request(conn: &mut Conn) -> Result<Request, Outcome> {
+    match conn.next().await {
+        Ok(Next::Frame(Frame::Control(p))) => Frame::decode_control::<Request>(&p).map_err(|e| Outcome::Lost(e.into())),
+        Ok(Next::Frame(Frame::Data(_))) => Err(Outcome::Lost(ConnError::Decode(
+            crate::proto::DecodeError::Malformed("data frame during a UDP upload".into()),
+        ))),
+        Ok(Next::Idle) => Err(Outcome::Idle),
+        Ok(Next::Stop) => Err(Outcome::Stop),
+        Err(e) => Err(Outcome::Lost(e)),
+    }
+}
+
+/// Finishes the writer and checks a `PutEnd` against what was written (UDP-END-1).
+async fn settle_sink(end: Outcome, sink: SinkHandle, size: u64) -> Outcome {
+    let done = sink.finish().await;
+    match (end, done) {
+        (Outcome::PutEnd(md5), Ok(d)) => match d.md5 {
+            Some(ours) => match transfer::check_digest(&md5, &ours) {
+                Ok(()) => Outcome::PutEnd(md5),
+                Err(e) => Outcome::Failed(e, false),
+            },
+            None => Outcome::Failed(
+                TransferError::Incomplete { expected: size, got: d.written.contiguous_from(0) },
+                false,
+            ),
+        },
+        (Outcome::PutEnd(_), Err(e)) => Outcome::Failed(e, false),
+        (other, _) => other,
+    }
+}
