@@ -2,8 +2,10 @@
 //! It reports transfer progress through [`crate::transfer::Progress`] events and never
 //! renders anything itself.
 
+pub mod fallback;
 pub mod known_hosts;
 mod transfer;
+mod udp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub enum ClientError {
     KnownHosts { path: PathBuf, source: std::io::Error },
     #[error("connection is no longer usable after an interrupted transfer")]
     Broken,
+    #[error("UDP transfer failed: {0}; try --transport tcp")]
+    Udp(String),
 }
 
 impl ClientError {
@@ -86,6 +90,29 @@ pub struct Client {
     reader: FrameReader<ReadHalf<Tls>>,
     writer: FrameWriter<WriteHalf<Tls>>,
     broken: bool,
+    /// The server's address; its UDP flows use the same port (UDP-CTRL-1).
+    peer: std::net::SocketAddr,
+    /// Exported from the TLS session; keys UDP flows (UDP-SEAL-1).
+    secret: crate::udp::seal::SessionSecret,
+}
+
+/// Which transport carries a transfer's data, as chosen by the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// UDP, falling back to TCP when UDP is blocked or does clearly worse (UDP-FALLBACK-*).
+    #[default]
+    Auto,
+    Udp,
+    Tcp,
+}
+
+/// How to run one transfer.
+#[derive(Debug, Clone, Default)]
+pub struct TransferOptions {
+    pub resume: bool,
+    pub transport: TransportChoice,
+    /// Cap on the UDP sending rate in bytes per second.
+    pub rate_limit: Option<u64>,
 }
 
 impl Client {
@@ -101,6 +128,7 @@ impl Client {
         let tcp =
             TcpStream::connect(&addr).await.map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
         let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr().map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
         let name =
             rustls::pki_types::ServerName::try_from(SERVER_NAME).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let tls = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
@@ -114,8 +142,14 @@ impl Client {
                 other => other,
             })?;
         }
+        let mut secret = [0u8; crate::udp::seal::SECRET_LEN];
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut secret, crate::udp::seal::EXPORTER_LABEL, None)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (r, w) = tokio::io::split(tls);
-        let mut client = Client { reader: FrameReader::new(r), writer: FrameWriter::new(w), broken: false };
+        let mut client =
+            Client { reader: FrameReader::new(r), writer: FrameWriter::new(w), broken: false, peer, secret };
         client.writer.write_preamble(PROTOCOL_VERSION).await.map_err(ConnError::from)?;
         let version = client.reader.read_preamble().await?;
         if version != PROTOCOL_VERSION {

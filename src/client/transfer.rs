@@ -25,7 +25,7 @@ pub struct TransferSummary {
     pub transport: Transport,
 }
 
-fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+pub(super) fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
     move |source| ClientError::Local { path: path.to_path_buf(), source }
 }
 
@@ -108,7 +108,7 @@ impl Client {
 
     /// The server replied while we were still sending: that is an error report. Tell it we
     /// stopped (it sends nothing more for this upload) and return its error.
-    async fn early_reply(&mut self, frame: Result<Frame, ConnError>) -> ClientError {
+    pub(super) async fn early_reply(&mut self, frame: Result<Frame, ConnError>) -> ClientError {
         let err = match frame {
             Ok(Frame::Control(p)) => match Frame::decode_control::<Response>(&p) {
                 Ok(Response::Error { code, message }) => ClientError::Server { code, message },
@@ -126,7 +126,7 @@ impl Client {
     }
 
     /// Abandons an accepted upload before or during streaming; the server keeps its partial.
-    async fn abort_put(&mut self) -> Result<(), ClientError> {
+    pub(super) async fn abort_put(&mut self) -> Result<(), ClientError> {
         self.writer.write_control(&Request::Abort).await.map_err(ConnError::from)?;
         match self.read_response().await {
             Ok(_) | Err(ClientError::Server { .. }) => Ok(()),
@@ -224,6 +224,9 @@ pub fn partial_path(local: &Path) -> PathBuf {
 async fn open_local_partial(partial: &Path, resume: bool) -> Result<(std::fs::File, u64, Md5), ClientError> {
     let path = partial.to_path_buf();
     tokio::task::spawn_blocking(move || {
+        if resume {
+            super::udp::trim_to_map_prefix(&path).map_err(local_err(&path))?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -264,7 +267,7 @@ async fn check_local_prefix(
 }
 
 /// fsyncs the directory holding `path` so the rename survives a crash (best effort).
-fn sync_parent(path: &Path) {
+pub(super) fn sync_parent(path: &Path) {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

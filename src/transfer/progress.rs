@@ -5,6 +5,8 @@ use std::sync::Arc;
 /// Where a transfer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
+    /// The data goes over this transport (sent again if a transfer falls back to TCP).
+    Via(crate::proto::Transport),
     /// The transfer starts: `total` bytes, of which the first `offset` are already in place.
     Start { total: u64, offset: u64 },
     /// `done` bytes (counting the resumed prefix) are transferred.

@@ -60,6 +60,8 @@ pub enum Command {
         /// Resume an interrupted upload
         #[arg(short = 'c', long)]
         resume: bool,
+        #[command(flatten)]
+        via: TransportArgs,
     },
     /// Download a file
     Get {
@@ -68,6 +70,8 @@ pub enum Command {
         /// Resume an interrupted download
         #[arg(short = 'c', long)]
         resume: bool,
+        #[command(flatten)]
+        via: TransportArgs,
     },
     /// List a directory
     Ls {
@@ -154,4 +158,32 @@ pub enum UserCommand {
         #[command(flatten)]
         root: RootArg,
     },
+}
+
+/// How a transfer's data travels.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TransportArgs {
+    /// Data transport: udp (our reliable UDP), tcp (the control connection), or auto (UDP,
+    /// falling back to TCP when UDP is blocked or does clearly worse)
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    pub transport: TransportArg,
+    /// Cap the UDP sending rate, in bytes per second (units: K, M, G, e.g. 50M)
+    #[arg(long, value_parser = parse_rate)]
+    pub rate_limit: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransportArg {
+    #[default]
+    Auto,
+    Udp,
+    Tcp,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match xfer::size::parse_size(s) {
+        Ok(0) => Err("the rate limit must be above zero".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }

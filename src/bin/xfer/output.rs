@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use xfer::proto::{Entry, EntryKind};
+use xfer::proto::{Entry, EntryKind, Transport};
 use xfer::size::format_size;
 use xfer::transfer::{Progress, ProgressFn};
 
@@ -26,7 +26,12 @@ pub fn progress_bar(label: &str, quiet: bool) -> (ProgressBar, ProgressFn) {
     };
     bar.set_prefix(label.to_string());
     let b = bar.clone();
+    let label = label.to_string();
     let f: ProgressFn = Arc::new(move |p| match p {
+        Progress::Via(t) => {
+            b.set_prefix(format!("{label} [{}]", transport_name(t)));
+            tracing::info!("data goes over {}", transport_name(t));
+        }
         Progress::Start { total, offset } => {
             b.set_length(total);
             b.set_position(offset);
@@ -40,6 +45,14 @@ pub fn progress_bar(label: &str, quiet: bool) -> (ProgressBar, ProgressFn) {
         Progress::Finish => b.finish_and_clear(),
     });
     (bar, f)
+}
+
+/// Lower-case name of a transport, as on the command line.
+pub fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Tcp => "tcp",
+        Transport::Udp => "udp",
+    }
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).

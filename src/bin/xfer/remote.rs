@@ -4,13 +4,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use xfer::client::{Client, ClientError, ConnectOptions, TransferSummary};
+use xfer::client::{Client, ClientError, ConnectOptions, TransferOptions, TransferSummary, TransportChoice};
 use xfer::config::{client_config_dir, ClientConfig};
 use xfer::proto::{EntryKind, Response};
 use xfer::size::format_size;
 use xfer::transfer::hex_digest;
 
-use crate::args::{Command, Global};
+use crate::args::{Command, Global, TransportArg, TransportArgs};
 use crate::output;
 
 /// Server used when neither flags, environment nor a profile name one.
@@ -102,15 +102,19 @@ pub fn run(g: &Global, cmd: Command) -> Result<(), String> {
 pub async fn exec(client: &mut Client, cmd: Command, ui: Ui) -> Result<(), String> {
     let e = |e: ClientError| e.to_string();
     match cmd {
-        Command::Put { local, remote, resume } => {
+        Command::Put { local, remote, resume, via } => {
             let remote = put_target(client, &local, remote).await?;
+            let opts = transfer_options(resume, &via);
             let summary =
-                transfer(ui, &format!("put {}", local.display()), |p| client.put(&local, &remote, resume, p)).await?;
+                transfer(ui, &format!("put {}", local.display()), |p| client.put_with(&local, &remote, &opts, p))
+                    .await?;
             report(ui, "uploaded", &local.display().to_string(), &remote, &summary);
         }
-        Command::Get { remote, local, resume } => {
+        Command::Get { remote, local, resume, via } => {
             let local = get_target(&remote, local);
-            let summary = transfer(ui, &format!("get {remote}"), |p| client.get(&remote, &local, resume, p)).await?;
+            let opts = transfer_options(resume, &via);
+            let summary =
+                transfer(ui, &format!("get {remote}"), |p| client.get_with(&remote, &local, &opts, p)).await?;
             report(ui, "downloaded", &remote, &local.display().to_string(), &summary);
         }
         Command::Ls { path, long, json } => {
@@ -139,6 +143,15 @@ pub async fn exec(client: &mut Client, cmd: Command, ui: Ui) -> Result<(), Strin
     Ok(())
 }
 
+fn transfer_options(resume: bool, via: &TransportArgs) -> TransferOptions {
+    let transport = match via.transport {
+        TransportArg::Auto => TransportChoice::Auto,
+        TransportArg::Udp => TransportChoice::Udp,
+        TransportArg::Tcp => TransportChoice::Tcp,
+    };
+    TransferOptions { resume, transport, rate_limit: via.rate_limit }
+}
+
 /// Runs a transfer with a progress bar, timing it.
 async fn transfer<'a, F, Fut>(ui: Ui, label: &str, start: F) -> Result<(TransferSummary, f64), String>
 where
@@ -160,9 +173,14 @@ fn report(ui: Ui, verb: &str, from: &str, to: &str, (s, secs): &(TransferSummary
     let rate = moved as f64 / secs.max(1e-6);
     let resumed =
         if s.resumed_from > 0 { format!(", resumed at {}", format_size(s.resumed_from)) } else { String::new() };
-    println!("{verb} {from} -> {to}: {} in {secs:.2} s ({}/s){resumed}", format_size(s.size), format_size(rate as u64));
+    let via = output::transport_name(s.transport);
+    println!(
+        "{verb} {from} -> {to}: {} in {secs:.2} s ({}/s) over {via}{resumed}",
+        format_size(s.size),
+        format_size(rate as u64)
+    );
     if ui.verbose > 0 {
-        println!("  md5 {}  transport {:?}", hex_digest(&s.md5), s.transport);
+        println!("  md5 {}  transport {via}", hex_digest(&s.md5));
     }
 }
 

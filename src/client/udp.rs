@@ -1,0 +1,440 @@
+//! Client side of transfers over a UDP flow, and the choice between UDP and TCP
+//! (UDP-FALLBACK-*). The control connection asks for the transfer and ends it; a flow of our
+//! own carries the data; `auto` falls back to TCP when no UDP reply comes within a second, or
+//! when the flow stalls or collapses mid-transfer, resuming from what already arrived.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use md5::Digest;
+use tokio::sync::watch;
+
+use super::fallback::DegradeMonitor;
+use super::transfer::{local_err, partial_path, sync_parent};
+use super::{unexpected, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
+use crate::flow::sink::{spawn_sink, PersistFn};
+use crate::flow::source::BlockSource;
+use crate::flow::{drive, DriveOptions, FlowCore, FlowEnd, FlowError, FlowShared, FlowTable, RecvState, Role, Side};
+use crate::flow::{demux, UdpIo};
+use crate::proto::control::{ByteRange, Md5Digest};
+use crate::proto::{Request, Response, Transport};
+use crate::transfer::{self, Progress, ProgressFn, TransferError};
+use crate::udp::ranges::RangeSet;
+use crate::udp::receiver::{Receiver, ReceiverConfig};
+use crate::udp::seal::FlowKeys;
+use crate::udp::sender::{Sender, SenderConfig};
+
+/// How often progress is reported and the flow's health is checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Why a UDP attempt handed over to TCP.
+struct Fallback {
+    reason: String,
+    /// Data moved before giving up, so the TCP attempt should resume.
+    progressed: bool,
+}
+
+/// A client-side flow: its socket's demultiplexer and its task, stopped on drop.
+struct ClientFlow {
+    shared: Arc<FlowShared>,
+    task: tokio::task::JoinHandle<Result<FlowEnd, FlowError>>,
+    demux: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for ClientFlow {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.demux.abort();
+    }
+}
+
+impl ClientFlow {
+    fn start(client: &Client, flow: u64, role: Role, source: Option<BlockSource>, opts: DriveOptions) -> std::io::Result<ClientFlow> {
+        let any: SocketAddr = if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        let io = Arc::new(UdpIo::bind(any)?);
+        let keys = FlowKeys::derive(&client.secret, flow);
+        let side = Side::Client { server: client.peer, confirmed: false, challenge: None };
+        let shared = FlowShared::new(FlowCore::new(flow, side, role, keys.server));
+        let table = Arc::new(FlowTable::default());
+        table.insert(flow, shared.clone());
+        let demux = tokio::spawn({
+            let io = io.clone();
+            async move {
+                if let Err(e) = demux(io, table).await {
+                    tracing::debug!("UDP socket failed: {e}");
+                }
+            }
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(drive(shared.clone(), io, keys.client, source, stop_rx, opts));
+        Ok(ClientFlow { shared, task, demux, stop })
+    }
+
+    /// (bytes known held by the receiver, packets sent, packets lost) of a sending flow, or the
+    /// bytes held of a receiving one.
+    fn counters(&self) -> (u64, u64, u64) {
+        match &self.shared.lock().role {
+            Role::Send(s) => {
+                let st = s.stats();
+                (s.acked(), st.sent_packets, st.lost_packets)
+            }
+            Role::Recv(r) => (r.receiver.held().covered(), 0, 0),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut { self }.task).await;
+    }
+}
+
+fn drive_options(opts: &TransferOptions) -> DriveOptions {
+    let confirm = match opts.transport {
+        TransportChoice::Auto => Duration::from_secs(1),
+        _ => Duration::from_secs(5),
+    };
+    DriveOptions { confirm_within: confirm, ..DriveOptions::default() }
+}
+
+impl Client {
+    /// Uploads `local` to `remote` over the chosen transport.
+    pub async fn put_with(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        opts: &TransferOptions,
+        progress: ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        if opts.transport == TransportChoice::Tcp {
+            progress(Progress::Via(Transport::Tcp));
+            return self.put(local, remote, opts.resume, progress).await;
+        }
+        match self.put_udp(local, remote, opts, &progress).await? {
+            Ok(summary) => Ok(summary),
+            Err(fb) if opts.transport == TransportChoice::Auto => {
+                tracing::info!("falling back to TCP: {}", fb.reason);
+                progress(Progress::Via(Transport::Tcp));
+                self.put(local, remote, opts.resume || fb.progressed, progress).await
+            }
+            Err(fb) => Err(ClientError::Udp(fb.reason)),
+        }
+    }
+
+    /// Downloads `remote` to `local` over the chosen transport.
+    pub async fn get_with(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: &TransferOptions,
+        progress: ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        if opts.transport == TransportChoice::Tcp {
+            progress(Progress::Via(Transport::Tcp));
+            return self.get(remote, local, opts.resume, progress).await;
+        }
+        match self.get_udp(remote, local, opts, &progress).await? {
+            Ok(summary) => Ok(summary),
+            Err(fb) if opts.transport == TransportChoice::Auto => {
+                tracing::info!("falling back to TCP: {}", fb.reason);
+                progress(Progress::Via(Transport::Tcp));
+                self.get(remote, local, opts.resume || fb.progressed, progress).await
+            }
+            Err(fb) => Err(ClientError::Udp(fb.reason)),
+        }
+    }
+
+    async fn put_udp(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        opts: &TransferOptions,
+        progress: &ProgressFn,
+    ) -> Result<Result<TransferSummary, Fallback>, ClientError> {
+        let file = std::fs::File::open(local).map_err(local_err(local))?;
+        let size = file.metadata().map_err(local_err(local))?.len();
+        let req = Request::Put { path: remote.to_string(), size, resume: opts.resume, transport: Transport::Udp };
+        let (flow, held, held_md5) = match self.call(&req).await {
+            Ok(Response::UdpPutReady { flow, held, held_md5 }) => (flow, held, held_md5),
+            Ok(other) => return Err(unexpected(other)),
+            Err(e) if e.code() == Some(crate::proto::ErrorCode::UnsupportedTransport) => {
+                return Ok(Err(Fallback { reason: e.to_string(), progressed: false }))
+            }
+            Err(e) => return Err(e),
+        };
+        let held = RangeSet::from_ranges(held);
+        if let Err(e) = check_held(&file, &held, held_md5).await {
+            self.abort_put().await?;
+            return Err(e);
+        }
+        let mut cfg = SenderConfig::new(size, held.clone());
+        cfg.rate_limit = opts.rate_limit;
+        cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
+        let source = BlockSource::spawn(file.try_clone().map_err(local_err(local))?, size, held.clone());
+        let role = Role::Send(Sender::new(cfg, Instant::now()));
+        let mut flow = ClientFlow::start(self, flow, role, Some(source), drive_options(opts)).map_err(local_err(local))?;
+        progress(Progress::Via(Transport::Udp));
+        progress(Progress::Start { total: size, offset: held.covered() });
+        let auto = opts.transport == TransportChoice::Auto;
+        let mut monitor = DegradeMonitor::new(Instant::now(), held.covered());
+        let mut tick = tokio::time::interval(TICK);
+        let md5 = loop {
+            tokio::select! {
+                r = &mut flow.task => match r {
+                    Ok(Ok(FlowEnd::Sent { md5 })) => break md5,
+                    Ok(Ok(FlowEnd::Stopped)) => continue,
+                    Ok(Err(e)) => {
+                        let progressed = flow.counters().0 > held.covered();
+                        drop(flow);
+                        self.abort_put().await?;
+                        return fail(e, progressed).map(Err);
+                    }
+                    Err(e) => return Err(TransferError::Io(std::io::Error::other(e)).into()),
+                },
+                frame = self.reader.read_frame() => return Err(self.early_reply(frame).await),
+                _ = tick.tick() => {
+                    let (acked, sent, lost) = flow.counters();
+                    progress(Progress::Advance { done: acked });
+                    if let Some(reason) = monitor.observe(Instant::now(), acked, sent, lost).filter(|_| auto) {
+                        flow.stop().await;
+                        self.abort_put().await?;
+                        return Ok(Err(Fallback { reason, progressed: true }));
+                    }
+                }
+            }
+        };
+        let stats = flow.counters();
+        drop(flow);
+        tracing::debug!(acked = stats.0, sent = stats.1, lost = stats.2, "UDP upload flow finished");
+        progress(Progress::Advance { done: size });
+        self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
+        progress(Progress::Verifying);
+        match self.read_response().await? {
+            Response::PutDone { size: s, md5: m } if s == size && m == md5 => {}
+            other => return Err(unexpected(other)),
+        }
+        progress(Progress::Finish);
+        Ok(Ok(TransferSummary { size, resumed_from: held.covered(), md5, transport: Transport::Udp }))
+    }
+
+    async fn get_udp(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        opts: &TransferOptions,
+        progress: &ProgressFn,
+    ) -> Result<Result<TransferSummary, Fallback>, ClientError> {
+        let partial = partial_path(local);
+        let map_path = ranges_path(&partial);
+        let (file, held) = open_partial_with_map(&partial, &map_path, opts.resume).await?;
+        let held_md5 = hash_held(&file, &held).await?;
+        let req = Request::GetUdp {
+            path: remote.to_string(),
+            held: held.iter().collect(),
+            held_md5,
+            rate_limit: opts.rate_limit,
+        };
+        let (flow, size) = match self.call(&req).await {
+            Ok(Response::UdpGetReady { flow, size }) => (flow, size),
+            Ok(other) => return Err(unexpected(other)),
+            Err(e) if e.code() == Some(crate::proto::ErrorCode::UnsupportedTransport) => {
+                return Ok(Err(Fallback { reason: e.to_string(), progressed: false }))
+            }
+            Err(e) => {
+                if held.is_empty() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                return Err(e);
+            }
+        };
+        let persist = map_writer(map_path.clone(), size);
+        let sink = spawn_sink(file, size, held.clone(), persist);
+        let role = Role::Recv(RecvState::new(Receiver::new(ReceiverConfig::new(size, held.clone()), Instant::now()), sink.queue()));
+        let mut flow = ClientFlow::start(self, flow, role, None, drive_options(opts)).map_err(local_err(local))?;
+        progress(Progress::Via(Transport::Udp));
+        progress(Progress::Start { total: size, offset: held.covered() });
+        let auto = opts.transport == TransportChoice::Auto;
+        let mut monitor = DegradeMonitor::new(Instant::now(), held.covered());
+        let mut tick = tokio::time::interval(TICK);
+        let outcome: Result<Md5Digest, Result<Fallback, ClientError>> = loop {
+            tokio::select! {
+                r = &mut flow.task => match r {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => {
+                        let progressed = flow.counters().0 > held.covered();
+                        break Err(fail(e, progressed));
+                    }
+                    Err(e) => break Err(Err(TransferError::Io(std::io::Error::other(e)).into())),
+                },
+                r = self.read_response() => match r {
+                    Ok(Response::GetEnd { md5 }) => break Ok(md5),
+                    Ok(other) => break Err(Err(unexpected(other))),
+                    Err(e) => break Err(Err(e)),
+                },
+                _ = tick.tick() => {
+                    let (held_now, _, _) = flow.counters();
+                    progress(Progress::Advance { done: held_now });
+                    if let Some(reason) = monitor.observe(Instant::now(), held_now, 0, 0).filter(|_| auto) {
+                        break Err(Ok(Fallback { reason, progressed: true }));
+                    }
+                }
+            }
+        };
+        flow.stop().await;
+        let done = sink.finish().await;
+        let server_md5 = match outcome {
+            Ok(md5) => md5,
+            Err(end) => {
+                self.abort_get().await?;
+                return end.map(Err);
+            }
+        };
+        let done = done?;
+        progress(Progress::Verifying);
+        let ours = done.md5.ok_or(TransferError::Incomplete { expected: size, got: done.written.contiguous_from(0) })?;
+        if let Err(e) = transfer::check_digest(&server_md5, &ours) {
+            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(&map_path);
+            return Err(e.into());
+        }
+        done.file.set_len(size).map_err(local_err(&partial))?;
+        std::fs::rename(&partial, local).map_err(local_err(local))?;
+        let _ = std::fs::remove_file(&map_path);
+        sync_parent(local);
+        progress(Progress::Finish);
+        Ok(Ok(TransferSummary { size, resumed_from: held.covered(), md5: ours, transport: Transport::Udp }))
+    }
+
+    /// Stops a UDP download on the control connection; the server answers `Ok`, or `GetEnd`
+    /// if it finished first (then the `Abort` itself is refused).
+    async fn abort_get(&mut self) -> Result<(), ClientError> {
+        self.writer.write_control(&Request::Abort).await.map_err(crate::conn::ConnError::from)?;
+        loop {
+            match self.read_response().await {
+                Ok(Response::GetEnd { .. }) => continue,
+                Ok(_) | Err(ClientError::Server { .. }) => return Ok(()),
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A failed flow: no path and stalls hand over to TCP (for `auto`), the rest are errors.
+fn fail(e: FlowError, progressed: bool) -> Result<Fallback, ClientError> {
+    match e {
+        FlowError::Source(t) => Err(t.into()),
+        other => Ok(Fallback { reason: other.to_string(), progressed }),
+    }
+}
+
+/// Checks that our file holds the same bytes as the server's held ranges (UDP-RESUME-2).
+async fn check_held(file: &std::fs::File, held: &RangeSet, expected: Option<Md5Digest>) -> Result<(), ClientError> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    if hash_held(file, held).await? != expected {
+        return Err(TransferError::SourceChanged(
+            "the server's partial upload does not match the local file; upload again without --resume".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+async fn hash_held(file: &std::fs::File, held: &RangeSet) -> Result<Option<Md5Digest>, ClientError> {
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let file = file.try_clone().map_err(TransferError::from)?;
+    let held = held.clone();
+    let h = tokio::task::spawn_blocking(move || transfer::hash_ranges(&file, held.iter()))
+        .await
+        .map_err(|e| TransferError::Io(std::io::Error::other(e)))??;
+    Ok(Some(h.finalize().into()))
+}
+
+/// Where the range map of a partial download is kept (UDP-RESUME-1).
+pub fn ranges_path(partial: &Path) -> PathBuf {
+    let mut name = partial.as_os_str().to_os_string();
+    name.push(".ranges");
+    PathBuf::from(name)
+}
+
+/// Reads a range map file: `xfer-ranges 1 SIZE`, then `START END` lines.
+pub fn read_map(path: &Path) -> Option<(u64, Vec<ByteRange>)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let size = lines.next()?.strip_prefix("xfer-ranges 1 ")?.parse().ok()?;
+    let mut ranges = Vec::new();
+    for l in lines {
+        let (s, e) = l.split_once(' ')?;
+        ranges.push((s.parse().ok()?, e.parse().ok()?));
+    }
+    Some((size, ranges))
+}
+
+/// Persists a download's range map atomically (write, fsync, rename).
+fn map_writer(path: PathBuf, size: u64) -> PersistFn {
+    Box::new(move |held: &RangeSet| {
+        use std::io::Write;
+        let mut text = format!("xfer-ranges 1 {size}\n");
+        for (s, e) in held.iter() {
+            text.push_str(&format!("{s} {e}\n"));
+        }
+        let tmp = path.with_extension("ranges.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+}
+
+/// Opens the partial of a UDP download and what it holds: the saved map, or the whole partial
+/// when it came from a TCP download.
+async fn open_partial_with_map(
+    partial: &Path,
+    map_path: &Path,
+    resume: bool,
+) -> Result<(std::fs::File, RangeSet), ClientError> {
+    let (partial, map_path) = (partial.to_path_buf(), map_path.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(!resume)
+            .open(&partial)
+            .map_err(local_err(&partial))?;
+        if !resume {
+            let _ = std::fs::remove_file(&map_path);
+            return Ok((file, RangeSet::new()));
+        }
+        let len = file.metadata().map_err(local_err(&partial))?.len();
+        let held = match read_map(&map_path) {
+            Some((_, ranges)) => RangeSet::from_ranges(ranges.into_iter().filter(|r| r.1 <= len)),
+            None => RangeSet::from_ranges([(0, len)]),
+        };
+        Ok((file, held))
+    })
+    .await
+    .map_err(|e| ClientError::Transfer(TransferError::Io(std::io::Error::other(e))))?
+}
+
+/// Before a TCP download resumes a partial: keep only the map's contiguous prefix and drop the
+/// map, so the partial's length is again what is held (UDP-RESUME-3).
+pub fn trim_to_map_prefix(partial: &Path) -> std::io::Result<()> {
+    let map_path = ranges_path(partial);
+    let Some((_, ranges)) = read_map(&map_path) else { return Ok(()) };
+    let prefix = RangeSet::from_ranges(ranges).contiguous_from(0);
+    let f = std::fs::OpenOptions::new().write(true).open(partial)?;
+    if f.metadata()?.len() > prefix {
+        f.set_len(prefix)?;
+    }
+    f.sync_all()?;
+    std::fs::remove_file(map_path)
+}
