@@ -18,6 +18,9 @@ use crate::udp::packet::{Ack, DataFields, Header, PacketKind, DATA_OVERHEAD, HEA
 use crate::udp::seal::Sealer;
 use crate::udp::sender::Transmit;
 
+/// Datagrams one step may send before the task yields to the runtime.
+const MAX_TRANSMITS_PER_STEP: usize = 512;
+
 /// GSO sends at most this many bytes in one call.
 const MAX_GSO_BYTES: usize = 64_000;
 
@@ -117,6 +120,10 @@ pub async fn drive(
                 None => Md5Digest::default(),
             };
             return Ok(FlowEnd::Sent { md5 });
+        }
+        if deadline <= Instant::now() {
+            tokio::task::yield_now().await;
+            continue;
         }
         tokio::select! {
             _ = shared.wake.notified() => {}
@@ -244,7 +251,8 @@ impl Driver<'_> {
     /// GSO send.
     async fn send_data(&mut self, to: std::net::SocketAddr, src: &mut BlockSource) -> Result<(), FlowError> {
         let max_segments = self.io.max_segments();
-        loop {
+        // Bounded, so the task yields and sees `stop` even when the machine always has more.
+        for _ in 0..MAX_TRANSMITS_PER_STEP {
             let (transmit, cumulative, id) = {
                 let mut core = self.shared.lock();
                 let id = core.id;
@@ -266,7 +274,9 @@ impl Driver<'_> {
                     if self.batch_count > 0 && (size > self.batch_segment || full) {
                         self.flush(to).await?;
                     }
-                    self.push_data(id, pn, offset, len, src);
+                    if !self.push_data(id, pn, offset, len, src) {
+                        continue; // bytes the receiver already holds; nothing to resend
+                    }
                     if size < self.batch_segment {
                         self.flush(to).await?;
                     }
@@ -282,14 +292,19 @@ impl Driver<'_> {
         self.flush(to).await
     }
 
-    fn push_data(&mut self, flow: u64, pn: u64, offset: u64, len: u16, src: &BlockSource) {
+    /// Appends one sealed data datagram to the batch; false (and nothing appended) if its
+    /// bytes are no longer loaded.
+    fn push_data(&mut self, flow: u64, pn: u64, offset: u64, len: u16, src: &BlockSource) -> bool {
         let start = self.buf.len();
         Header { kind: PacketKind::Data, flow, pn }.encode(&mut self.buf);
         let fields_at = self.buf.len();
         self.buf.put_bytes(0, crate::udp::packet::DATA_FIELDS_LEN);
         let payload_at = self.buf.len();
         self.buf.resize(payload_at + usize::from(len), 0);
-        src.copy_to(offset, &mut self.buf[payload_at..]);
+        if !src.copy_to(offset, &mut self.buf[payload_at..]) {
+            self.buf.truncate(start);
+            return false;
+        }
         let crc32 = crc32fast::hash(&self.buf[payload_at..]);
         DataFields { offset, len, crc32 }.encode(&mut &mut self.buf[fields_at..payload_at]);
         self.buf.put_bytes(0, TAG_LEN);
@@ -298,6 +313,7 @@ impl Driver<'_> {
             self.batch_segment = self.buf.len() - start;
         }
         self.batch_count += 1;
+        true
     }
 
     async fn flush(&mut self, to: std::net::SocketAddr) -> Result<(), FlowError> {

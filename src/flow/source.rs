@@ -71,13 +71,14 @@ impl BlockSource {
         self.loaded_end >= end
     }
 
-    /// Copies loaded bytes `[offset, offset + out.len())` into `out`.
-    pub fn copy_to(&self, offset: u64, out: &mut [u8]) {
+    /// Copies loaded bytes `[offset, offset + out.len())` into `out`; false if some of them
+    /// are not loaded (released below the cumulative ack, or not read yet).
+    pub fn copy_to(&self, offset: u64, out: &mut [u8]) -> bool {
         let mut pos = offset;
         let mut filled = 0;
         let first = self.blocks.partition_point(|(s, d)| s + d.len() as u64 <= offset);
         for (start, data) in self.blocks.iter().skip(first) {
-            if filled == out.len() {
+            if filled == out.len() || *start > pos {
                 break;
             }
             let from = (pos - start) as usize;
@@ -86,7 +87,7 @@ impl BlockSource {
             filled += n;
             pos += n as u64;
         }
-        assert_eq!(filled, out.len(), "copy_to outside the loaded blocks");
+        filled == out.len()
     }
 
     /// Drops blocks entirely below `offset` (the receiver holds them).

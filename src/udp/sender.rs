@@ -123,6 +123,10 @@ impl Sender {
             self.acked.insert(s, e);
         }
         let largest = ack.largest_pn;
+        let pending = std::mem::take(&mut self.retransmit);
+        for (s, e) in pending.iter() {
+            self.queue_retransmit(s, e);
+        }
         let mut lost = Vec::new();
         self.in_flight.retain(|p| {
             if self.acked.contains(p.offset, p.offset + p.len) {
