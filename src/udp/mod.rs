@@ -17,4 +17,5 @@
 
 pub mod packet;
 pub mod ranges;
+pub mod replay;
 pub mod seal;
