@@ -11,12 +11,12 @@ use bytes::{Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use xfer::proto::codec::{encode_control, encode_data, FRAME_CONTROL};
-use xfer::proto::control::Md5Digest;
+use xfer::proto::control::{ByteRange, Md5Digest};
 use xfer::proto::{DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport};
 
 // ---- Variant indices, written out so that the compiler checks they are exhaustive ----
 
-/// Wire index of a request variant (CTRL-MSG-1..16).
+/// Wire index of a request variant (CTRL-MSG-1..16, then CTRL-MSG-30).
 fn request_index(r: &Request) -> u32 {
     match r {
         Request::Auth { .. } => 0,
@@ -35,10 +35,11 @@ fn request_index(r: &Request) -> u32 {
         Request::Get { .. } => 13,
         Request::Abort => 14,
         Request::Bye => 15,
+        Request::GetUdp { .. } => 16,
     }
 }
 
-/// Wire index of a response variant (CTRL-MSG-17..28).
+/// Wire index of a response variant (CTRL-MSG-17..28, then CTRL-MSG-31..32).
 fn response_index(r: &Response) -> u32 {
     match r {
         Response::Ok => 0,
@@ -53,6 +54,8 @@ fn response_index(r: &Response) -> u32 {
         Response::GetReady { .. } => 9,
         Response::GetEnd { .. } => 10,
         Response::Error { .. } => 11,
+        Response::UdpPutReady { .. } => 12,
+        Response::UdpGetReady { .. } => 13,
     }
 }
 
@@ -141,7 +144,13 @@ fn size() -> impl Strategy<Value = u64> {
 }
 
 fn transport() -> impl Strategy<Value = Transport> {
-    Just(Transport::Tcp)
+    prop::sample::select(vec![Transport::Tcp, Transport::Udp])
+}
+
+/// Byte ranges as `GetUdp` and `UdpPutReady` carry them (CTRL-MSG-33). The codec does not
+/// check order or overlap, so any pairs must round-trip.
+fn byte_ranges() -> impl Strategy<Value = Vec<ByteRange>> {
+    vec((size(), size()), 0..6)
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -180,6 +189,8 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(path, offset, prefix_md5, transport)| { Request::Get { path, offset, prefix_md5, transport } }),
         Just(Request::Abort),
         Just(Request::Bye),
+        (text(), byte_ranges(), proptest::option::of(md5()), proptest::option::of(size()))
+            .prop_map(|(path, held, held_md5, rate_limit)| Request::GetUdp { path, held, held_md5, rate_limit }),
     ]
 }
 
@@ -206,6 +217,9 @@ fn response() -> impl Strategy<Value = Response> {
         (size(), size()).prop_map(|(size, offset)| Response::GetReady { size, offset }),
         md5().prop_map(|md5| Response::GetEnd { md5 }),
         (error_code(), text()).prop_map(|(code, message)| Response::Error { code, message }),
+        (any::<u64>(), byte_ranges(), proptest::option::of(md5()))
+            .prop_map(|(flow, held, held_md5)| Response::UdpPutReady { flow, held, held_md5 }),
+        (any::<u64>(), size()).prop_map(|(flow, size)| Response::UdpGetReady { flow, size }),
     ]
 }
 

@@ -1,6 +1,7 @@
-//! Golden wire vectors (proto-spec/vectors/*.hex): every file decodes to the value this table
-//! expects and re-encodes to exactly the same bytes; plus the decoder's rejection rules
-//! (CTRL-HELLO-2, CTRL-FRAME-1..5).
+//! Golden wire vectors (proto-spec/vectors/*.hex; the datagram vectors udp-*.hex are checked by
+//! tests/udp_vectors.rs): every file decodes to the value this table expects and re-encodes to
+//! exactly the same bytes; plus the decoder's rejection rules (CTRL-HELLO-2, CTRL-FRAME-1..5)
+//! and the traceability checks over proto-spec/*.md, udp.md included.
 //!
 //! Vector file format (see proto-spec/README.md): `#` starts a comment; header comments
 //! `# requirement: ID, ID` and `# value: ...`; everything else is hex digits and whitespace.
@@ -33,6 +34,10 @@ fn md5(hex_digest: &str) -> Md5Digest {
 /// md5("") and md5("hello"), used throughout the vectors.
 const MD5_EMPTY: &str = "d41d8cd98f00b204e9800998ecf8427e";
 const MD5_HELLO: &str = "5d41402abc4b2a76b9719d911017c592";
+/// md5("hellohello"): the held bytes of request-get-udp.hex, two ranges each holding "hello".
+const MD5_HELLOHELLO: &str = "23b431acfeb41e15d466d75de822307c";
+/// The flow id of the UDP vectors, here and in proto-spec/vectors/udp-*.hex.
+const FLOW: u64 = 0x0102_0304_0506_0708;
 
 /// The expected value of every vector file, by file name.
 fn expectations() -> Vec<(&'static str, Expected)> {
@@ -71,6 +76,19 @@ fn expectations() -> Vec<(&'static str, Expected)> {
         ),
         ("request-abort.hex", Req(Request::Abort)),
         ("request-bye.hex", Req(Request::Bye)),
+        (
+            "request-put-udp.hex",
+            Req(Request::Put { path: s("big.iso"), size: 0x0030_0000, resume: true, transport: Transport::Udp }),
+        ),
+        (
+            "request-get-udp.hex",
+            Req(Request::GetUdp {
+                path: s("big.iso"),
+                held: vec![(0, 5), (0x0010_0000, 0x0010_0005)],
+                held_md5: Some(md5(MD5_HELLOHELLO)),
+                rate_limit: Some(12_500_000),
+            }),
+        ),
         ("response-ok.hex", Resp(Response::Ok)),
         ("response-authed.hex", Resp(Response::Authed { cwd: s("/") })),
         ("response-pwd.hex", Resp(Response::Pwd { path: s("/docs") })),
@@ -130,6 +148,11 @@ fn expectations() -> Vec<(&'static str, Expected)> {
                 message: s("protocol version 2 is not supported; this server speaks 1"),
             }),
         ),
+        (
+            "response-udp-put-ready.hex",
+            Resp(Response::UdpPutReady { flow: FLOW, held: vec![(0, 5)], held_md5: Some(md5(MD5_HELLO)) }),
+        ),
+        ("response-udp-get-ready.hex", Resp(Response::UdpGetReady { flow: FLOW, size: 0x0030_0000 })),
         ("data-empty.hex", Data(DataChunk::new(0, Bytes::new()))),
         ("data-small.hex", Data(DataChunk::new(0x0010_0000, Bytes::from_static(b"hello")))),
     ]
@@ -278,6 +301,7 @@ fn accepts_back_to_back_frames_in_one_buffer() {
     assert_eq!(dec.pending(), 0);
 }
 
+/// Every vector file, control frames and datagrams alike.
 fn vector_file_names() -> BTreeSet<String> {
     let dir = vectors_dir();
     std::fs::read_dir(&dir)
@@ -290,7 +314,8 @@ fn vector_file_names() -> BTreeSet<String> {
 #[test]
 fn rejects_vector_files_without_an_expectation() {
     let table: BTreeSet<String> = expectations().iter().map(|(n, _)| n.to_string()).collect();
-    let files = vector_file_names();
+    // Datagram vectors have their own table in tests/udp_vectors.rs.
+    let files: BTreeSet<String> = vector_file_names().into_iter().filter(|n| !n.starts_with("udp-")).collect();
     let untested: Vec<_> = files.difference(&table).collect();
     let missing: Vec<_> = table.difference(&files).collect();
     assert!(untested.is_empty(), "vector files with no expected value in tests/vectors.rs: {untested:?}");
@@ -329,13 +354,13 @@ fn covers_every_request_and_response_variant_and_data() {
             Expected::Preamble(_) => {}
         }
     }
-    assert_eq!(requests, (0..16).collect(), "every Request variant needs a vector");
-    assert_eq!(responses, (0..12).collect(), "every Response variant needs a vector");
+    assert_eq!(requests, (0..17).collect(), "every Request variant needs a vector");
+    assert_eq!(responses, (0..14).collect(), "every Response variant needs a vector");
     assert!(data >= 2);
     // The variant after the last one must not decode: the table above is complete.
-    let unknown = [16u32.to_be_bytes()].concat();
+    let unknown = [17u32.to_be_bytes()].concat();
     assert!(Frame::decode_control::<Request>(&unknown).is_err());
-    let unknown = [12u32.to_be_bytes()].concat();
+    let unknown = [14u32.to_be_bytes()].concat();
     assert!(Frame::decode_control::<Response>(&unknown).is_err());
 }
 
@@ -365,7 +390,7 @@ fn defined_ids() -> BTreeSet<String> {
     ids
 }
 
-const ID_PREFIXES: [&str; 3] = ["CTRL-", "QUOTA-", "OPS-"];
+const ID_PREFIXES: [&str; 4] = ["CTRL-", "QUOTA-", "OPS-", "UDP-"];
 
 /// `PREFIX-...-N` with upper-case words and a numeric last part.
 fn is_requirement_id(s: &str) -> bool {
@@ -377,7 +402,7 @@ fn is_requirement_id(s: &str) -> bool {
         && words.iter().all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase()))
 }
 
-/// Every `CTRL-…-N`, `QUOTA-N`, `OPS-…-N` token in `text`.
+/// Every `CTRL-…-N`, `QUOTA-N`, `OPS-…-N`, `UDP-…-N` token in `text`.
 fn cited_ids(text: &str) -> Vec<String> {
     let token = |c: char| c.is_ascii_alphanumeric() || c == '-';
     text.split(|c: char| !token(c))
@@ -399,8 +424,9 @@ fn accepts_vectors_citing_only_defined_requirements() {
 
 #[test]
 fn can_find_cited_ids_in_text() {
-    let text = "cites (CTRL-PUT-4, CTRL-PUT-*), QUOTA-1; OPS-USAGE-1. CTRL-FRAME-1..5 not-CTRL-X CTRL-lower-1";
-    assert_eq!(cited_ids(text), ["CTRL-PUT-4", "QUOTA-1", "OPS-USAGE-1", "CTRL-FRAME-1"]);
+    let text =
+        "cites (CTRL-PUT-4, CTRL-PUT-*), QUOTA-1; OPS-USAGE-1. CTRL-FRAME-1..5 not-CTRL-X CTRL-lower-1 UDP-ACK-2";
+    assert_eq!(cited_ids(text), ["CTRL-PUT-4", "QUOTA-1", "OPS-USAGE-1", "CTRL-FRAME-1", "UDP-ACK-2"]);
 }
 
 #[test]
@@ -430,7 +456,10 @@ fn defines_every_requirement_the_code_relies_on() {
     required.extend((1..=5).map(|n| format!("CTRL-FRAME-{n}")));
     required.extend((1..=6).map(|n| format!("CTRL-PUT-{n}")));
     required.extend((1..=4).map(|n| format!("CTRL-GET-{n}")));
-    required.extend((1..=29).map(|n| format!("CTRL-MSG-{n}")));
+    required.extend((1..=33).map(|n| format!("CTRL-MSG-{n}")));
+    // Cited by src/proto/control.rs, src/udp/packet.rs and src/udp/seal.rs.
+    required.extend((1..=5).map(|n| format!("UDP-CTRL-{n}")));
+    required.extend(["UDP-PKT-2", "UDP-SEAL-1", "UDP-REPLAY-1", "UDP-AMP-1"].map(String::from));
     let missing: Vec<_> = required.iter().filter(|id| !defined.contains(*id)).collect();
     assert!(missing.is_empty(), "not defined in proto-spec/: {missing:?}");
 }
@@ -626,8 +655,8 @@ fn accepts_preamble_of_any_version_for_the_session_to_judge() {
 #[test]
 fn rejects_unknown_variant_indices() {
     let be = |n: u32| n.to_be_bytes().to_vec();
-    assert!(matches!(Frame::decode_control::<Request>(&be(16)), Err(DecodeError::Malformed(_))));
-    assert!(matches!(Frame::decode_control::<Response>(&be(12)), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Frame::decode_control::<Request>(&be(17)), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Frame::decode_control::<Response>(&be(14)), Err(DecodeError::Malformed(_))));
     assert!(matches!(Frame::decode_control::<Request>(&be(u32::MAX)), Err(DecodeError::Malformed(_))));
     // Error { code: 25, message: "" }: one past UnsupportedTransport.
     let err = [be(11), be(25), 0u64.to_be_bytes().to_vec()].concat();
@@ -637,10 +666,12 @@ fn rejects_unknown_variant_indices() {
         Frame::decode_control::<Response>(&ok),
         Ok(Response::Error { code: ErrorCode::UnsupportedTransport, message: String::new() })
     );
-    // Put with transport 1: only Tcp (0) exists in v1 (CTRL-XFER-8).
+    // Put with transport 1 is Udp (UDP-CTRL-1); 2 is past the last transport (CTRL-XFER-8).
     let mut put = control_payload("request-put.hex");
     let n = put.len();
     put[n - 4..].copy_from_slice(&1u32.to_be_bytes());
+    assert!(matches!(Frame::decode_control::<Request>(&put), Ok(Request::Put { transport: Transport::Udp, .. })));
+    put[n - 4..].copy_from_slice(&2u32.to_be_bytes());
     assert!(matches!(Frame::decode_control::<Request>(&put), Err(DecodeError::Malformed(_))));
 }
 
