@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use bytes::BufMut;
+use xfer::proto::control::ByteRange;
 use xfer::udp::packet::{
     close_reason, decode_challenge, decode_close, decode_hello, Ack, DataFields, Header, PacketError, PacketKind,
     HEADER_LEN, MAX_ACK_RANGES, MAX_DATAGRAM, MIN_DATAGRAM, TAG_LEN,
@@ -449,7 +450,8 @@ fn accepts_well_formed_acks() {
 #[test]
 fn rejects_unordered_overlapping_touching_or_empty_ack_ranges() {
     let bad = PacketError::Body(PacketKind::Ack);
-    let cases: [(&str, u64, &[(u64, u64)]); 7] = [
+    // (what, cumulative, ranges)
+    let cases: [(&str, u64, &[ByteRange]); 7] = [
         ("unordered", 0, &[(20, 30), (5, 10)]),
         ("overlapping", 0, &[(5, 15), (10, 20)]),
         ("touching each other", 0, &[(5, 10), (10, 20)]),

@@ -457,9 +457,11 @@ fn defines_every_requirement_the_code_relies_on() {
     required.extend((1..=6).map(|n| format!("CTRL-PUT-{n}")));
     required.extend((1..=4).map(|n| format!("CTRL-GET-{n}")));
     required.extend((1..=33).map(|n| format!("CTRL-MSG-{n}")));
-    // Cited by src/proto/control.rs, src/udp/packet.rs and src/udp/seal.rs.
+    // Cited by src/proto/control.rs and src/udp/.
     required.extend((1..=5).map(|n| format!("UDP-CTRL-{n}")));
-    required.extend(["UDP-PKT-2", "UDP-SEAL-1", "UDP-REPLAY-1", "UDP-AMP-1"].map(String::from));
+    required.extend((1..=10).map(|n| format!("UDP-PKT-{n}")));
+    required.extend((1..=5).map(|n| format!("UDP-SEAL-{n}")));
+    required.extend(["UDP-REPLAY-1", "UDP-AMP-1"].map(String::from));
     let missing: Vec<_> = required.iter().filter(|id| !defined.contains(*id)).collect();
     assert!(missing.is_empty(), "not defined in proto-spec/: {missing:?}");
 }

@@ -38,15 +38,7 @@ impl Client {
         resume: bool,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
-        let file = std::fs::File::open(local).map_err(local_err(local))?;
-        let meta = file.metadata().map_err(local_err(local))?;
-        if !meta.is_file() {
-            return Err(ClientError::Local {
-                path: local.to_path_buf(),
-                source: std::io::Error::other("not a regular file"),
-            });
-        }
-        let size = meta.len();
+        let (file, size) = open_source(local)?;
         let req = Request::Put { path: remote.to_string(), size, resume, transport: Transport::Tcp };
         let (offset, prefix_md5) = match self.call(&req).await? {
             Response::PutReady { offset, prefix_md5 } => (offset, prefix_md5),
@@ -212,6 +204,16 @@ impl Client {
         let server_md5 = outcome?;
         Ok((server_md5, written?.md5))
     }
+}
+
+/// Opens a regular file to upload; returns it with its size.
+pub(super) fn open_source(local: &Path) -> Result<(std::fs::File, u64), ClientError> {
+    let file = std::fs::File::open(local).map_err(local_err(local))?;
+    let meta = file.metadata().map_err(local_err(local))?;
+    if !meta.is_file() {
+        return Err(ClientError::Local { path: local.to_path_buf(), source: std::io::Error::other("not a regular file") });
+    }
+    Ok((file, meta.len()))
 }
 
 /// Where a download of `local` is written until verified.

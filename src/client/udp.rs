@@ -12,7 +12,7 @@ use md5::Digest;
 use tokio::sync::watch;
 
 use super::fallback::DegradeMonitor;
-use super::transfer::{local_err, partial_path, sync_parent};
+use super::transfer::{local_err, open_source, partial_path, sync_parent};
 use super::{unexpected, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
 use crate::flow::sink::{spawn_sink, PersistFn};
 use crate::flow::source::BlockSource;
@@ -153,8 +153,7 @@ impl Client {
         opts: &TransferOptions,
         progress: &ProgressFn,
     ) -> Result<Result<TransferSummary, Fallback>, ClientError> {
-        let file = std::fs::File::open(local).map_err(local_err(local))?;
-        let size = file.metadata().map_err(local_err(local))?.len();
+        let (file, size) = open_source(local)?;
         let req = Request::Put { path: remote.to_string(), size, resume: opts.resume, transport: Transport::Udp };
         let (flow, held, held_md5) = match self.call(&req).await {
             Ok(Response::UdpPutReady { flow, held, held_md5 }) => (flow, held, held_md5),

@@ -1,5 +1,5 @@
 //! Datagram layout (UDP-PKT-*), no I/O. Every datagram is a fixed 18-byte clear header, which is
-//! the AEAD's associated data, followed by the sealed body and a 16-byte tag:
+//! the AEAD's associated data, followed by the sealed body and a 16-byte tag (UDP-PKT-1):
 //!
 //! ```text
 //! offset  size  field
@@ -22,10 +22,14 @@
 //!   datagram received, `u64` cumulative offset (every byte below it is held), `u16` range
 //!   count, then that many (`u64` start, `u64` end) ranges above the cumulative offset,
 //!   ascending and disjoint.
-//! - `Probe`: zero padding to the probed datagram size (path MTU discovery).
+//! - `Probe`: zero padding to the probed datagram size (path MTU discovery); there is nothing
+//!   to decode (UDP-PKT-8).
 //! - `Close`: `u16` reason code; the flow ends.
 //!
-//! Decoding is strict: a body must be exactly as long as its fields say (padding aside).
+//! Decoding is strict: a body must be exactly as long as its fields say (padding aside,
+//! UDP-PKT-10). What needs the flow's state is left to the receiver: whether the peer sends this
+//! kind (UDP-PKT-3), the size of a `Hello` datagram (UDP-PKT-4), the crc32 and the file size
+//! (UDP-DATA-2, UDP-DATA-3).
 
 use bytes::{Buf, BufMut};
 
@@ -37,16 +41,19 @@ pub const TAG_LEN: usize = 16;
 pub const DATA_FIELDS_LEN: usize = 8 + 2 + 4;
 /// Everything in a data datagram except its payload.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + DATA_FIELDS_LEN + TAG_LEN;
-/// Smallest datagram size every path must carry, and the size `Hello` is padded to.
+/// Smallest datagram size every path must carry, and the size `Hello` is padded to (UDP-PKT-4,
+/// UDP-PMTU-2).
 pub const MIN_DATAGRAM: usize = 1200;
-/// Largest datagram xfer ever sends or accepts (the UDP limit over IPv4).
+/// Largest datagram xfer ever sends or accepts (the UDP limit over IPv4; UDP-PKT-2, UDP-PMTU-2).
 pub const MAX_DATAGRAM: usize = 65_507;
-/// Most ranges one `Ack` carries.
+/// Most ranges one `Ack` carries (UDP-PKT-7, UDP-ACK-2).
 pub const MAX_ACK_RANGES: usize = 64;
 /// Fixed fields of an `Ack` body before its ranges.
 pub const ACK_FIELDS_LEN: usize = 8 + 4 + 2 + 8 + 2;
 
-/// The kind byte.
+/// The kind byte (UDP-PKT-3). `Hello` and `PathResponse` come from the client, `PathChallenge`
+/// from the server, `Data` and `Probe` from the data sender, `Ack` from the data receiver,
+/// `Close` from either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum PacketKind {
@@ -74,7 +81,7 @@ impl PacketKind {
     }
 }
 
-/// The clear header of every datagram.
+/// The clear header of every datagram (UDP-PKT-1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub kind: PacketKind,
@@ -127,7 +134,7 @@ impl Header {
     }
 }
 
-/// Fixed fields of a `Data` body.
+/// Fixed fields of a `Data` body (UDP-PKT-6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataFields {
     pub offset: u64,
@@ -158,7 +165,7 @@ impl DataFields {
 }
 
 /// An acknowledgement: what the receiver holds, plus what the sender needs for RTT and path
-/// MTU estimates.
+/// MTU estimates (UDP-PKT-7; meanings in UDP-ACK-2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ack {
     /// Largest packet number received so far.
@@ -181,7 +188,11 @@ impl Ack {
         ACK_FIELDS_LEN + 16 * self.ranges.len()
     }
 
+    /// Writes the body. The caller keeps `ranges` valid (UDP-PKT-7): at most
+    /// [`MAX_ACK_RANGES`] (checked in debug builds only), ascending, disjoint, above
+    /// `cumulative`.
     pub fn encode(&self, out: &mut impl BufMut) {
+        debug_assert!(self.ranges.len() <= MAX_ACK_RANGES, "an Ack carries at most {MAX_ACK_RANGES} ranges");
         out.put_u64(self.largest_pn);
         out.put_u32(self.ack_delay_us);
         out.put_u16(self.max_datagram);
@@ -194,7 +205,8 @@ impl Ack {
     }
 
     /// Decodes into `self`, reusing its range buffer. Rejects ranges that are empty,
-    /// overlapping, unordered, at or below `cumulative`, or more than [`MAX_ACK_RANGES`].
+    /// overlapping, touching, unordered, at or below `cumulative`, or more than
+    /// [`MAX_ACK_RANGES`] (UDP-PKT-7).
     pub fn decode_into(&mut self, body: &[u8]) -> Result<(), PacketError> {
         let bad = PacketError::Body(PacketKind::Ack);
         if body.len() < ACK_FIELDS_LEN {
@@ -223,7 +235,9 @@ impl Ack {
     }
 }
 
-/// Reads the `u16` of a `Hello` body (the padding after it is ignored).
+/// Reads the `u16` of a `Hello` body (the padding after it is ignored). It does not check that
+/// the datagram is at least [`MIN_DATAGRAM`] bytes or that the value is at least that: the
+/// receiver has to (UDP-PKT-4).
 pub fn decode_hello(body: &[u8]) -> Result<u16, PacketError> {
     let bad = PacketError::Body(PacketKind::Hello);
     if body.len() < 2 {
@@ -232,18 +246,18 @@ pub fn decode_hello(body: &[u8]) -> Result<u16, PacketError> {
     Ok(u16::from_be_bytes([body[0], body[1]]))
 }
 
-/// Reads the 8 bytes of a `PathChallenge` or `PathResponse` body.
+/// Reads the 8 bytes of a `PathChallenge` or `PathResponse` body (UDP-PKT-5).
 pub fn decode_challenge(kind: PacketKind, body: &[u8]) -> Result<[u8; 8], PacketError> {
     body.try_into().map_err(|_| PacketError::Body(kind))
 }
 
-/// Reads the reason code of a `Close` body.
+/// Reads the reason code of a `Close` body (UDP-PKT-9).
 pub fn decode_close(body: &[u8]) -> Result<u16, PacketError> {
     let b: [u8; 2] = body.try_into().map_err(|_| PacketError::Body(PacketKind::Close))?;
     Ok(u16::from_be_bytes(b))
 }
 
-/// `Close` reason codes.
+/// `Close` reason codes (UDP-PKT-9). Advisory: a receiver accepts any value (UDP-END-5).
 pub mod close_reason {
     /// The transfer finished or was abandoned over the control channel.
     pub const DONE: u16 = 0;

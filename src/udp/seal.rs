@@ -1,8 +1,11 @@
 //! Datagram protection (UDP-SEAL-*): AES-128-GCM keyed per flow and direction from the TLS
 //! session of the control connection, so only the holder of that session can produce or read a
 //! flow's datagrams. Right after the handshake both ends export a 32-byte session secret (RFC
-//! 5705/8446 exporter); each flow's keys are HKDF-SHA256 of that secret with the flow id. The nonce is the packet number XORed into a
-//! per-direction IV, as in TLS 1.3 and QUIC; the clear header is the associated data.
+//! 8446 exporter, UDP-SEAL-1); each flow's keys are HKDF-SHA256 of that secret and the flow id.
+//! The nonce is the packet number XORed into a per-direction IV, as in TLS 1.3 and QUIC
+//! (UDP-SEAL-3); the clear header is the associated data (UDP-SEAL-2). Packet numbers never
+//! repeat within a direction (UDP-SEAL-4), and flow ids never repeat within a control connection
+//! (UDP-CTRL-1), so no nonce is used twice.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
 
@@ -34,7 +37,8 @@ pub struct Sealer {
     iv: [u8; 12],
 }
 
-/// Both directions of one flow.
+/// Both directions of one flow. A side seals with its own direction and opens with its peer's
+/// (UDP-SEAL-5).
 pub struct FlowKeys {
     /// Seals what the client sends (and opens it at the server).
     pub client: Sealer,
@@ -71,6 +75,7 @@ impl Sealer {
         Sealer { key, iv: v }
     }
 
+    /// IV XOR (4 zero bytes || `pn` BE) (UDP-SEAL-3).
     fn nonce(&self, pn: u64) -> Nonce {
         let mut n = self.iv;
         for (b, p) in n[4..].iter_mut().zip(pn.to_be_bytes()) {
@@ -79,8 +84,13 @@ impl Sealer {
         Nonce::assume_unique_for_key(n)
     }
 
-    /// Seals a datagram in place. `datagram` holds the 18-byte header, the body, and
-    /// [`TAG_LEN`] bytes of room for the tag at the end; `pn` must be the header's packet number.
+    /// Seals a datagram in place (UDP-SEAL-2). `datagram` holds the 18-byte header, the body,
+    /// and [`TAG_LEN`] bytes of room for the tag at the end; `pn` must be the header's packet
+    /// number, and never one sealed before with this key (UDP-SEAL-4).
+    ///
+    /// # Panics
+    ///
+    /// If `datagram` is shorter than [`HEADER_LEN`] + [`TAG_LEN`] (a caller bug).
     pub fn seal(&self, pn: u64, datagram: &mut [u8]) {
         let (header, rest) = datagram.split_at_mut(HEADER_LEN);
         let body_len = rest.len() - TAG_LEN;
@@ -93,7 +103,8 @@ impl Sealer {
     }
 
     /// Opens a whole datagram in place and returns its body, or `PacketError::Auth` for a
-    /// forged, tampered or misdirected datagram.
+    /// forged, tampered or misdirected datagram (UDP-SEAL-5). Check the replay window before
+    /// and commit to it after (UDP-REPLAY-1).
     pub fn open<'a>(&self, pn: u64, datagram: &'a mut [u8]) -> Result<&'a mut [u8], PacketError> {
         if datagram.len() < HEADER_LEN + TAG_LEN {
             return Err(PacketError::Short);
