@@ -190,7 +190,7 @@ impl Session {
         if hash_held(&file, &held).await? != Some(expected) {
             return Err(Reply::new(
                 ErrorCode::SourceChanged,
-                format!("cannot resume: {path} changed since the partial download; download again without --resume"),
+                format!("cannot resume: the bytes of {path} differ from the local partial file; download again without --resume"),
             ));
         }
         Ok((file, size, held))
