@@ -211,7 +211,10 @@ pub(super) fn open_source(local: &Path) -> Result<(std::fs::File, u64), ClientEr
     let file = std::fs::File::open(local).map_err(local_err(local))?;
     let meta = file.metadata().map_err(local_err(local))?;
     if !meta.is_file() {
-        return Err(ClientError::Local { path: local.to_path_buf(), source: std::io::Error::other("not a regular file") });
+        return Err(ClientError::Local {
+            path: local.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        });
     }
     Ok((file, meta.len()))
 }

@@ -16,8 +16,8 @@ use super::transfer::{local_err, open_source, partial_path, sync_parent};
 use super::{unexpected, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
 use crate::flow::sink::{spawn_sink, PersistFn};
 use crate::flow::source::BlockSource;
-use crate::flow::{drive, DriveOptions, FlowCore, FlowEnd, FlowError, FlowShared, FlowTable, RecvState, Role, Side};
 use crate::flow::{demux, UdpIo};
+use crate::flow::{drive, DriveOptions, FlowCore, FlowEnd, FlowError, FlowShared, FlowTable, RecvState, Role, Side};
 use crate::proto::control::{ByteRange, Md5Digest};
 use crate::proto::{Request, Response, Transport};
 use crate::transfer::{self, Progress, ProgressFn, TransferError};
@@ -52,8 +52,15 @@ impl Drop for ClientFlow {
 }
 
 impl ClientFlow {
-    fn start(client: &Client, flow: u64, role: Role, source: Option<BlockSource>, opts: DriveOptions) -> std::io::Result<ClientFlow> {
-        let any: SocketAddr = if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    fn start(
+        client: &Client,
+        flow: u64,
+        role: Role,
+        source: Option<BlockSource>,
+        opts: DriveOptions,
+    ) -> std::io::Result<ClientFlow> {
+        let any: SocketAddr =
+            if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         let io = Arc::new(UdpIo::bind(any)?);
         let keys = FlowKeys::derive(&client.secret, flow);
         let side = Side::Client { server: client.peer, confirmed: false, challenge: None };
@@ -85,9 +92,11 @@ impl ClientFlow {
         }
     }
 
-    async fn stop(self) {
+    async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = (&mut { self }.task).await;
+        if !self.task.is_finished() {
+            let _ = (&mut self.task).await;
+        }
     }
 }
 
@@ -173,7 +182,8 @@ impl Client {
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
         let source = BlockSource::spawn(file.try_clone().map_err(local_err(local))?, size, held.clone());
         let role = Role::Send(Sender::new(cfg, Instant::now()));
-        let mut flow = ClientFlow::start(self, flow, role, Some(source), drive_options(opts)).map_err(local_err(local))?;
+        let mut flow =
+            ClientFlow::start(self, flow, role, Some(source), drive_options(opts)).map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;
@@ -183,7 +193,7 @@ impl Client {
             tokio::select! {
                 r = &mut flow.task => match r {
                     Ok(Ok(FlowEnd::Sent { md5 })) => break md5,
-                    Ok(Ok(FlowEnd::Stopped)) => continue,
+                    Ok(Ok(FlowEnd::Stopped)) => return Err(ClientError::Udp("the flow stopped".into())),
                     Ok(Err(e)) => {
                         let progressed = flow.counters().0 > held.covered();
                         drop(flow);
@@ -250,7 +260,10 @@ impl Client {
         };
         let persist = map_writer(map_path.clone(), size);
         let sink = spawn_sink(file, size, held.clone(), persist);
-        let role = Role::Recv(RecvState::new(Receiver::new(ReceiverConfig::new(size, held.clone()), Instant::now()), sink.queue()));
+        let role = Role::Recv(RecvState::new(
+            Receiver::new(ReceiverConfig::new(size, held.clone()), Instant::now()),
+            sink.queue(),
+        ));
         let mut flow = ClientFlow::start(self, flow, role, None, drive_options(opts)).map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
@@ -260,7 +273,7 @@ impl Client {
         let outcome: Result<Md5Digest, Result<Fallback, ClientError>> = loop {
             tokio::select! {
                 r = &mut flow.task => match r {
-                    Ok(Ok(_)) => continue,
+                    Ok(Ok(_)) => break Err(Err(ClientError::Udp("the flow stopped".into()))),
                     Ok(Err(e)) => {
                         let progressed = flow.counters().0 > held.covered();
                         break Err(fail(e, progressed));
@@ -292,7 +305,8 @@ impl Client {
         };
         let done = done?;
         progress(Progress::Verifying);
-        let ours = done.md5.ok_or(TransferError::Incomplete { expected: size, got: done.written.contiguous_from(0) })?;
+        let ours =
+            done.md5.ok_or(TransferError::Incomplete { expected: size, got: done.written.contiguous_from(0) })?;
         if let Err(e) = transfer::check_digest(&server_md5, &ours) {
             let _ = std::fs::remove_file(&partial);
             let _ = std::fs::remove_file(&map_path);

@@ -212,7 +212,13 @@ mod tests {
     #[tokio::test]
     async fn an_incomplete_file_has_no_digest_and_keeps_its_map() {
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).unwrap();
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
         let sink = spawn_sink(file, 10, RangeSet::new(), Box::new(|_| Ok(())));
         sink.queue().write(4, Bytes::from_static(b"xy"));
         let done = sink.finish().await.unwrap();

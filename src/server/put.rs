@@ -14,9 +14,9 @@ use crate::conn::ConnError;
 use crate::home::{EntryKind, Home, HomeError, HomePath};
 use crate::proto::control::Md5Digest;
 use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
-use crate::udp::ranges::RangeSet;
 use crate::store::Reservation;
 use crate::transfer::{self, spawn_writer, ChunkCheck, TransferError};
+use crate::udp::ranges::RangeSet;
 
 /// Holds the (user, path) upload slot; released on drop.
 pub(super) struct UploadSlot {
@@ -189,7 +189,10 @@ fn open_upload(
         ));
     }
     let held = match (&map, transport) {
-        (Some((s, ranges)), Transport::Udp) if *s == size => RangeSet::from_ranges(ranges.iter().copied()),
+        // Only bytes the partial really has count; a map claiming more is stale (UDP-RESUME-*).
+        (Some((s, ranges)), Transport::Udp) if *s == size => {
+            RangeSet::from_ranges(ranges.iter().copied().filter(|r| r.1 <= offset))
+        }
         (Some(_), Transport::Udp) => RangeSet::new(),
         (Some((_, ranges)), Transport::Tcp) => {
             let prefix = RangeSet::from_ranges(ranges.iter().copied()).contiguous_from(0);
@@ -220,8 +223,7 @@ fn open_upload(
             if dropped > 0 {
                 let _ = state.store.adjust_usage(user, -(dropped as i64), 0);
             }
-            let upload =
-                Upload { target, size, offset: keep, counted, partial_new, reservation, partial, _slot: slot };
+            let upload = Upload { target, size, offset: keep, counted, partial_new, reservation, partial, _slot: slot };
             Ok((upload, file, hasher, if resume { held } else { RangeSet::new() }))
         }
         Err(e) => {

@@ -260,9 +260,9 @@ async fn receive(conn: &mut Conn, mut task: tokio::task::JoinHandle<Result<FlowE
 async fn next_request(conn: &mut Conn) -> Result<Request, Outcome> {
     match conn.next().await {
         Ok(Next::Frame(Frame::Control(p))) => Frame::decode_control::<Request>(&p).map_err(|e| Outcome::Lost(e.into())),
-        Ok(Next::Frame(Frame::Data(_))) => Err(Outcome::Lost(ConnError::Decode(
-            crate::proto::DecodeError::Malformed("data frame during a UDP upload".into()),
-        ))),
+        Ok(Next::Frame(Frame::Data(_))) => Err(Outcome::Lost(ConnError::Decode(crate::proto::DecodeError::Malformed(
+            "data frame during a UDP upload".into(),
+        )))),
         Ok(Next::Idle) => Err(Outcome::Idle),
         Ok(Next::Stop) => Err(Outcome::Stop),
         Err(e) => Err(Outcome::Lost(e)),
@@ -278,10 +278,9 @@ async fn settle_sink(end: Outcome, sink: SinkHandle, size: u64) -> Outcome {
                 Ok(()) => Outcome::PutEnd(md5),
                 Err(e) => Outcome::Failed(e, false),
             },
-            None => Outcome::Failed(
-                TransferError::Incomplete { expected: size, got: d.written.contiguous_from(0) },
-                false,
-            ),
+            None => {
+                Outcome::Failed(TransferError::Incomplete { expected: size, got: d.written.contiguous_from(0) }, false)
+            }
         },
         (Outcome::PutEnd(_), Err(e)) => Outcome::Failed(e, false),
         (other, _) => other,

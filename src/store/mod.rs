@@ -204,9 +204,11 @@ impl Store {
     pub fn load_ranges(&self, user: &str, path: &str) -> Result<Option<SavedRanges>, StoreError> {
         let row: Option<(i64, String)> = self
             .conn()
-            .query_row("SELECT size, ranges FROM partial_ranges WHERE user = ?1 AND path = ?2", params![user, path], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT size, ranges FROM partial_ranges WHERE user = ?1 AND path = ?2",
+                params![user, path],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         Ok(row.map(|(size, text)| (size as u64, parse_ranges(&text))))
     }

@@ -68,7 +68,9 @@ pub fn hash_ranges(file: &std::fs::File, ranges: impl Iterator<Item = (u64, u64)
         while pos < end {
             let want = (end - pos).min(buf.len() as u64) as usize;
             match file.read_at(&mut buf[..want], pos) {
-                Ok(0) => return Err(TransferError::SourceChanged(format!("expected at least {end} bytes, found {pos}"))),
+                Ok(0) => {
+                    return Err(TransferError::SourceChanged(format!("expected at least {end} bytes, found {pos}")))
+                }
                 Ok(n) => {
                     hasher.update(&buf[..n]);
                     pos += n as u64;

@@ -20,5 +20,5 @@ pub mod path;
 pub mod ranges;
 pub mod receiver;
 pub mod replay;
-pub mod sender;
 pub mod seal;
+pub mod sender;

@@ -1,0 +1,322 @@
+//! Transfers over the UDP data path against a real server on 127.0.0.1: byte-exact results,
+//! the same quota, jail and resume rules as TCP, fallback to TCP when UDP is blocked or dies
+//! mid-transfer, and datagrams that are replayed, corrupted or forged.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use support::proxy::{Action, Policy, Proxy};
+use support::*;
+use xfer::client::{partial_path, Client, TransferOptions, TransferSummary, TransportChoice};
+use xfer::proto::{ErrorCode, Transport};
+use xfer::transfer::progress::no_progress;
+
+const PW: &str = "udp-pw";
+
+fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
+    TransferOptions { resume, transport, rate_limit: None }
+}
+
+fn udp() -> TransferOptions {
+    opts(TransportChoice::Udp, false)
+}
+
+async fn put(c: &mut Client, local: &Path, remote: &str, o: &TransferOptions) -> TransferSummary {
+    c.put_with(local, remote, o, no_progress()).await.unwrap_or_else(|e| panic!("put {remote}: {e}"))
+}
+
+async fn get(c: &mut Client, remote: &str, local: &Path, o: &TransferOptions) -> TransferSummary {
+    c.get_with(remote, local, o, no_progress()).await.unwrap_or_else(|e| panic!("get {remote}: {e}"))
+}
+
+async fn connect_via(proxy: &Proxy, env: &TestEnv) -> Client {
+    let mut c = Client::connect(&options_for(&proxy.addr_string(), &env.config_dir)).await.expect("connect");
+    c.login("alice", PW).await.expect("login");
+    c
+}
+
+#[tokio::test]
+async fn put_and_get_over_udp_are_byte_exact() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        let mut c = srv.connect("alice", PW).await;
+        let sizes = [0usize, 1, 1151, 1152, 1153, 65_536, 1 << 20, (1 << 20) + 7, 5 * MIB as usize + 123];
+        for (i, &n) in sizes.iter().enumerate() {
+            let name = format!("f{i}");
+            let data = make_file(&env.local(&name), n, i as u64 + 1);
+            let up = put(&mut c, &env.local(&name), &name, &udp()).await;
+            assert_eq!(up.transport, Transport::Udp);
+            assert_eq!(up.md5, md5_bytes(&data), "size {n}");
+            assert_eq!(std::fs::read(srv.home("alice").join(&name)).unwrap(), data, "size {n} on the server");
+            let back = env.local(&format!("{name}.back"));
+            let down = get(&mut c, &name, &back, &udp()).await;
+            assert_eq!(down.transport, Transport::Udp);
+            assert_eq!(std::fs::read(&back).unwrap(), data, "size {n} downloaded");
+            assert!(!partial_path(&back).exists());
+        }
+        // Usage matches what is on disk.
+        let (bytes, _) = disk_usage(&srv.home("alice"));
+        assert_eq!(srv.user("alice").used_bytes, bytes);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn udp_uploads_obey_jail_and_quota_even_in_parallel() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        make_file(&env.local("three"), 3 * MIB as usize, 1);
+        let mut c = srv.connect("alice", PW).await;
+        for bad in ["../escape", "/../../etc/x"] {
+            let r = c.put_with(&env.local("three"), bad, &udp(), no_progress()).await;
+            assert!(matches!(code_of(r), ErrorCode::PathEscapes | ErrorCode::InvalidPath), "{bad}");
+        }
+        make_file(&env.local("eleven"), 11 * MIB as usize, 2);
+        assert_eq!(
+            code_of(c.put_with(&env.local("eleven"), "eleven", &udp(), no_progress()).await),
+            ErrorCode::QuotaExceeded
+        );
+
+        // Six parallel 3 MiB uploads into a 10 MiB quota: at most three fit.
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (opts, local) = (srv.options(), env.local("three"));
+            tasks.push(tokio::spawn(async move {
+                let mut c = Client::connect(&opts).await.unwrap();
+                c.login("alice", PW).await.unwrap();
+                c.put_with(&local, &format!("p{i}"), &udp(), no_progress()).await.map(|_| ())
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(e) => assert_eq!(e.code(), Some(ErrorCode::QuotaExceeded), "{e}"),
+            }
+        }
+        assert!((1..=3).contains(&ok), "{ok} uploads succeeded");
+        assert!(wait_until(STEP, || srv.user("alice").reserved_bytes == 0).await);
+        let (bytes, _) = disk_usage(&srv.home("alice"));
+        assert!(bytes <= 10 * MIB);
+        assert_eq!(srv.user("alice").used_bytes, bytes);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_tcp_when_udp_is_blocked() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let blocked: Policy = Arc::new(|_, _, _| Action::Drop);
+        let proxy = Proxy::start(srv.addr, blocked).await;
+        let data = make_file(&env.local("a"), 2 * MIB as usize, 3);
+        let mut c = connect_via(&proxy, &env).await;
+
+        let up = put(&mut c, &env.local("a"), "a", &opts(TransportChoice::Auto, false)).await;
+        assert_eq!(up.transport, Transport::Tcp);
+        assert_eq!(std::fs::read(srv.home("alice").join("a")).unwrap(), data);
+        let down = get(&mut c, "a", &env.local("a.back"), &opts(TransportChoice::Auto, false)).await;
+        assert_eq!(down.transport, Transport::Tcp);
+        assert_eq!(std::fs::read(env.local("a.back")).unwrap(), data);
+
+        // Forcing UDP fails with a clear error instead of falling back.
+        let err = c.put_with(&env.local("a"), "b", &udp(), no_progress()).await.unwrap_err();
+        assert!(err.to_string().contains("UDP"), "{err}");
+        assert!(!srv.home("alice").join("b").exists());
+        assert!(proxy.seen[0].load(std::sync::atomic::Ordering::Relaxed) > 0, "the client did try UDP");
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_tcp_when_udp_dies_mid_transfer_and_keeps_what_arrived() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        // UDP works for the first datagrams, then the path goes dark (a middlebox timeout).
+        let dies: Policy = Arc::new(|_, i, _| if i < 2000 { Action::Forward } else { Action::Drop });
+        let proxy = Proxy::start(srv.addr, dies).await;
+        let want = make_big_file(&env.local("big"), 24 * MIB, 4);
+        let mut c = connect_via(&proxy, &env).await;
+        let up = put(&mut c, &env.local("big"), "big", &opts(TransportChoice::Auto, false)).await;
+        assert_eq!(up.transport, Transport::Tcp, "the upload finished over TCP");
+        assert!(up.resumed_from > 0, "TCP resumed after the bytes UDP delivered");
+        assert_eq!(md5_file(&srv.home("alice").join("big")), want);
+
+        let proxy2 =
+            Proxy::start(srv.addr, Arc::new(|_, i, _| if i < 2000 { Action::Forward } else { Action::Drop })).await;
+        let mut c2 = connect_via(&proxy2, &env).await;
+        let down = get(&mut c2, "big", &env.local("big.back"), &opts(TransportChoice::Auto, false)).await;
+        assert_eq!(down.transport, Transport::Tcp);
+        assert_eq!(md5_file(&env.local("big.back")), want);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn replayed_corrupted_and_forged_datagrams_change_nothing() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        // Every 3rd datagram is replayed, every 7th has a flipped bit, in both directions.
+        let hostile: Policy = Arc::new(|_, i, len| match i % 21 {
+            0 | 3 | 6 | 9 | 12 | 15 | 18 => Action::Duplicate,
+            7 | 14 => Action::Corrupt(i as usize * 31 % len.max(1)),
+            _ => Action::Forward,
+        });
+        let proxy = Proxy::start(srv.addr, hostile).await;
+        // Forged datagrams straight at the server's UDP port while transfers run.
+        let forger = tokio::spawn({
+            let target = srv.addr;
+            async move {
+                let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                for i in 0..3000u64 {
+                    let mut d = pseudo_random(64 + (i as usize % 1400), i);
+                    d[0] = (i % 9) as u8; // every kind, and unknown ones
+                    d[1] = 0;
+                    let _ = s.send_to(&d, target).await;
+                    if i % 100 == 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        });
+        let data = make_file(&env.local("h"), 6 * MIB as usize, 5);
+        let mut c = connect_via(&proxy, &env).await;
+        put(&mut c, &env.local("h"), "h", &udp()).await;
+        assert_eq!(std::fs::read(srv.home("alice").join("h")).unwrap(), data);
+        get(&mut c, "h", &env.local("h.back"), &udp()).await;
+        assert_eq!(std::fs::read(env.local("h.back")).unwrap(), data);
+        forger.await.unwrap();
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// Plants a server-side partial upload holding `ranges` of `data`, with its saved range map.
+fn plant_server_partial(srv: &TestServer, name: &str, data: &[u8], ranges: &[(u64, u64)]) {
+    use std::os::unix::fs::FileExt;
+    let part = srv.home("alice").join(format!(".{name}.xfer-part"));
+    let f = std::fs::File::create(&part).unwrap();
+    for &(s, e) in ranges {
+        f.write_all_at(&data[s as usize..e as usize], s).unwrap();
+    }
+    f.sync_all().unwrap();
+    srv.state.store.save_ranges("alice", &format!("/{name}"), data.len() as u64, ranges).unwrap();
+}
+
+#[tokio::test]
+async fn udp_resume_sends_only_the_holes_of_an_upload() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let data = make_file(&env.local("r"), 4 * MIB as usize, 6);
+        let held = [(0, MIB), (2 * MIB, 3 * MIB)];
+        plant_server_partial(&srv, "r", &data, &held);
+        let mut c = srv.connect("alice", PW).await;
+        let up = put(&mut c, &env.local("r"), "r", &opts(TransportChoice::Udp, true)).await;
+        assert_eq!(up.resumed_from, 2 * MIB, "the held ranges were not sent again");
+        assert_eq!(std::fs::read(srv.home("alice").join("r")).unwrap(), data);
+        assert!(srv.state.store.load_ranges("alice", "/r").unwrap().is_none(), "map dropped once complete");
+
+        // A partial whose held bytes differ from the local file is refused, not merged.
+        let mut other = data.clone();
+        other[10] ^= 0xff;
+        plant_server_partial(&srv, "s", &other, &held);
+        let r = c.put_with(&env.local("r"), "s", &opts(TransportChoice::Udp, true), no_progress()).await;
+        assert!(r.unwrap_err().to_string().contains("does not match"));
+        assert!(!srv.home("alice").join("s").exists());
+
+        // A TCP resume of a partial with holes keeps only the contiguous prefix.
+        plant_server_partial(&srv, "t", &data, &held);
+        let up = put(&mut c, &env.local("r"), "t", &opts(TransportChoice::Tcp, true)).await;
+        assert_eq!(up.resumed_from, MIB);
+        assert_eq!(std::fs::read(srv.home("alice").join("t")).unwrap(), data);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn udp_resume_fills_the_holes_of_a_download() {
+    guard(async {
+        use std::os::unix::fs::FileExt;
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let data = make_file(&srv.home("alice").join("d"), 4 * MIB as usize, 7);
+        let local = env.local("d");
+        let plant = || {
+            let part = partial_path(&local);
+            let f = std::fs::File::create(&part).unwrap();
+            f.write_all_at(&data[..MIB as usize], 0).unwrap();
+            f.write_all_at(&data[3 * MIB as usize..], 3 * MIB).unwrap();
+            let map = format!("xfer-ranges 1 {}\n0 {}\n{} {}\n", data.len(), MIB, 3 * MIB, 4 * MIB);
+            std::fs::write(format!("{}.ranges", part.display()), map).unwrap();
+        };
+        plant();
+        let mut c = srv.connect("alice", PW).await;
+        let down = get(&mut c, "d", &local, &opts(TransportChoice::Udp, true)).await;
+        assert_eq!(down.resumed_from, 2 * MIB);
+        assert_eq!(std::fs::read(&local).unwrap(), data);
+        assert!(!Path::new(&format!("{}.ranges", partial_path(&local).display())).exists());
+
+        // The same partial resumed over TCP keeps only its first MiB.
+        std::fs::remove_file(&local).unwrap();
+        plant();
+        let down = get(&mut c, "d", &local, &opts(TransportChoice::Tcp, true)).await;
+        assert_eq!(down.resumed_from, MIB);
+        assert_eq!(std::fs::read(&local).unwrap(), data);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn interrupted_udp_upload_resumes_from_what_was_synced() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 512 * MIB, None);
+        let want = make_big_file(&env.local("big"), 96 * MIB, 8);
+        // A slow path, so the upload is still running when it is cut.
+        let mut o = udp();
+        o.rate_limit = Some(8 * MIB);
+        let mut c = srv.connect("alice", PW).await;
+        let cut = tokio::time::timeout(
+            std::time::Duration::from_millis(2500),
+            c.put_with(&env.local("big"), "big", &o, no_progress()),
+        )
+        .await;
+        assert!(cut.is_err(), "test setup: the upload finished before it was cut");
+        drop(c);
+        assert!(wait_until(STEP, || srv.user("alice").reserved_bytes == 0).await, "upload never settled");
+        let (_, held) = srv.state.store.load_ranges("alice", "/big").unwrap().expect("range map kept");
+        let kept: u64 = held.iter().map(|(s, e)| e - s).sum();
+        assert!(kept > 0 && kept < 96 * MIB, "kept {kept}");
+
+        let mut c = srv.connect("alice", PW).await;
+        let up = put(&mut c, &env.local("big"), "big", &opts(TransportChoice::Udp, true)).await;
+        assert_eq!(up.resumed_from, kept);
+        assert_eq!(md5_file(&srv.home("alice").join("big")), want);
+        let (bytes, _) = disk_usage(&srv.home("alice"));
+        assert_eq!(srv.user("alice").used_bytes, bytes);
+        srv.assert_no_panics();
+    })
+    .await
+}
