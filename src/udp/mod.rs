@@ -17,4 +17,5 @@
 
 pub mod packet;
 pub mod ranges;
+pub mod receiver;
 pub mod seal;
