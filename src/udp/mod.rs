@@ -17,5 +17,6 @@
 
 pub mod packet;
 pub mod ranges;
+pub mod rate;
 pub mod receiver;
 pub mod seal;
