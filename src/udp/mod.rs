@@ -20,3 +20,4 @@ pub mod ranges;
 pub mod rate;
 pub mod receiver;
 pub mod seal;
+pub mod sender;
