@@ -18,6 +18,7 @@
 pub mod packet;
 pub mod path;
 pub mod ranges;
+pub mod rate;
 pub mod receiver;
 pub mod replay;
 pub mod seal;

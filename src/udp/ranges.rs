@@ -54,6 +54,50 @@ impl RangeSet {
         self.covered - total_before
     }
 
+    /// Takes `[start, end)` out of the set; returns how many bytes were in it.
+    pub fn remove(&mut self, start: u64, end: u64) -> u64 {
+        if end <= start {
+            return 0;
+        }
+        let mut removed = 0;
+        // A range starting before `start` that reaches into `[start, end)`: keep its head
+        // (and its tail, if it also reaches past `end`).
+        if let Some((&ps, &pe)) = self.map.range(..start).next_back() {
+            if pe > start {
+                self.map.insert(ps, start);
+                if pe > end {
+                    self.map.insert(end, pe);
+                }
+                removed += pe.min(end) - start;
+            }
+        }
+        // Ranges starting inside `[start, end)`: drop them, keeping any tail past `end`.
+        while let Some((&ns, &ne)) = self.map.range(start..end).next() {
+            self.map.remove(&ns);
+            if ne > end {
+                self.map.insert(end, ne);
+            }
+            removed += ne.min(end) - ns;
+        }
+        self.covered -= removed;
+        removed
+    }
+
+    /// The lowest range, if any.
+    pub fn first(&self) -> Option<(u64, u64)> {
+        self.map.iter().next().map(|(&s, &e)| (s, e))
+    }
+
+    /// The first stretch of `[from, limit)` that is not in the set, if any.
+    pub fn first_gap(&self, from: u64, limit: u64) -> Option<(u64, u64)> {
+        let start = self.contiguous_from(from);
+        if start >= limit {
+            return None;
+        }
+        let end = self.map.range(start..limit).next().map_or(limit, |(&s, _)| s);
+        Some((start, end))
+    }
+
     /// True if every byte of `[start, end)` is in the set.
     pub fn contains(&self, start: u64, end: u64) -> bool {
         if end <= start {

@@ -1,119 +1,267 @@
-//! Sans-I/O receiver: what is held and when to ack (UDP-ACK-*).
+//! The receiving side of a UDP flow as a state machine (no I/O; every call takes `now`).
+//!
+//! Call order, as in quinn-proto: feed each authenticated datagram to
+//! [`handle_data`](Receiver::handle_data) (writing the bytes when it says
+//! [`DataVerdict::New`]) or [`handle_probe`](Receiver::handle_probe); then drain
+//! [`poll_ack`](Receiver::poll_ack), sealing each ack under a packet number from
+//! [`next_pn`](Receiver::next_pn); then sleep until [`poll_timeout`](Receiver::poll_timeout)
+//! and call `poll_ack` again.
+//!
+//! Acks are sent `ack_interval` after the first unacknowledged packet, after `ack_every`
+//! packets, at once when the last missing byte arrives, and at once after a duplicate (the
+//! sender has not heard of what it is resending, so an ack was probably lost).
 
 use std::time::{Duration, Instant};
 
 use super::packet::{Ack, MAX_ACK_RANGES};
 use super::ranges::RangeSet;
 
+/// Receiver settings.
+#[derive(Debug, Clone)]
 pub struct ReceiverConfig {
+    /// File size in bytes.
     pub size: u64,
+    /// Bytes already held (resume).
     pub held: RangeSet,
+    /// Longest an ack waits after the first packet it acknowledges.
     pub ack_interval: Duration,
+    /// Packets that make an ack due at once.
     pub ack_every: u32,
 }
 
 impl ReceiverConfig {
+    /// Defaults: ack within 10 ms or every 32 packets.
     pub fn new(size: u64, held: RangeSet) -> Self {
         ReceiverConfig { size, held, ack_interval: Duration::from_millis(10), ack_every: 32 }
     }
 }
 
+/// What to do with a data datagram's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataVerdict {
+    /// Write it at its offset (some or all of it was missing).
     New,
+    /// Every byte of it is already held: drop it.
     Duplicate,
+    /// It reaches past the end of the file: drop it.
     OutOfBounds,
 }
 
+/// Receiver of one flow: what is held and when to acknowledge.
+#[derive(Debug)]
 pub struct Receiver {
     cfg: ReceiverConfig,
     held: RangeSet,
+    complete: bool,
+    /// Largest packet number received and when it arrived.
     largest: Option<(u64, Instant)>,
     max_datagram: usize,
+    /// Packets received since the last ack.
     unacked: u32,
+    /// Arrival of the first packet since the last ack.
     first_unacked: Option<Instant>,
-    ack_now: bool,
+    /// An ack is due at once (completion or duplicate), since this time.
+    ack_now: Option<Instant>,
     next_pn: u64,
+    /// Acks sent so far.
+    acks_sent: u64,
 }
 
 impl Receiver {
     pub fn new(cfg: ReceiverConfig, _now: Instant) -> Receiver {
         let held = cfg.held.clone();
+        let complete = held.contains(0, cfg.size);
         Receiver {
             cfg,
             held,
+            complete,
             largest: None,
             max_datagram: 0,
             unacked: 0,
             first_unacked: None,
-            ack_now: false,
+            ack_now: None,
             next_pn: 0,
+            acks_sent: 0,
         }
     }
 
-    fn note(&mut self, now: Instant, pn: u64, datagram_len: usize) {
-        if self.largest.is_none_or(|(l, _)| pn > l) {
-            self.largest = Some((pn, now));
-        }
-        self.max_datagram = self.max_datagram.max(datagram_len);
-        self.unacked += 1;
-        self.first_unacked.get_or_insert(now);
-    }
-
+    /// A data datagram arrived (already authenticated). [`DataVerdict::New`]: the caller
+    /// writes the payload at `offset` (rewriting bytes already held is harmless).
     pub fn handle_data(&mut self, now: Instant, pn: u64, offset: u64, len: u16, datagram_len: usize) -> DataVerdict {
-        let end = offset.saturating_add(u64::from(len));
-        if end > self.cfg.size {
-            return DataVerdict::OutOfBounds;
-        }
-        self.note(now, pn, datagram_len);
-        let was_complete = self.is_complete();
+        let end = match offset.checked_add(u64::from(len)) {
+            Some(end) if end <= self.cfg.size => end,
+            _ => return DataVerdict::OutOfBounds,
+        };
+        self.on_packet(now, pn, datagram_len);
         if self.held.contains(offset, end) {
+            self.ack_now.get_or_insert(now);
             return DataVerdict::Duplicate;
         }
         self.held.insert(offset, end);
-        if !was_complete && self.is_complete() {
-            self.ack_now = true;
+        if !self.complete && self.held.contains(0, self.cfg.size) {
+            self.complete = true;
+            self.ack_now.get_or_insert(now);
         }
         DataVerdict::New
     }
 
+    /// A probe (path MTU) or any other authenticated datagram of `datagram_len` bytes.
     pub fn handle_probe(&mut self, now: Instant, pn: u64, datagram_len: usize) {
-        self.note(now, pn, datagram_len);
+        self.on_packet(now, pn, datagram_len);
     }
 
+    /// Fills `out` and returns true when an ack is due.
     pub fn poll_ack(&mut self, now: Instant, out: &mut Ack) -> bool {
-        let Some(first) = self.first_unacked else { return false };
-        let due = self.ack_now || self.unacked >= self.cfg.ack_every || now >= first + self.cfg.ack_interval;
-        if !due {
+        if self.poll_timeout().is_none_or(|t| t > now) {
             return false;
         }
-        let (largest, at) = self.largest.unwrap_or((0, now));
+        let Some((largest, arrived)) = self.largest else { return false };
         out.largest_pn = largest;
-        out.ack_delay_us = now.saturating_duration_since(at).as_micros().min(u32::MAX as u128) as u32;
-        out.max_datagram = self.max_datagram.min(u16::MAX as usize) as u16;
+        let delay = now.saturating_duration_since(arrived).as_micros();
+        out.ack_delay_us = u32::try_from(delay).unwrap_or(u32::MAX);
+        out.max_datagram = u16::try_from(self.max_datagram).unwrap_or(u16::MAX);
         out.cumulative = self.held.contiguous_from(0);
         out.ranges.clear();
-        out.ranges.extend(self.held.iter_from(out.cumulative + 1).take(MAX_ACK_RANGES));
+        // Ranges above the cumulative offset never touch it, so they start above it.
+        out.ranges.extend(self.held.iter_from(out.cumulative).take(MAX_ACK_RANGES));
         self.unacked = 0;
         self.first_unacked = None;
-        self.ack_now = false;
+        self.ack_now = None;
+        self.acks_sent += 1;
         true
     }
 
+    /// When the next ack is due (in the past: due now), if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.first_unacked.map(|f| f + self.cfg.ack_interval)
+        if self.unacked == 0 {
+            return None;
+        }
+        let first = self.first_unacked?;
+        if let Some(t) = self.ack_now {
+            return Some(t);
+        }
+        if self.unacked >= self.cfg.ack_every {
+            return Some(first);
+        }
+        Some(first + self.cfg.ack_interval)
     }
 
+    /// Every byte of the file is held.
     pub fn is_complete(&self) -> bool {
-        self.held.contiguous_from(0) >= self.cfg.size
+        self.complete
     }
 
     pub fn held(&self) -> &RangeSet {
         &self.held
     }
 
+    /// A packet number for a datagram this side sends (acks); strictly increasing from 0.
     pub fn next_pn(&mut self) -> u64 {
+        let pn = self.next_pn;
         self.next_pn += 1;
-        self.next_pn - 1
+        pn
+    }
+
+    /// Acks produced so far.
+    pub fn acks_sent(&self) -> u64 {
+        self.acks_sent
+    }
+
+    fn on_packet(&mut self, now: Instant, pn: u64, datagram_len: usize) {
+        if self.largest.is_none_or(|(l, _)| pn > l) {
+            self.largest = Some((pn, now));
+        }
+        self.max_datagram = self.max_datagram.max(datagram_len);
+        self.unacked = self.unacked.saturating_add(1);
+        self.first_unacked.get_or_insert(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver(size: u64) -> (Receiver, Instant) {
+        let now = Instant::now();
+        (Receiver::new(ReceiverConfig::new(size, RangeSet::new()), now), now)
+    }
+
+    #[test]
+    fn classifies_new_duplicate_and_out_of_bounds() {
+        let (mut r, now) = receiver(100);
+        assert_eq!(r.handle_data(now, 0, 0, 50, 98), DataVerdict::New);
+        assert_eq!(r.handle_data(now, 1, 10, 20, 68), DataVerdict::Duplicate);
+        assert_eq!(r.handle_data(now, 2, 40, 20, 68), DataVerdict::New, "partly held is new");
+        assert_eq!(r.handle_data(now, 3, 90, 11, 59), DataVerdict::OutOfBounds);
+        assert_eq!(r.handle_data(now, 4, u64::MAX, 2, 50), DataVerdict::OutOfBounds);
+        assert!(!r.is_complete());
+        assert_eq!(r.handle_data(now, 5, 60, 40, 88), DataVerdict::New);
+        assert!(r.is_complete());
+    }
+
+    #[test]
+    fn acks_after_interval_or_count() {
+        let (mut r, t0) = receiver(1 << 20);
+        let mut ack = Ack::default();
+        assert!(!r.poll_ack(t0, &mut ack));
+        assert_eq!(r.handle_data(t0, 0, 0, 100, 148), DataVerdict::New);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(10)));
+        assert!(!r.poll_ack(t0 + Duration::from_millis(9), &mut ack));
+        let t1 = t0 + Duration::from_millis(10);
+        assert!(r.poll_ack(t1, &mut ack));
+        assert_eq!((ack.largest_pn, ack.cumulative, ack.ack_delay_us, ack.max_datagram), (0, 100, 10_000, 148));
+        assert_eq!(r.poll_timeout(), None);
+        for pn in 1..=32 {
+            r.handle_data(t1, pn, 100 * pn + 100, 100, 148);
+        }
+        assert_eq!(r.poll_timeout(), Some(t1));
+        assert!(r.poll_ack(t1, &mut ack));
+        assert_eq!(ack.cumulative, 100);
+        assert_eq!(ack.ranges, vec![(200, 3400)]);
+    }
+
+    #[test]
+    fn acks_at_once_on_completion_and_duplicates() {
+        let (mut r, t0) = receiver(200);
+        let mut ack = Ack::default();
+        r.handle_data(t0, 0, 0, 100, 148);
+        assert!(!r.poll_ack(t0, &mut ack));
+        r.handle_data(t0, 1, 100, 100, 148);
+        assert!(r.poll_ack(t0, &mut ack), "complete: ack at once");
+        assert_eq!(ack.cumulative, 200);
+        assert_eq!(r.handle_data(t0, 2, 0, 100, 148), DataVerdict::Duplicate);
+        assert!(r.poll_ack(t0, &mut ack), "duplicate: ack at once");
+        assert_eq!(ack.largest_pn, 2);
+    }
+
+    #[test]
+    fn lists_the_lowest_ranges_above_cumulative() {
+        let (mut r, t0) = receiver(1 << 20);
+        let mut ack = Ack::default();
+        for i in 0..100u64 {
+            r.handle_data(t0, i, 10 + 20 * i, 10, 58);
+        }
+        assert!(r.poll_ack(t0, &mut ack));
+        assert_eq!(ack.cumulative, 0);
+        assert_eq!(ack.ranges.len(), MAX_ACK_RANGES);
+        assert_eq!(ack.ranges[0], (10, 20));
+        assert_eq!(ack.ranges[63], (10 + 20 * 63, 20 + 20 * 63));
+        let mut wire = Vec::new();
+        ack.encode(&mut wire);
+        let mut back = Ack::default();
+        back.decode_into(&wire).unwrap();
+        assert_eq!(back, ack);
+    }
+
+    #[test]
+    fn resumes_from_held_ranges() {
+        let now = Instant::now();
+        let held = RangeSet::from_ranges([(0, 10), (20, 30)]);
+        let mut r = Receiver::new(ReceiverConfig::new(30, held), now);
+        assert_eq!(r.handle_data(now, 0, 20, 10, 58), DataVerdict::Duplicate);
+        assert_eq!(r.handle_data(now, 1, 10, 10, 58), DataVerdict::New);
+        assert!(r.is_complete());
+        assert_eq!(r.next_pn(), 0);
+        assert_eq!(r.next_pn(), 1);
     }
 }

@@ -1,212 +1,664 @@
-//! Sans-I/O sender (interim: fixed window, timeout-driven retransmission).
+//! The sending side of a UDP flow as a state machine (no I/O; every call takes `now`).
+//!
+//! Call order, as in quinn-proto: drain [`poll_transmit`](Sender::poll_transmit) into the
+//! socket (reading each `Data` chunk from the file); feed every ack to
+//! [`handle_ack`](Sender::handle_ack) and every failed send to
+//! [`handle_send_error`](Sender::handle_send_error); sleep until
+//! [`poll_timeout`](Sender::poll_timeout), call [`handle_timeout`](Sender::handle_timeout),
+//! and drain `poll_transmit` again. The flow is over when [`is_done`](Sender::is_done).
+//!
+//! What it sends: retransmissions first (lowest offset first, each under a new packet
+//! number), then new data in offset order, never bytes the receiver is known to hold, and
+//! never at or beyond `cumulative + max_span`; paced and capped in flight by
+//! [`RateControl`]. Path MTU probes go out about once a second until the ladder is done.
+//!
+//! Loss detection follows RFC 9002: an unacknowledged packet is lost once a packet sent
+//! [`PACKET_THRESHOLD`] packet numbers later has arrived, or 9/8 RTT after it was sent. Both
+//! thresholds grow when a loss turns out spurious (reordering). An ack lists at most
+//! [`MAX_ACK_RANGES`] ranges, so bytes above its last range are unknown, not missing: packets
+//! there wait for a later ack. When acks stop, a probe timeout (PTO, backed off up to 1 s)
+//! resends the lowest unacknowledged data.
+
+mod pmtu;
+mod rtt;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::packet::{Ack, DATA_OVERHEAD, MIN_DATAGRAM};
+use super::packet::{Ack, DATA_OVERHEAD, MAX_ACK_RANGES, MAX_DATAGRAM, MIN_DATAGRAM};
 use super::ranges::RangeSet;
+use super::rate::{Pacer, RateControl, SendState};
+use pmtu::Pmtu;
+use rtt::{RttEstimator, MAX_ACK_DELAY};
 
+/// Packets that must arrive after an unacknowledged one before it is declared lost.
+pub const PACKET_THRESHOLD: u64 = 3;
+/// The packet threshold never grows beyond this, however far packets were reordered.
+const MAX_PACKET_THRESHOLD: u64 = 10_000;
+/// Timer granularity: no loss delay is shorter.
+const GRANULARITY: Duration = Duration::from_millis(1);
+/// The backed-off probe timeout never exceeds this (unless one RTT is longer), so that a
+/// flow resumes within about a second of an outage ending.
+const MAX_PTO: Duration = Duration::from_secs(1);
+/// Datagrams sent on each probe timeout.
+const PTO_PACKETS: u8 = 2;
+/// Consecutive failed data sends above the minimum size that fall back to it.
+const MAX_SEND_ERRORS: u32 = 3;
+
+/// Sender settings.
+#[derive(Debug, Clone)]
 pub struct SenderConfig {
+    /// File size in bytes.
     pub size: u64,
+    /// Bytes the receiver already holds (resume); never sent.
     pub held: RangeSet,
+    /// Never pace above this many bytes per second.
     pub rate_limit: Option<u64>,
+    /// Largest datagram path MTU probing tries (at most [`MAX_DATAGRAM`]).
     pub max_datagram: usize,
+    /// Never send data at or beyond the cumulative ack plus this (bounds the driver's
+    /// buffers).
     pub max_span: u64,
 }
 
 impl SenderConfig {
+    /// Defaults: no rate limit, probing up to 1472 bytes (IPv4 on a 1500-byte MTU), 64 MiB
+    /// span.
     pub fn new(size: u64, held: RangeSet) -> Self {
         SenderConfig { size, held, rate_limit: None, max_datagram: 1472, max_span: 64 << 20 }
     }
 }
 
+/// A datagram to send now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transmit {
+    /// File bytes `[offset, offset + len)`.
     Data { pn: u64, offset: u64, len: u16 },
+    /// A path MTU probe: a datagram of exactly `size` bytes.
     Probe { pn: u64, size: usize },
 }
 
-#[derive(Debug, Clone, Default)]
+/// Counters and estimates, for progress displays and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderStats {
+    /// Data and probe datagrams sent.
     pub sent_packets: u64,
+    /// Payload bytes sent, retransmissions included.
     pub sent_bytes: u64,
+    /// Payload bytes sent more than once.
     pub retransmitted_bytes: u64,
+    /// Packets declared lost.
     pub lost_packets: u64,
     pub srtt: Duration,
     pub min_rtt: Duration,
+    /// Bottleneck rate estimate, bytes (of datagrams) per second.
     pub bottleneck_rate: u64,
+    /// Current pacing rate, bytes per second.
     pub pacing_rate: u64,
     pub datagram_size: usize,
+    /// Payload bytes newly known held by the receiver (what it held at the start excluded).
     pub delivered: u64,
+    /// Losses declared that turned out spurious (the original arrived).
+    pub spurious_losses: u64,
+    /// Probe timeouts that fired.
+    pub ptos: u64,
+    /// The in-flight cap, bytes.
+    pub window: u64,
+    /// Estimated random (non-congestion) loss rate, in parts per million.
+    pub loss_ppm: u64,
 }
 
-struct InFlight {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    InFlight,
+    Acked,
+    Lost,
+}
+
+/// A packet sent and not yet forgotten.
+#[derive(Debug, Clone, Copy)]
+struct SentPacket {
     pn: u64,
     offset: u64,
-    len: u64,
-    sent: Instant,
+    len: u16,
+    /// Datagram bytes.
+    size: u32,
+    probe: bool,
+    state: State,
+    rs: SendState,
 }
 
-pub struct Sender {
-    cfg: SenderConfig,
-    acked: RangeSet,
-    next_new: u64,
-    retransmit: RangeSet,
-    in_flight: VecDeque<InFlight>,
+impl SentPacket {
+    fn end(&self) -> u64 {
+        self.offset + u64::from(self.len)
+    }
+}
+
+/// A loss declared recently, kept to notice when it was spurious.
+#[derive(Debug, Clone, Copy)]
+struct LostRecord {
+    pn: u64,
+    offset: u64,
+    end: u64,
+    sent_time: Instant,
+    /// The first packet number allocated after the declaration: an ack whose largest packet
+    /// is below it cannot have seen a retransmission.
     next_pn: u64,
-    stats: SenderStats,
-    rto: Duration,
+    declared: Instant,
 }
 
-const WINDOW: u64 = 8 << 20;
+/// Classification of an in-flight packet against what the acks said.
+enum Fate {
+    Acked,
+    Lost,
+    /// Missing, but not long enough: lost at this time unless acked first.
+    Pending(Instant),
+    /// Nothing known yet.
+    Unknown,
+}
+
+/// Sender of one flow (see the module docs).
+#[derive(Debug)]
+pub struct Sender {
+    size: u64,
+    max_span: u64,
+    epoch: Instant,
+    /// Bytes known held by the receiver.
+    acked: RangeSet,
+    initially_held: u64,
+    /// Bytes declared lost and not yet resent; never overlaps `acked`.
+    lost: RangeSet,
+    /// Every byte below this has been sent at least once (or was held).
+    next_offset: u64,
+    sent: VecDeque<SentPacket>,
+    in_flight: u64,
+    next_pn: u64,
+    /// Largest packet number the receiver reported.
+    largest_acked: Option<u64>,
+    /// Bytes at or above this were beyond the last ack's ranges (unknown).
+    coverage_end: u64,
+    peer_max_datagram: u16,
+    rtt: RttEstimator,
+    rate: RateControl,
+    pacer: Pacer,
+    pmtu: Pmtu,
+    datagram_size: usize,
+    loss_time: Option<Instant>,
+    pto_count: u32,
+    last_sent: Option<Instant>,
+    /// Datagrams still to send for the probe timeout that fired, when, and where the
+    /// resent data continues.
+    pto_due: u8,
+    pto_fired: Option<Instant>,
+    pto_cursor: u64,
+    packet_threshold: u64,
+    reorder_slack: Duration,
+    recent_lost: VecDeque<LostRecord>,
+    send_errors: u32,
+    stats: SenderStats,
+}
 
 impl Sender {
-    pub fn new(cfg: SenderConfig, _now: Instant) -> Sender {
-        let acked = cfg.held.clone();
+    pub fn new(cfg: SenderConfig, now: Instant) -> Sender {
+        let mut acked = RangeSet::new();
+        for (s, e) in cfg.held.iter() {
+            acked.insert(s.min(cfg.size), e.min(cfg.size));
+        }
+        let pmtu = Pmtu::new(now, cfg.max_datagram);
+        let datagram_size = pmtu.current();
         Sender {
+            size: cfg.size,
+            max_span: cfg.max_span.max(1),
+            epoch: now,
+            initially_held: acked.covered(),
             acked,
-            next_new: 0,
-            retransmit: RangeSet::new(),
-            in_flight: VecDeque::new(),
+            lost: RangeSet::new(),
+            next_offset: 0,
+            sent: VecDeque::new(),
+            in_flight: 0,
             next_pn: 0,
-            stats: SenderStats { datagram_size: MIN_DATAGRAM, ..Default::default() },
-            rto: Duration::from_millis(200),
-            cfg,
+            largest_acked: None,
+            coverage_end: u64::MAX,
+            peer_max_datagram: 0,
+            rtt: RttEstimator::new(),
+            rate: RateControl::new(now, datagram_size, cfg.rate_limit),
+            pacer: Pacer::new(),
+            pmtu,
+            datagram_size,
+            loss_time: None,
+            pto_count: 0,
+            last_sent: None,
+            pto_due: 0,
+            pto_fired: None,
+            pto_cursor: 0,
+            packet_threshold: PACKET_THRESHOLD,
+            reorder_slack: Duration::ZERO,
+            recent_lost: VecDeque::new(),
+            send_errors: 0,
+            stats: SenderStats::default(),
         }
     }
 
-    fn bytes_in_flight(&self) -> u64 {
-        self.in_flight.iter().map(|p| p.len).sum()
-    }
-
+    /// The next datagram to send now, or `None` when pacing, the window or having nothing
+    /// to send says wait ([`poll_timeout`](Self::poll_timeout) says until when).
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        if self.bytes_in_flight() >= WINDOW {
+        if self.is_done() {
             return None;
         }
-        let max = (self.stats.datagram_size - DATA_OVERHEAD) as u64;
-        let (offset, len, retx) = if let Some((s, e)) = self.retransmit.iter().next() {
-            (s, (e - s).min(max), true)
-        } else {
-            let mut pos = self.next_new;
-            while pos < self.cfg.size && self.acked.contiguous_from(pos) > pos {
-                pos = self.acked.contiguous_from(pos);
+        if self.pto_due > 0 {
+            self.pto_due -= 1;
+            if let Some(t) = self.send_pto_probe(now) {
+                return Some(t);
             }
-            if pos >= self.cfg.size || pos >= self.cumulative() + self.cfg.max_span {
-                return None;
-            }
-            let stop = self.acked.iter_from(pos).next().map_or(self.cfg.size, |(s, _)| s).min(self.cfg.size);
-            (pos, (stop - pos).min(max), false)
-        };
-        if retx {
-            let mut rest = std::mem::take(&mut self.retransmit);
-            let mut fresh = RangeSet::new();
-            for (s, e) in rest.iter() {
-                let s = s.max(offset + len);
-                fresh.insert(s, e);
-            }
-            rest = fresh;
-            self.retransmit = rest;
-            self.stats.retransmitted_bytes += len;
-        } else {
-            self.next_new = offset + len;
+            self.pto_due = 0;
         }
-        let pn = self.next_pn();
-        self.in_flight.push_back(InFlight { pn, offset, len, sent: now });
-        self.stats.sent_packets += 1;
-        self.stats.sent_bytes += len;
-        Some(Transmit::Data { pn, offset, len: len as u16 })
+        if self.in_flight >= self.rate.window() || self.pacer.next_send().is_some_and(|t| t > now) {
+            return None;
+        }
+        if let Some(t) = self.send_mtu_probe(now) {
+            return Some(t);
+        }
+        if let Some((s, e)) = self.take_retransmission() {
+            return Some(self.send_data(now, s, e, true));
+        }
+        if let Some((s, e)) = self.new_data() {
+            self.next_offset = e;
+            return Some(self.send_data(now, s, e, false));
+        }
+        self.rate.on_app_limited(self.in_flight);
+        None
     }
 
+    /// An ack arrived (already authenticated and decoded).
     pub fn handle_ack(&mut self, now: Instant, ack: &Ack) {
-        self.acked.insert(0, ack.cumulative);
-        for &(s, e) in &ack.ranges {
-            self.acked.insert(s, e);
+        if ack.largest_pn >= self.next_pn || self.is_done() {
+            // Acknowledges a packet never sent: not from our peer's receiver.
+            return;
         }
-        let largest = ack.largest_pn;
-        let pending = std::mem::take(&mut self.retransmit);
-        for (s, e) in pending.iter() {
-            self.queue_retransmit(s, e);
+        let before = self.acked.covered();
+        self.absorb_ranges(ack);
+        self.peer_max_datagram = self.peer_max_datagram.max(ack.max_datagram);
+        let newly_largest = self.largest_acked.is_none_or(|l| ack.largest_pn > l);
+        if newly_largest {
+            self.largest_acked = Some(ack.largest_pn);
+            self.on_largest_acked(now, ack);
         }
-        let mut lost = Vec::new();
-        self.in_flight.retain(|p| {
-            if self.acked.contains(p.offset, p.offset + p.len) {
-                if p.pn == largest {
-                    let rtt = now.saturating_duration_since(p.sent);
-                    self.rto = (rtt * 2).max(Duration::from_millis(20));
+        self.coverage_end = match ack.ranges.last() {
+            Some(&(_, end)) if ack.ranges.len() >= MAX_ACK_RANGES => end,
+            _ => u64::MAX,
+        };
+        if let Some(size) = self.pmtu.on_ack(now, ack.max_datagram, self.rtt.smoothed()) {
+            self.set_datagram_size(size);
+        }
+        let acked_bytes = self.detect(now);
+        self.check_spurious(now, ack.largest_pn);
+        if newly_largest || self.acked.covered() > before {
+            self.pto_count = 0;
+        }
+        self.rate.on_ack_end(now, acked_bytes, self.in_flight);
+    }
+
+    /// Sending packet `pn` failed locally (e.g. `EMSGSIZE` for a probe above the path MTU).
+    pub fn handle_send_error(&mut self, pn: u64) {
+        let Ok(i) = self.sent.binary_search_by_key(&pn, |p| p.pn) else { return };
+        let p = self.sent[i];
+        if p.state != State::InFlight {
+            return;
+        }
+        self.sent[i].state = State::Lost;
+        self.in_flight -= u64::from(p.size);
+        let now = p.rs.sent_time;
+        if p.probe {
+            self.pmtu.on_failed(now, pn);
+        } else {
+            // Never left: resend it, without counting a network loss.
+            self.mark_unheld_lost(p.offset, p.end());
+            if p.size as usize > MIN_DATAGRAM {
+                self.send_errors += 1;
+                if self.send_errors >= MAX_SEND_ERRORS {
+                    self.set_datagram_size(MIN_DATAGRAM);
                 }
-                return false;
             }
-            if p.pn + 3 < largest {
-                lost.push((p.offset, p.offset + p.len));
-                return false;
-            }
-            true
-        });
-        for (s, e) in lost {
-            self.stats.lost_packets += 1;
-            self.queue_retransmit(s, e);
         }
+        self.pop_decided();
     }
 
-    fn queue_retransmit(&mut self, s: u64, e: u64) {
-        let mut pos = s;
-        while pos < e {
-            let held_end = self.acked.contiguous_from(pos);
-            if held_end > pos {
-                pos = held_end;
-                continue;
-            }
-            let next_held = self.acked.iter_from(pos).next().map_or(e, |(hs, _)| hs).min(e);
-            self.retransmit.insert(pos, next_held);
-            pos = next_held;
-        }
-    }
-
-    pub fn handle_send_error(&mut self, _pn: u64) {}
-
+    /// Runs what is due at `now`: loss detection by time, or the probe timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let rto = self.rto;
-        let mut lost = Vec::new();
-        self.in_flight.retain(|p| {
-            if now >= p.sent + rto {
-                lost.push((p.offset, p.offset + p.len));
-                false
-            } else {
-                true
-            }
-        });
-        for (s, e) in lost {
-            self.stats.lost_packets += 1;
-            self.queue_retransmit(s, e);
+        if self.is_done() {
+            return;
+        }
+        if self.loss_time.is_some_and(|t| t <= now) {
+            self.detect(now);
+            return;
+        }
+        if self.pto_time().is_some_and(|t| t <= now) {
+            self.pto_count += 1;
+            self.stats.ptos += 1;
+            self.pto_due = PTO_PACKETS;
+            self.pto_fired = Some(now);
+            self.pto_cursor = 0;
         }
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) (then `poll_transmit`) is next due;
+    /// `None` when only an ack can move things on (or the flow is done).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.in_flight.front().map(|p| p.sent + self.rto)
+        if self.is_done() {
+            return None;
+        }
+        if self.pto_due > 0 {
+            return self.pto_fired;
+        }
+        let mut next = min_opt(self.loss_time, self.pto_time());
+        if self.in_flight < self.rate.window() {
+            let pace = self.pacer.next_send().unwrap_or(self.epoch);
+            if !self.lost.is_empty() || self.new_data_available() {
+                next = min_opt(next, Some(pace));
+            } else if let Some(t) = self.pmtu.next_at().filter(|_| self.rtt.has_sample()) {
+                next = min_opt(next, Some(t.max(pace)));
+            }
+        }
+        next
     }
 
+    /// Every byte of the file is known held by the receiver.
     pub fn is_done(&self) -> bool {
-        self.acked.contiguous_from(0) >= self.cfg.size
+        self.acked.contains(0, self.size)
     }
 
+    /// Bytes known held by the receiver.
     pub fn acked(&self) -> u64 {
         self.acked.covered()
     }
 
+    /// The lowest offset not known held: the driver may free buffers below it.
     pub fn cumulative(&self) -> u64 {
         self.acked.contiguous_from(0)
     }
 
+    /// Current datagram size (path MTU discovery).
     pub fn datagram_size(&self) -> usize {
-        self.stats.datagram_size
+        self.datagram_size
     }
 
     pub fn stats(&self) -> SenderStats {
-        self.stats.clone()
+        SenderStats {
+            srtt: self.rtt.smoothed(),
+            min_rtt: self.rate.min_rtt().unwrap_or(self.rtt.min()),
+            bottleneck_rate: self.rate.bottleneck_rate(),
+            pacing_rate: self.rate.pacing_rate(),
+            datagram_size: self.datagram_size,
+            delivered: self.acked.covered() - self.initially_held,
+            window: self.rate.window(),
+            loss_ppm: (self.rate.loss_rate().unwrap_or(0.0) * 1e6) as u64,
+            ..self.stats
+        }
     }
 
+    /// A packet number for a non-data datagram the driver sends (Hello, ...), from the same
+    /// counter as data.
     pub fn next_pn(&mut self) -> u64 {
+        let pn = self.next_pn;
         self.next_pn += 1;
-        self.next_pn - 1
+        pn
+    }
+
+    /// Bytes currently in flight (datagram bytes).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// The rate controller, for inspection.
+    pub fn rate_control(&self) -> &RateControl {
+        &self.rate
+    }
+
+    fn payload(&self) -> u64 {
+        (self.datagram_size - DATA_OVERHEAD).min(usize::from(u16::MAX)) as u64
+    }
+
+    fn set_datagram_size(&mut self, size: usize) {
+        self.datagram_size = size.clamp(MIN_DATAGRAM, MAX_DATAGRAM);
+        self.rate.set_datagram(self.datagram_size);
+    }
+
+    /// The lowest declared-lost chunk, taken out of the lost set.
+    fn take_retransmission(&mut self) -> Option<(u64, u64)> {
+        let (s, e) = self.lost.first()?;
+        let e = e.min(s + self.payload());
+        self.lost.remove(s, e);
+        Some((s, e))
+    }
+
+    /// The next chunk never sent, within the span.
+    fn new_data(&mut self) -> Option<(u64, u64)> {
+        self.next_offset = self.acked.contiguous_from(self.next_offset);
+        let limit = self.size.min(self.cumulative().saturating_add(self.max_span));
+        let (s, e) = self.acked.first_gap(self.next_offset, limit)?;
+        Some((s, e.min(s + self.payload())))
+    }
+
+    fn new_data_available(&self) -> bool {
+        let from = self.acked.contiguous_from(self.next_offset);
+        from < self.size.min(self.cumulative().saturating_add(self.max_span))
+    }
+
+    fn send_data(&mut self, now: Instant, offset: u64, end: u64, retransmit: bool) -> Transmit {
+        let len = (end - offset) as u16;
+        let pn = self.track(now, offset, len, len as usize + DATA_OVERHEAD, false);
+        self.stats.sent_bytes += u64::from(len);
+        if retransmit {
+            self.stats.retransmitted_bytes += u64::from(len);
+        }
+        Transmit::Data { pn, offset, len }
+    }
+
+    fn send_mtu_probe(&mut self, now: Instant) -> Option<Transmit> {
+        if !self.rtt.has_sample() {
+            return None;
+        }
+        let size = self.pmtu.due(now)?;
+        let pn = self.track(now, 0, 0, size, true);
+        self.pmtu.on_sent(pn, size);
+        Some(Transmit::Probe { pn, size })
+    }
+
+    /// On a probe timeout: resend the lowest unacknowledged data (declared lost or not),
+    /// else new data; ignores pacing and the window.
+    fn send_pto_probe(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some((s, e)) = self.take_retransmission() {
+            return Some(self.send_data(now, s, e, true));
+        }
+        let from = self.pto_cursor.max(self.cumulative());
+        if let Some((s, e)) = self.acked.first_gap(from, self.next_offset) {
+            let e = e.min(s + self.payload());
+            self.pto_cursor = e;
+            return Some(self.send_data(now, s, e, true));
+        }
+        let (s, e) = self.new_data()?;
+        self.next_offset = e;
+        Some(self.send_data(now, s, e, false))
+    }
+
+    /// Records a packet as sent and in flight; returns its packet number.
+    fn track(&mut self, now: Instant, offset: u64, len: u16, size: usize, probe: bool) -> u64 {
+        let pn = self.next_pn();
+        let rs = self.rate.on_send(now, self.in_flight);
+        self.sent.push_back(SentPacket { pn, offset, len, size: size as u32, probe, state: State::InFlight, rs });
+        self.in_flight += size as u64;
+        self.pacer.on_send(now, size, self.rate.pacing_rate(), self.datagram_size);
+        self.last_sent = Some(now);
+        self.stats.sent_packets += 1;
+        pn
+    }
+
+    /// Folds the ack's cumulative offset and ranges into what is known held.
+    fn absorb_ranges(&mut self, ack: &Ack) {
+        let size = self.size;
+        let cumulative = ack.cumulative.min(size);
+        self.acked.insert(0, cumulative);
+        self.lost.remove(0, cumulative);
+        for &(s, e) in &ack.ranges {
+            let (s, e) = (s.min(size), e.min(size));
+            if self.acked.insert(s, e) > 0 {
+                self.lost.remove(s, e);
+            }
+        }
+    }
+
+    /// The ack reports a new largest packet number: an RTT sample, and that packet's bytes
+    /// are held even if they lie beyond the listed ranges.
+    fn on_largest_acked(&mut self, now: Instant, ack: &Ack) {
+        let Ok(i) = self.sent.binary_search_by_key(&ack.largest_pn, |p| p.pn) else { return };
+        let p = self.sent[i];
+        let rtt = now.saturating_duration_since(p.rs.sent_time);
+        let adjusted = self.rtt.update(rtt, Duration::from_micros(u64::from(ack.ack_delay_us)));
+        self.rate.on_rtt(now, adjusted);
+        if !p.probe && self.acked.insert(p.offset, p.end()) > 0 {
+            self.lost.remove(p.offset, p.end());
+        }
+    }
+
+    /// Walks the packets up to the largest acknowledged: marks acked and lost ones, sets the
+    /// loss timer for the rest. Returns the datagram bytes newly acknowledged.
+    fn detect(&mut self, now: Instant) -> u64 {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked else { return 0 };
+        let delay = self.loss_delay();
+        let mut acked_bytes = 0;
+        for i in 0..self.sent.len() {
+            let p = self.sent[i];
+            if p.pn > largest {
+                break;
+            }
+            if p.state != State::InFlight {
+                continue;
+            }
+            match self.fate(now, &p, largest, delay) {
+                Fate::Acked => {
+                    self.sent[i].state = State::Acked;
+                    self.in_flight -= u64::from(p.size);
+                    if !p.probe {
+                        self.rate.on_acked(now, u64::from(p.size), &p.rs);
+                        acked_bytes += u64::from(p.size);
+                    }
+                }
+                Fate::Lost => {
+                    self.sent[i].state = State::Lost;
+                    self.on_lost(now, &p);
+                }
+                Fate::Pending(at) => self.loss_time = min_opt(self.loss_time, Some(at)),
+                Fate::Unknown => {}
+            }
+        }
+        self.pop_decided();
+        acked_bytes
+    }
+
+    fn fate(&self, now: Instant, p: &SentPacket, largest: u64, delay: Duration) -> Fate {
+        if p.probe {
+            if self.peer_max_datagram as usize >= p.size as usize {
+                return Fate::Acked;
+            }
+        } else if self.acked.contains(p.offset, p.end()) {
+            return Fate::Acked;
+        } else if p.end() > self.coverage_end {
+            return Fate::Unknown;
+        }
+        let lost_at = p.rs.sent_time + delay;
+        if p.pn + self.packet_threshold <= largest || lost_at <= now {
+            Fate::Lost
+        } else {
+            Fate::Pending(lost_at)
+        }
+    }
+
+    fn on_lost(&mut self, now: Instant, p: &SentPacket) {
+        self.in_flight -= u64::from(p.size);
+        if p.probe {
+            self.pmtu.on_failed(now, p.pn);
+            return;
+        }
+        self.stats.lost_packets += 1;
+        self.rate.on_lost(u64::from(p.size), &p.rs);
+        self.mark_unheld_lost(p.offset, p.end());
+        self.recent_lost.push_back(LostRecord {
+            pn: p.pn,
+            offset: p.offset,
+            end: p.end(),
+            sent_time: p.rs.sent_time,
+            next_pn: self.next_pn,
+            declared: now,
+        });
+    }
+
+    /// Queues the bytes of `[start, end)` not known held for retransmission.
+    fn mark_unheld_lost(&mut self, start: u64, end: u64) {
+        let mut from = start;
+        while let Some((s, e)) = self.acked.first_gap(from, end) {
+            self.lost.insert(s, e);
+            from = e;
+        }
+    }
+
+    /// Notices losses declared for packets that arrived after all (reordering) and widens
+    /// the thresholds so that the same reordering is not taken for loss again.
+    fn check_spurious(&mut self, now: Instant, largest: u64) {
+        let srtt = self.rtt.smoothed();
+        let keep = (srtt * 4).max(Duration::from_millis(100));
+        while self.recent_lost.front().is_some_and(|r| now.saturating_duration_since(r.declared) > keep) {
+            self.recent_lost.pop_front();
+        }
+        let mut i = 0;
+        while i < self.recent_lost.len() {
+            let r = self.recent_lost[i];
+            if !self.acked.contains(r.offset, r.end) {
+                i += 1;
+                continue;
+            }
+            self.recent_lost.remove(i);
+            if largest >= r.next_pn {
+                continue;
+            }
+            // Held, and nothing sent since the declaration has arrived: the original did.
+            self.stats.spurious_losses += 1;
+            let distance = largest.saturating_sub(r.pn) + 1;
+            self.packet_threshold = self.packet_threshold.max(distance).min(MAX_PACKET_THRESHOLD);
+            let late = now.saturating_duration_since(r.sent_time).saturating_sub(srtt);
+            self.reorder_slack = self.reorder_slack.max(late).min(srtt / 2);
+        }
+    }
+
+    /// How long after sending a missing packet is declared lost.
+    fn loss_delay(&self) -> Duration {
+        let rtt = self.rtt.smoothed().max(self.rtt.latest());
+        (rtt * 9 / 8).max(rtt + self.reorder_slack).max(GRANULARITY)
+    }
+
+    fn pto_time(&self) -> Option<Instant> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        let base = self.rtt.smoothed() + (self.rtt.var() * 4).max(GRANULARITY) + MAX_ACK_DELAY;
+        let backed_off = base.saturating_mul(1 << self.pto_count.min(20));
+        Some(self.last_sent? + backed_off.min(base.max(MAX_PTO)))
+    }
+
+    /// Forgets decided packets at the front of the record.
+    fn pop_decided(&mut self) {
+        while self.sent.front().is_some_and(|p| p.state != State::InFlight) {
+            self.sent.pop_front();
+        }
     }
 }
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,574 @@
+//! Rate control and pacing for the UDP sender (pure: no clock, no I/O; every call takes `now`).
+//!
+//! The model follows BBR and UDT: the sender paces at a gain times an estimate of the
+//! bottleneck rate, and caps what is in flight at a multiple of the bandwidth-delay product.
+//!
+//! - **Bottleneck rate**: windowed maximum (10 round trips) of delivery-rate samples, each
+//!   taken when a packet is acknowledged (bytes delivered between its sending and its ack,
+//!   over the longer of the send and ack intervals).
+//! - **Minimum RTT**: windowed minimum over 10 s.
+//! - **Phases**: `Startup` paces at 2.885x until the estimate grows less than 25% in three
+//!   rounds, `Drain` empties the queue Startup built, then `Cruise` cycles pacing gains
+//!   1.25, 0.75 and six times 1.0, one minimum RTT each.
+//! - **Random loss is not congestion.** Where loss happens on the wire after the bottleneck, a
+//!   lost packet still used link time, so the plain delivery rate under a loss rate `p`
+//!   reads `(1 - p)` of the link, and pacing at that reading spirals down. The controller
+//!   measures the loss rate of packets sent while it was not probing (gain <= 1) in rounds
+//!   whose RTT shows no standing queue, ignoring rounds that lose far more than usual (those
+//!   are congestion), and divides rate samples by `1 - p`. Congestion losses from overshoot
+//!   therefore never raise the estimate above what actually got through.
+//! - **Queueing delay backs off.** When the smallest RTT of two consecutive rounds exceeds
+//!   `1.25 * min_rtt + 3 ms`, a queue is standing (a competing flow, or an overestimate):
+//!   the estimate is capped at 85% and the cap is raised again round by round once the
+//!   queue is gone (additively, so competing flows converge to a fair share).
+//! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
+//!   larger, so timers of about 1 ms granularity suffice at any rate.
+
+use std::time::{Duration, Instant};
+
+/// Pacing and window gain in Startup (2 / ln 2).
+const STARTUP_GAIN: f64 = 2.885;
+/// In-flight cap as a multiple of the bandwidth-delay product.
+const WINDOW_GAIN: f64 = 2.0;
+/// Pacing gains of one Cruise cycle.
+const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// The bottleneck-rate filter's window, in rounds.
+const BW_WINDOW_ROUNDS: u64 = 10;
+/// The minimum-RTT filter's window.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// Datagrams in flight before anything is known, and the window's floor.
+const MIN_WINDOW_DATAGRAMS: u64 = 32;
+/// RTT assumed for pacing the initial window before any sample.
+const INITIAL_RTT: Duration = Duration::from_millis(10);
+/// Growth below which Startup counts a round as "not growing".
+const STARTUP_GROWTH: f64 = 1.25;
+/// A standing queue: the round's smallest RTT above `min_rtt * QUEUE_FACTOR + QUEUE_SLACK`.
+const QUEUE_FACTOR: f64 = 1.25;
+const QUEUE_SLACK: Duration = Duration::from_millis(3);
+/// Rounds with a standing queue before backing off.
+const QUEUE_ROUNDS: u32 = 2;
+/// The rate cap after a back-off, as a fraction of the estimate.
+const BACKOFF: f64 = 0.85;
+/// Largest random-loss rate compensated for.
+const MAX_LOSS_COMPENSATION: f64 = 0.5;
+/// Weight of one round in the random-loss estimate.
+const LOSS_EWMA_WEIGHT: f64 = 1.0 / 8.0;
+/// Datagrams a round must have learned the fate of before its loss rate counts.
+const LOSS_MIN_DATAGRAMS: u64 = 16;
+
+/// Delivery counters recorded when a packet is sent, for the rate sample its ack yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendState {
+    /// Bytes delivered (acknowledged) before this packet was sent.
+    pub delivered: u64,
+    /// When `delivered` last grew.
+    pub delivered_time: Instant,
+    /// Send time of the most recently acknowledged packet when this one was sent.
+    pub first_sent_time: Instant,
+    pub sent_time: Instant,
+    /// Sent while the sender had nothing more to send (its rate sample says little).
+    pub app_limited: bool,
+    /// Sent at a pacing gain <= 1 while cruising: its loss says something about random loss.
+    pub clean: bool,
+}
+
+/// The controller's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Startup,
+    Drain,
+    Cruise,
+}
+
+/// Bottleneck-rate and delay based rate control (see the module docs).
+#[derive(Debug)]
+pub struct RateControl {
+    epoch: Instant,
+    datagram: u64,
+    rate_limit: Option<u64>,
+    phase: Phase,
+    cycle_index: usize,
+    cycle_start: Instant,
+
+    // Delivery-rate sampling.
+    delivered: u64,
+    delivered_time: Instant,
+    first_sent_time: Instant,
+    app_limited_until: u64,
+    /// The send state of the newest packet acknowledged by the current ack.
+    sample: Option<SendState>,
+
+    // Rounds.
+    round: u64,
+    next_round_delivered: u64,
+    round_min_rtt: Option<Duration>,
+    round_clean_acked: u64,
+    round_clean_lost: u64,
+
+    // Model.
+    bw: WindowedFilter,
+    min_rtt: WindowedFilter,
+    ack_aggregation: WindowedFilter,
+    loss_rate: Option<f64>,
+    bw_cap: Option<u64>,
+    queue_rounds: u32,
+    full_bw: u64,
+    full_bw_rounds: u32,
+}
+
+impl RateControl {
+    /// A controller for datagrams of `datagram` bytes, optionally never pacing above
+    /// `rate_limit` bytes per second.
+    pub fn new(now: Instant, datagram: usize, rate_limit: Option<u64>) -> RateControl {
+        RateControl {
+            epoch: now,
+            datagram: datagram as u64,
+            rate_limit: rate_limit.map(|r| r.max(1)),
+            phase: Phase::Startup,
+            cycle_index: 0,
+            cycle_start: now,
+            delivered: 0,
+            delivered_time: now,
+            first_sent_time: now,
+            app_limited_until: 0,
+            sample: None,
+            round: 0,
+            next_round_delivered: 0,
+            round_min_rtt: None,
+            round_clean_acked: 0,
+            round_clean_lost: 0,
+            bw: WindowedFilter::new(Better::Max, BW_WINDOW_ROUNDS),
+            min_rtt: WindowedFilter::new(Better::Min, MIN_RTT_WINDOW.as_nanos() as u64),
+            ack_aggregation: WindowedFilter::new(Better::Max, BW_WINDOW_ROUNDS),
+            loss_rate: None,
+            bw_cap: None,
+            queue_rounds: 0,
+            full_bw: 0,
+            full_bw_rounds: 0,
+        }
+    }
+
+    /// The datagram size changed (path MTU discovery).
+    pub fn set_datagram(&mut self, datagram: usize) {
+        self.datagram = datagram as u64;
+    }
+
+    /// A packet is being sent with `in_flight` bytes already in flight; returns what to keep
+    /// with it for [`on_acked`](Self::on_acked) or [`on_lost`](Self::on_lost).
+    pub fn on_send(&mut self, now: Instant, in_flight: u64) -> SendState {
+        if in_flight == 0 {
+            // Nothing in flight: the next sample's intervals start now, not at the last ack.
+            self.first_sent_time = now;
+            self.delivered_time = now;
+        }
+        SendState {
+            delivered: self.delivered,
+            delivered_time: self.delivered_time,
+            first_sent_time: self.first_sent_time,
+            sent_time: now,
+            app_limited: self.app_limited_until > self.delivered,
+            clean: self.phase == Phase::Cruise && self.pacing_gain() <= 1.0,
+        }
+    }
+
+    /// The sender has nothing to send although the window would allow it: rate samples of
+    /// what is in flight now are marked app-limited.
+    pub fn on_app_limited(&mut self, in_flight: u64) {
+        self.app_limited_until = (self.delivered + in_flight).max(1);
+    }
+
+    /// An RTT sample (ack delay already subtracted).
+    pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
+        let rtt = rtt.max(Duration::from_micros(1));
+        self.min_rtt.update(rtt.as_nanos() as u64, self.nanos(now));
+        self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
+    }
+
+    /// A packet of `bytes` sent with `state` was acknowledged by the ack being processed.
+    pub fn on_acked(&mut self, now: Instant, bytes: u64, state: &SendState) {
+        self.delivered += bytes;
+        self.delivered_time = now;
+        let newer = self.sample.is_none_or(|s| (state.delivered, state.sent_time) >= (s.delivered, s.sent_time));
+        if newer {
+            self.sample = Some(*state);
+            self.first_sent_time = state.sent_time;
+        }
+        if state.clean {
+            self.round_clean_acked += bytes;
+        }
+    }
+
+    /// A packet of `bytes` sent with `state` was declared lost.
+    pub fn on_lost(&mut self, bytes: u64, state: &SendState) {
+        if state.clean {
+            self.round_clean_lost += bytes;
+        }
+    }
+
+    /// The ack being processed is done: `acked` bytes were newly acknowledged by it and
+    /// `in_flight` bytes remain in flight. Takes the rate sample and moves the phases on.
+    pub fn on_ack_end(&mut self, now: Instant, acked: u64, in_flight: u64) {
+        if let Some(state) = self.sample.take() {
+            let round_start = state.delivered >= self.next_round_delivered;
+            if round_start {
+                self.next_round_delivered = self.delivered;
+                self.round += 1;
+            }
+            self.take_rate_sample(&state);
+            if acked > 0 {
+                self.ack_aggregation.update(acked, self.round);
+            }
+            if round_start {
+                self.on_round_end(now);
+            }
+        }
+        self.update_phase(now, in_flight);
+    }
+
+    /// The pacing rate in bytes per second.
+    pub fn pacing_rate(&self) -> u64 {
+        let rate = (self.bandwidth() as f64 * self.pacing_gain()) as u64;
+        let rate = rate.max(self.datagram);
+        self.rate_limit.map_or(rate, |l| rate.min(l))
+    }
+
+    /// The in-flight cap in bytes.
+    pub fn window(&self) -> u64 {
+        let floor = MIN_WINDOW_DATAGRAMS * self.datagram;
+        let Some(min_rtt) = self.min_rtt() else { return floor };
+        let bdp = self.bandwidth() as f64 * min_rtt.as_secs_f64();
+        let window = (WINDOW_GAIN * bdp) as u64 + 2 * self.ack_aggregation.get().unwrap_or(0);
+        window.max(floor)
+    }
+
+    /// The current bottleneck-rate estimate in bytes per second.
+    pub fn bottleneck_rate(&self) -> u64 {
+        self.bandwidth()
+    }
+
+    /// The windowed minimum RTT, once there is a sample.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.get().map(Duration::from_nanos)
+    }
+
+    /// The estimated random (non-congestion) loss rate, once measured.
+    pub fn loss_rate(&self) -> Option<f64> {
+        self.loss_rate
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Round trips counted so far.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn pacing_gain(&self) -> f64 {
+        match self.phase {
+            Phase::Startup => STARTUP_GAIN,
+            Phase::Drain => 1.0 / STARTUP_GAIN,
+            Phase::Cruise => CYCLE[self.cycle_index],
+        }
+    }
+
+    /// The estimate used for pacing and the window.
+    fn bandwidth(&self) -> u64 {
+        let rtt = self.min_rtt().unwrap_or(INITIAL_RTT).max(Duration::from_micros(10));
+        let initial = (MIN_WINDOW_DATAGRAMS * self.datagram) as f64 / rtt.as_secs_f64();
+        let measured = self.bw.get().unwrap_or(0);
+        let bw = match self.phase {
+            // Until the pipe is known to be full, never pace below the initial window per RTT.
+            Phase::Startup => measured.max(initial as u64),
+            _ => measured,
+        };
+        self.bw_cap.map_or(bw, |cap| bw.min(cap)).max(self.datagram)
+    }
+
+    fn take_rate_sample(&mut self, state: &SendState) {
+        let send_elapsed = state.sent_time.saturating_duration_since(state.first_sent_time);
+        let ack_elapsed = self.delivered_time.saturating_duration_since(state.delivered_time);
+        let interval = send_elapsed.max(ack_elapsed);
+        // Intervals shorter than the minimum RTT come from ack compression: no sample.
+        if interval.is_zero() || self.min_rtt().is_some_and(|m| interval < m) {
+            return;
+        }
+        let bytes = self.delivered - state.delivered;
+        let rate = bytes as f64 / interval.as_secs_f64();
+        let rate = rate / (1.0 - self.loss_rate.unwrap_or(0.0).min(MAX_LOSS_COMPENSATION));
+        let rate = rate as u64;
+        if !state.app_limited || self.bw.get().is_none_or(|max| rate >= max) {
+            self.bw.update(rate, self.round);
+        }
+    }
+
+    fn on_round_end(&mut self, now: Instant) {
+        let queue = self.standing_queue();
+        self.update_loss_rate(queue);
+        match self.phase {
+            Phase::Startup => self.check_full_pipe(queue),
+            Phase::Drain => {}
+            Phase::Cruise => self.check_queue(now, queue),
+        }
+        self.round_min_rtt = None;
+        self.round_clean_acked = 0;
+        self.round_clean_lost = 0;
+    }
+
+    /// Whether the round just ended saw only inflated RTTs.
+    fn standing_queue(&self) -> bool {
+        match (self.round_min_rtt, self.min_rtt()) {
+            (Some(round), Some(min)) => round > min.mul_f64(QUEUE_FACTOR) + QUEUE_SLACK,
+            _ => false,
+        }
+    }
+
+    /// Folds the round's loss rate of clean packets into the random-loss estimate, unless
+    /// the round had a standing queue or lost far more than usual (congestion).
+    fn update_loss_rate(&mut self, queue: bool) {
+        let total = self.round_clean_acked + self.round_clean_lost;
+        if queue || total < LOSS_MIN_DATAGRAMS * self.datagram {
+            return;
+        }
+        let f = self.round_clean_lost as f64 / total as f64;
+        self.loss_rate = Some(match self.loss_rate {
+            None => f,
+            Some(p) => {
+                let n = total as f64 / self.datagram as f64;
+                let sigma = (p.max(0.001) * (1.0 - p) / n).sqrt();
+                if f > p + (3.0 * sigma).max(0.02) {
+                    return;
+                }
+                p + (f - p) * LOSS_EWMA_WEIGHT
+            }
+        });
+    }
+
+    fn check_full_pipe(&mut self, queue: bool) {
+        let bw = self.bw.get().unwrap_or(0);
+        if bw as f64 >= self.full_bw as f64 * STARTUP_GROWTH && !queue {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        if self.full_bw_rounds >= 3 {
+            self.phase = Phase::Drain;
+        }
+    }
+
+    /// Backs off on a standing queue; lifts the cap again while there is none.
+    fn check_queue(&mut self, now: Instant, queue: bool) {
+        if !queue {
+            self.queue_rounds = 0;
+            if let Some(cap) = self.bw_cap {
+                let rtt = self.min_rtt().unwrap_or(INITIAL_RTT).as_secs_f64().max(1e-5);
+                let step = (cap / 64).max((4.0 * self.datagram as f64 / rtt) as u64);
+                let cap = cap + step;
+                self.bw_cap = (cap < self.bw.get().unwrap_or(0)).then_some(cap);
+            }
+            return;
+        }
+        self.queue_rounds += 1;
+        if self.queue_rounds >= QUEUE_ROUNDS {
+            self.queue_rounds = 0;
+            self.bw_cap = Some((self.bandwidth() as f64 * BACKOFF) as u64);
+            self.cycle_index = 1;
+            self.cycle_start = now;
+        }
+    }
+
+    fn update_phase(&mut self, now: Instant, in_flight: u64) {
+        let Some(min_rtt) = self.min_rtt() else { return };
+        let bdp = (self.bandwidth() as f64 * min_rtt.as_secs_f64()) as u64;
+        match self.phase {
+            Phase::Startup => {}
+            Phase::Drain => {
+                if in_flight <= bdp {
+                    self.phase = Phase::Cruise;
+                    // Start in a steady phase; which one depends on the history so that
+                    // flows starting together do not probe in lockstep.
+                    self.cycle_index = 2 + (self.round % 6) as usize;
+                    self.cycle_start = now;
+                }
+            }
+            Phase::Cruise => {
+                let elapsed = now.saturating_duration_since(self.cycle_start);
+                let drained = CYCLE[self.cycle_index] < 1.0 && in_flight <= bdp;
+                if elapsed > min_rtt || drained {
+                    self.cycle_index = (self.cycle_index + 1) % CYCLE.len();
+                    self.cycle_start = now;
+                }
+            }
+        }
+    }
+}
+
+/// A token-bucket pacer: datagrams leave no faster than the pacing rate, with bursts of at
+/// most 4 datagrams or 1 ms worth, whichever is larger.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    /// When the next datagram is due on a perfectly even schedule.
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new() -> Pacer {
+        Pacer::default()
+    }
+
+    /// Earliest time the next datagram may leave (`None`: now).
+    pub fn next_send(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// A datagram of `bytes` left at `now`; `rate` in bytes per second.
+    pub fn on_send(&mut self, now: Instant, bytes: usize, rate: u64, datagram: usize) {
+        let rate = rate.max(1);
+        let burst_bytes = (4 * datagram as u64).max(rate / 1000);
+        let burst = nanos_at(burst_bytes, rate);
+        let floor = now.checked_sub(burst).unwrap_or(now);
+        let start = self.next.map_or(floor, |n| n.max(floor));
+        self.next = Some(start + nanos_at(bytes as u64, rate));
+    }
+}
+
+/// How long `bytes` take at `rate` bytes per second.
+fn nanos_at(bytes: u64, rate: u64) -> Duration {
+    Duration::from_nanos((u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1))) as u64)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Better {
+    Max,
+    Min,
+}
+
+/// Windowed maximum or minimum (Kathleen Nichols' algorithm, as in Linux `win_minmax`):
+/// keeps the best, second best and third best samples of sub-windows, so the estimate ages
+/// out gradually without storing every sample.
+#[derive(Debug, Clone)]
+struct WindowedFilter {
+    better: Better,
+    window: u64,
+    /// (value, time) of the best, second and third best samples.
+    s: Option<[(u64, u64); 3]>,
+}
+
+impl WindowedFilter {
+    fn new(better: Better, window: u64) -> WindowedFilter {
+        WindowedFilter { better, window, s: None }
+    }
+
+    fn get(&self) -> Option<u64> {
+        self.s.map(|s| s[0].0)
+    }
+
+    fn beats(&self, a: u64, b: u64) -> bool {
+        match self.better {
+            Better::Max => a >= b,
+            Better::Min => a <= b,
+        }
+    }
+
+    fn update(&mut self, value: u64, at: u64) {
+        let sample = (value, at);
+        let Some(mut s) = self.s else {
+            self.s = Some([sample; 3]);
+            return;
+        };
+        if self.beats(value, s[0].0) || at.saturating_sub(s[2].1) > self.window {
+            self.s = Some([sample; 3]);
+            return;
+        }
+        if self.beats(value, s[1].0) {
+            s[1] = sample;
+            s[2] = sample;
+        } else if self.beats(value, s[2].0) {
+            s[2] = sample;
+        }
+        // Age the sub-windows.
+        let dt = at.saturating_sub(s[0].1);
+        if dt > self.window {
+            s = [s[1], s[2], sample];
+            if at.saturating_sub(s[0].1) > self.window {
+                s = [s[1], s[2], sample];
+            }
+        } else if s[1].1 == s[0].1 && dt > self.window / 4 {
+            s[1] = sample;
+            s[2] = sample;
+        } else if s[2].1 == s[1].1 && dt > self.window / 2 {
+            s[2] = sample;
+        }
+        self.s = Some(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windowed_max_forgets_old_samples() {
+        let mut f = WindowedFilter::new(Better::Max, 10);
+        f.update(100, 0);
+        f.update(50, 5);
+        assert_eq!(f.get(), Some(100));
+        f.update(40, 11);
+        assert_eq!(f.get(), Some(50));
+        f.update(30, 30);
+        assert_eq!(f.get(), Some(30));
+    }
+
+    #[test]
+    fn windowed_min_keeps_the_smallest() {
+        let mut f = WindowedFilter::new(Better::Min, 100);
+        f.update(10, 0);
+        f.update(20, 10);
+        f.update(5, 20);
+        f.update(8, 30);
+        assert_eq!(f.get(), Some(5));
+    }
+
+    #[test]
+    fn pacer_allows_a_small_burst_then_spaces_datagrams() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new();
+        let rate = 1_000_000; // 1 MB/s: 1 ms is 1000 bytes, less than 4 datagrams
+        let mut sent = 0;
+        while p.next_send().is_none_or(|t| t <= t0) {
+            p.on_send(t0, 1200, rate, 1200);
+            sent += 1;
+        }
+        assert_eq!(sent, 5, "4 datagrams of credit plus the one that starts the schedule");
+        let next = p.next_send().unwrap();
+        assert_eq!(next - t0, Duration::from_micros(1200));
+    }
+
+    #[test]
+    fn startup_grows_then_settles_in_cruise() {
+        // A 10 MB/s link with 20 ms RTT, fed with perfect samples.
+        let t0 = Instant::now();
+        let mut rc = RateControl::new(t0, 1200, None);
+        let rtt = Duration::from_millis(20);
+        let link = 10_000_000.0;
+        let mut now = t0;
+        for _ in 0..40 {
+            let send_rate = (rc.pacing_rate() as f64).min(link);
+            let bytes = (send_rate * rtt.as_secs_f64()) as u64;
+            let st = rc.on_send(now, 0);
+            now += rtt;
+            rc.on_rtt(now, rtt);
+            rc.on_acked(now, bytes, &st);
+            rc.on_ack_end(now, bytes, 0);
+        }
+        assert_eq!(rc.phase(), Phase::Cruise);
+        let bw = rc.bottleneck_rate() as f64;
+        assert!((bw - link).abs() < link * 0.05, "estimate {bw}");
+    }
+}
