@@ -139,15 +139,26 @@ async fn auto_falls_back_to_tcp_when_udp_is_blocked() {
     .await
 }
 
+/// Forwards datagrams until `limit` bytes have passed (both directions), then drops them all.
+fn dies_after(limit: u64) -> Policy {
+    let passed = std::sync::atomic::AtomicU64::new(0);
+    Arc::new(move |_, _, len| {
+        if passed.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed) < limit {
+            Action::Forward
+        } else {
+            Action::Drop
+        }
+    })
+}
+
 #[tokio::test]
 async fn auto_falls_back_to_tcp_when_udp_dies_mid_transfer_and_keeps_what_arrived() {
     guard(async {
         let env = TestEnv::new();
         let srv = env.start();
         srv.add_user("alice", PW, 256 * MIB, None);
-        // UDP works for the first datagrams, then the path goes dark (a middlebox timeout).
-        let dies: Policy = Arc::new(|_, i, _| if i < 2000 { Action::Forward } else { Action::Drop });
-        let proxy = Proxy::start(srv.addr, dies).await;
+        // UDP works for the first 4 MiB, then the path goes dark (a middlebox timeout).
+        let proxy = Proxy::start(srv.addr, dies_after(4 * MIB)).await;
         let want = make_big_file(&env.local("big"), 24 * MIB, 4);
         let mut c = connect_via(&proxy, &env).await;
         let up = put(&mut c, &env.local("big"), "big", &opts(TransportChoice::Auto, false)).await;
@@ -155,8 +166,7 @@ async fn auto_falls_back_to_tcp_when_udp_dies_mid_transfer_and_keeps_what_arrive
         assert!(up.resumed_from > 0, "TCP resumed after the bytes UDP delivered");
         assert_eq!(md5_file(&srv.home("alice").join("big")), want);
 
-        let proxy2 =
-            Proxy::start(srv.addr, Arc::new(|_, i, _| if i < 2000 { Action::Forward } else { Action::Drop })).await;
+        let proxy2 = Proxy::start(srv.addr, dies_after(4 * MIB)).await;
         let mut c2 = connect_via(&proxy2, &env).await;
         let down = get(&mut c2, "big", &env.local("big.back"), &opts(TransportChoice::Auto, false)).await;
         assert_eq!(down.transport, Transport::Tcp);
