@@ -167,9 +167,7 @@ impl Client {
         let (flow, held, held_md5) = match self.call(&req).await {
             Ok(Response::UdpPutReady { flow, held, held_md5 }) => (flow, held, held_md5),
             Ok(other) => return Err(unexpected(other)),
-            Err(e) if e.code() == Some(crate::proto::ErrorCode::UnsupportedTransport) => {
-                return Ok(Err(Fallback { reason: e.to_string(), progressed: false }))
-            }
+            Err(e) if no_udp(&e) => return Ok(Err(Fallback { reason: e.to_string(), progressed: false })),
             Err(e) => return Err(e),
         };
         let held = RangeSet::from_ranges(held);
@@ -248,9 +246,7 @@ impl Client {
         let (flow, size) = match self.call(&req).await {
             Ok(Response::UdpGetReady { flow, size }) => (flow, size),
             Ok(other) => return Err(unexpected(other)),
-            Err(e) if e.code() == Some(crate::proto::ErrorCode::UnsupportedTransport) => {
-                return Ok(Err(Fallback { reason: e.to_string(), progressed: false }))
-            }
+            Err(e) if no_udp(&e) => return Ok(Err(Fallback { reason: e.to_string(), progressed: false })),
             Err(e) => {
                 if held.is_empty() {
                     let _ = std::fs::remove_file(&partial);
@@ -335,6 +331,11 @@ impl Client {
             }
         }
     }
+}
+
+/// The server cannot do UDP: it said so, or could not decode the request (UDP-FALLBACK-1).
+fn no_udp(e: &ClientError) -> bool {
+    matches!(e.code(), Some(crate::proto::ErrorCode::UnsupportedTransport | crate::proto::ErrorCode::BadRequest))
 }
 
 /// A failed flow: no path and stalls hand over to TCP (for `auto`), the rest are errors.

@@ -114,10 +114,18 @@ impl FlowCore {
                 return None;
             }
         }
-        if matches!(header.kind, PacketKind::Data | PacketKind::Ack)
-            && matches!(&self.side, Side::Server { path, .. } if path.validated().is_some_and(|v| v != from))
-        {
-            return None;
+        if let Side::Server { path, .. } = &self.side {
+            let validating = matches!(header.kind, PacketKind::Hello | PacketKind::PathResponse);
+            // UDP-VALID-5: before validation only the handshake; after it, only the peer.
+            match path.validated() {
+                None if !validating => return None,
+                Some(v) if v != from && !validating => return None,
+                _ => {}
+            }
+            // UDP-PKT-4: a Hello is padded to the minimum datagram size.
+            if header.kind == PacketKind::Hello && datagram.len() < packet::MIN_DATAGRAM {
+                return None;
+            }
         }
         if !self.replay.check(header.pn) {
             return None;
@@ -127,6 +135,9 @@ impl FlowCore {
         self.replay.commit(header.pn);
         self.last_heard = Some(now);
         let mut wake = false;
+        if header.kind == PacketKind::Hello && packet::decode_hello(body).ok()? < packet::MIN_DATAGRAM as u16 {
+            return None;
+        }
         if let Side::Server { path, challenge_to } = &mut self.side {
             if header.kind == PacketKind::PathResponse {
                 let echo = packet::decode_challenge(header.kind, body).ok()?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use tokio::sync::watch;
 
-use super::core::{Role, Side};
+use super::core::{Role, Side, CHALLENGE_LEN};
 use super::io::UdpIo;
 use super::source::BlockSource;
 use super::FlowShared;
@@ -55,7 +55,8 @@ pub struct DriveOptions {
     pub idle: Duration,
     /// Client: fail with `NoPath` if no `PathChallenge` arrives within this (UDP-FALLBACK-1).
     pub confirm_within: Duration,
-    /// Client: `Hello` is repeated this often until confirmed.
+    /// Client: `Hello` is repeated this often until confirmed; server: likewise its
+    /// `PathChallenge` until validated.
     pub hello_every: Duration,
     /// Largest datagram this end accepts (sent in `Hello`).
     pub max_datagram: u16,
@@ -176,8 +177,12 @@ impl Driver<'_> {
             Role::Recv(r) => r.receiver.poll_timeout(),
         };
         let mut at = core.last_heard.unwrap_or(self.started) + self.opts.idle;
-        if let Side::Client { confirmed: false, .. } = core.side {
-            at = at.min(self.next_hello).min(self.started + self.opts.confirm_within);
+        match &core.side {
+            Side::Client { confirmed: false, .. } => {
+                at = at.min(self.next_hello).min(self.started + self.opts.confirm_within);
+            }
+            Side::Server { path, .. } if path.validated().is_none() => at = at.min(self.next_hello),
+            _ => {}
         }
         at = machine.map_or(at, |m| m.min(at));
         at.max(now)
@@ -203,8 +208,10 @@ impl Driver<'_> {
                     }
                 }
                 Side::Server { path, challenge_to } => {
-                    if let Some(to) = challenge_to.take() {
+                    let repeat = (now >= self.next_hello).then(|| path.retry(CHALLENGE_LEN)).flatten();
+                    if let Some(to) = challenge_to.take().or(repeat) {
                         items.push((to, PacketKind::PathChallenge, path.challenge().to_vec()));
+                        self.next_hello = now + self.opts.hello_every;
                     }
                 }
             }

@@ -15,8 +15,12 @@ use crate::proto::control::Md5Digest;
 use crate::transfer::TransferError;
 use crate::udp::ranges::RangeSet;
 
-/// How often the held-range map is made durable while data flows.
+/// How often the held-range map is made durable while data flows: at least every second, and
+/// early in a transfer after every [`PERSIST_MIN_BYTES`] or quarter of what is written, so a
+/// crash soon after the start still leaves something to resume while a long transfer syncs
+/// rarely.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+const PERSIST_MIN_BYTES: u64 = 4 << 20;
 
 /// Stores a range map that describes synced data; called from the writer thread.
 pub type PersistFn = Box<dyn FnMut(&RangeSet) -> std::io::Result<()> + Send>;
@@ -92,6 +96,9 @@ struct Writer {
     queued: Arc<AtomicU64>,
     dirty: bool,
     last_persist: Instant,
+    /// Bytes written since the last checkpoint, and in all.
+    unsynced: u64,
+    total: u64,
     scratch: Vec<u8>,
 }
 
@@ -107,6 +114,8 @@ impl Writer {
             queued,
             dirty: false,
             last_persist: Instant::now(),
+            unsynced: 0,
+            total: 0,
             scratch: Vec::new(),
         }
     }
@@ -126,6 +135,9 @@ impl Writer {
     }
 
     fn drain(&mut self, rx: &mpsc::Receiver<(u64, Bytes)>) -> Result<(), TransferError> {
+        // UDP-RESUME-3: the map exists before the first byte lands, so a crash can never
+        // leave a partial with holes that reads as one contiguous prefix.
+        (self.persist)(&self.written).map_err(TransferError::from_io)?;
         self.hash_contiguous()?;
         loop {
             match rx.recv_timeout(PERSIST_EVERY) {
@@ -136,7 +148,8 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            if self.dirty && self.last_persist.elapsed() >= PERSIST_EVERY {
+            let early = self.unsynced >= PERSIST_MIN_BYTES.max(self.total / 4);
+            if self.dirty && (early || self.last_persist.elapsed() >= PERSIST_EVERY) {
                 self.checkpoint()?;
             }
         }
@@ -150,6 +163,8 @@ impl Writer {
         self.file.write_all_at(data, offset).map_err(TransferError::from_io)?;
         self.written.insert(offset, end);
         self.dirty = true;
+        self.unsynced += data.len() as u64;
+        self.total += data.len() as u64;
         if offset <= self.hashed && self.hashed < end {
             self.hasher.update(&data[(self.hashed - offset) as usize..]);
             self.hashed = end;
@@ -176,6 +191,7 @@ impl Writer {
             tracing::warn!("cannot save the resume map: {e}");
         }
         self.dirty = false;
+        self.unsynced = 0;
         self.last_persist = Instant::now();
         Ok(())
     }

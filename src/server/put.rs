@@ -193,7 +193,12 @@ fn open_upload(
         (Some((s, ranges)), Transport::Udp) if *s == size => {
             RangeSet::from_ranges(ranges.iter().copied().filter(|r| r.1 <= offset))
         }
-        (Some(_), Transport::Udp) => RangeSet::new(),
+        (Some((s, _)), Transport::Udp) => {
+            return Err(Reply::new(
+                ErrorCode::SourceChanged,
+                format!("the partial upload was for a file of {s} bytes, not {size}; upload again without --resume"),
+            ));
+        }
         (Some((_, ranges)), Transport::Tcp) => {
             let prefix = RangeSet::from_ranges(ranges.iter().copied()).contiguous_from(0);
             RangeSet::from_ranges([(0, prefix.min(offset))])
@@ -202,9 +207,6 @@ fn open_upload(
     };
     // A TCP upload appends after a contiguous prefix: drop whatever a UDP upload left beyond it.
     let keep = if transport == Transport::Tcp { held.contiguous_from(0) } else { offset };
-    if map.is_some() || !resume {
-        state.store.delete_ranges(user, &key)?;
-    }
     let partial_new = prior.is_none();
     let bytes = (size - keep).saturating_sub(existing.unwrap_or(0));
     let files = u64::from(partial_new && existing.is_none());
@@ -218,6 +220,13 @@ fn open_upload(
                     return Err(Reply::internal(e));
                 }
             };
+            // UDP-RESUME-6: the map goes only after the partial was cut to its prefix and synced.
+            if (map.is_some() && transport == Transport::Tcp) || !resume {
+                if let Err(e) = state.store.delete_ranges(user, &key) {
+                    let _ = state.store.release(reservation);
+                    return Err(e.into());
+                }
+            }
             let counted = if resume { keep } else { 0 };
             let dropped = prior.unwrap_or(0) - counted;
             if dropped > 0 {
@@ -249,6 +258,7 @@ fn open_partial(
     }
     if keep < len {
         file.set_len(keep).map_err(TransferError::from)?;
+        file.sync_all().map_err(TransferError::from)?;
     }
     let hasher = if keep > 0 && transport == Transport::Tcp { transfer::hash_prefix(&file, keep)? } else { Md5::new() };
     file.seek(SeekFrom::Start(keep)).map_err(TransferError::from)?;

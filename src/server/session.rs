@@ -87,6 +87,8 @@ pub(crate) struct Session {
     pub cwd: HomePath,
     /// Exported from this session's TLS connection; keys its UDP flows (UDP-SEAL-1).
     pub secret: crate::udp::seal::SessionSecret,
+    /// Every flow id issued on this connection (UDP-CTRL-1).
+    pub flow_ids: std::collections::HashSet<u64>,
 }
 
 /// Serves one TCP connection to completion. Never panics on peer input; errors end the
@@ -215,7 +217,14 @@ async fn login(
     lock(&state.throttle).record_success(&user, ip);
     let dir = state.layout.home_of(&user);
     let home = blocking(move || Home::open(&dir).map_err(Reply::from)).await?;
-    Ok(Session { state: state.clone(), user, home: Arc::new(home), cwd: HomePath::root(), secret })
+    Ok(Session {
+        state: state.clone(),
+        user,
+        home: Arc::new(home),
+        cwd: HomePath::root(),
+        secret,
+        flow_ids: Default::default(),
+    })
 }
 
 /// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because

@@ -46,12 +46,18 @@ impl Session {
 
     /// Registers a flow and starts its task.
     fn start_flow(
-        &self,
+        &mut self,
         role: Role,
         source: Option<BlockSource>,
         io: Arc<UdpIo>,
     ) -> (FlowGuard, tokio::task::JoinHandle<Result<FlowEnd, FlowError>>, Arc<FlowShared>) {
-        let id = self.state.flows.new_id();
+        // UDP-CTRL-1: never reuse an id on this connection, since the keys derive from it.
+        let id = loop {
+            let id = self.state.flows.new_id();
+            if self.flow_ids.insert(id) {
+                break id;
+            }
+        };
         let keys = FlowKeys::derive(&self.secret, id);
         let side = Side::Server { path: PathValidation::new(rand::random()), challenge_to: None };
         let shared = FlowShared::new(FlowCore::new(id, side, role, keys.client));
@@ -115,16 +121,17 @@ impl Session {
         held_md5: Option<Md5Digest>,
         rate_limit: Option<u64>,
     ) -> Result<bool, ConnError> {
-        let prepared = match self.udp_socket() {
-            Ok(io) => self.prepare_get_udp(&path, held, held_md5).await.map(|x| (io, x)),
-            Err(e) => Err(e),
+        let prepared = match (self.udp_socket(), rate_limit) {
+            (_, Some(0)) => Err(Reply::new(ErrorCode::BadRequest, "a rate limit must be above zero")),
+            (Ok(io), _) => self.prepare_get_udp(&path, held, held_md5).await.map(|x| (io, x)),
+            (Err(e), _) => Err(e),
         };
         let (io, (file, size, held)) = match prepared {
             Ok(x) => x,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
         let mut cfg = SenderConfig::new(size, held.clone());
-        cfg.rate_limit = rate_limit.filter(|r| *r > 0);
+        cfg.rate_limit = rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
         let sender = Sender::new(cfg, std::time::Instant::now());
         let source = BlockSource::spawn(file, size, held);

@@ -118,7 +118,9 @@ impl Store {
     }
 
     pub fn delete_user(&self, name: &str) -> Result<(), StoreError> {
-        let deleted = self.conn().execute("DELETE FROM users WHERE name = ?1", [name])?;
+        let conn = self.conn();
+        let deleted = conn.execute("DELETE FROM users WHERE name = ?1", [name])?;
+        conn.execute("DELETE FROM partial_ranges WHERE user = ?1", [name])?;
         expect_one(deleted, name)
     }
 

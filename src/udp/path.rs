@@ -56,6 +56,21 @@ impl PathValidation {
         Some(self.challenge)
     }
 
+    /// Time to repeat the challenge (UDP-VALID-3): returns the address to send it to if the
+    /// flow is not validated and the amplification budget allows a `challenge_len`-byte
+    /// datagram.
+    pub fn retry(&mut self, challenge_len: usize) -> Option<SocketAddr> {
+        if self.validated.is_some() {
+            return None;
+        }
+        let cand = self.candidate.as_mut()?;
+        if cand.2 + challenge_len as u64 > AMPLIFICATION_FACTOR * cand.1 {
+            return None;
+        }
+        cand.2 += challenge_len as u64;
+        Some(cand.0)
+    }
+
     /// A `PathResponse` echoing `echo` arrived from `from`; true if it validated `from`.
     pub fn handle_response(&mut self, from: SocketAddr, echo: [u8; 8]) -> bool {
         if echo != self.challenge {
@@ -87,6 +102,19 @@ mod tests {
         }
         assert!(sent <= 3 * 1000, "sent {sent}");
         assert!(sent >= 2000);
+    }
+
+    #[test]
+    fn repeats_the_challenge_only_within_the_budget() {
+        let mut p = PathValidation::new([7; 8]);
+        assert_eq!(p.retry(60), None, "nothing to repeat before a Hello");
+        assert!(p.handle_datagram(addr(1), 100, 60).is_some());
+        for _ in 0..4 {
+            assert_eq!(p.retry(60), Some(addr(1)));
+        }
+        assert_eq!(p.retry(60), None, "6 x 60 > 3 x 100");
+        assert!(p.handle_response(addr(1), [7; 8]));
+        assert_eq!(p.retry(60), None);
     }
 
     #[test]
