@@ -23,6 +23,8 @@ pub struct TransferSummary {
     pub resumed_from: u64,
     pub md5: Md5Digest,
     pub transport: Transport,
+    /// What the UDP sender saw, when this end sent over UDP (an upload).
+    pub udp_stats: Option<crate::udp::sender::SenderStats>,
 }
 
 pub(super) fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
@@ -59,7 +61,7 @@ impl Client {
             other => return Err(unexpected(other)),
         }
         progress(Progress::Finish);
-        Ok(TransferSummary { size, resumed_from: offset, md5, transport: Transport::Tcp })
+        Ok(TransferSummary { size, resumed_from: offset, md5, transport: Transport::Tcp, udp_stats: None })
     }
 
     /// Streams chunks and `PutEnd`, watching for an early error reply. Returns our md5.
@@ -161,7 +163,7 @@ impl Client {
         std::fs::rename(&partial, local).map_err(local_err(local))?;
         sync_parent(local);
         progress(Progress::Finish);
-        Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp })
+        Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp, udp_stats: None })
     }
 
     /// Receives checked chunks into the partial until `GetEnd`; returns (server md5, our md5).

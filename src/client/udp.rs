@@ -212,9 +212,11 @@ impl Client {
                 }
             }
         };
-        let stats = flow.counters();
+        let stats = match &flow.shared.lock().role {
+            Role::Send(s) => Some(s.stats()),
+            Role::Recv(_) => None,
+        };
         drop(flow);
-        tracing::debug!(acked = stats.0, sent = stats.1, lost = stats.2, "UDP upload flow finished");
         progress(Progress::Advance { done: size });
         self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
         progress(Progress::Verifying);
@@ -223,7 +225,7 @@ impl Client {
             other => return Err(unexpected(other)),
         }
         progress(Progress::Finish);
-        Ok(Ok(TransferSummary { size, resumed_from: held.covered(), md5, transport: Transport::Udp }))
+        Ok(Ok(TransferSummary { size, resumed_from: held.covered(), md5, transport: Transport::Udp, udp_stats: stats }))
     }
 
     async fn get_udp(
@@ -313,7 +315,13 @@ impl Client {
         let _ = std::fs::remove_file(&map_path);
         sync_parent(local);
         progress(Progress::Finish);
-        Ok(Ok(TransferSummary { size, resumed_from: held.covered(), md5: ours, transport: Transport::Udp }))
+        Ok(Ok(TransferSummary {
+            size,
+            resumed_from: held.covered(),
+            md5: ours,
+            transport: Transport::Udp,
+            udp_stats: None,
+        }))
     }
 
     /// Stops a UDP download on the control connection; the server answers `Ok`, or `GetEnd`

@@ -135,13 +135,23 @@ impl Session {
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
         let sender = Sender::new(cfg, std::time::Instant::now());
         let source = BlockSource::spawn(file, size, held);
-        let (guard, mut task, _shared) = self.start_flow(Role::Send(sender), Some(source), io);
+        let (guard, mut task, shared) = self.start_flow(Role::Send(sender), Some(source), io);
         conn.reply(&Response::UdpGetReady { flow: guard.id, size }).await?;
         loop {
             tokio::select! {
                 r = &mut task => {
                     let reply = match r {
-                        Ok(Ok(FlowEnd::Sent { md5 })) => Response::GetEnd { md5 },
+                        Ok(Ok(FlowEnd::Sent { md5 })) => {
+                            if let Role::Send(s) = &shared.lock().role {
+                                let st = s.stats();
+                                tracing::info!(
+                                    user = %self.user, %path, size, sent = st.sent_bytes,
+                                    retransmitted = st.retransmitted_bytes, datagram = st.datagram_size,
+                                    "download over UDP complete"
+                                );
+                            }
+                            Response::GetEnd { md5 }
+                        }
                         Ok(Ok(FlowEnd::Stopped)) => return Ok(false),
                         Ok(Err(FlowError::Source(e))) => Reply::from(e).into_response(),
                         Ok(Err(e)) => Reply::new(ErrorCode::IdleTimeout, format!("UDP transfer failed: {e}")).into_response(),

@@ -181,6 +181,21 @@ fn report(ui: Ui, verb: &str, from: &str, to: &str, (s, secs): &(TransferSummary
     );
     if ui.verbose > 0 {
         println!("  md5 {}  transport {via}", hex_digest(&s.md5));
+        if let Some(u) = &s.udp_stats {
+            let moved = u.sent_bytes.saturating_sub(u.retransmitted_bytes).max(1);
+            println!(
+                "  udp: {} datagrams of up to {} bytes, {} retransmitted ({:.2}% of the data), {} lost, \
+                 rtt {:.1} ms (min {:.1}), bottleneck {}/s",
+                u.sent_packets,
+                u.datagram_size,
+                format_size(u.retransmitted_bytes),
+                100.0 * u.retransmitted_bytes as f64 / moved as f64,
+                u.lost_packets,
+                u.srtt.as_secs_f64() * 1e3,
+                u.min_rtt.as_secs_f64() * 1e3,
+                format_size(u.bottleneck_rate),
+            );
+        }
     }
 }
 
