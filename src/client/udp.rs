@@ -438,7 +438,9 @@ async fn open_partial_with_map(
         }
         let len = file.metadata().map_err(local_err(&partial))?.len();
         let held = match read_map(&map_path) {
-            Some((_, ranges)) => RangeSet::from_ranges(ranges.into_iter().filter(|r| r.1 <= len)),
+            // A map claiming bytes past the partial's end is stale: nothing counts (UDP-RESUME-4).
+            Some((_, ranges)) if ranges.iter().all(|r| r.1 <= len) => RangeSet::from_ranges(ranges),
+            Some(_) => RangeSet::new(),
             None => RangeSet::from_ranges([(0, len)]),
         };
         Ok((file, held))

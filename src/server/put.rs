@@ -189,9 +189,13 @@ fn open_upload(
         ));
     }
     let held = match (&map, transport) {
-        // Only bytes the partial really has count; a map claiming more is stale (UDP-RESUME-*).
+        // A map claiming bytes past the partial's end is stale: nothing counts (UDP-RESUME-4).
         (Some((s, ranges)), Transport::Udp) if *s == size => {
-            RangeSet::from_ranges(ranges.iter().copied().filter(|r| r.1 <= offset))
+            if ranges.iter().all(|r| r.1 <= offset) {
+                RangeSet::from_ranges(ranges.iter().copied())
+            } else {
+                RangeSet::new()
+            }
         }
         (Some((s, _)), Transport::Udp) => {
             return Err(Reply::new(
