@@ -15,8 +15,10 @@
 //! Loss detection follows RFC 9002: an unacknowledged packet is lost once a packet sent
 //! [`PACKET_THRESHOLD`] packet numbers later has arrived, or 9/8 RTT after it was sent. Both
 //! thresholds grow when a loss turns out spurious (reordering). An ack lists at most
-//! [`MAX_ACK_RANGES`] ranges, so bytes above its last range are unknown, not missing: packets
-//! there wait for a later ack. When acks stop, a probe timeout (PTO, backed off up to 1 s)
+//! [`MAX_ACK_RANGES`] ranges, so when it is full, bytes above its last range are unknown, not
+//! missing, and so are those between its two halves (a receiver may list the lowest and the
+//! highest ranges, see [`AckRanges`](super::receiver::AckRanges)): packets there wait for a
+//! later ack. When acks stop, a probe timeout (PTO, backed off up to 1 s)
 //! resends the lowest unacknowledged data.
 
 mod pmtu;
@@ -125,6 +127,8 @@ struct SentPacket {
     size: u32,
     probe: bool,
     state: State,
+    /// Datagram bytes sent up to and including this packet.
+    through: u64,
     rs: SendState,
 }
 
@@ -153,7 +157,7 @@ enum Fate {
     Lost,
     /// Missing, but not long enough: lost at this time unless acked first.
     Pending(Instant),
-    /// Nothing known yet.
+    /// Nothing known yet (above the ranges the ack listed).
     Unknown,
 }
 
@@ -171,12 +175,19 @@ pub struct Sender {
     /// Every byte below this has been sent at least once (or was held).
     next_offset: u64,
     sent: VecDeque<SentPacket>,
+    /// Datagram bytes of packets neither acknowledged nor declared lost.
     in_flight: u64,
+    /// Datagram bytes sent in all, and of those, up to the largest packet the receiver
+    /// reported: the difference is what is in the pipe.
+    sent_total: u64,
+    passed: u64,
     next_pn: u64,
     /// Largest packet number the receiver reported.
     largest_acked: Option<u64>,
     /// Bytes at or above this were beyond the last ack's ranges (unknown).
     coverage_end: u64,
+    /// Bytes in this stretch lay between the two halves of the last (full) ack (unknown).
+    unlisted: Option<(u64, u64)>,
     peer_max_datagram: u16,
     rtt: RttEstimator,
     rate: RateControl,
@@ -216,9 +227,12 @@ impl Sender {
             next_offset: 0,
             sent: VecDeque::new(),
             in_flight: 0,
+            sent_total: 0,
+            passed: 0,
             next_pn: 0,
             largest_acked: None,
             coverage_end: u64::MAX,
+            unlisted: None,
             peer_max_datagram: 0,
             rtt: RttEstimator::new(),
             rate: RateControl::new(now, datagram_size, cfg.rate_limit),
@@ -252,7 +266,7 @@ impl Sender {
             }
             self.pto_due = 0;
         }
-        if self.in_flight >= self.rate.window() || self.pacer.next_send().is_some_and(|t| t > now) {
+        if self.pipe() >= self.rate.window() || self.pacer.next_send().is_some_and(|t| t > now) {
             return None;
         }
         if let Some(t) = self.send_mtu_probe(now) {
@@ -265,7 +279,7 @@ impl Sender {
             self.next_offset = e;
             return Some(self.send_data(now, s, e, false));
         }
-        self.rate.on_app_limited(self.in_flight);
+        self.rate.on_app_limited(self.pipe());
         None
     }
 
@@ -283,19 +297,22 @@ impl Sender {
             self.largest_acked = Some(ack.largest_pn);
             self.on_largest_acked(now, ack);
         }
+        let full = ack.ranges.len() >= MAX_ACK_RANGES;
         self.coverage_end = match ack.ranges.last() {
-            Some(&(_, end)) if ack.ranges.len() >= MAX_ACK_RANGES => end,
+            Some(&(_, end)) if full => end,
             _ => u64::MAX,
         };
+        let half = MAX_ACK_RANGES / 2;
+        self.unlisted = full.then(|| (ack.ranges[half - 1].1, ack.ranges[half].0));
         if let Some(size) = self.pmtu.on_ack(now, ack.max_datagram, self.rtt.smoothed()) {
             self.set_datagram_size(size);
         }
-        let acked_bytes = self.detect(now);
+        self.detect(now);
         self.check_spurious(now, ack.largest_pn);
         if newly_largest || self.acked.covered() > before {
             self.pto_count = 0;
         }
-        self.rate.on_ack_end(now, acked_bytes, self.in_flight);
+        self.rate.on_ack_end(now, self.pipe());
     }
 
     /// Sending packet `pn` failed locally (e.g. `EMSGSIZE` for a probe above the path MTU).
@@ -351,7 +368,7 @@ impl Sender {
             return self.pto_fired;
         }
         let mut next = min_opt(self.loss_time, self.pto_time());
-        if self.in_flight < self.rate.window() {
+        if self.pipe() < self.rate.window() {
             let pace = self.pacer.next_send().unwrap_or(self.epoch);
             if !self.lost.is_empty() || self.new_data_available() {
                 next = min_opt(next, Some(pace));
@@ -404,9 +421,15 @@ impl Sender {
         pn
     }
 
-    /// Bytes currently in flight (datagram bytes).
+    /// Datagram bytes of packets neither acknowledged nor declared lost.
     pub fn in_flight(&self) -> u64 {
         self.in_flight
+    }
+
+    /// Datagram bytes sent after the largest packet the receiver reported: what the window
+    /// caps.
+    pub fn pipe(&self) -> u64 {
+        self.sent_total - self.passed
     }
 
     /// The rate controller, for inspection.
@@ -484,8 +507,19 @@ impl Sender {
     /// Records a packet as sent and in flight; returns its packet number.
     fn track(&mut self, now: Instant, offset: u64, len: u16, size: usize, probe: bool) -> u64 {
         let pn = self.next_pn();
-        let rs = self.rate.on_send(now, self.in_flight);
-        self.sent.push_back(SentPacket { pn, offset, len, size: size as u32, probe, state: State::InFlight, rs });
+        let rs = self.rate.on_send(now, self.pipe());
+        self.sent_total += size as u64;
+        let through = self.sent_total;
+        self.sent.push_back(SentPacket {
+            pn,
+            offset,
+            len,
+            size: size as u32,
+            probe,
+            state: State::InFlight,
+            through,
+            rs,
+        });
         self.in_flight += size as u64;
         self.pacer.on_send(now, size, self.rate.pacing_rate(), self.datagram_size);
         self.last_sent = Some(now);
@@ -507,11 +541,24 @@ impl Sender {
         }
     }
 
-    /// The ack reports a new largest packet number: an RTT sample, and that packet's bytes
-    /// are held even if they lie beyond the listed ranges.
+    /// The ack reports a new largest packet number: everything sent up to it has passed, it
+    /// gives an RTT and a rate sample, and its bytes are held even if they lie beyond the
+    /// listed ranges.
     fn on_largest_acked(&mut self, now: Instant, ack: &Ack) {
-        let Ok(i) = self.sent.binary_search_by_key(&ack.largest_pn, |p| p.pn) else { return };
+        let i = match self.sent.binary_search_by_key(&ack.largest_pn, |p| p.pn) {
+            Ok(i) => i,
+            Err(i) => {
+                // Not a packet we track (a driver's datagram, or one forgotten): what was
+                // sent before it has passed all the same.
+                if let Some(p) = i.checked_sub(1).map(|j| self.sent[j]) {
+                    self.passed = self.passed.max(p.through);
+                }
+                return;
+            }
+        };
         let p = self.sent[i];
+        self.passed = self.passed.max(p.through);
+        self.rate.on_delivered(now, p.through, &p.rs);
         let rtt = now.saturating_duration_since(p.rs.sent_time);
         let adjusted = self.rtt.update(rtt, Duration::from_micros(u64::from(ack.ack_delay_us)));
         self.rate.on_rtt(now, adjusted);
@@ -521,12 +568,11 @@ impl Sender {
     }
 
     /// Walks the packets up to the largest acknowledged: marks acked and lost ones, sets the
-    /// loss timer for the rest. Returns the datagram bytes newly acknowledged.
-    fn detect(&mut self, now: Instant) -> u64 {
+    /// loss timer for the rest.
+    fn detect(&mut self, now: Instant) {
         self.loss_time = None;
-        let Some(largest) = self.largest_acked else { return 0 };
+        let Some(largest) = self.largest_acked else { return };
         let delay = self.loss_delay();
-        let mut acked_bytes = 0;
         for i in 0..self.sent.len() {
             let p = self.sent[i];
             if p.pn > largest {
@@ -540,12 +586,12 @@ impl Sender {
                     self.sent[i].state = State::Acked;
                     self.in_flight -= u64::from(p.size);
                     if !p.probe {
-                        self.rate.on_acked(now, u64::from(p.size), &p.rs);
-                        acked_bytes += u64::from(p.size);
+                        self.rate.on_resolved(u64::from(p.size), false, &p.rs);
                     }
                 }
                 Fate::Lost => {
                     self.sent[i].state = State::Lost;
+                    self.in_flight -= u64::from(p.size);
                     self.on_lost(now, &p);
                 }
                 Fate::Pending(at) => self.loss_time = min_opt(self.loss_time, Some(at)),
@@ -553,7 +599,6 @@ impl Sender {
             }
         }
         self.pop_decided();
-        acked_bytes
     }
 
     fn fate(&self, now: Instant, p: &SentPacket, largest: u64, delay: Duration) -> Fate {
@@ -563,7 +608,9 @@ impl Sender {
             }
         } else if self.acked.contains(p.offset, p.end()) {
             return Fate::Acked;
-        } else if p.end() > self.coverage_end {
+        }
+        let unlisted = self.unlisted.is_some_and(|(a, b)| p.end() > a && p.offset < b);
+        if !p.probe && (p.end() > self.coverage_end || unlisted) {
             return Fate::Unknown;
         }
         let lost_at = p.rs.sent_time + delay;
@@ -575,13 +622,12 @@ impl Sender {
     }
 
     fn on_lost(&mut self, now: Instant, p: &SentPacket) {
-        self.in_flight -= u64::from(p.size);
         if p.probe {
             self.pmtu.on_failed(now, p.pn);
             return;
         }
         self.stats.lost_packets += 1;
-        self.rate.on_lost(u64::from(p.size), &p.rs);
+        self.rate.on_resolved(u64::from(p.size), true, &p.rs);
         self.mark_unheld_lost(p.offset, p.end());
         self.recent_lost.push_back(LostRecord {
             pn: p.pn,
