@@ -3,26 +3,27 @@
 //! The model follows BBR and UDT: the sender paces at a gain times an estimate of the
 //! bottleneck rate, and caps what is in flight at a multiple of the bandwidth-delay product.
 //!
-//! - **Bottleneck rate**: windowed maximum (10 round trips) of delivery-rate samples. A
-//!   sample is taken when the receiver reports a new largest packet number: everything sent
-//!   up to that packet has passed the receiver's end of the path (arrived, or been lost on
-//!   the way), so the bytes sent between that packet's own departure report and this one,
-//!   over the longer of the send and ack intervals, is a delivery rate that includes loss.
-//!   Counting by packet number, not by acknowledged ranges, keeps samples honest when
-//!   acks list only some of the ranges held (bytes then become known held late, in bulks
-//!   that would inflate range-based samples).
+//! - **Bottleneck rate**: windowed maximum (10 round trips) of delivery-rate samples, taken
+//!   as in BBR but counted by packet number: when the receiver reports a new largest packet,
+//!   everything sent up to it has passed the far end of the path (arrived, or been lost on
+//!   the way). Counting that, rather than acknowledged ranges, keeps samples honest when an
+//!   ack cannot list every range held (bytes then become known held late, in bulks that
+//!   would inflate range-based samples). The same count gives the sender its in-flight
+//!   measure (bytes sent after the largest reported packet).
 //! - **Minimum RTT**: windowed minimum over 10 s.
-//! - **Phases**: `Startup` paces at 2.885x until the estimate grows less than 25% in three
-//!   rounds, `Drain` empties the queue Startup built, then `Cruise` cycles pacing gains
-//!   1.25, 0.75 and six times 1.0, one minimum RTT each.
-//! - **Random loss is not congestion.** Where loss happens on the wire after the bottleneck, a
-//!   lost packet still used link time, so the plain delivery rate under a loss rate `p`
-//!   reads `(1 - p)` of the link, and pacing at that reading spirals down. Samples count
-//!   lost bytes as having passed, then take out only the *excess* loss: with `f` the recent
-//!   loss rate and `p` the random loss rate, a sample is scaled by `(1 - f) / (1 - p)` (at
-//!   most 1). `p` is measured on packets sent while not probing (gain <= 1), in rounds whose
-//!   RTT shows no standing queue, ignoring rounds that lose far more than usual. Drops from
-//!   overshooting a queue (which never used the link) therefore do not raise the estimate.
+//! - **Phases**: `Startup` paces at 2.885x (window 2x BDP) until the estimate grows less than
+//!   25% in three rounds, RTT samples show a queue building, or a round loses clearly more
+//!   than Startup did so far (an overflowing queue); `Drain` empties the queue, then
+//!   `Cruise` cycles pacing gains 1.25, 0.75 and six times 1.0, one minimum RTT each.
+//! - **Random loss is not congestion.** Where loss happens on the wire after the bottleneck,
+//!   a lost packet still used link time, so the plain delivery rate under a loss rate `p`
+//!   reads `(1 - p)` of the link, and pacing at that reading spirals down. Samples here
+//!   count lost bytes as having passed, then take out only the *excess* loss: with `f` the
+//!   recent loss rate and `p` the random loss rate, a sample is scaled by `(1 - f) / (1 - p)`
+//!   (at most 1). `p` starts as Startup's loss rate and follows the loss of packets sent
+//!   while not probing (gain <= 1) in rounds without a standing queue; a round losing far
+//!   more than `p` moves it only a little. Drops from overshooting a queue (which never
+//!   used the link) therefore do not raise the estimate.
 //! - **Queueing delay backs off.** When the smallest RTT of two consecutive rounds exceeds
 //!   `1.25 * min_rtt + 3 ms`, a queue is standing (a competing flow, or an overestimate):
 //!   the estimate is capped at 85% and the cap is raised again round by round once the
@@ -30,7 +31,13 @@
 //! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
 //!   larger, so timers of about 1 ms granularity suffice at any rate.
 
+mod filter;
+mod pacer;
+
 use std::time::{Duration, Instant};
+
+use filter::{Better, WindowedFilter};
+pub use pacer::Pacer;
 
 /// Pacing and window gain in Startup (2 / ln 2).
 const STARTUP_GAIN: f64 = 2.885;
@@ -548,146 +555,9 @@ fn queue_threshold(min_rtt: Duration) -> Duration {
     min_rtt.mul_f64(QUEUE_FACTOR) + QUEUE_SLACK
 }
 
-/// A token-bucket pacer: datagrams leave no faster than the pacing rate, with bursts of at
-/// most 4 datagrams or 1 ms worth, whichever is larger.
-#[derive(Debug, Default)]
-pub struct Pacer {
-    /// When the next datagram is due on a perfectly even schedule.
-    next: Option<Instant>,
-}
-
-impl Pacer {
-    pub fn new() -> Pacer {
-        Pacer::default()
-    }
-
-    /// Earliest time the next datagram may leave (`None`: now).
-    pub fn next_send(&self) -> Option<Instant> {
-        self.next
-    }
-
-    /// A datagram of `bytes` left at `now`; `rate` in bytes per second.
-    pub fn on_send(&mut self, now: Instant, bytes: usize, rate: u64, datagram: usize) {
-        let rate = rate.max(1);
-        let burst_bytes = (4 * datagram as u64).max(rate / 1000);
-        let burst = nanos_at(burst_bytes, rate);
-        let floor = now.checked_sub(burst).unwrap_or(now);
-        let start = self.next.map_or(floor, |n| n.max(floor));
-        self.next = Some(start + nanos_at(bytes as u64, rate));
-    }
-}
-
-/// How long `bytes` take at `rate` bytes per second.
-fn nanos_at(bytes: u64, rate: u64) -> Duration {
-    Duration::from_nanos((u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1))) as u64)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Better {
-    Max,
-    Min,
-}
-
-/// Windowed maximum or minimum (Kathleen Nichols' algorithm, as in Linux `win_minmax`):
-/// keeps the best, second best and third best samples of sub-windows, so the estimate ages
-/// out gradually without storing every sample.
-#[derive(Debug, Clone)]
-struct WindowedFilter {
-    better: Better,
-    window: u64,
-    /// (value, time) of the best, second and third best samples.
-    s: Option<[(u64, u64); 3]>,
-}
-
-impl WindowedFilter {
-    fn new(better: Better, window: u64) -> WindowedFilter {
-        WindowedFilter { better, window, s: None }
-    }
-
-    fn get(&self) -> Option<u64> {
-        self.s.map(|s| s[0].0)
-    }
-
-    fn beats(&self, a: u64, b: u64) -> bool {
-        match self.better {
-            Better::Max => a >= b,
-            Better::Min => a <= b,
-        }
-    }
-
-    fn update(&mut self, value: u64, at: u64) {
-        let sample = (value, at);
-        let Some(mut s) = self.s else {
-            self.s = Some([sample; 3]);
-            return;
-        };
-        if self.beats(value, s[0].0) || at.saturating_sub(s[2].1) > self.window {
-            self.s = Some([sample; 3]);
-            return;
-        }
-        if self.beats(value, s[1].0) {
-            s[1] = sample;
-            s[2] = sample;
-        } else if self.beats(value, s[2].0) {
-            s[2] = sample;
-        }
-        // Age the sub-windows.
-        let dt = at.saturating_sub(s[0].1);
-        if dt > self.window {
-            s = [s[1], s[2], sample];
-            if at.saturating_sub(s[0].1) > self.window {
-                s = [s[1], s[2], sample];
-            }
-        } else if s[1].1 == s[0].1 && dt > self.window / 4 {
-            s[1] = sample;
-            s[2] = sample;
-        } else if s[2].1 == s[1].1 && dt > self.window / 2 {
-            s[2] = sample;
-        }
-        self.s = Some(s);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windowed_max_forgets_old_samples() {
-        let mut f = WindowedFilter::new(Better::Max, 10);
-        f.update(100, 0);
-        f.update(50, 5);
-        assert_eq!(f.get(), Some(100));
-        f.update(40, 11);
-        assert_eq!(f.get(), Some(50));
-        f.update(30, 30);
-        assert_eq!(f.get(), Some(30));
-    }
-
-    #[test]
-    fn windowed_min_keeps_the_smallest() {
-        let mut f = WindowedFilter::new(Better::Min, 100);
-        f.update(10, 0);
-        f.update(20, 10);
-        f.update(5, 20);
-        f.update(8, 30);
-        assert_eq!(f.get(), Some(5));
-    }
-
-    #[test]
-    fn pacer_allows_a_small_burst_then_spaces_datagrams() {
-        let t0 = Instant::now();
-        let mut p = Pacer::new();
-        let rate = 1_000_000; // 1 MB/s: 1 ms is 1000 bytes, less than 4 datagrams
-        let mut sent = 0;
-        while p.next_send().is_none_or(|t| t <= t0) {
-            p.on_send(t0, 1200, rate, 1200);
-            sent += 1;
-        }
-        assert_eq!(sent, 5, "4 datagrams of credit plus the one that starts the schedule");
-        let next = p.next_send().unwrap();
-        assert_eq!(next - t0, Duration::from_micros(1200));
-    }
 
     #[test]
     fn startup_grows_then_settles_in_cruise() {
