@@ -414,8 +414,8 @@ impl Sim {
         Sim {
             base,
             now: 0,
-            fwd: Link::new(sc.fwd.clone(), sc.seed * 2),
-            rev: Link::new(sc.rev.clone(), sc.seed * 2 + 1),
+            fwd: Link::new(sc.fwd.clone(), sc.seed.wrapping_mul(2)),
+            rev: Link::new(sc.rev.clone(), sc.seed.wrapping_mul(2) | 1),
             events: BinaryHeap::new(),
             seq: 0,
             flows,
