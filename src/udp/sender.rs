@@ -46,7 +46,8 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 const MAX_PTO: Duration = Duration::from_secs(1);
 /// Datagrams sent on each probe timeout.
 const PTO_PACKETS: u8 = 2;
-/// Consecutive failed data sends above the minimum size that fall back to it.
+/// Failed data sends above the minimum size, with no ack progress in between, that fall
+/// back to the minimum size.
 const MAX_SEND_ERRORS: u32 = 3;
 
 /// Sender settings.
@@ -290,6 +291,7 @@ impl Sender {
         self.check_spurious(now, ack.largest_pn);
         if newly_largest || self.acked.covered() > before {
             self.pto_count = 0;
+            self.send_errors = 0;
         }
         self.rate.on_ack_end(now, self.pipe());
     }

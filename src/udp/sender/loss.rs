@@ -55,8 +55,13 @@ impl Sender {
             Err(i) => {
                 // Not a packet we track (a driver's datagram, or one forgotten): what was
                 // sent before it has passed all the same.
-                if let Some(p) = i.checked_sub(1).map(|j| self.sent[j]) {
-                    self.passed = self.passed.max(p.through);
+                let through = if i == self.sent.len() {
+                    Some(self.sent_total)
+                } else {
+                    i.checked_sub(1).map(|j| self.sent[j].through)
+                };
+                if let Some(through) = through {
+                    self.passed = self.passed.max(through);
                 }
                 return;
             }
