@@ -433,7 +433,8 @@ impl RateControl {
     }
 
     /// Folds the round's loss rate of clean packets into the random-loss estimate, unless
-    /// the round had a standing queue or lost far more than usual (congestion).
+    /// the round had a standing queue; a round losing far more than the estimate (congestion)
+    /// counts only as a little more.
     fn update_loss_rate(&mut self, queue: bool) {
         let total = self.round_clean_acked + self.round_clean_lost;
         if queue || total < LOSS_MIN_DATAGRAMS * self.datagram {
