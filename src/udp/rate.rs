@@ -3,20 +3,27 @@
 //! The model follows BBR and UDT: the sender paces at a gain times an estimate of the
 //! bottleneck rate, and caps what is in flight at a multiple of the bandwidth-delay product.
 //!
-//! - **Bottleneck rate**: windowed maximum (10 round trips) of delivery-rate samples, each
-//!   taken when a packet is acknowledged (bytes delivered between its sending and its ack,
-//!   over the longer of the send and ack intervals).
+//! - **Bottleneck rate**: windowed maximum (10 round trips) of delivery-rate samples, taken
+//!   as in BBR but counted by packet number: when the receiver reports a new largest packet,
+//!   everything sent up to it has passed the far end of the path (arrived, or been lost on
+//!   the way). Counting that, rather than acknowledged ranges, keeps samples honest when an
+//!   ack cannot list every range held (bytes then become known held late, in bulks that
+//!   would inflate range-based samples). The same count gives the sender its in-flight
+//!   measure (bytes sent after the largest reported packet).
 //! - **Minimum RTT**: windowed minimum over 10 s.
-//! - **Phases**: `Startup` paces at 2.885x until the estimate grows less than 25% in three
-//!   rounds, `Drain` empties the queue Startup built, then `Cruise` cycles pacing gains
-//!   1.25, 0.75 and six times 1.0, one minimum RTT each.
-//! - **Random loss is not congestion.** Where loss happens on the wire after the bottleneck, a
-//!   lost packet still used link time, so the plain delivery rate under a loss rate `p`
-//!   reads `(1 - p)` of the link, and pacing at that reading spirals down. The controller
-//!   measures the loss rate of packets sent while it was not probing (gain <= 1) in rounds
-//!   whose RTT shows no standing queue, ignoring rounds that lose far more than usual (those
-//!   are congestion), and divides rate samples by `1 - p`. Congestion losses from overshoot
-//!   therefore never raise the estimate above what actually got through.
+//! - **Phases**: `Startup` paces at 2.885x (window 2x BDP) until the estimate grows less than
+//!   25% in three rounds, RTT samples show a queue building, or a round loses clearly more
+//!   than Startup did so far (an overflowing queue); `Drain` empties the queue, then
+//!   `Cruise` cycles pacing gains 1.25, 0.75 and six times 1.0, one minimum RTT each.
+//! - **Random loss is not congestion.** Where loss happens on the wire after the bottleneck,
+//!   a lost packet still used link time, so the plain delivery rate under a loss rate `p`
+//!   reads `(1 - p)` of the link, and pacing at that reading spirals down. Samples here
+//!   count lost bytes as having passed, then take out only the *excess* loss: with `f` the
+//!   recent loss rate and `p` the random loss rate, a sample is scaled by `(1 - f) / (1 - p)`
+//!   (at most 1). `p` starts as Startup's loss rate and follows the loss of packets sent
+//!   while not probing (gain <= 1) in rounds without a standing queue; a round losing far
+//!   more than `p` moves it only a little. Drops from overshooting a queue (which never
+//!   used the link) therefore do not raise the estimate.
 //! - **Queueing delay backs off.** When the smallest RTT of two consecutive rounds exceeds
 //!   `1.25 * min_rtt + 3 ms`, a queue is standing (a competing flow, or an overestimate):
 //!   the estimate is capped at 85% and the cap is raised again round by round once the
@@ -24,7 +31,13 @@
 //! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
 //!   larger, so timers of about 1 ms granularity suffice at any rate.
 
+mod filter;
+mod pacer;
+
 use std::time::{Duration, Instant};
+
+use filter::{Better, WindowedFilter};
+pub use pacer::Pacer;
 
 /// Pacing and window gain in Startup (2 / ln 2).
 const STARTUP_GAIN: f64 = 2.885;
@@ -45,6 +58,12 @@ const STARTUP_GROWTH: f64 = 1.25;
 /// A standing queue: the round's smallest RTT above `min_rtt * QUEUE_FACTOR + QUEUE_SLACK`.
 const QUEUE_FACTOR: f64 = 1.25;
 const QUEUE_SLACK: Duration = Duration::from_millis(3);
+/// Consecutive RTT samples showing a queue that end Startup.
+const STARTUP_QUEUED_SAMPLES: u32 = 4;
+/// Datagrams Startup must have seen resolved before a round's loss rate can end it.
+const STARTUP_LOSS_BASE_DATAGRAMS: u64 = 200;
+/// Datagrams a Startup round must lose before its loss rate can end Startup.
+const STARTUP_LOSS_DATAGRAMS: u64 = 8;
 /// Rounds with a standing queue before backing off.
 const QUEUE_ROUNDS: u32 = 2;
 /// The rate cap after a back-off, as a fraction of the estimate.
@@ -52,14 +71,16 @@ const BACKOFF: f64 = 0.85;
 /// Largest random-loss rate compensated for.
 const MAX_LOSS_COMPENSATION: f64 = 0.5;
 /// Weight of one round in the random-loss estimate.
-const LOSS_EWMA_WEIGHT: f64 = 1.0 / 8.0;
+const LOSS_EWMA_WEIGHT: f64 = 1.0 / 4.0;
+/// Weight of one round in the recent loss rate.
+const RECENT_LOSS_WEIGHT: f64 = 1.0 / 4.0;
 /// Datagrams a round must have learned the fate of before its loss rate counts.
 const LOSS_MIN_DATAGRAMS: u64 = 16;
 
 /// Delivery counters recorded when a packet is sent, for the rate sample its ack yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendState {
-    /// Bytes delivered (acknowledged) before this packet was sent.
+    /// Bytes known to have passed the receiver's end when this packet was sent.
     pub delivered: u64,
     /// When `delivered` last grew.
     pub delivered_time: Instant,
@@ -70,6 +91,9 @@ pub struct SendState {
     pub app_limited: bool,
     /// Sent at a pacing gain <= 1 while cruising: its loss says something about random loss.
     pub clean: bool,
+    /// Bytes resolved (acknowledged or declared lost), and of those lost, when it was sent.
+    pub resolved: u64,
+    pub lost: u64,
 }
 
 /// The controller's phase.
@@ -95,8 +119,16 @@ pub struct RateControl {
     delivered_time: Instant,
     first_sent_time: Instant,
     app_limited_until: u64,
-    /// The send state of the newest packet acknowledged by the current ack.
+    /// The send state of the packet newly reported by the current ack.
     sample: Option<SendState>,
+    /// Bytes newly reported passed by the current ack.
+    ack_delivered: u64,
+    resolved: u64,
+    lost: u64,
+    /// Recent loss rate of all packets (EWMA per round).
+    recent_loss: f64,
+    round_resolved: u64,
+    round_lost: u64,
 
     // Rounds.
     round: u64,
@@ -114,6 +146,9 @@ pub struct RateControl {
     queue_rounds: u32,
     full_bw: u64,
     full_bw_rounds: u32,
+    startup_queued: u32,
+    startup_lost: u64,
+    startup_resolved: u64,
 }
 
 impl RateControl {
@@ -132,6 +167,12 @@ impl RateControl {
             first_sent_time: now,
             app_limited_until: 0,
             sample: None,
+            ack_delivered: 0,
+            resolved: 0,
+            lost: 0,
+            recent_loss: 0.0,
+            round_resolved: 0,
+            round_lost: 0,
             round: 0,
             next_round_delivered: 0,
             round_min_rtt: None,
@@ -145,6 +186,9 @@ impl RateControl {
             queue_rounds: 0,
             full_bw: 0,
             full_bw_rounds: 0,
+            startup_queued: 0,
+            startup_lost: 0,
+            startup_resolved: 0,
         }
     }
 
@@ -154,7 +198,8 @@ impl RateControl {
     }
 
     /// A packet is being sent with `in_flight` bytes already in flight; returns what to keep
-    /// with it for [`on_acked`](Self::on_acked) or [`on_lost`](Self::on_lost).
+    /// with it for [`on_delivered`](Self::on_delivered) and
+    /// [`on_resolved`](Self::on_resolved).
     pub fn on_send(&mut self, now: Instant, in_flight: u64) -> SendState {
         if in_flight == 0 {
             // Nothing in flight: the next sample's intervals start now, not at the last ack.
@@ -168,6 +213,8 @@ impl RateControl {
             sent_time: now,
             app_limited: self.app_limited_until > self.delivered,
             clean: self.phase == Phase::Cruise && self.pacing_gain() <= 1.0,
+            resolved: self.resolved,
+            lost: self.lost,
         }
     }
 
@@ -182,32 +229,50 @@ impl RateControl {
         let rtt = rtt.max(Duration::from_micros(1));
         self.min_rtt.update(rtt.as_nanos() as u64, self.nanos(now));
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
+        if self.phase == Phase::Startup {
+            // Leave Startup as soon as a queue builds, before it overflows.
+            let queued = self.min_rtt().is_some_and(|m| rtt > queue_threshold(m));
+            self.startup_queued = if queued { self.startup_queued + 1 } else { 0 };
+            if self.startup_queued >= STARTUP_QUEUED_SAMPLES {
+                self.enter_drain();
+            }
+        }
     }
 
-    /// A packet of `bytes` sent with `state` was acknowledged by the ack being processed.
-    pub fn on_acked(&mut self, now: Instant, bytes: u64, state: &SendState) {
-        self.delivered += bytes;
+    /// The receiver reported a new largest packet, sent with `state`: `delivered` bytes in
+    /// all were sent up to and including it (and have now arrived or been lost).
+    pub fn on_delivered(&mut self, now: Instant, delivered: u64, state: &SendState) {
+        if delivered <= self.delivered {
+            return;
+        }
+        self.ack_delivered += delivered - self.delivered;
+        self.delivered = delivered;
         self.delivered_time = now;
-        let newer = self.sample.is_none_or(|s| (state.delivered, state.sent_time) >= (s.delivered, s.sent_time));
-        if newer {
-            self.sample = Some(*state);
-            self.first_sent_time = state.sent_time;
+        self.sample = Some(*state);
+        self.first_sent_time = state.sent_time;
+    }
+
+    /// The fate of a packet of `bytes` sent with `state` is known: acknowledged or lost.
+    pub fn on_resolved(&mut self, bytes: u64, lost: bool, state: &SendState) {
+        self.resolved += bytes;
+        self.round_resolved += bytes;
+        if lost {
+            self.lost += bytes;
+            self.round_lost += bytes;
         }
         if state.clean {
-            self.round_clean_acked += bytes;
+            if lost {
+                self.round_clean_lost += bytes;
+            } else {
+                self.round_clean_acked += bytes;
+            }
         }
     }
 
-    /// A packet of `bytes` sent with `state` was declared lost.
-    pub fn on_lost(&mut self, bytes: u64, state: &SendState) {
-        if state.clean {
-            self.round_clean_lost += bytes;
-        }
-    }
-
-    /// The ack being processed is done: `acked` bytes were newly acknowledged by it and
-    /// `in_flight` bytes remain in flight. Takes the rate sample and moves the phases on.
-    pub fn on_ack_end(&mut self, now: Instant, acked: u64, in_flight: u64) {
+    /// The ack being processed is done and `in_flight` bytes remain in flight: takes the
+    /// rate sample and moves the phases on.
+    pub fn on_ack_end(&mut self, now: Instant, in_flight: u64) {
+        let acked = std::mem::take(&mut self.ack_delivered);
         if let Some(state) = self.sample.take() {
             let round_start = state.delivered >= self.next_round_delivered;
             if round_start {
@@ -237,7 +302,7 @@ impl RateControl {
         let floor = MIN_WINDOW_DATAGRAMS * self.datagram;
         let Some(min_rtt) = self.min_rtt() else { return floor };
         let bdp = self.bandwidth() as f64 * min_rtt.as_secs_f64();
-        let window = (WINDOW_GAIN * bdp) as u64 + 2 * self.ack_aggregation.get().unwrap_or(0);
+        let window = (WINDOW_GAIN * bdp) as u64 + self.ack_aggregation.get().unwrap_or(0);
         window.max(floor)
     }
 
@@ -299,37 +364,77 @@ impl RateControl {
             return;
         }
         let bytes = self.delivered - state.delivered;
-        let rate = bytes as f64 / interval.as_secs_f64();
-        let rate = rate / (1.0 - self.loss_rate.unwrap_or(0.0).min(MAX_LOSS_COMPENSATION));
+        let rate = bytes as f64 / interval.as_secs_f64() * self.excess_loss_factor(state);
         let rate = rate as u64;
         if !state.app_limited || self.bw.get().is_none_or(|max| rate >= max) {
             self.bw.update(rate, self.round);
         }
     }
 
+    /// `(1 - f) / (1 - p)`, at most 1: the share of what passed that used the link, with `f`
+    /// the loss rate of packets resolved while the sample's packet was out (or recently, if
+    /// too few were), `p` the random loss rate.
+    fn excess_loss_factor(&self, state: &SendState) -> f64 {
+        let resolved = self.resolved - state.resolved;
+        let f = if resolved >= LOSS_MIN_DATAGRAMS * self.datagram {
+            // The worse of the two, so that a burst of congestion drops counts at once.
+            ((self.lost - state.lost) as f64 / resolved as f64).max(self.recent_loss)
+        } else {
+            self.recent_loss
+        };
+        let p = self.loss_rate.unwrap_or(0.0).min(MAX_LOSS_COMPENSATION);
+        ((1.0 - f) / (1.0 - p)).clamp(0.0, 1.0)
+    }
+
     fn on_round_end(&mut self, now: Instant) {
         let queue = self.standing_queue();
+        tracing::trace!(
+            round = self.round,
+            phase = ?self.phase,
+            gain = self.pacing_gain(),
+            bw = self.bw.get().unwrap_or(0),
+            cap = ?self.bw_cap,
+            estimate = self.bandwidth(),
+            random_loss = ?self.loss_rate,
+            recent_loss = self.recent_loss,
+            round_lost = self.round_lost,
+            round_resolved = self.round_resolved,
+            min_rtt = ?self.min_rtt(),
+            round_min_rtt = ?self.round_min_rtt,
+            queue,
+            "round end"
+        );
         self.update_loss_rate(queue);
         match self.phase {
-            Phase::Startup => self.check_full_pipe(queue),
+            Phase::Startup => {
+                self.check_startup_loss();
+                self.check_full_pipe(queue);
+            }
             Phase::Drain => {}
             Phase::Cruise => self.check_queue(now, queue),
         }
         self.round_min_rtt = None;
+        if self.round_resolved >= LOSS_MIN_DATAGRAMS * self.datagram {
+            let f = self.round_lost as f64 / self.round_resolved as f64;
+            self.recent_loss += (f - self.recent_loss) * RECENT_LOSS_WEIGHT;
+        }
         self.round_clean_acked = 0;
         self.round_clean_lost = 0;
+        self.round_resolved = 0;
+        self.round_lost = 0;
     }
 
     /// Whether the round just ended saw only inflated RTTs.
     fn standing_queue(&self) -> bool {
         match (self.round_min_rtt, self.min_rtt()) {
-            (Some(round), Some(min)) => round > min.mul_f64(QUEUE_FACTOR) + QUEUE_SLACK,
+            (Some(round), Some(min)) => round > queue_threshold(min),
             _ => false,
         }
     }
 
     /// Folds the round's loss rate of clean packets into the random-loss estimate, unless
-    /// the round had a standing queue or lost far more than usual (congestion).
+    /// the round had a standing queue; a round losing far more than the estimate (congestion)
+    /// counts only as a little more.
     fn update_loss_rate(&mut self, queue: bool) {
         let total = self.round_clean_acked + self.round_clean_lost;
         if queue || total < LOSS_MIN_DATAGRAMS * self.datagram {
@@ -339,14 +444,51 @@ impl RateControl {
         self.loss_rate = Some(match self.loss_rate {
             None => f,
             Some(p) => {
+                // A round far above the estimate is mostly congestion: it may pull the
+                // estimate up only a little (so that a true rise is still followed).
                 let n = total as f64 / self.datagram as f64;
                 let sigma = (p.max(0.001) * (1.0 - p) / n).sqrt();
-                if f > p + (3.0 * sigma).max(0.02) {
-                    return;
-                }
+                let f = f.min(p + (3.0 * sigma).max(0.02));
                 p + (f - p) * LOSS_EWMA_WEIGHT
             }
         });
+    }
+
+    /// Leaves Startup when a round loses clearly more than Startup did so far: the queue
+    /// overflows (random loss stays at its rate, congestion loss jumps).
+    fn check_startup_loss(&mut self) {
+        let (lost, resolved) = (self.round_lost, self.round_resolved);
+        if resolved < LOSS_MIN_DATAGRAMS * self.datagram {
+            return;
+        }
+        if self.startup_resolved < STARTUP_LOSS_BASE_DATAGRAMS * self.datagram {
+            // Too little seen for a base rate to compare with.
+            self.startup_lost += lost;
+            self.startup_resolved += resolved;
+            return;
+        }
+        let base = self.startup_lost as f64 / self.startup_resolved as f64;
+        let f = lost as f64 / resolved as f64;
+        let n = resolved as f64 / self.datagram as f64;
+        let sigma = (base.max(0.001) * (1.0 - base) / n).sqrt();
+        if lost >= STARTUP_LOSS_DATAGRAMS * self.datagram && f > base + (3.0 * sigma).max(0.05) {
+            self.enter_drain();
+            return;
+        }
+        self.startup_lost += lost;
+        self.startup_resolved += resolved;
+    }
+
+    /// Startup is over. Its loss rate (before any round that overflowed) is the first
+    /// estimate of random loss: later rounds losing far more are congestion, not a new rate.
+    fn enter_drain(&mut self) {
+        if self.phase != Phase::Startup {
+            return;
+        }
+        self.phase = Phase::Drain;
+        if self.loss_rate.is_none() && self.startup_resolved >= LOSS_MIN_DATAGRAMS * self.datagram {
+            self.loss_rate = Some(self.startup_lost as f64 / self.startup_resolved as f64);
+        }
     }
 
     fn check_full_pipe(&mut self, queue: bool) {
@@ -358,7 +500,7 @@ impl RateControl {
         }
         self.full_bw_rounds += 1;
         if self.full_bw_rounds >= 3 {
-            self.phase = Phase::Drain;
+            self.enter_drain();
         }
     }
 
@@ -409,146 +551,14 @@ impl RateControl {
     }
 }
 
-/// A token-bucket pacer: datagrams leave no faster than the pacing rate, with bursts of at
-/// most 4 datagrams or 1 ms worth, whichever is larger.
-#[derive(Debug, Default)]
-pub struct Pacer {
-    /// When the next datagram is due on a perfectly even schedule.
-    next: Option<Instant>,
-}
-
-impl Pacer {
-    pub fn new() -> Pacer {
-        Pacer::default()
-    }
-
-    /// Earliest time the next datagram may leave (`None`: now).
-    pub fn next_send(&self) -> Option<Instant> {
-        self.next
-    }
-
-    /// A datagram of `bytes` left at `now`; `rate` in bytes per second.
-    pub fn on_send(&mut self, now: Instant, bytes: usize, rate: u64, datagram: usize) {
-        let rate = rate.max(1);
-        let burst_bytes = (4 * datagram as u64).max(rate / 1000);
-        let burst = nanos_at(burst_bytes, rate);
-        let floor = now.checked_sub(burst).unwrap_or(now);
-        let start = self.next.map_or(floor, |n| n.max(floor));
-        self.next = Some(start + nanos_at(bytes as u64, rate));
-    }
-}
-
-/// How long `bytes` take at `rate` bytes per second.
-fn nanos_at(bytes: u64, rate: u64) -> Duration {
-    Duration::from_nanos((u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1))) as u64)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Better {
-    Max,
-    Min,
-}
-
-/// Windowed maximum or minimum (Kathleen Nichols' algorithm, as in Linux `win_minmax`):
-/// keeps the best, second best and third best samples of sub-windows, so the estimate ages
-/// out gradually without storing every sample.
-#[derive(Debug, Clone)]
-struct WindowedFilter {
-    better: Better,
-    window: u64,
-    /// (value, time) of the best, second and third best samples.
-    s: Option<[(u64, u64); 3]>,
-}
-
-impl WindowedFilter {
-    fn new(better: Better, window: u64) -> WindowedFilter {
-        WindowedFilter { better, window, s: None }
-    }
-
-    fn get(&self) -> Option<u64> {
-        self.s.map(|s| s[0].0)
-    }
-
-    fn beats(&self, a: u64, b: u64) -> bool {
-        match self.better {
-            Better::Max => a >= b,
-            Better::Min => a <= b,
-        }
-    }
-
-    fn update(&mut self, value: u64, at: u64) {
-        let sample = (value, at);
-        let Some(mut s) = self.s else {
-            self.s = Some([sample; 3]);
-            return;
-        };
-        if self.beats(value, s[0].0) || at.saturating_sub(s[2].1) > self.window {
-            self.s = Some([sample; 3]);
-            return;
-        }
-        if self.beats(value, s[1].0) {
-            s[1] = sample;
-            s[2] = sample;
-        } else if self.beats(value, s[2].0) {
-            s[2] = sample;
-        }
-        // Age the sub-windows.
-        let dt = at.saturating_sub(s[0].1);
-        if dt > self.window {
-            s = [s[1], s[2], sample];
-            if at.saturating_sub(s[0].1) > self.window {
-                s = [s[1], s[2], sample];
-            }
-        } else if s[1].1 == s[0].1 && dt > self.window / 4 {
-            s[1] = sample;
-            s[2] = sample;
-        } else if s[2].1 == s[1].1 && dt > self.window / 2 {
-            s[2] = sample;
-        }
-        self.s = Some(s);
-    }
+/// RTTs above this, for a minimum RTT of `min_rtt`, mean a queue is standing.
+fn queue_threshold(min_rtt: Duration) -> Duration {
+    min_rtt.mul_f64(QUEUE_FACTOR) + QUEUE_SLACK
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windowed_max_forgets_old_samples() {
-        let mut f = WindowedFilter::new(Better::Max, 10);
-        f.update(100, 0);
-        f.update(50, 5);
-        assert_eq!(f.get(), Some(100));
-        f.update(40, 11);
-        assert_eq!(f.get(), Some(50));
-        f.update(30, 30);
-        assert_eq!(f.get(), Some(30));
-    }
-
-    #[test]
-    fn windowed_min_keeps_the_smallest() {
-        let mut f = WindowedFilter::new(Better::Min, 100);
-        f.update(10, 0);
-        f.update(20, 10);
-        f.update(5, 20);
-        f.update(8, 30);
-        assert_eq!(f.get(), Some(5));
-    }
-
-    #[test]
-    fn pacer_allows_a_small_burst_then_spaces_datagrams() {
-        let t0 = Instant::now();
-        let mut p = Pacer::new();
-        let rate = 1_000_000; // 1 MB/s: 1 ms is 1000 bytes, less than 4 datagrams
-        let mut sent = 0;
-        while p.next_send().is_none_or(|t| t <= t0) {
-            p.on_send(t0, 1200, rate, 1200);
-            sent += 1;
-        }
-        assert_eq!(sent, 5, "4 datagrams of credit plus the one that starts the schedule");
-        let next = p.next_send().unwrap();
-        assert_eq!(next - t0, Duration::from_micros(1200));
-    }
 
     #[test]
     fn startup_grows_then_settles_in_cruise() {
@@ -558,14 +568,17 @@ mod tests {
         let rtt = Duration::from_millis(20);
         let link = 10_000_000.0;
         let mut now = t0;
+        let mut delivered = 0;
         for _ in 0..40 {
             let send_rate = (rc.pacing_rate() as f64).min(link);
             let bytes = (send_rate * rtt.as_secs_f64()) as u64;
             let st = rc.on_send(now, 0);
             now += rtt;
             rc.on_rtt(now, rtt);
-            rc.on_acked(now, bytes, &st);
-            rc.on_ack_end(now, bytes, 0);
+            delivered += bytes;
+            rc.on_delivered(now, delivered, &st);
+            rc.on_resolved(bytes, false, &st);
+            rc.on_ack_end(now, 0);
         }
         assert_eq!(rc.phase(), Phase::Cruise);
         let bw = rc.bottleneck_rate() as f64;

@@ -10,6 +10,12 @@
 //! Acks are sent `ack_interval` after the first unacknowledged packet, after `ack_every`
 //! packets, at once when the last missing byte arrives, and at once after a duplicate (the
 //! sender has not heard of what it is resending, so an ack was probably lost).
+//!
+//! An ack lists at most [`MAX_ACK_RANGES`] held ranges. Which ones, when more are held, is
+//! [`AckRanges`]: the lowest (the protocol's rule, the default), or the lowest half and the
+//! highest half. With the lowest only, a sender learns of at most 64 holes per round trip
+//! (each stays listed until its retransmission arrives), which caps goodput on lossy paths
+//! with a large bandwidth-delay product; see `tests/udp_sim.rs` for the numbers.
 
 use std::time::{Duration, Instant};
 
@@ -27,12 +33,34 @@ pub struct ReceiverConfig {
     pub ack_interval: Duration,
     /// Packets that make an ack due at once.
     pub ack_every: u32,
+    /// Which ranges an ack lists when more are held than fit.
+    pub ack_ranges: AckRanges,
+}
+
+/// Which held ranges an ack lists when there are more than [`MAX_ACK_RANGES`] above the
+/// cumulative offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckRanges {
+    /// The lowest ones (what the protocol specifies).
+    #[default]
+    Lowest,
+    /// The lowest half and the highest half, so that the newest holes are always reported.
+    /// The sender (which treats the stretch between the two halves of a full ack as
+    /// unknown) handles both; the protocol text would need to allow it before this becomes
+    /// the default.
+    LowestAndHighest,
 }
 
 impl ReceiverConfig {
     /// Defaults: ack within 10 ms or every 32 packets.
     pub fn new(size: u64, held: RangeSet) -> Self {
-        ReceiverConfig { size, held, ack_interval: Duration::from_millis(10), ack_every: 32 }
+        ReceiverConfig {
+            size,
+            held,
+            ack_interval: Duration::from_millis(10),
+            ack_every: 32,
+            ack_ranges: AckRanges::Lowest,
+        }
     }
 }
 
@@ -123,7 +151,14 @@ impl Receiver {
         out.cumulative = self.held.contiguous_from(0);
         out.ranges.clear();
         // Ranges above the cumulative offset never touch it, so they start above it.
-        out.ranges.extend(self.held.iter_from(out.cumulative).take(MAX_ACK_RANGES));
+        let above = self.held.len() - usize::from(out.cumulative > 0);
+        if self.cfg.ack_ranges == AckRanges::LowestAndHighest && above > MAX_ACK_RANGES {
+            let half = MAX_ACK_RANGES / 2;
+            out.ranges.extend(self.held.iter_from(out.cumulative).take(half));
+            out.ranges.extend(self.held.iter_from(out.cumulative).skip(above - half));
+        } else {
+            out.ranges.extend(self.held.iter_from(out.cumulative).take(MAX_ACK_RANGES));
+        }
         self.unacked = 0;
         self.first_unacked = None;
         self.ack_now = None;
@@ -251,6 +286,37 @@ mod tests {
         let mut back = Ack::default();
         back.decode_into(&wire).unwrap();
         assert_eq!(back, ack);
+    }
+
+    #[test]
+    fn can_list_the_lowest_and_highest_ranges() {
+        let now = Instant::now();
+        let mut cfg = ReceiverConfig::new(1 << 20, RangeSet::new());
+        cfg.ack_ranges = AckRanges::LowestAndHighest;
+        let mut r = Receiver::new(cfg, now);
+        let mut ack = Ack::default();
+        for i in 0..100u64 {
+            r.handle_data(now, i, 10 + 20 * i, 10, 58);
+        }
+        assert!(r.poll_ack(now, &mut ack));
+        assert_eq!(ack.ranges.len(), MAX_ACK_RANGES);
+        assert_eq!(ack.ranges[31], (10 + 20 * 31, 20 + 20 * 31));
+        assert_eq!(ack.ranges[32], (10 + 20 * 68, 20 + 20 * 68));
+        assert_eq!(ack.ranges[63], (10 + 20 * 99, 20 + 20 * 99));
+        let mut wire = Vec::new();
+        ack.encode(&mut wire);
+        assert!(Ack::default().decode_into(&wire).is_ok());
+        // With few ranges, both policies list them all.
+        let mut r = Receiver::new(
+            ReceiverConfig { ack_ranges: AckRanges::LowestAndHighest, ..ReceiverConfig::new(100, RangeSet::new()) },
+            now,
+        );
+        r.handle_data(now, 0, 0, 10, 58);
+        r.handle_data(now, 1, 20, 10, 58);
+        r.handle_data(now, 2, 90, 10, 58);
+        r.ack_now = Some(now);
+        assert!(r.poll_ack(now, &mut ack));
+        assert_eq!((ack.cumulative, ack.ranges.clone()), (10, vec![(20, 30), (90, 100)]));
     }
 
     #[test]

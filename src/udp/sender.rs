@@ -15,10 +15,13 @@
 //! Loss detection follows RFC 9002: an unacknowledged packet is lost once a packet sent
 //! [`PACKET_THRESHOLD`] packet numbers later has arrived, or 9/8 RTT after it was sent. Both
 //! thresholds grow when a loss turns out spurious (reordering). An ack lists at most
-//! [`MAX_ACK_RANGES`] ranges, so bytes above its last range are unknown, not missing: packets
-//! there wait for a later ack. When acks stop, a probe timeout (PTO, backed off up to 1 s)
+//! [`MAX_ACK_RANGES`] ranges, so when it is full, bytes above its last range are unknown, not
+//! missing, and so are those between its two halves (a receiver may list the lowest and the
+//! highest ranges, see [`AckRanges`](super::receiver::AckRanges)): packets there wait for a
+//! later ack. When acks stop, a probe timeout (PTO, backed off up to 1 s)
 //! resends the lowest unacknowledged data.
 
+mod loss;
 mod pmtu;
 mod rtt;
 
@@ -28,8 +31,9 @@ use std::time::{Duration, Instant};
 use super::packet::{Ack, DATA_OVERHEAD, MAX_ACK_RANGES, MAX_DATAGRAM, MIN_DATAGRAM};
 use super::ranges::RangeSet;
 use super::rate::{Pacer, RateControl, SendState};
+use loss::LostRecord;
 use pmtu::Pmtu;
-use rtt::{RttEstimator, MAX_ACK_DELAY};
+use rtt::RttEstimator;
 
 /// Packets that must arrive after an unacknowledged one before it is declared lost.
 pub const PACKET_THRESHOLD: u64 = 3;
@@ -42,7 +46,8 @@ const GRANULARITY: Duration = Duration::from_millis(1);
 const MAX_PTO: Duration = Duration::from_secs(1);
 /// Datagrams sent on each probe timeout.
 const PTO_PACKETS: u8 = 2;
-/// Consecutive failed data sends above the minimum size that fall back to it.
+/// Failed data sends above the minimum size, with no ack progress in between, that fall
+/// back to the minimum size.
 const MAX_SEND_ERRORS: u32 = 3;
 
 /// Sender settings.
@@ -125,6 +130,8 @@ struct SentPacket {
     size: u32,
     probe: bool,
     state: State,
+    /// Datagram bytes sent up to and including this packet.
+    through: u64,
     rs: SendState,
 }
 
@@ -132,29 +139,6 @@ impl SentPacket {
     fn end(&self) -> u64 {
         self.offset + u64::from(self.len)
     }
-}
-
-/// A loss declared recently, kept to notice when it was spurious.
-#[derive(Debug, Clone, Copy)]
-struct LostRecord {
-    pn: u64,
-    offset: u64,
-    end: u64,
-    sent_time: Instant,
-    /// The first packet number allocated after the declaration: an ack whose largest packet
-    /// is below it cannot have seen a retransmission.
-    next_pn: u64,
-    declared: Instant,
-}
-
-/// Classification of an in-flight packet against what the acks said.
-enum Fate {
-    Acked,
-    Lost,
-    /// Missing, but not long enough: lost at this time unless acked first.
-    Pending(Instant),
-    /// Nothing known yet.
-    Unknown,
 }
 
 /// Sender of one flow (see the module docs).
@@ -171,12 +155,19 @@ pub struct Sender {
     /// Every byte below this has been sent at least once (or was held).
     next_offset: u64,
     sent: VecDeque<SentPacket>,
+    /// Datagram bytes of packets neither acknowledged nor declared lost.
     in_flight: u64,
+    /// Datagram bytes sent in all, and of those, up to the largest packet the receiver
+    /// reported: the difference is what is in the pipe.
+    sent_total: u64,
+    passed: u64,
     next_pn: u64,
     /// Largest packet number the receiver reported.
     largest_acked: Option<u64>,
     /// Bytes at or above this were beyond the last ack's ranges (unknown).
     coverage_end: u64,
+    /// Bytes in this stretch lay between the two halves of the last (full) ack (unknown).
+    unlisted: Option<(u64, u64)>,
     peer_max_datagram: u16,
     rtt: RttEstimator,
     rate: RateControl,
@@ -216,9 +207,12 @@ impl Sender {
             next_offset: 0,
             sent: VecDeque::new(),
             in_flight: 0,
+            sent_total: 0,
+            passed: 0,
             next_pn: 0,
             largest_acked: None,
             coverage_end: u64::MAX,
+            unlisted: None,
             peer_max_datagram: 0,
             rtt: RttEstimator::new(),
             rate: RateControl::new(now, datagram_size, cfg.rate_limit),
@@ -252,7 +246,7 @@ impl Sender {
             }
             self.pto_due = 0;
         }
-        if self.in_flight >= self.rate.window() || self.pacer.next_send().is_some_and(|t| t > now) {
+        if self.pipe() >= self.rate.window() || self.pacer.next_send().is_some_and(|t| t > now) {
             return None;
         }
         if let Some(t) = self.send_mtu_probe(now) {
@@ -265,7 +259,7 @@ impl Sender {
             self.next_offset = e;
             return Some(self.send_data(now, s, e, false));
         }
-        self.rate.on_app_limited(self.in_flight);
+        self.rate.on_app_limited(self.pipe());
         None
     }
 
@@ -283,19 +277,23 @@ impl Sender {
             self.largest_acked = Some(ack.largest_pn);
             self.on_largest_acked(now, ack);
         }
+        let full = ack.ranges.len() >= MAX_ACK_RANGES;
         self.coverage_end = match ack.ranges.last() {
-            Some(&(_, end)) if ack.ranges.len() >= MAX_ACK_RANGES => end,
+            Some(&(_, end)) if full => end,
             _ => u64::MAX,
         };
+        let half = MAX_ACK_RANGES / 2;
+        self.unlisted = full.then(|| (ack.ranges[half - 1].1, ack.ranges[half].0));
         if let Some(size) = self.pmtu.on_ack(now, ack.max_datagram, self.rtt.smoothed()) {
             self.set_datagram_size(size);
         }
-        let acked_bytes = self.detect(now);
+        self.detect(now);
         self.check_spurious(now, ack.largest_pn);
         if newly_largest || self.acked.covered() > before {
             self.pto_count = 0;
+            self.send_errors = 0;
         }
-        self.rate.on_ack_end(now, acked_bytes, self.in_flight);
+        self.rate.on_ack_end(now, self.pipe());
     }
 
     /// Sending packet `pn` failed locally (e.g. `EMSGSIZE` for a probe above the path MTU).
@@ -351,7 +349,7 @@ impl Sender {
             return self.pto_fired;
         }
         let mut next = min_opt(self.loss_time, self.pto_time());
-        if self.in_flight < self.rate.window() {
+        if self.pipe() < self.rate.window() {
             let pace = self.pacer.next_send().unwrap_or(self.epoch);
             if !self.lost.is_empty() || self.new_data_available() {
                 next = min_opt(next, Some(pace));
@@ -404,9 +402,15 @@ impl Sender {
         pn
     }
 
-    /// Bytes currently in flight (datagram bytes).
+    /// Datagram bytes of packets neither acknowledged nor declared lost.
     pub fn in_flight(&self) -> u64 {
         self.in_flight
+    }
+
+    /// Datagram bytes sent after the largest packet the receiver reported: what the window
+    /// caps.
+    pub fn pipe(&self) -> u64 {
+        self.sent_total - self.passed
     }
 
     /// The rate controller, for inspection.
@@ -484,172 +488,24 @@ impl Sender {
     /// Records a packet as sent and in flight; returns its packet number.
     fn track(&mut self, now: Instant, offset: u64, len: u16, size: usize, probe: bool) -> u64 {
         let pn = self.next_pn();
-        let rs = self.rate.on_send(now, self.in_flight);
-        self.sent.push_back(SentPacket { pn, offset, len, size: size as u32, probe, state: State::InFlight, rs });
+        let rs = self.rate.on_send(now, self.pipe());
+        self.sent_total += size as u64;
+        let through = self.sent_total;
+        self.sent.push_back(SentPacket {
+            pn,
+            offset,
+            len,
+            size: size as u32,
+            probe,
+            state: State::InFlight,
+            through,
+            rs,
+        });
         self.in_flight += size as u64;
         self.pacer.on_send(now, size, self.rate.pacing_rate(), self.datagram_size);
         self.last_sent = Some(now);
         self.stats.sent_packets += 1;
         pn
-    }
-
-    /// Folds the ack's cumulative offset and ranges into what is known held.
-    fn absorb_ranges(&mut self, ack: &Ack) {
-        let size = self.size;
-        let cumulative = ack.cumulative.min(size);
-        self.acked.insert(0, cumulative);
-        self.lost.remove(0, cumulative);
-        for &(s, e) in &ack.ranges {
-            let (s, e) = (s.min(size), e.min(size));
-            if self.acked.insert(s, e) > 0 {
-                self.lost.remove(s, e);
-            }
-        }
-    }
-
-    /// The ack reports a new largest packet number: an RTT sample, and that packet's bytes
-    /// are held even if they lie beyond the listed ranges.
-    fn on_largest_acked(&mut self, now: Instant, ack: &Ack) {
-        let Ok(i) = self.sent.binary_search_by_key(&ack.largest_pn, |p| p.pn) else { return };
-        let p = self.sent[i];
-        let rtt = now.saturating_duration_since(p.rs.sent_time);
-        let adjusted = self.rtt.update(rtt, Duration::from_micros(u64::from(ack.ack_delay_us)));
-        self.rate.on_rtt(now, adjusted);
-        if !p.probe && self.acked.insert(p.offset, p.end()) > 0 {
-            self.lost.remove(p.offset, p.end());
-        }
-    }
-
-    /// Walks the packets up to the largest acknowledged: marks acked and lost ones, sets the
-    /// loss timer for the rest. Returns the datagram bytes newly acknowledged.
-    fn detect(&mut self, now: Instant) -> u64 {
-        self.loss_time = None;
-        let Some(largest) = self.largest_acked else { return 0 };
-        let delay = self.loss_delay();
-        let mut acked_bytes = 0;
-        for i in 0..self.sent.len() {
-            let p = self.sent[i];
-            if p.pn > largest {
-                break;
-            }
-            if p.state != State::InFlight {
-                continue;
-            }
-            match self.fate(now, &p, largest, delay) {
-                Fate::Acked => {
-                    self.sent[i].state = State::Acked;
-                    self.in_flight -= u64::from(p.size);
-                    if !p.probe {
-                        self.rate.on_acked(now, u64::from(p.size), &p.rs);
-                        acked_bytes += u64::from(p.size);
-                    }
-                }
-                Fate::Lost => {
-                    self.sent[i].state = State::Lost;
-                    self.on_lost(now, &p);
-                }
-                Fate::Pending(at) => self.loss_time = min_opt(self.loss_time, Some(at)),
-                Fate::Unknown => {}
-            }
-        }
-        self.pop_decided();
-        acked_bytes
-    }
-
-    fn fate(&self, now: Instant, p: &SentPacket, largest: u64, delay: Duration) -> Fate {
-        if p.probe {
-            if self.peer_max_datagram as usize >= p.size as usize {
-                return Fate::Acked;
-            }
-        } else if self.acked.contains(p.offset, p.end()) {
-            return Fate::Acked;
-        } else if p.end() > self.coverage_end {
-            return Fate::Unknown;
-        }
-        let lost_at = p.rs.sent_time + delay;
-        if p.pn + self.packet_threshold <= largest || lost_at <= now {
-            Fate::Lost
-        } else {
-            Fate::Pending(lost_at)
-        }
-    }
-
-    fn on_lost(&mut self, now: Instant, p: &SentPacket) {
-        self.in_flight -= u64::from(p.size);
-        if p.probe {
-            self.pmtu.on_failed(now, p.pn);
-            return;
-        }
-        self.stats.lost_packets += 1;
-        self.rate.on_lost(u64::from(p.size), &p.rs);
-        self.mark_unheld_lost(p.offset, p.end());
-        self.recent_lost.push_back(LostRecord {
-            pn: p.pn,
-            offset: p.offset,
-            end: p.end(),
-            sent_time: p.rs.sent_time,
-            next_pn: self.next_pn,
-            declared: now,
-        });
-    }
-
-    /// Queues the bytes of `[start, end)` not known held for retransmission.
-    fn mark_unheld_lost(&mut self, start: u64, end: u64) {
-        let mut from = start;
-        while let Some((s, e)) = self.acked.first_gap(from, end) {
-            self.lost.insert(s, e);
-            from = e;
-        }
-    }
-
-    /// Notices losses declared for packets that arrived after all (reordering) and widens
-    /// the thresholds so that the same reordering is not taken for loss again.
-    fn check_spurious(&mut self, now: Instant, largest: u64) {
-        let srtt = self.rtt.smoothed();
-        let keep = (srtt * 4).max(Duration::from_millis(100));
-        while self.recent_lost.front().is_some_and(|r| now.saturating_duration_since(r.declared) > keep) {
-            self.recent_lost.pop_front();
-        }
-        let mut i = 0;
-        while i < self.recent_lost.len() {
-            let r = self.recent_lost[i];
-            if !self.acked.contains(r.offset, r.end) {
-                i += 1;
-                continue;
-            }
-            self.recent_lost.remove(i);
-            if largest >= r.next_pn {
-                continue;
-            }
-            // Held, and nothing sent since the declaration has arrived: the original did.
-            self.stats.spurious_losses += 1;
-            let distance = largest.saturating_sub(r.pn) + 1;
-            self.packet_threshold = self.packet_threshold.max(distance).min(MAX_PACKET_THRESHOLD);
-            let late = now.saturating_duration_since(r.sent_time).saturating_sub(srtt);
-            self.reorder_slack = self.reorder_slack.max(late).min(srtt / 2);
-        }
-    }
-
-    /// How long after sending a missing packet is declared lost.
-    fn loss_delay(&self) -> Duration {
-        let rtt = self.rtt.smoothed().max(self.rtt.latest());
-        (rtt * 9 / 8).max(rtt + self.reorder_slack).max(GRANULARITY)
-    }
-
-    fn pto_time(&self) -> Option<Instant> {
-        if self.in_flight == 0 {
-            return None;
-        }
-        let base = self.rtt.smoothed() + (self.rtt.var() * 4).max(GRANULARITY) + MAX_ACK_DELAY;
-        let backed_off = base.saturating_mul(1 << self.pto_count.min(20));
-        Some(self.last_sent? + backed_off.min(base.max(MAX_PTO)))
-    }
-
-    /// Forgets decided packets at the front of the record.
-    fn pop_decided(&mut self) {
-        while self.sent.front().is_some_and(|p| p.state != State::InFlight) {
-            self.sent.pop_front();
-        }
     }
 }
 
