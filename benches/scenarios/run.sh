@@ -14,15 +14,18 @@
 #
 # Environment (defaults in brackets):
 #   RUNS [3]            runs per scenario x contender (median reported)
-#   SCENARIOS           [loopback lan wan badwan2 badwan5 badwan10 lfn bursty]
-#   CONTENDERS          [iperf3-cubic iperf3-bbr xfer-put xfer-get xfer-udp quic quic-bbr scp rsync]
+#   SCENARIOS           [loopback lan wan0 wan badwan2 badwan5 badwan10 lfn bursty]
+#   CONTENDERS          [iperf3-cubic iperf3-bbr xfer-put xfer-get xfer-udp xfer-udp-get quic quic-bbr
+#                        scp rsync]; xfer-put/xfer-get run with --transport tcp, xfer-udp (put) and
+#                        xfer-udp-get with --transport udp
+#   XFER_ARGS           extra arguments after xfer's put/get subcommand (e.g. "--rate-limit 12M")
 #   DURATION [10]       seconds per iperf3 run
 #   XFER_SECS [8]       file/QUIC transfers move rate x XFER_SECS bytes ...
 #   CAP [20]            ... but stop after CAP seconds; goodput is then bytes moved / CAP
 #   SIZE                fixed transfer size for every scenario (e.g. 200M), overrides XFER_SECS
 #   LOOPBACK_SIZE [2G]  transfer size on raw loopback
 #   FAIRNESS [1]        run the fairness scenario; FAIR_SECS [20], FAIR_CONTENDERS
-#                       [iperf3-cubic iperf3-bbr quic quic-bbr xfer-put scp]
+#                       [iperf3-cubic iperf3-bbr quic quic-bbr xfer-put xfer-udp scp]
 #   MTU [1500]          MTU of the emulated link
 #   OUT                 results directory [/tmp/xfer-bench-<date>]
 #   SKIP_BUILD=1        do not (re)build linkem, quic-perf and xfer
@@ -35,8 +38,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 RUNS=${RUNS:-3}
-SCENARIOS=${SCENARIOS:-"loopback lan wan badwan2 badwan5 badwan10 lfn bursty"}
-CONTENDERS=${CONTENDERS:-"iperf3-cubic iperf3-bbr xfer-put xfer-get xfer-udp quic quic-bbr scp rsync"}
+SCENARIOS=${SCENARIOS:-"loopback lan wan0 wan badwan2 badwan5 badwan10 lfn bursty"}
+CONTENDERS=${CONTENDERS:-"iperf3-cubic iperf3-bbr xfer-put xfer-get xfer-udp xfer-udp-get quic quic-bbr scp rsync"}
+XFER_ARGS=${XFER_ARGS:-}
 DURATION=${DURATION:-10}
 XFER_SECS=${XFER_SECS:-8}
 CAP=${CAP:-20}
@@ -44,7 +48,7 @@ SIZE=${SIZE:-}
 LOOPBACK_SIZE=${LOOPBACK_SIZE:-2G}
 FAIRNESS=${FAIRNESS:-1}
 FAIR_SECS=${FAIR_SECS:-20}
-FAIR_CONTENDERS=${FAIR_CONTENDERS:-"iperf3-cubic iperf3-bbr quic quic-bbr xfer-put scp"}
+FAIR_CONTENDERS=${FAIR_CONTENDERS:-"iperf3-cubic iperf3-bbr quic quic-bbr xfer-put xfer-udp scp"}
 MTU=${MTU:-1500}
 OUT=${OUT:-/tmp/xfer-bench-$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -124,6 +128,12 @@ trap on_signal INT TERM
 # ------------------------------------------------------------------ helpers
 
 has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
+has_fair() { [[ $FAIRNESS == 1 && " $FAIR_CONTENDERS " == *" $1 "* ]]; }
+wants_xfer() { # any xfer row in the table or the fairness scenario
+    local c
+    for c in xfer-put xfer-get xfer-udp xfer-udp-get; do has $c && return 0; done
+    has_fair xfer-put || has_fair xfer-udp
+}
 
 wait_line() { # file pattern seconds
     local i n=$(( ${3:-10} * 10 ))
@@ -187,6 +197,19 @@ dir_bytes() { # dir [name-glob]
     find "$1" -type f -name "${2:-*}" -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
 }
 
+# Bytes actually stored (tmpfs pages) rather than the apparent size: the UDP receiver writes
+# each datagram at its offset, so a partial file is sparse and its size says nothing.
+dir_alloc() { # dir [name-glob]
+    find "$1" -type f -name "${2:-*}" -printf '%b\n' 2>/dev/null | awk '{ s += $1 * 512 } END { printf "%d", s }'
+}
+
+# UDP datagrams the kernel dropped in a namespace for want of socket buffer (both directions).
+udp_buf_errs() { # ns
+    ip netns exec "$1" cat /proc/net/snmp 2>/dev/null | awk '/^Udp:/ {
+        if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
+        printf "%d", $col["RcvbufErrors"] + $col["SndbufErrors"]; exit }'
+}
+
 to_bytes() { # 125M, 2G, 1.5G, 1000 -> bytes (decimal units)
     awk -v s="$1" 'BEGIN {
         n = s + 0; u = toupper(substr(s, length(s)));
@@ -237,7 +260,7 @@ build() {
         die "linkem build failed"
     cargo build --release --quiet --manifest-path "$repo/benches/quic-perf/Cargo.toml" --target-dir "$TOOLS_TARGET" >>"$LOG" 2>&1 ||
         die "quic-perf build failed"
-    if has xfer-put || has xfer-get || has xfer-udp || [[ " $FAIR_CONTENDERS " == *" xfer-put "* ]]; then
+    if wants_xfer; then
         log "building xfer (cargo build --release at the repo root)"
         if ! (cd "$repo" && timeout 1200 cargo build --release --quiet --bin xfer) >>"$LOG" 2>&1; then
             log "xfer build failed (see $LOG)"
@@ -279,7 +302,8 @@ EOF
 # xfer: detect the binary and its interface, create a user, seed files for `get`
 XFER_OK=0
 XFER_WHY="pending: xfer CLI not yet built (no target/release/xfer)"
-XFER_UDP_FLAG=()
+UDP_ERRS0=0
+XFER_TRANSPORT=()   # the TCP rows' transport flag (empty for a binary without --transport)
 XFER_UDP_WHY="xfer binary not built"
 start_xfer_server() { # ns host timefile outfile
     bg ip netns exec "$1" "${TIME[@]}" -o "$3" timeout -k 3 $((CAP + 120)) \
@@ -298,13 +322,13 @@ setup_xfer() {
         XFER_WHY="xfer binary not built or not ready: 'xfer user add' failed (see run.log)"
         return
     fi
-    # the UDP data path, when the binary accepts it
-    if "$XFER" --transport udp --help >/dev/null 2>&1; then
-        XFER_UDP_FLAG=(--transport udp)
-    elif "$XFER" put --transport udp --help >/dev/null 2>&1; then
-        XFER_UDP_FLAG=(put-flag)
+    # the UDP data path, when the binary has it: --transport is a flag of put/get, and its
+    # default (auto) is UDP, so the TCP rows must ask for tcp
+    if "$XFER" put --help 2>/dev/null | grep -q -- '--transport'; then
+        XFER_TRANSPORT=(--transport tcp)
+        XFER_UDP_WHY=""
     else
-        XFER_UDP_WHY="skipped: xfer rejects --transport udp (no UDP data path yet)"
+        XFER_UDP_WHY="skipped: xfer has no --transport flag (no UDP data path)"
     fi
     # Seed the files that `get` fetches, over a private loopback.
     ip netns add "$PREFIX-seed" && ip -n "$PREFIX-seed" link set lo up || { XFER_WHY="netns for seeding failed"; return; }
@@ -320,7 +344,7 @@ setup_xfer() {
         ensure_file "$s"
         if ! fg timeout 300 ip netns exec "$PREFIX-seed" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
             "$XFER" --server "127.0.0.1:$P_XFER" --user bench --accept-new-host --quiet \
-            put "$WORK/src-$s.bin" "seed-$s.bin" </dev/null >>"$LOG" 2>&1; then
+            put "${XFER_TRANSPORT[@]}" "$WORK/src-$s.bin" "seed-$s.bin" </dev/null >>"$LOG" 2>&1; then
             ok=0
             break
         fi
@@ -330,7 +354,6 @@ setup_xfer() {
     if ((ok)); then
         XFER_OK=1
         XFER_WHY=""
-        [[ ${#XFER_UDP_FLAG[@]} -gt 0 ]] && XFER_UDP_WHY=""
     else
         XFER_WHY="xfer put failed while seeding files (see run.log)"
     fi
@@ -349,6 +372,7 @@ scenario() {
     case $1 in
     loopback) LEM_ARGS="" RATE=0 LABEL="raw loopback, no emulator" ;;
     lan) LEM_ARGS="--rate 1gbit --delay 50us" RATE=1000 LABEL="1 Gbit/s, 0.2 ms RTT, 0% loss" ;;
+    wan0) LEM_ARGS="--rate 100mbit --delay 25ms" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, 0% loss" ;;
     wan) LEM_ARGS="--rate 100mbit --delay 25ms --loss 1%" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, 1% loss" ;;
     badwan2) LEM_ARGS="--rate 100mbit --delay 50ms --loss 2%" RATE=100 LABEL="100 Mbit/s, 100 ms RTT, 2% loss" ;;
     badwan5) LEM_ARGS="--rate 100mbit --delay 50ms --loss 5%" RATE=100 LABEL="100 Mbit/s, 100 ms RTT, 5% loss" ;;
@@ -467,7 +491,9 @@ run_quic() { # scenario run cc [name]
 # File transfers. $1 scenario, $2 run, $3 contender name, $4 direction
 # (put: client sends, server receives; get: the reverse), $5 destination dir
 # and $7 name glob of the files whose size is the bytes moved (partial
-# files included), $6 size, then the client command.
+# files included), $6 size, then the client command. MOVED=alloc counts the bytes stored
+# rather than the apparent size (sparse UDP partial files); SRV_GRACE [5] is how long the
+# server may take to exit by itself before it is stopped; EXTRA_NOTE is added to the note.
 run_file_client() {
     local sc=$1 r=$2 name=$3 dir=$4 dest=$5 bytes=$6 glob=$7
     shift 7
@@ -476,8 +502,11 @@ run_file_client() {
     local rc=$?
     local moved
     moved=$(dir_bytes "$dest" "$glob")
+    [[ ${MOVED:-} == alloc && $rc -ne 0 ]] && moved=$(dir_alloc "$dest" "$glob")
     sleep 0.5 # let the server side notice the end
-    reap "$SPID" 5
+    reap "$SPID" "${SRV_GRACE:-5}"
+    local EXTRA_NOTE=""
+    [[ -n ${NOTE_FN:-} ]] && EXTRA_NOTE=$("$NOTE_FN" "$sc" "$dir")
     local csnd crcv
     if [[ $dir == put ]]; then
         csnd=$(cpu_of "$d/cli.time") crcv=$(cpu_of "$d/srv.time")
@@ -485,11 +514,11 @@ run_file_client() {
         csnd=$(cpu_of "$d/srv.time") crcv=$(cpu_of "$d/cli.time")
     fi
     if [[ $rc -eq 0 && $moved -eq $bytes ]]; then
-        record "$sc" "$name" "$r" ok "$(mbit "$bytes" "$(wall_of "$d/cli.time")")" "$csnd" "$crcv" "bytes=$bytes"
+        record "$sc" "$name" "$r" ok "$(mbit "$bytes" "$(wall_of "$d/cli.time")")" "$csnd" "$crcv" "bytes=$bytes${EXTRA_NOTE:+ $EXTRA_NOTE}"
     elif [[ $rc -eq 124 || $rc -eq 137 ]]; then
-        record "$sc" "$name" "$r" capped "$(mbit "$moved" "$CAP")" "$csnd" "$crcv" "moved=$moved of $bytes in ${CAP}s"
+        record "$sc" "$name" "$r" capped "$(mbit "$moved" "$CAP")" "$csnd" "$crcv" "moved=$moved of $bytes in ${CAP}s${EXTRA_NOTE:+ $EXTRA_NOTE}"
     else
-        record "$sc" "$name" "$r" fail nan "$csnd" "$crcv" "rc=$rc moved=$moved/$bytes $(tail -1 "$d/cli.out" | cut -c1-120)"
+        record "$sc" "$name" "$r" fail nan "$csnd" "$crcv" "rc=$rc moved=$moved/$bytes $(grep -v '^ *$' "$d/cli.out" | tail -1 | cut -c1-120)"
     fi
 }
 
@@ -525,12 +554,55 @@ run_rsync() { # scenario run
         rsync -a --whole-file --inplace -e "ssh ${SSH_OPTS[*]} -p $P_SSH" "$WORK/src-$bytes.bin" "root@$HOST:$d/dst/f.bin"
 }
 
-run_xfer() { # scenario run put|get [udp]
-    local sc=$1 r=$2 dir=$3 udp=${4:-} name d="$WORK/run" bytes
-    name="xfer-$dir"
-    [[ -n $udp ]] && name="xfer-udp"
+# xfer's own timer (request to verified end, without connecting and logging in), from its
+# summary line "uploaded A -> B: 23.8 MiB in 2.69 s (8.9 MiB/s) over udp".
+xfer_note() { # scenario put|get -> note words
+    local line
+    line=$(grep -m1 -E '^(uploaded|downloaded) .* in [0-9.]+ s \(' "$WORK/run/cli.out")
+    printf 'xsecs=%s via=%s' "$(sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' <<<"$line")" \
+        "$(sed -n 's/.* over \([a-z]*\).*/\1/p' <<<"$line")"
+}
+
+# The redundancy of a UDP transfer: retransmitted payload bytes as a percent of the file,
+# from the client's -v line (put: the client sends) or the server's log (get: the server
+# sends), plus the datagram size, the losses the sender declared, and the UDP datagrams the
+# kernels dropped for want of socket buffer during the run.
+xfer_udp_note() { # scenario put|get -> note words
+    xfer_note "$@"
+    printf ' '
+    local d="$WORK/run" line red="" lost="" dg=""
+    if [[ $2 == put ]]; then
+        # udp: N datagrams of up to D bytes, X MiB retransmitted (P% of the data), L lost, ...
+        line=$(grep -m1 '^ *udp: ' "$d/cli.out")
+        red=$(sed -n 's/.*retransmitted (\([0-9.]*\)% of the data).*/\1/p' <<<"$line")
+        lost=$(sed -n 's/.*of the data), \([0-9]*\) lost.*/\1/p' <<<"$line")
+        dg=$(sed -n 's/.*datagrams of up to \([0-9]*\) bytes.*/\1/p' <<<"$line")
+    else
+        # download over UDP complete ... size=S sent=B retransmitted=R datagram=D
+        line=$(grep -m1 'download over UDP complete' "$d/srv.out")
+        local size rt
+        size=$(sed -n 's/.* size=\([0-9]*\).*/\1/p' <<<"$line")
+        rt=$(sed -n 's/.* retransmitted=\([0-9]*\).*/\1/p' <<<"$line")
+        dg=$(sed -n 's/.* datagram=\([0-9]*\).*/\1/p' <<<"$line")
+        [[ -n $size && -n $rt && $size -gt 0 ]] && red=$(awk -v r="$rt" -v s="$size" 'BEGIN { printf "%.2f", 100 * r / s }')
+    fi
+    local e1 e2
+    e1=$(udp_buf_errs "$NS_C"); e2=$(udp_buf_errs "$NS_S")
+    [[ $NS_C == "$NS_S" ]] && e2=0
+    printf 'redundant=%s lost=%s dgram=%s bufdrops=%s' "${red:-?}" "${lost:--}" "${dg:-?}" \
+        $(( ${e1:-0} + ${e2:-0} - UDP_ERRS0 ))
+}
+
+run_xfer() { # scenario run put|get tcp|udp
+    local sc=$1 r=$2 dir=$3 tr=$4 name d="$WORK/run" bytes
+    case $dir-$tr in
+    put-tcp) name=xfer-put ;;
+    get-tcp) name=xfer-get ;;
+    put-udp) name=xfer-udp ;;
+    get-udp) name=xfer-udp-get ;;
+    esac
     if ((!XFER_OK)); then record "$sc" "$name" "$r" skip nan nan nan "$XFER_WHY"; return; fi
-    if [[ -n $udp && -n $XFER_UDP_WHY ]]; then record "$sc" "$name" "$r" skip nan nan nan "$XFER_UDP_WHY"; return; fi
+    if [[ $tr == udp && -n $XFER_UDP_WHY ]]; then record "$sc" "$name" "$r" skip nan nan nan "$XFER_UDP_WHY"; return; fi
     bytes=$(size_for "$sc"); ensure_file "$bytes"
     rm -rf "$d"; mkdir -p "$d/dst"
     find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
@@ -541,23 +613,36 @@ run_xfer() { # scenario run put|get [udp]
         return
     fi
     SPID=$XSRV
-    local flag=()
-    if [[ -n $udp ]]; then
-        if [[ ${XFER_UDP_FLAG[0]} == put-flag ]]; then flag=(); else flag=("${XFER_UDP_FLAG[@]}"); fi
+    # The transport flag and the options go after the subcommand. The client runs with -v
+    # instead of --quiet: its summary (xfer's own timer, the transport used, and for UDP
+    # uploads the sender statistics) is printed after the transfer, into a file.
+    local how=(-v) flag=("${XFER_TRANSPORT[@]}") extra=()
+    # shellcheck disable=SC2206
+    [[ -n $XFER_ARGS ]] && extra=($XFER_ARGS)
+    local MOVED="" NOTE_FN=xfer_note SRV_GRACE=1
+    if [[ $tr == udp ]]; then
+        flag=(--transport udp) MOVED=alloc NOTE_FN=xfer_udp_note
+        local e1 e2
+        e1=$(udp_buf_errs "$NS_C"); e2=$(udp_buf_errs "$NS_S")
+        [[ $NS_C == "$NS_S" ]] && e2=0
+        UDP_ERRS0=$(( ${e1:-0} + ${e2:-0} ))
     fi
-    local sub=()
     if [[ $dir == put ]]; then
-        sub=(put "$WORK/src-$bytes.bin" "put-bench-$r.bin")
-        [[ -n $udp && ${XFER_UDP_FLAG[0]} == put-flag ]] && sub=(put --transport udp "$WORK/src-$bytes.bin" "put-bench-$r.bin")
         # bytes moved when capped: whatever grew under the server root
         run_file_client "$sc" "$r" "$name" put "$XROOT" "$bytes" "*put-bench-$r.bin*" \
             env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
-            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet "${flag[@]}" "${sub[@]}"
+            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host "${how[@]}" \
+            put "${flag[@]}" "${extra[@]}" "$WORK/src-$bytes.bin" "put-bench-$r.bin"
     else
         run_file_client "$sc" "$r" "$name" get "$d/dst" "$bytes" '*' \
             env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
-            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet "${flag[@]}" \
-            get "seed-$bytes.bin" "$d/dst/f.bin"
+            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host "${how[@]}" \
+            get "${flag[@]}" "${extra[@]}" "seed-$bytes.bin" "$d/dst/f.bin"
+    fi
+    # keep the client's and the server's output of UDP runs for the report
+    if [[ $tr == udp ]]; then
+        cp "$d/cli.out" "$OUT/$sc-$name-$r.client.log" 2>/dev/null
+        cp "$d/srv.out" "$OUT/$sc-$name-$r.server.log" 2>/dev/null
     fi
     find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
 }
@@ -570,9 +655,10 @@ run_contender() { # scenario run contender
     quic-bbr) run_quic "$1" "$2" bbr quic-bbr ;;
     scp) run_scp "$1" "$2" ;;
     rsync) run_rsync "$1" "$2" ;;
-    xfer-put) run_xfer "$1" "$2" put ;;
-    xfer-get) run_xfer "$1" "$2" get ;;
+    xfer-put) run_xfer "$1" "$2" put tcp ;;
+    xfer-get) run_xfer "$1" "$2" get tcp ;;
     xfer-udp) run_xfer "$1" "$2" put udp ;;
+    xfer-udp-get) run_xfer "$1" "$2" get udp ;;
     *) die "unknown contender $3" ;;
     esac
 }
@@ -613,15 +699,18 @@ run_fair() { # run contender
         bg ip netns exec "$NS_C" timeout -k 3 "$FAIR_SECS" scp -q "${SSH_OPTS[@]}" -P $P_SSH "$WORK/src-1000000000.bin" "root@$HOST:$d/dst/f.bin"
         cpid=$BGPID
         ;;
-    xfer-put)
+    xfer-put | xfer-udp)
         if ((!XFER_OK)); then reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "$XFER_WHY" >>"$FAIRRES"; return; fi
+        if [[ $c == xfer-udp && -n $XFER_UDP_WHY ]]; then reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "$XFER_UDP_WHY" >>"$FAIRRES"; return; fi
+        local flag=("${XFER_TRANSPORT[@]}")
+        [[ $c == xfer-udp ]] && flag=(--transport udp)
         ensure_file 1000000000
         find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
         XCFG="$d/cfg"; mkdir -p "$XCFG"
         start_xfer_server "$NS_S" "$HOST" "$d/srv.time" "$d/srv.out" || { reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "xfer serve did not start" >>"$FAIRRES"; return; }
         SPID=$XSRV
         bg ip netns exec "$NS_C" timeout -k 3 "$FAIR_SECS" env XFER_PASSWORD=benchpw XFER_CONFIG_DIR="$XCFG" \
-            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet put "$WORK/src-1000000000.bin" put-bench-fair.bin
+            "$XFER" --server "$HOST:$P_XFER" --user bench --accept-new-host --quiet put "${flag[@]}" "$WORK/src-1000000000.bin" put-bench-fair.bin
         cpid=$BGPID
         ;;
     esac
@@ -634,6 +723,8 @@ run_fair() { # run contender
     quic*) cgp=$(sed -n 's/^quic-perf client.* mbit=\([0-9.]*\).*/\1/p' "$d/c.out") ;;
     scp) cgp=$(mbit "$(dir_bytes "$d/dst")" "$FAIR_SECS") ;;
     xfer-put) cgp=$(mbit "$(dir_bytes "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
+    # the UDP partial file is sparse: count the bytes stored
+    xfer-udp) cgp=$(mbit "$(dir_alloc "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
     esac
     reap "$cpid" 1
     reap "$SPID" 5
@@ -663,7 +754,7 @@ cat "$OUT/env.txt" | tee -a "$LOG" >&2
 
 has scp || has rsync || [[ $FAIRNESS == 1 && " $FAIR_CONTENDERS " == *" scp "* ]] && setup_ssh
 for s in $(all_sizes); do ensure_file "$s"; done
-if has xfer-put || has xfer-get || has xfer-udp || [[ $FAIRNESS == 1 && " $FAIR_CONTENDERS " == *" xfer-put "* ]]; then
+if wants_xfer; then
     setup_xfer
     [[ -n $XFER_WHY ]] && log "xfer rows: $XFER_WHY"
 fi

@@ -29,6 +29,24 @@ def fmt(v, nd=1):
     return f"{v:.{nd}f}"
 
 
+def kv(note, key):
+    """The value of key=value in a note, or None."""
+    for word in note.split():
+        if word.startswith(key + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def link_loss(args):
+    """Average loss rate (%) that linkem applies in the data direction, from its arguments."""
+    words = args.split()
+    for i, w in enumerate(words[:-1]):
+        if w in ("--loss", "--ge-burst"):
+            v = words[i + 1].split("/")[0].split(":")[0].rstrip("%")
+            return num(v)
+    return 0.0
+
+
 def read_tsv(path):
     if not os.path.exists(path):
         return []
@@ -102,6 +120,20 @@ def main():
             retr = [r[4].split("=")[1] for r in good if r[4].startswith("retransmits=")]
             if retr:
                 notes.append("retransmits " + "/".join(retr))
+        xs = []
+        for r in good:
+            b, t = num(kv(r[4], "bytes") or ""), num(kv(r[4], "xsecs") or "")
+            if r[0] == "ok" and b and t:
+                xs.append(b * 8 / t / 1e6)
+        if xs:
+            notes.append(f"xfer's own timer (no connect/login): {fmt(med(xs))} Mbit/s")
+        want = "udp" if c.startswith("xfer-udp") else "tcp"
+        vias = [kv(r[4], "via") for r in good if kv(r[4], "via")]
+        if any(v != want for v in vias):
+            notes.append(f"transport used: {'/'.join(vias)}")
+        reds = [num(kv(r[4], "redundant") or "") for r in good]
+        if any(x is not None for x in reds):
+            notes.append(f"redundant {fmt(med(reds), 2)}% of the file")
         ratio = ""
         if sc in bbr and bbr[sc]:
             ratio = f"{g / bbr[sc]:.2f}"
@@ -111,6 +143,33 @@ def main():
             f"{fmt(med([r[3] for r in good]), 2)} | {ratio or '—'} | {'; '.join(notes)} |"
         )
     print()
+
+    # redundancy of the UDP rows against the loss the link applied to the data
+    loss = {row[0]: link_loss(row[2]) for row in scen}
+    red_rows = [(sc, c) for sc, c in order if c in ("xfer-udp", "xfer-udp-get")]
+    if red_rows:
+        print("Redundant bytes (payload bytes sent more than once, % of the file) vs the link's loss rate")
+        print("in the data direction; target: at most 1.2x the loss rate.")
+        print()
+        print("| scenario | contender | link loss % | redundant % (median) | min–max | × loss | sender-declared lost datagrams (median) | datagram bytes | kernel UDP buffer drops (median) |")
+        print("|---|---|--:|--:|---|--:|--:|--:|--:|")
+        for sc, c in red_rows:
+            runs = [r for r in groups[(sc, c)] if r[0] in ("ok", "capped")]
+            reds = [num(kv(r[4], "redundant") or "") for r in runs]
+            reds = [x for x in reds if x is not None]
+            if not reds:
+                continue
+            m = med(reds)
+            lo = loss.get(sc)
+            ratio = f"{m / lo:.2f}" if lo else "—"
+            lost = med([num(kv(r[4], "lost") or "") for r in runs])
+            dgs = sorted({kv(r[4], "dgram") for r in runs if kv(r[4], "dgram")})
+            drops = med([num(kv(r[4], "bufdrops") or "") for r in runs])
+            print(
+                f"| {sc} | {c} | {fmt(lo, 2) if lo is not None else '?'} | {m:.2f} | {min(reds):.2f}–{max(reds):.2f} | {ratio} | "
+                f"{'—' if lost is None else f'{lost:.0f}'} | {'/'.join(dgs) or '?'} | {'—' if drops is None else f'{drops:.0f}'} |"
+            )
+        print()
 
     if fair:
         print("Fairness: one bulk contender and one iperf3 TCP BBR flow start together and share the link; medians over the runs.")
