@@ -208,7 +208,6 @@ for k in "$R_MD5" "$R_PUT" "$R_UPUT" "$R_GET" "$R_UGET" "$R_NC" "$R_QUIC" "$R_SC
     *) snd=$c rcv=$s ;;
     esac
     notes="times ${W[$k]}"
-    [[ $k == "$R_NC" ]] && notes+="; both ends together $(per_gb "$c") CPU-s/GB"
     [[ -n ${N[$k]:-} ]] && notes+="; ${N[$k]}"
     [[ -n ${FAILS[$k]:-} ]] && notes+="; failed: ${FAILS[$k]}"
     printf '| %s | %.2f | %.0f | %.2fx | %s | %s | %s |\n' "$k" "$t" "$(echo "$SIZE_MIB / $t" | bc -l)" \
