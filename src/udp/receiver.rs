@@ -268,8 +268,11 @@ mod tests {
     }
 
     #[test]
-    fn lists_the_lowest_ranges_above_cumulative() {
-        let (mut r, t0) = receiver(1 << 20);
+    fn can_list_only_the_lowest_ranges_above_cumulative() {
+        let t0 = Instant::now();
+        let mut cfg = ReceiverConfig::new(1 << 20, RangeSet::new());
+        cfg.ack_ranges = AckRanges::Lowest;
+        let mut r = Receiver::new(cfg, t0);
         let mut ack = Ack::default();
         for i in 0..100u64 {
             r.handle_data(t0, i, 10 + 20 * i, 10, 58);
@@ -287,11 +290,9 @@ mod tests {
     }
 
     #[test]
-    fn can_list_the_lowest_and_highest_ranges() {
+    fn lists_the_lowest_and_highest_ranges_by_default() {
         let now = Instant::now();
-        let mut cfg = ReceiverConfig::new(1 << 20, RangeSet::new());
-        cfg.ack_ranges = AckRanges::LowestAndHighest;
-        let mut r = Receiver::new(cfg, now);
+        let mut r = Receiver::new(ReceiverConfig::new(1 << 20, RangeSet::new()), now);
         let mut ack = Ack::default();
         for i in 0..100u64 {
             r.handle_data(now, i, 10 + 20 * i, 10, 58);
