@@ -10,13 +10,18 @@
 //! auth/            password hashing and brute-force throttling (pure, clock injected)
 //! home/            per-user home jail on capability handles (cap-std): path rules and file ops
 //! transfer/        chunking, crc32/md5 pipelines, partial files and resume; transport-agnostic
-//! server/          TLS listener, sessions, command handlers, graceful shutdown
-//! client/          async client API, known-hosts pinning, progress events
+//! udp/             UDP data path, no I/O: datagram layout and sealing, replay window, address
+//!                  validation, sender/receiver state machines, rate control, byte range sets
+//! flow/            UDP flows at run time: batched socket I/O, demultiplexer, the task that
+//!                  drives a state machine, file source and sink with range maps
+//! server/          TLS listener, sessions, command handlers, UDP socket, graceful shutdown
+//! client/          async client API, known-hosts pinning, transport choice and fallback
 //! config           server/client configuration (embedded defaults in config/)
 //! ```
 //!
-//! The control connection is TLS 1.3 over TCP. File data moves as chunk frames either on that
-//! connection (the TCP data path) or on a separate transport selected per transfer.
+//! The control connection is TLS 1.3 over TCP. File data moves either as chunk frames on that
+//! connection (the TCP data path, `proto-spec/control.md`) or in sealed datagrams of a UDP flow
+//! bound to it (`proto-spec/udp.md`), chosen per transfer.
 
 pub mod auth;
 pub mod client;

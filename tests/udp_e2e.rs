@@ -330,3 +330,59 @@ async fn interrupted_udp_upload_resumes_from_what_was_synced() {
     })
     .await
 }
+
+#[tokio::test]
+async fn server_shutdown_ends_udp_transfers_with_a_clear_error_and_they_resume() {
+    guard(async {
+        let env = TestEnv::new();
+        let mut srv = env.start();
+        srv.add_user("alice", PW, 512 * MIB, None);
+        let addr = srv.addr_string();
+        let want = make_big_file(&srv.home("alice").join("big"), 64 * MIB, 9);
+        let mut slow = udp();
+        slow.rate_limit = Some(8 * MIB);
+        let mut c = srv.connect("alice", PW).await;
+        let local = env.local("big");
+        let download = c.get_with("big", &local, &slow, no_progress());
+        let stop_soon = async {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            srv.trigger_shutdown();
+        };
+        let (r, ()) = tokio::join!(download, stop_soon);
+        assert_eq!(code_of(r), ErrorCode::ShuttingDown);
+        assert!(!local.exists());
+        drop(c);
+        srv.stop().await;
+
+        let srv = env.start_on(&addr);
+        let mut c = srv.connect("alice", PW).await;
+        let down = get(&mut c, "big", &local, &opts(TransportChoice::Udp, true)).await;
+        assert!(down.resumed_from > 0, "nothing kept from the first attempt");
+        assert_eq!(md5_file(&local), want);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cli_says_which_transport_carried_the_data() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let addr = srv.addr_string();
+        make_file(&env.local("c"), 3 * MIB as usize, 10);
+        let cli = |args: &[&str]| run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, args));
+        let out = cli(&["-v", "put", "c", "--transport", "udp"]);
+        let text = &out.assert_ok().stdout;
+        assert!(text.contains("over udp") && text.contains("udp: "), "{text}");
+        let out = cli(&["-v", "get", "c", "c.tcp", "--transport", "tcp"]);
+        assert!(out.assert_ok().stdout.contains("over tcp"), "{}", out.stdout);
+        let out = cli(&["get", "c", "c.auto", "--rate-limit", "10M"]);
+        assert!(out.assert_ok().stdout.contains("over udp"), "{}", out.stdout);
+        assert_eq!(std::fs::read(env.local("c.auto")).unwrap(), std::fs::read(env.local("c")).unwrap());
+        let out = cli(&["put", "c", "--rate-limit", "0"]);
+        assert!(!out.status.success() && out.stderr.contains("above zero"), "{}", out.stderr);
+    })
+    .await
+}

@@ -259,7 +259,7 @@ impl FlowSpec {
             rate_limit: None,
             max_span: None,
             local_mtu: 65_507,
-            ack_ranges: AckRanges::Lowest,
+            ack_ranges: AckRanges::LowestAndHighest,
         }
     }
 }

@@ -296,6 +296,14 @@ impl Client {
         let done = sink.finish().await;
         let server_md5 = match outcome {
             Ok(md5) => md5,
+            // The server ended the download with an error reply, or the connection broke:
+            // there is nothing to abort.
+            Err(Err(e @ (ClientError::Server { .. } | ClientError::Conn(_)))) => {
+                if matches!(e, ClientError::Conn(_)) {
+                    self.broken = true;
+                }
+                return Err(e);
+            }
             Err(end) => {
                 self.abort_get().await?;
                 return end.map(Err);

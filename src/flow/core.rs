@@ -32,7 +32,9 @@ pub enum Side {
     Server { path: PathValidation, challenge_to: Option<SocketAddr> },
 }
 
-/// What this end does with file data.
+/// What this end does with file data. One per flow, inside the flow's shared state, so the
+/// size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Role {
     Send(Sender),
     Recv(RecvState),

@@ -208,8 +208,9 @@ impl Driver<'_> {
                     }
                 }
                 Side::Server { path, challenge_to } => {
-                    let repeat = (now >= self.next_hello).then(|| path.retry(CHALLENGE_LEN)).flatten();
-                    if let Some(to) = challenge_to.take().or(repeat) {
+                    let due = now >= self.next_hello;
+                    let to = challenge_to.take().or_else(|| due.then(|| path.retry(CHALLENGE_LEN)).flatten());
+                    if let Some(to) = to {
                         items.push((to, PacketKind::PathChallenge, path.challenge().to_vec()));
                         self.next_hello = now + self.opts.hello_every;
                     }

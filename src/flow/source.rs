@@ -3,13 +3,13 @@
 //! blocks the receiver does not hold yet, so retransmissions never touch the disk.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
 use crate::proto::control::Md5Digest;
+use crate::transfer::source::read_source_at;
 use crate::transfer::TransferError;
 use crate::udp::ranges::RangeSet;
 
@@ -124,7 +124,7 @@ fn read_loop(
     while pos < size {
         let n = (size - pos).min(BLOCK) as usize;
         let mut buf = BytesMut::zeroed(n);
-        read_exact_at(file, &mut buf, pos, size)?;
+        read_source_at(file, &mut buf, pos, size)?;
         hasher.update(&buf);
         let keep = !held.contains(pos, pos + n as u64);
         let item = Item::Block(pos, n as u64, keep.then(|| buf.freeze()));
@@ -134,21 +134,5 @@ fn read_loop(
         }
     }
     let _ = tx.blocking_send(Ok(Item::Done(hasher.finalize().into())));
-    Ok(())
-}
-
-fn read_exact_at(file: &std::fs::File, buf: &mut [u8], pos: u64, size: u64) -> Result<(), TransferError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], pos + filled as u64) {
-            Ok(0) => {
-                let at = pos + filled as u64;
-                return Err(TransferError::SourceChanged(format!("file shrank to {at} bytes while reading {size}")));
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
     Ok(())
 }

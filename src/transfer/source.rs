@@ -1,8 +1,6 @@
 //! Sending side: a blocking thread reads the file, computes each chunk's crc32 and the running
 //! md5, and hands chunks to the network over a bounded channel.
 
-use std::io::Read;
-
 use bytes::BytesMut;
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
@@ -44,19 +42,17 @@ pub fn spawn_reader(
 }
 
 fn read_loop(
-    mut file: std::fs::File,
+    file: std::fs::File,
     offset: u64,
     size: u64,
     mut hasher: Md5,
     tx: &mpsc::Sender<Result<SourceItem, TransferError>>,
 ) -> Result<(), TransferError> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
     let mut pos = offset;
     while pos < size {
         let n = (size - pos).min(CHUNK_SIZE as u64) as usize;
         let mut buf = BytesMut::zeroed(n);
-        read_full(&mut file, &mut buf, pos, size)?;
+        read_source_at(&file, &mut buf, pos, size)?;
         hasher.update(&buf);
         let chunk = DataChunk::new(pos, buf.freeze());
         pos += n as u64;
@@ -68,10 +64,13 @@ fn read_loop(
     Ok(())
 }
 
-fn read_full(file: &mut std::fs::File, buf: &mut [u8], pos: u64, size: u64) -> Result<(), TransferError> {
+/// Fills `buf` from `file` at `pos` (by position; the cursor is not used). Running out of file
+/// before `size` means the source changed while it was being sent.
+pub fn read_source_at(file: &std::fs::File, buf: &mut [u8], pos: u64, size: u64) -> Result<(), TransferError> {
+    use std::os::unix::fs::FileExt;
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
             Ok(0) => {
                 let at = pos + filled as u64;
                 return Err(TransferError::SourceChanged(format!("file shrank to {at} bytes while reading {size}")));

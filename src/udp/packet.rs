@@ -178,7 +178,7 @@ pub struct Ack {
     pub cumulative: u64,
     /// Held ranges above `cumulative` as `(start, end)`, ascending, disjoint, non-empty, not
     /// touching `cumulative` or each other. At most [`MAX_ACK_RANGES`]; when the receiver holds
-    /// more, it lists the lowest ones.
+    /// more, it lists the lowest 32 and the highest 32 (UDP-ACK-2).
     pub ranges: Vec<(u64, u64)>,
 }
 

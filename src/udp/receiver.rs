@@ -11,11 +11,11 @@
 //! packets, at once when the last missing byte arrives, and at once after a duplicate (the
 //! sender has not heard of what it is resending, so an ack was probably lost).
 //!
-//! An ack lists at most [`MAX_ACK_RANGES`] held ranges. Which ones, when more are held, is
-//! [`AckRanges`]: the lowest (the protocol's rule, the default), or the lowest half and the
-//! highest half. With the lowest only, a sender learns of at most 64 holes per round trip
-//! (each stays listed until its retransmission arrives), which caps goodput on lossy paths
-//! with a large bandwidth-delay product; see `tests/udp_sim.rs` for the numbers.
+//! An ack lists at most [`MAX_ACK_RANGES`] held ranges. When more are held, the protocol's rule
+//! (UDP-ACK-2, [`AckRanges::LowestAndHighest`]) lists the lowest half and the highest half, so
+//! the newest holes are always reported. Listing only the lowest ones ([`AckRanges::Lowest`],
+//! kept for comparison in `tests/udp_sim.rs`) lets a sender learn of at most 64 holes per round
+//! trip, which caps goodput on lossy paths with a large bandwidth-delay product.
 
 use std::time::{Duration, Instant};
 
@@ -41,13 +41,11 @@ pub struct ReceiverConfig {
 /// cumulative offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckRanges {
-    /// The lowest ones (what the protocol specifies).
-    #[default]
+    /// The lowest ones only (not what the protocol specifies; for comparison).
     Lowest,
-    /// The lowest half and the highest half, so that the newest holes are always reported.
-    /// The sender (which treats the stretch between the two halves of a full ack as
-    /// unknown) handles both; the protocol text would need to allow it before this becomes
-    /// the default.
+    /// The lowest half and the highest half, so that the newest holes are always reported
+    /// (UDP-ACK-2). The sender treats the stretch between the two halves as unknown.
+    #[default]
     LowestAndHighest,
 }
 
@@ -59,7 +57,7 @@ impl ReceiverConfig {
             held,
             ack_interval: Duration::from_millis(10),
             ack_every: 32,
-            ack_ranges: AckRanges::Lowest,
+            ack_ranges: AckRanges::LowestAndHighest,
         }
     }
 }
@@ -270,8 +268,11 @@ mod tests {
     }
 
     #[test]
-    fn lists_the_lowest_ranges_above_cumulative() {
-        let (mut r, t0) = receiver(1 << 20);
+    fn can_list_only_the_lowest_ranges_above_cumulative() {
+        let t0 = Instant::now();
+        let mut cfg = ReceiverConfig::new(1 << 20, RangeSet::new());
+        cfg.ack_ranges = AckRanges::Lowest;
+        let mut r = Receiver::new(cfg, t0);
         let mut ack = Ack::default();
         for i in 0..100u64 {
             r.handle_data(t0, i, 10 + 20 * i, 10, 58);
@@ -289,11 +290,9 @@ mod tests {
     }
 
     #[test]
-    fn can_list_the_lowest_and_highest_ranges() {
+    fn lists_the_lowest_and_highest_ranges_by_default() {
         let now = Instant::now();
-        let mut cfg = ReceiverConfig::new(1 << 20, RangeSet::new());
-        cfg.ack_ranges = AckRanges::LowestAndHighest;
-        let mut r = Receiver::new(cfg, now);
+        let mut r = Receiver::new(ReceiverConfig::new(1 << 20, RangeSet::new()), now);
         let mut ack = Ack::default();
         for i in 0..100u64 {
             r.handle_data(now, i, 10 + 20 * i, 10, 58);

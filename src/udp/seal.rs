@@ -31,6 +31,17 @@ impl ring::hkdf::KeyType for KeyLen {
     }
 }
 
+/// The 56 bytes of keying material of flow `flow` (UDP-SEAL-1).
+pub fn flow_material(secret: &SessionSecret, flow: u64) -> [u8; EXPORT_LEN] {
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(secret);
+    let id = flow.to_be_bytes();
+    let info = [FLOW_INFO, &id[..]];
+    let mut m = [0u8; EXPORT_LEN];
+    // 56 bytes is far below HKDF-SHA256's 8160-byte limit.
+    prk.expand(&info, KeyLen).and_then(|okm| okm.fill(&mut m)).expect("HKDF output length within limit");
+    m
+}
+
 /// One direction's key and IV.
 pub struct Sealer {
     key: LessSafeKey,
@@ -51,13 +62,7 @@ impl FlowKeys {
     /// secret, info = "xfer-udp-flow" || flow id u64 BE, 56 bytes split by
     /// [`FlowKeys::from_exported`].
     pub fn derive(secret: &SessionSecret, flow: u64) -> FlowKeys {
-        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(secret);
-        let id = flow.to_be_bytes();
-        let info = [FLOW_INFO, &id[..]];
-        let mut m = [0u8; EXPORT_LEN];
-        // 56 bytes is far below HKDF-SHA256's 8160-byte limit.
-        prk.expand(&info, KeyLen).and_then(|okm| okm.fill(&mut m)).expect("HKDF output length within limit");
-        FlowKeys::from_exported(&m)
+        FlowKeys::from_exported(&flow_material(secret, flow))
     }
 
     /// Splits exported keying material (UDP-SEAL-1).
@@ -133,6 +138,16 @@ mod tests {
         d.extend_from_slice(body);
         d.extend_from_slice(&[0; TAG_LEN]);
         d
+    }
+
+    #[test]
+    fn derives_flow_keys_as_rfc5869_hkdf_sha256() {
+        // Independently computed (Python `cryptography`, HKDF-SHA256, no salt).
+        let secret: SessionSecret = core::array::from_fn(|i| i as u8);
+        let want = "0bcdbac83156ea6c2acc74832f66024992021414aaca09ab2d8474b6686c7dc6\
+                    d266d199e1dbfffd01445841eba17cf685d76272838fc0be";
+        assert_eq!(hex::encode(flow_material(&secret, 0x0102_0304_0506_0708)), want);
+        assert_ne!(flow_material(&secret, 1), flow_material(&secret, 2));
     }
 
     #[test]
