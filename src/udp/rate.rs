@@ -21,13 +21,21 @@
 //!   count lost bytes as having passed, then take out only the *excess* loss: with `f` the
 //!   recent loss rate and `p` the random loss rate, a sample is scaled by `(1 - f) / (1 - p)`
 //!   (at most 1). `p` starts as Startup's loss rate and follows the loss of packets sent
-//!   while not probing (gain <= 1) in rounds without a standing queue; a round losing far
-//!   more than `p` moves it only a little. Drops from overshooting a queue (which never
-//!   used the link) therefore do not raise the estimate.
+//!   while draining (gain 0.75) in rounds without a standing queue: random loss hits them as
+//!   often as any, while a queue the flow overfills (the estimate above the link) drains
+//!   then, so overflow drops do not feed `p` (which would lift the estimate further above
+//!   the link). A loss rate far above `p` moves it only a little.
 //! - **Queueing delay backs off.** When the smallest RTT of two consecutive rounds exceeds
 //!   `1.25 * min_rtt + 3 ms`, a queue is standing (a competing flow, or an overestimate):
 //!   the estimate is capped at 85% and the cap is raised again round by round once the
-//!   queue is gone (additively, so competing flows converge to a fair share).
+//!   queue is gone (additively, so competing flows converge to a fair share). When more
+//!   than 30% of recent rounds (EWMA over about 16) see a standing queue although the flow
+//!   keeps backing off, gets through what it sends and the queue does not shrink, it is
+//!   another flow's (a loss-based or BBR TCP that fills
+//!   whatever is given up): the flow then competes as BBR does, bounded by its delivery
+//!   rate, its window (sized to the RTT with the standing queue) and its probing (gain 1.25
+//!   every fourth round, no draining), without delay back-off, until under 10% of rounds
+//!   see a queue.
 //! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
 //!   larger, so timers of about 1 ms granularity suffice at any rate.
 
@@ -45,6 +53,9 @@ const STARTUP_GAIN: f64 = 2.885;
 const WINDOW_GAIN: f64 = 2.0;
 /// Pacing gains of one Cruise cycle.
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// Pacing gains of one Cruise cycle while competing: probing twice as often, never draining
+/// (the standing queue is another flow's, and draining would hand it the link).
+const COMPETE_CYCLE: [f64; 4] = [1.25, 1.0, 1.0, 1.0];
 /// The bottleneck-rate filter's window, in rounds.
 const BW_WINDOW_ROUNDS: u64 = 10;
 /// The minimum-RTT filter's window.
@@ -68,6 +79,17 @@ const STARTUP_LOSS_DATAGRAMS: u64 = 8;
 const QUEUE_ROUNDS: u32 = 2;
 /// The rate cap after a back-off, as a fraction of the estimate.
 const BACKOFF: f64 = 0.85;
+/// Weight of one Cruise round in the share of rounds with a standing queue.
+const QUEUE_SHARE_WEIGHT: f64 = 1.0 / 16.0;
+/// Share of rounds with a standing queue above which backing off is given up (the queue is
+/// another flow's), and below which it resumes.
+const COMPETE_ENTER: f64 = 0.3;
+const COMPETE_EXIT: f64 = 0.1;
+/// A standing queue whose delay falls below this fraction of the last round's is shrinking.
+const QUEUE_SHRINK: f64 = 0.95;
+/// The flow fills the queue itself while its delivery rate is below this fraction of its
+/// estimate.
+const SELF_FILLING: f64 = 0.9;
 /// Largest random-loss rate compensated for.
 const MAX_LOSS_COMPENSATION: f64 = 0.5;
 /// Weight of one round in the random-loss estimate.
@@ -76,6 +98,8 @@ const LOSS_EWMA_WEIGHT: f64 = 1.0 / 4.0;
 const RECENT_LOSS_WEIGHT: f64 = 1.0 / 4.0;
 /// Datagrams a round must have learned the fate of before its loss rate counts.
 const LOSS_MIN_DATAGRAMS: u64 = 16;
+/// Clean datagrams whose fate is known before they update the random-loss estimate.
+const CLEAN_MIN_DATAGRAMS: u64 = 64;
 
 /// Delivery counters recorded when a packet is sent, for the rate sample its ack yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +113,8 @@ pub struct SendState {
     pub sent_time: Instant,
     /// Sent while the sender had nothing more to send (its rate sample says little).
     pub app_limited: bool,
-    /// Sent at a pacing gain <= 1 while cruising: its loss says something about random loss.
+    /// Sent at the draining gain (0.75) while cruising, when no queue of this flow's making
+    /// can overflow: its loss says something about random loss.
     pub clean: bool,
     /// Bytes resolved (acknowledged or declared lost), and of those lost, when it was sent.
     pub resolved: u64,
@@ -134,8 +159,8 @@ pub struct RateControl {
     round: u64,
     next_round_delivered: u64,
     round_min_rtt: Option<Duration>,
-    round_clean_acked: u64,
-    round_clean_lost: u64,
+    clean_acked: u64,
+    clean_lost: u64,
 
     // Model.
     bw: WindowedFilter,
@@ -144,6 +169,14 @@ pub struct RateControl {
     loss_rate: Option<f64>,
     bw_cap: Option<u64>,
     queue_rounds: u32,
+    /// Recent share of Cruise rounds with a standing queue (EWMA).
+    queue_share: f64,
+    /// Competing with a flow that keeps the queue standing: no delay back-off.
+    competing: bool,
+    /// The smallest RTT of the last round with a standing queue.
+    last_queue_rtt: Option<Duration>,
+    /// The latest delivery-rate sample.
+    last_rate_sample: u64,
     full_bw: u64,
     full_bw_rounds: u32,
     startup_queued: u32,
@@ -176,14 +209,18 @@ impl RateControl {
             round: 0,
             next_round_delivered: 0,
             round_min_rtt: None,
-            round_clean_acked: 0,
-            round_clean_lost: 0,
+            clean_acked: 0,
+            clean_lost: 0,
             bw: WindowedFilter::new(Better::Max, BW_WINDOW_ROUNDS),
             min_rtt: WindowedFilter::new(Better::Min, MIN_RTT_WINDOW.as_nanos() as u64),
             ack_aggregation: WindowedFilter::new(Better::Max, BW_WINDOW_ROUNDS),
             loss_rate: None,
             bw_cap: None,
             queue_rounds: 0,
+            queue_share: 0.0,
+            competing: false,
+            last_queue_rtt: None,
+            last_rate_sample: 0,
             full_bw: 0,
             full_bw_rounds: 0,
             startup_queued: 0,
@@ -212,7 +249,7 @@ impl RateControl {
             first_sent_time: self.first_sent_time,
             sent_time: now,
             app_limited: self.app_limited_until > self.delivered,
-            clean: self.phase == Phase::Cruise && self.pacing_gain() <= 1.0,
+            clean: self.phase == Phase::Cruise && self.pacing_gain() < 1.0,
             resolved: self.resolved,
             lost: self.lost,
         }
@@ -262,9 +299,9 @@ impl RateControl {
         }
         if state.clean {
             if lost {
-                self.round_clean_lost += bytes;
+                self.clean_lost += bytes;
             } else {
-                self.round_clean_acked += bytes;
+                self.clean_acked += bytes;
             }
         }
     }
@@ -301,7 +338,9 @@ impl RateControl {
     pub fn window(&self) -> u64 {
         let floor = MIN_WINDOW_DATAGRAMS * self.datagram;
         let Some(min_rtt) = self.min_rtt() else { return floor };
-        let bdp = self.bandwidth() as f64 * min_rtt.as_secs_f64();
+        // While competing, the pipe to keep full includes the other flow's standing queue.
+        let rtt = if self.competing { self.last_queue_rtt.map_or(min_rtt, |q| q.max(min_rtt)) } else { min_rtt };
+        let bdp = self.bandwidth() as f64 * rtt.as_secs_f64();
         let window = (WINDOW_GAIN * bdp) as u64 + self.ack_aggregation.get().unwrap_or(0);
         window.max(floor)
     }
@@ -325,6 +364,11 @@ impl RateControl {
         self.phase
     }
 
+    /// Whether delay back-off is suspended because another flow keeps the queue standing.
+    pub fn competing(&self) -> bool {
+        self.competing
+    }
+
     /// Round trips counted so far.
     pub fn round(&self) -> u64 {
         self.round
@@ -338,7 +382,15 @@ impl RateControl {
         match self.phase {
             Phase::Startup => STARTUP_GAIN,
             Phase::Drain => 1.0 / STARTUP_GAIN,
-            Phase::Cruise => CYCLE[self.cycle_index],
+            Phase::Cruise => self.cycle()[self.cycle_index % self.cycle().len()],
+        }
+    }
+
+    fn cycle(&self) -> &'static [f64] {
+        if self.competing {
+            &COMPETE_CYCLE
+        } else {
+            &CYCLE
         }
     }
 
@@ -366,6 +418,7 @@ impl RateControl {
         let bytes = self.delivered - state.delivered;
         let rate = bytes as f64 / interval.as_secs_f64() * self.excess_loss_factor(state);
         let rate = rate as u64;
+        self.last_rate_sample = rate;
         if !state.app_limited || self.bw.get().is_none_or(|max| rate >= max) {
             self.bw.update(rate, self.round);
         }
@@ -402,6 +455,7 @@ impl RateControl {
             min_rtt = ?self.min_rtt(),
             round_min_rtt = ?self.round_min_rtt,
             queue,
+            competing = self.competing,
             "round end"
         );
         self.update_loss_rate(queue);
@@ -418,8 +472,6 @@ impl RateControl {
             let f = self.round_lost as f64 / self.round_resolved as f64;
             self.recent_loss += (f - self.recent_loss) * RECENT_LOSS_WEIGHT;
         }
-        self.round_clean_acked = 0;
-        self.round_clean_lost = 0;
         self.round_resolved = 0;
         self.round_lost = 0;
     }
@@ -432,20 +484,26 @@ impl RateControl {
         }
     }
 
-    /// Folds the round's loss rate of clean packets into the random-loss estimate, unless
-    /// the round had a standing queue; a round losing far more than the estimate (congestion)
-    /// counts only as a little more.
+    /// Folds the loss rate of clean packets resolved since the last update into the
+    /// random-loss estimate once there are enough of them, and forgets them on a round with a
+    /// standing queue; a loss rate far above the estimate (congestion) counts only as a little
+    /// more.
     fn update_loss_rate(&mut self, queue: bool) {
-        let total = self.round_clean_acked + self.round_clean_lost;
-        if queue || total < LOSS_MIN_DATAGRAMS * self.datagram {
+        let total = self.clean_acked + self.clean_lost;
+        if queue {
+            (self.clean_acked, self.clean_lost) = (0, 0);
             return;
         }
-        let f = self.round_clean_lost as f64 / total as f64;
+        if total < CLEAN_MIN_DATAGRAMS * self.datagram {
+            return;
+        }
+        let f = self.clean_lost as f64 / total as f64;
+        (self.clean_acked, self.clean_lost) = (0, 0);
         self.loss_rate = Some(match self.loss_rate {
             None => f,
             Some(p) => {
-                // A round far above the estimate is mostly congestion: it may pull the
-                // estimate up only a little (so that a true rise is still followed).
+                // Far above the estimate is mostly congestion: it may pull the estimate up
+                // only a little (so that a true rise is still followed).
                 let n = total as f64 / self.datagram as f64;
                 let sigma = (p.max(0.001) * (1.0 - p) / n).sqrt();
                 let f = f.min(p + (3.0 * sigma).max(0.02));
@@ -504,8 +562,32 @@ impl RateControl {
         }
     }
 
-    /// Backs off on a standing queue; lifts the cap again while there is none.
+    /// Backs off on a standing queue; lifts the cap again while there is none. A queue that
+    /// stands through round after round of backing off is not this flow's: it is given up
+    /// (competing) until the queue clears again.
     fn check_queue(&mut self, now: Instant, queue: bool) {
+        // A queue that shrinks as the flow backs off is its own.
+        let round_rtt = self.round_min_rtt.filter(|_| queue);
+        let shrinking = matches!((round_rtt, self.last_queue_rtt), (Some(r), Some(l)) if r < l.mul_f64(QUEUE_SHRINK));
+        self.last_queue_rtt = round_rtt;
+        // Sending clearly more than gets through fills the queue itself.
+        let filling = self.last_rate_sample < (self.bandwidth() as f64 * SELF_FILLING) as u64;
+        let foreign = queue && !shrinking && !filling;
+        self.queue_share += (f64::from(u8::from(foreign)) - self.queue_share) * QUEUE_SHARE_WEIGHT;
+        if self.competing {
+            if self.queue_share >= COMPETE_EXIT {
+                return;
+            }
+            self.competing = false;
+            self.cycle_index = 2;
+        } else if self.queue_share > COMPETE_ENTER {
+            self.competing = true;
+            self.bw_cap = None;
+            self.queue_rounds = 0;
+            self.cycle_index = 0;
+            self.cycle_start = now;
+            return;
+        }
         if !queue {
             self.queue_rounds = 0;
             if let Some(cap) = self.bw_cap {
@@ -518,11 +600,15 @@ impl RateControl {
         }
         self.queue_rounds += 1;
         if self.queue_rounds >= QUEUE_ROUNDS {
-            self.queue_rounds = 0;
-            self.bw_cap = Some((self.bandwidth() as f64 * BACKOFF) as u64);
-            self.cycle_index = 1;
-            self.cycle_start = now;
+            self.back_off(now);
         }
+    }
+
+    fn back_off(&mut self, now: Instant) {
+        self.queue_rounds = 0;
+        self.bw_cap = Some((self.bandwidth() as f64 * BACKOFF) as u64);
+        self.cycle_index = 1;
+        self.cycle_start = now;
     }
 
     fn update_phase(&mut self, now: Instant, in_flight: u64) {
@@ -541,9 +627,9 @@ impl RateControl {
             }
             Phase::Cruise => {
                 let elapsed = now.saturating_duration_since(self.cycle_start);
-                let drained = CYCLE[self.cycle_index] < 1.0 && in_flight <= bdp;
+                let drained = self.pacing_gain() < 1.0 && in_flight <= bdp;
                 if elapsed > min_rtt || drained {
-                    self.cycle_index = (self.cycle_index + 1) % CYCLE.len();
+                    self.cycle_index = (self.cycle_index + 1) % self.cycle().len();
                     self.cycle_start = now;
                 }
             }
@@ -583,5 +669,86 @@ mod tests {
         assert_eq!(rc.phase(), Phase::Cruise);
         let bw = rc.bottleneck_rate() as f64;
         assert!((bw - link).abs() < link * 0.05, "estimate {bw}");
+    }
+
+    /// A fluid bottleneck: `available` bytes/s are left to the flow, its own excess queues
+    /// (`backlog`, seconds of delay), and another flow may keep `foreign` delay standing.
+    struct Bottleneck {
+        now: Instant,
+        delivered: u64,
+        base_rtt: Duration,
+        backlog: f64,
+    }
+
+    impl Bottleneck {
+        fn new(now: Instant) -> Bottleneck {
+            Bottleneck { now, delivered: 0, base_rtt: Duration::from_millis(20), backlog: 0.0 }
+        }
+
+        /// One round trip of sending at the controller's rate; returns whether it competes.
+        fn round(&mut self, rc: &mut RateControl, available: f64, foreign: Duration) -> bool {
+            let rtt = self.base_rtt + foreign + Duration::from_secs_f64(self.backlog);
+            let secs = rtt.as_secs_f64();
+            let send = (rc.pacing_rate() as f64).min(rc.window() as f64 / secs);
+            let drained = self.backlog * available;
+            self.backlog = ((send - available) * secs / available + self.backlog).max(0.0);
+            let rate = if self.backlog > 0.0 { available } else { (send + drained / secs).min(available) };
+            let st = rc.on_send(self.now, 0);
+            self.now += rtt;
+            rc.on_rtt(self.now, rtt);
+            let bytes = (rate * secs) as u64;
+            self.delivered += bytes;
+            rc.on_delivered(self.now, self.delivered, &st);
+            rc.on_resolved(bytes, false, &st);
+            rc.on_ack_end(self.now, 0);
+            rc.competing()
+        }
+    }
+
+    fn cruising(link: f64) -> (RateControl, Bottleneck) {
+        let t0 = Instant::now();
+        let mut rc = RateControl::new(t0, 1200, None);
+        let mut b = Bottleneck::new(t0);
+        for _ in 0..40 {
+            b.round(&mut rc, link, Duration::ZERO);
+        }
+        assert_eq!(rc.phase(), Phase::Cruise);
+        (rc, b)
+    }
+
+    #[test]
+    fn a_queue_of_its_own_is_backed_off_not_competed_with() {
+        // The link halves: the flow overfills the queue, and backing off drains it.
+        let (mut rc, mut b) = cruising(10e6);
+        for i in 0..100 {
+            assert!(!b.round(&mut rc, 5e6, Duration::ZERO), "competing in round {i}");
+        }
+        let bw = rc.bottleneck_rate() as f64;
+        assert!((4e6..=5.5e6).contains(&bw), "estimate {bw}");
+        assert!(b.backlog < 0.005, "queue left {:.1} ms", b.backlog * 1e3);
+    }
+
+    #[test]
+    fn a_queue_another_flow_keeps_is_competed_with() {
+        // Another flow keeps 20 ms of queue standing whatever this one does, and leaves it
+        // half the link: backing off would only hand it the rest.
+        let link = 10e6;
+        let (mut rc, mut b) = cruising(link);
+        let foreign = Duration::from_millis(20);
+        let entered = (0..60).position(|_| b.round(&mut rc, link / 2.0, foreign));
+        assert!(entered.is_some(), "never competed");
+        for _ in 0..100 {
+            assert!(b.round(&mut rc, link / 2.0, foreign), "stopped competing with the queue standing");
+        }
+        let bw = rc.bottleneck_rate() as f64;
+        assert!(bw >= 0.4 * link, "estimate {bw} gave the link away");
+        // The other flow leaves: the queue clears and delay back-off resumes.
+        let left = (0..60).position(|_| !b.round(&mut rc, link, Duration::ZERO));
+        assert!(left.is_some(), "still competing with no queue");
+        for _ in 0..40 {
+            b.round(&mut rc, link, Duration::ZERO);
+        }
+        let bw = rc.bottleneck_rate() as f64;
+        assert!(bw >= 0.9 * link, "estimate {bw} after the other flow left");
     }
 }
