@@ -24,6 +24,14 @@ const MAX_TRANSMITS_PER_STEP: usize = 512;
 /// GSO sends at most this many bytes in one call.
 const MAX_GSO_BYTES: usize = 64_000;
 
+/// A receiving end holds its acks while more than this waits for the disk: short of acks,
+/// the sender stops at its window (and its delivery rate falls to what the disk takes)
+/// instead of sending datagrams the receiver would have to drop.
+const ACK_HOLD_BACKLOG: u64 = 16 << 20;
+
+/// How often held acks are reconsidered.
+const ACK_HOLD_RECHECK: Duration = Duration::from_millis(1);
+
 /// How a flow ended normally.
 #[derive(Debug)]
 pub enum FlowEnd {
@@ -84,6 +92,7 @@ struct Driver<'a> {
     batch_count: usize,
     batch_segment: usize,
     ack: Ack,
+    acks_held: bool,
 }
 
 /// Runs the flow until the sending side is done, `stop` turns true, or it fails. `source` is
@@ -108,6 +117,7 @@ pub async fn drive(
         batch_count: 0,
         batch_segment: 0,
         ack: Ack::default(),
+        acks_held: false,
     };
     loop {
         if *stop.borrow() {
@@ -174,6 +184,7 @@ impl Driver<'_> {
         let core = self.shared.lock();
         let machine = match &core.role {
             Role::Send(s) => s.poll_timeout(),
+            Role::Recv(r) if self.acks_held => r.receiver.poll_timeout().map(|t| t.max(now + ACK_HOLD_RECHECK)),
             Role::Recv(r) => r.receiver.poll_timeout(),
         };
         let mut at = core.last_heard.unwrap_or(self.started) + self.opts.idle;
@@ -242,6 +253,10 @@ impl Driver<'_> {
             let mut core = self.shared.lock();
             let id = core.id;
             let Role::Recv(recv) = &mut core.role else { return Ok(()) };
+            self.acks_held = recv.sink.backlog() > ACK_HOLD_BACKLOG;
+            if self.acks_held {
+                return Ok(());
+            }
             while recv.receiver.poll_ack(now, &mut self.ack) {
                 let pn = recv.receiver.next_pn();
                 let mut body = Vec::with_capacity(self.ack.encoded_len());
