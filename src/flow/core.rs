@@ -175,6 +175,13 @@ impl FlowCore {
                 }
                 true
             }
+            (PacketKind::Hello, Role::Send(sender)) => {
+                // UDP-PMTU-2: never larger than the client takes (checked in `accept`).
+                if let Ok(max) = packet::decode_hello(body) {
+                    sender.limit_datagram(usize::from(max));
+                }
+                false
+            }
             (PacketKind::Ack, Role::Send(sender)) => {
                 if self.ack.decode_into(body).is_err() {
                     return false;

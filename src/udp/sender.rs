@@ -375,6 +375,14 @@ impl Sender {
         self.acked.contiguous_from(0)
     }
 
+    /// The receiver accepts datagrams of at most `max` bytes (`UDP-PMTU-2`).
+    pub fn limit_datagram(&mut self, max: usize) {
+        self.pmtu.limit(max);
+        if self.pmtu.current() != self.datagram_size {
+            self.set_datagram_size(self.pmtu.current());
+        }
+    }
+
     /// Current datagram size (path MTU discovery).
     pub fn datagram_size(&self) -> usize {
         self.datagram_size

@@ -36,6 +36,19 @@ impl Pmtu {
         Pmtu { ladder, next, current: MIN_DATAGRAM, failures: 0, in_flight: None, next_at: now }
     }
 
+    /// The peer accepts datagrams of at most `max` bytes (its `Hello`): nothing larger is
+    /// probed, and the current size drops to it if above.
+    pub(super) fn limit(&mut self, max: usize) {
+        let max = max.clamp(MIN_DATAGRAM, MAX_DATAGRAM);
+        for size in &mut self.ladder {
+            *size = (*size).min(max);
+        }
+        self.current = self.current.min(max);
+        while self.next < self.ladder.len() && self.ladder[self.next] <= self.current {
+            self.next += 1;
+        }
+    }
+
     pub(super) fn current(&self) -> usize {
         self.current
     }
@@ -115,6 +128,21 @@ mod tests {
         }
         assert_eq!(p.next_at(), None);
         assert_eq!(p.current(), 8972);
+    }
+
+    #[test]
+    fn a_peer_limit_caps_the_ladder() {
+        let t0 = Instant::now();
+        let mut p = Pmtu::new(t0, MAX_DATAGRAM);
+        p.limit(1472);
+        assert_eq!(p.due(t0), Some(1472));
+        p.on_sent(1, 1472);
+        assert_eq!(p.on_ack(t0, 1472, Duration::ZERO), Some(1472));
+        assert_eq!(p.next_at(), None, "nothing above the peer's limit is probed");
+        let mut p = Pmtu::new(t0, MAX_DATAGRAM);
+        p.limit(1000);
+        assert_eq!(p.next_at(), None);
+        assert_eq!(p.current(), MIN_DATAGRAM);
     }
 
     #[test]
