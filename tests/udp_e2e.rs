@@ -1,6 +1,6 @@
 //! Transfers over the UDP data path against a real server on 127.0.0.1: byte-exact results,
-//! the same quota, jail and resume rules as TCP, fallback to TCP when UDP is blocked or dies
-//! mid-transfer, and datagrams that are replayed, corrupted or forged.
+//! the same quota, jail and resume rules as TCP, fallback to TCP when UDP is blocked, dies or
+//! degrades mid-transfer, and datagrams that are replayed, corrupted or forged.
 
 mod support;
 
@@ -170,6 +170,47 @@ async fn auto_falls_back_to_tcp_when_udp_dies_mid_transfer_and_keeps_what_arrive
         let mut c2 = connect_via(&proxy2, &env).await;
         let down = get(&mut c2, "big", &env.local("big.back"), &opts(TransportChoice::Auto, false)).await;
         assert_eq!(down.transport, Transport::Tcp);
+        assert_eq!(md5_file(&env.local("big.back")), want);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// Forwards datagrams until `limit` bytes have passed (both directions), then only one in
+/// `keep_one_in`: a path that still works, far worse than TCP would.
+fn degrades_after(limit: u64, keep_one_in: u64) -> Policy {
+    let passed = std::sync::atomic::AtomicU64::new(0);
+    let after = std::sync::atomic::AtomicU64::new(0);
+    Arc::new(move |_, _, len| {
+        if passed.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed) < limit {
+            return Action::Forward;
+        }
+        match after.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % keep_one_in {
+            0 => Action::Forward,
+            _ => Action::Drop,
+        }
+    })
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_tcp_when_udp_degrades_mid_transfer() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        // UDP carries the first 2 MiB, then loses 95% of the datagrams both ways.
+        let want = make_big_file(&env.local("big"), 48 * MIB, 5);
+        let proxy = Proxy::start(srv.addr, degrades_after(2 * MIB, 20)).await;
+        let mut c = connect_via(&proxy, &env).await;
+        let up = put(&mut c, &env.local("big"), "big", &opts(TransportChoice::Auto, false)).await;
+        assert_eq!(up.transport, Transport::Tcp, "the upload finished over TCP");
+        assert!(up.resumed_from > 0, "TCP resumed after the bytes UDP delivered");
+        assert_eq!(md5_file(&srv.home("alice").join("big")), want);
+
+        let proxy2 = Proxy::start(srv.addr, degrades_after(2 * MIB, 20)).await;
+        let mut c2 = connect_via(&proxy2, &env).await;
+        let down = get(&mut c2, "big", &env.local("big.back"), &opts(TransportChoice::Auto, false)).await;
+        assert_eq!(down.transport, Transport::Tcp, "the download finished over TCP");
         assert_eq!(md5_file(&env.local("big.back")), want);
         srv.assert_no_panics();
     })
