@@ -28,14 +28,14 @@
 //! - **Queueing delay backs off.** When the smallest RTT of two consecutive rounds exceeds
 //!   `1.25 * min_rtt + 3 ms`, a queue is standing (a competing flow, or an overestimate):
 //!   the estimate is capped at 85% and the cap is raised again round by round once the
-//!   queue is gone (additively, so competing flows converge to a fair share). When more
-//!   than 30% of recent rounds (EWMA over about 16) see a standing queue although the flow
-//!   keeps backing off, gets through what it sends and the queue does not shrink, it is
-//!   another flow's (a loss-based or BBR TCP that fills
-//!   whatever is given up): the flow then competes as BBR does, bounded by its delivery
-//!   rate, its window (sized to the RTT with the standing queue) and its probing (gain 1.25
-//!   every fourth round, no draining), without delay back-off, until under 10% of rounds
-//!   see a queue.
+//!   queue is gone (additively, so competing flows converge to a fair share).
+//! - **A queue that is not its own is competed with.** When more than 30% of recent rounds
+//!   (EWMA over about 16) see a standing queue although the flow keeps backing off, gets
+//!   through what it sends, and the queue does not shrink, the queue is another flow's (a
+//!   loss-based or BBR TCP that fills whatever is given up). The flow then competes as BBR
+//!   does, bounded by its delivery rate, its window (sized to the RTT with the standing
+//!   queue) and its probing (gain 1.25 every fourth round, no draining), without delay
+//!   back-off, until under 10% of rounds see a queue.
 //! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
 //!   larger, so timers of about 1 ms granularity suffice at any rate.
 
