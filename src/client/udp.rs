@@ -80,15 +80,18 @@ impl ClientFlow {
         Ok(ClientFlow { shared, task, demux, stop })
     }
 
-    /// (bytes known held by the receiver, packets sent, packets lost) of a sending flow, or the
-    /// bytes held of a receiving one.
+    /// (bytes known held by the receiver, packets sent, packets lost): for a receiving flow
+    /// the packets are those numbered so far and the missing ones (`UDP-FALLBACK-3`).
     fn counters(&self) -> (u64, u64, u64) {
         match &self.shared.lock().role {
             Role::Send(s) => {
                 let st = s.stats();
                 (s.acked(), st.sent_packets, st.lost_packets)
             }
-            Role::Recv(r) => (r.receiver.held().covered(), 0, 0),
+            Role::Recv(r) => {
+                let (numbered, missing) = r.receiver.numbered_and_missing();
+                (r.receiver.held().covered(), numbered, missing)
+            }
         }
     }
 
@@ -284,9 +287,9 @@ impl Client {
                     Err(e) => break Err(Err(e)),
                 },
                 _ = tick.tick() => {
-                    let (held_now, _, _) = flow.counters();
+                    let (held_now, numbered, missing) = flow.counters();
                     progress(Progress::Advance { done: held_now });
-                    if let Some(reason) = monitor.observe(Instant::now(), held_now, 0, 0).filter(|_| auto) {
+                    if let Some(reason) = monitor.observe(Instant::now(), held_now, numbered, missing).filter(|_| auto) {
                         break Err(Ok(Fallback { reason, progressed: true }));
                     }
                 }

@@ -91,6 +91,8 @@ pub struct Receiver {
     next_pn: u64,
     /// Acks sent so far.
     acks_sent: u64,
+    /// Authenticated datagrams received on the flow.
+    received: u64,
 }
 
 impl Receiver {
@@ -108,6 +110,7 @@ impl Receiver {
             ack_now: None,
             next_pn: 0,
             acks_sent: 0,
+            received: 0,
         }
     }
 
@@ -200,11 +203,20 @@ impl Receiver {
         self.acks_sent
     }
 
+    /// Packet numbers the sender has used so far as far as seen here (the largest received
+    /// plus one), and how many of those are missing: the loss on the way, from the gaps
+    /// (`UDP-FALLBACK-3`; duplicates can only make it read low).
+    pub fn numbered_and_missing(&self) -> (u64, u64) {
+        let numbered = self.largest.map_or(0, |(l, _)| l.saturating_add(1));
+        (numbered, numbered.saturating_sub(self.received))
+    }
+
     fn on_packet(&mut self, now: Instant, pn: u64, datagram_len: usize) {
         if self.largest.is_none_or(|(l, _)| pn > l) {
             self.largest = Some((pn, now));
         }
         self.max_datagram = self.max_datagram.max(datagram_len);
+        self.received += 1;
         self.unacked = self.unacked.saturating_add(1);
         self.first_unacked.get_or_insert(now);
     }
@@ -217,6 +229,19 @@ mod tests {
     fn receiver(size: u64) -> (Receiver, Instant) {
         let now = Instant::now();
         (Receiver::new(ReceiverConfig::new(size, RangeSet::new()), now), now)
+    }
+
+    #[test]
+    fn counts_missing_packet_numbers() {
+        let (mut r, now) = receiver(10_000);
+        assert_eq!(r.numbered_and_missing(), (0, 0));
+        // 0, 1, 4, 5 of 0..=5 arrive (and 4 twice): 2 and 3 are missing.
+        for (pn, off) in [(0, 0), (1, 100), (4, 400), (4, 400), (5, 500)] {
+            r.handle_data(now, pn, off, 100, 148);
+        }
+        assert_eq!(r.numbered_and_missing(), (6, 1), "a duplicate hides one gap");
+        r.handle_data(now, 9, 900, 100, 148);
+        assert_eq!(r.numbered_and_missing(), (10, 4));
     }
 
     #[test]
