@@ -600,15 +600,11 @@ impl RateControl {
         }
         self.queue_rounds += 1;
         if self.queue_rounds >= QUEUE_ROUNDS {
-            self.back_off(now);
+            self.queue_rounds = 0;
+            self.bw_cap = Some((self.bandwidth() as f64 * BACKOFF) as u64);
+            self.cycle_index = 1;
+            self.cycle_start = now;
         }
-    }
-
-    fn back_off(&mut self, now: Instant) {
-        self.queue_rounds = 0;
-        self.bw_cap = Some((self.bandwidth() as f64 * BACKOFF) as u64);
-        self.cycle_index = 1;
-        self.cycle_start = now;
     }
 
     fn update_phase(&mut self, now: Instant, in_flight: u64) {
