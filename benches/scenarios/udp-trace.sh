@@ -59,12 +59,12 @@ awk '/round end/ {
     split($1, t, "T"); split(t[2], h, ":"); s = h[1] * 3600 + h[2] * 60 + substr(h[3], 1, length(h[3]) - 1)
     delete v; for (i = 2; i <= NF; i++) { k = index($i, "="); if (k) v[substr($i, 1, k - 1)] = substr($i, k + 1) }
     if (!s0) s0 = s
-    n++; if (v["cap"] != "None") capped++; if (v["queue"] == "true") q++
+    n++; if (v["cap"] != "None") capped++; if (v["queue"] == "true") q++; if (v["competing"] == "true") comp++
     if (v["phase"] == "Cruise") { if (!c0) c0 = s; cres += v["round_resolved"]; clast = s }
     sec = int(s - s0); ps[sec] += v["round_resolved"]; if (sec > maxs) maxs = sec
 }
 END {
-    printf "rounds %d, with a standing queue %d, with a capped estimate %d, Cruise from +%.2f s\n", n, q, capped, c0 - s0
+    printf "rounds %d, with a standing queue %d, with a capped estimate %d, competing %d, Cruise from +%.2f s\n", n, q, capped, comp, c0 - s0
     if (clast > c0) printf "Cruise: %.2f MB/s resolved (payload bytes that arrived or were lost)\n", cres / (clast - c0) / 1e6
     printf "resolved per second (MB):"; for (i = 0; i <= maxs; i++) printf " %.1f", ps[i] / 1e6; printf "\n"
 }' "$OUTLOG"
