@@ -31,6 +31,34 @@ pub struct ServerConfig {
     pub server: ServerSection,
     #[serde(default)]
     pub auth: ThrottlePolicy,
+    #[serde(default)]
+    pub quota: QuotaSection,
+}
+
+/// `[quota]`: server-wide quota rules (QUOTA-6, QUOTA-7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSection {
+    /// Partial uploads untouched this long are deleted and their charge released.
+    pub partial_expiry_secs: u64,
+    /// Entries (files, partials, directories) allowed to a user without `max_files`; 0 means
+    /// no limit.
+    pub default_max_entries: u64,
+}
+
+impl Default for QuotaSection {
+    fn default() -> Self {
+        QuotaSection { partial_expiry_secs: 7 * 24 * 3600, default_max_entries: 100_000 }
+    }
+}
+
+impl QuotaSection {
+    pub fn partial_expiry(&self) -> Duration {
+        Duration::from_secs(self.partial_expiry_secs.max(1))
+    }
+    pub fn default_entry_limit(&self) -> Option<u64> {
+        (self.default_max_entries > 0).then_some(self.default_max_entries)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +155,8 @@ mod tests {
         let c = ServerConfig::embedded();
         assert_eq!(c.server.listen, "127.0.0.1:7070");
         assert!(c.auth.free_failures >= 1);
+        let d = QuotaSection::default();
+        assert_eq!((c.quota.partial_expiry_secs, c.quota.default_max_entries), (d.partial_expiry_secs, d.default_max_entries));
     }
 
     #[test]

@@ -67,6 +67,27 @@ pub struct Entry {
     pub mtime: i64,
 }
 
+/// What a home holds against its quota (QUOTA-5, OPS-USAGE-1): `bytes` of regular files,
+/// `entries` = regular files plus directories (the home itself not counted), and of those the
+/// partial upload files separately. Symlinks and other kinds hold nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub entries: u64,
+    pub partial_bytes: u64,
+    pub partials: u64,
+}
+
+/// One partial upload file found in a home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialFile {
+    /// The upload target the partial belongs to.
+    pub target: HomePath,
+    pub len: u64,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
 /// A user's home directory, opened as a capability.
 pub struct Home {
     /// Every access goes through this handle with a relative path, so the kernel (openat2 with
@@ -158,6 +179,10 @@ impl Home {
             // The kernel would say EINVAL; say why instead.
             return Err(PathError::Invalid(to.to_string(), "cannot move a directory into itself").into());
         }
+        if from != to && src.is_dir() && self.lstat_opt(to)?.is_some_and(|m| m.is_dir()) {
+            // The kernel would replace an empty directory; xfer's Rename replaces files only.
+            return Err(HomeError::AlreadyExists(to.to_string()));
+        }
         let replaced = self.replaced_size(to, &src)?;
         self.dir.rename(from.to_rel_path(), &self.dir, to.to_rel_path()).map_err(|e| map_io(e, to))?;
         Ok(replaced)
@@ -248,17 +273,46 @@ impl Home {
         }
     }
 
-    /// Bytes and regular-file count under the home (symlinks not followed, partials counted).
-    pub fn usage(&self) -> Result<(u64, u64), HomeError> {
+    /// What the home holds (symlinks not followed, partials and directories counted).
+    pub fn usage(&self) -> Result<Usage, HomeError> {
+        let mut usage = Usage::default();
+        self.walk(|path, meta| {
+            if meta.is_dir() {
+                usage.entries += 1;
+            } else if meta.is_file() {
+                usage.bytes += meta.len();
+                usage.entries += 1;
+                if path.partial_target().is_some() {
+                    usage.partial_bytes += meta.len();
+                    usage.partials += 1;
+                }
+            }
+        })?;
+        Ok(usage)
+    }
+
+    /// Every partial upload file in the home.
+    pub fn partials(&self) -> Result<Vec<PartialFile>, HomeError> {
+        let mut out = Vec::new();
+        self.walk(|path, meta| {
+            if let Some(target) = path.partial_target().filter(|_| meta.is_file()) {
+                out.push(PartialFile { target, len: meta.len(), mtime: meta.mtime() });
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with every entry below the root and its lstat metadata. Names that are not
+    /// UTF-8 are visited under a lossy name (they hold quota all the same).
+    fn walk(&self, mut visit: impl FnMut(&HomePath, &Metadata)) -> Result<(), HomeError> {
         let err = |e| map_io(e, &HomePath::root());
-        let mut totals = (0, 0);
         // Explicit stack instead of recursion, so depth is bounded by memory, not the call
         // stack. Children are opened lazily from a shared parent handle, so at most one
         // descriptor per level of the current branch is open, however wide the tree.
-        let mut pending: Vec<(Rc<Dir>, OsString)> = Vec::new();
+        let mut pending: Vec<(Rc<Dir>, OsString, HomePath)> = Vec::new();
         let root = Rc::new(self.dir.try_clone().map_err(err)?);
-        scan_dir(&root, &mut totals, &mut pending).map_err(err)?;
-        while let Some((parent, name)) = pending.pop() {
+        scan_dir(&root, &HomePath::root(), &mut visit, &mut pending).map_err(err)?;
+        while let Some((parent, name, path)) = pending.pop() {
             let dir = match parent.open_dir(&name) {
                 Ok(dir) => Rc::new(dir),
                 // Removed or replaced while walking: not part of the usage any more.
@@ -266,9 +320,9 @@ impl Home {
                 Err(e) => return Err(err(e)),
             };
             drop(parent);
-            scan_dir(&dir, &mut totals, &mut pending).map_err(err)?;
+            scan_dir(&dir, &path, &mut visit, &mut pending).map_err(err)?;
         }
-        Ok(totals)
+        Ok(())
     }
 
     /// Opens (creating if missing) the partial file `part` read-write, never through a symlink
@@ -357,27 +411,26 @@ fn check_single_file(meta: &std::fs::Metadata, p: &HomePath) -> Result<(), HomeE
     Ok(())
 }
 
-/// Adds the regular files of `dir` to `totals` and queues its subdirectories.
-fn scan_dir(dir: &Rc<Dir>, totals: &mut (u64, u64), pending: &mut Vec<(Rc<Dir>, OsString)>) -> io::Result<()> {
+/// Visits the entries of `dir` (at `path`) and queues its subdirectories.
+fn scan_dir(
+    dir: &Rc<Dir>,
+    path: &HomePath,
+    visit: &mut impl FnMut(&HomePath, &Metadata),
+    pending: &mut Vec<(Rc<Dir>, OsString, HomePath)>,
+) -> io::Result<()> {
     for item in dir.entries()? {
         let item = item?;
-        // file_type and metadata describe the entry itself: symlinks are never followed.
-        let kind = match item.file_type() {
-            Ok(ft) => kind_of(ft),
+        // metadata describes the entry itself: symlinks are never followed.
+        let meta = match item.metadata() {
+            Ok(meta) => meta,
             Err(e) if vanished(&e) => continue,
             Err(e) => return Err(e),
         };
-        match kind {
-            EntryKind::Dir => pending.push((Rc::clone(dir), item.file_name())),
-            EntryKind::File => match item.metadata() {
-                Ok(meta) => {
-                    totals.0 += meta.len();
-                    totals.1 += 1;
-                }
-                Err(e) if vanished(&e) => {}
-                Err(e) => return Err(e),
-            },
-            EntryKind::Symlink | EntryKind::Other => {}
+        let name = item.file_name();
+        let child = path.join(&name.to_string_lossy());
+        visit(&child, &meta);
+        if meta.is_dir() {
+            pending.push((Rc::clone(dir), name, child));
         }
     }
     Ok(())

@@ -100,6 +100,13 @@ impl HomePath {
         Some(HomePath(parts))
     }
 
+    /// This path with one more component, taken as given (a name read from the disk).
+    pub fn join(&self, name: &str) -> HomePath {
+        let mut parts = self.0.clone();
+        parts.push(name.to_string());
+        HomePath(parts)
+    }
+
     /// True if `ancestor` is this path or one of its parent directories.
     pub fn starts_with(&self, ancestor: &HomePath) -> bool {
         self.0.starts_with(&ancestor.0)

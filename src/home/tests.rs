@@ -449,9 +449,9 @@ fn rejects_bad_upload_targets() {
 }
 
 #[test]
-fn accepts_usage_counting_files_and_partials_not_symlinks() {
+fn accepts_usage_counting_files_partials_and_directories_not_symlinks() {
     let fx = Fixture::new();
-    assert_eq!(fx.home.usage().expect("empty"), (0, 0));
+    assert_eq!(fx.home.usage().expect("empty"), Usage::default());
     fx.home.mkdir(&hp("a")).expect("mkdir");
     fx.home.mkdir(&hp("a/b")).expect("mkdir");
     fx.write("top", b"123");
@@ -462,9 +462,13 @@ fn accepts_usage_counting_files_and_partials_not_symlinks() {
     drop(f);
     symlink(fx.secret(), fx.root.join("to-secret")).expect("symlink");
     symlink(&fx.outside, fx.root.join("to-outside")).expect("symlink");
-    assert_eq!(fx.home.usage().expect("usage"), (3 + 4 + 2 + 1, 4));
+    // QUOTA-5: two directories and four regular files (one of them a partial) are entries.
+    let want = Usage { bytes: 3 + 4 + 2 + 1, entries: 6, partial_bytes: 1, partials: 1 };
+    assert_eq!(fx.home.usage().expect("usage"), want);
     // Repeatable: the walk does not consume the home handle's directory position.
-    assert_eq!(fx.home.usage().expect("usage again"), (10, 4));
+    assert_eq!(fx.home.usage().expect("usage again"), want);
+    let partials = fx.home.partials().expect("partials");
+    assert_eq!(partials.iter().map(|p| (p.target.to_string(), p.len)).collect::<Vec<_>>(), [("/a/up".to_string(), 1)]);
 }
 
 #[test]
@@ -476,5 +480,5 @@ fn accepts_usage_of_deep_trees() {
     }
     fs::create_dir_all(&path).expect("deep tree");
     fs::write(path.join("leaf"), b"leaf").expect("leaf");
-    assert_eq!(fx.home.usage().expect("usage"), (4, 1));
+    assert_eq!(fx.home.usage().expect("usage"), Usage { bytes: 4, entries: 401, ..Usage::default() });
 }

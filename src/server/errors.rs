@@ -58,6 +58,11 @@ impl From<StoreError> for Reply {
         match e {
             StoreError::QuotaBytes { .. } => Reply::new(ErrorCode::QuotaExceeded, e.to_string()),
             StoreError::QuotaFiles { .. } => Reply::new(ErrorCode::FileQuotaExceeded, e.to_string()),
+            // QUOTA-9: the store's own disk is full; the client learns that, not `Internal`.
+            ref full if full.is_disk_full() => {
+                tracing::warn!("user store: {e}");
+                Reply::new(ErrorCode::DiskFull, "no space left on the server's disk")
+            }
             other => Reply::internal(other),
         }
     }

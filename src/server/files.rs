@@ -31,12 +31,7 @@ impl Session {
                 let entry = blocking(move || home.stat(&target).map_err(Reply::from)).await?;
                 Ok(Response::Stat { entry: wire_entry(entry) })
             }
-            Request::Mkdir { path } => {
-                let target = self.resolve(&path)?;
-                let home = self.home.clone();
-                blocking(move || home.mkdir(&target).map_err(Reply::from)).await?;
-                Ok(Response::Ok)
-            }
+            Request::Mkdir { path } => self.mkdir(&path).await,
             Request::Remove { path } => self.remove(&path).await,
             Request::Rmdir { path } => {
                 let target = self.resolve(&path)?;
@@ -45,6 +40,7 @@ impl Session {
                 }
                 let home = self.home.clone();
                 blocking(move || home.remove_dir(&target).map_err(Reply::from)).await?;
+                self.release_usage(0, 1).await?;
                 Ok(Response::Ok)
             }
             Request::Rename { from, to } => self.rename(&from, &to).await,
@@ -81,21 +77,41 @@ impl Session {
         Ok(())
     }
 
+    /// A new directory is an entry: charged before it exists (QUOTA-5).
+    async fn mkdir(&mut self, path: &str) -> Result<Response, Reply> {
+        let target = self.resolve(path)?;
+        refuse_partial_name(&target)?;
+        let (home, store, user) = (self.home.clone(), self.state.store.clone(), self.user.clone());
+        blocking(move || {
+            let reservation = store.reserve(&user, 0, 1)?;
+            home.mkdir(&target)?;
+            reservation.commit(0, 1);
+            Ok(Response::Ok)
+        })
+        .await
+    }
+
+    /// Removes a file or symlink; removing a partial (of no running upload) also forgets its
+    /// range map (QUOTA-4).
     async fn remove(&mut self, path: &str) -> Result<Response, Reply> {
         let target = self.resolve(path)?;
         self.check_not_uploading(&target)?;
-        let home = self.home.clone();
-        let (bytes, was_file) = blocking(move || {
+        let (home, store, user) = (self.home.clone(), self.state.store.clone(), self.user.clone());
+        blocking(move || {
             let entry = home.stat(&target)?;
             if entry.kind == HomeKind::Dir {
                 return Err(Reply::new(ErrorCode::IsADirectory, format!("is a directory: {target} (use rmdir)")));
             }
             let freed = home.remove_file(&target)?;
-            Ok((freed, entry.kind == HomeKind::File))
+            store.adjust_usage(&user, -(freed as i64), -i64::from(entry.kind == HomeKind::File));
+            if let Some(of) = target.partial_target() {
+                if let Err(e) = store.delete_ranges(&user, &of.to_string()) {
+                    tracing::warn!(%user, path = %of, "cannot delete the resume map: {e}");
+                }
+            }
+            Ok(Response::Ok)
         })
-        .await?;
-        self.release_usage(bytes, u64::from(was_file)).await?;
-        Ok(Response::Ok)
+        .await
     }
 
     async fn rename(&mut self, from: &str, to: &str) -> Result<Response, Reply> {
@@ -104,6 +120,8 @@ impl Session {
         if from.is_root() || to.is_root() {
             return Err(Reply::new(ErrorCode::InvalidPath, "cannot rename the home directory"));
         }
+        refuse_partial_name(&from)?;
+        refuse_partial_name(&to)?;
         self.check_not_uploading(&from)?;
         self.check_not_uploading(&to)?;
         let home = self.home.clone();
@@ -132,9 +150,25 @@ impl Session {
     pub(crate) async fn release_usage(&self, bytes: u64, files: u64) -> Result<(), Reply> {
         let state = self.state.clone();
         let name = self.user.clone();
-        blocking(move || state.store.adjust_usage(&name, -(bytes as i64), -(files as i64)).map_err(Reply::internal))
-            .await
+        blocking(move || {
+            state.store.adjust_usage(&name, -(bytes as i64), -(files as i64));
+            Ok(())
+        })
+        .await
     }
+}
+
+/// Partial names are the server's (QUOTA-4): `Rename` from or onto one and `Mkdir` of one are
+/// refused, so a partial never becomes a visible file without verification and never blocks
+/// an upload.
+fn refuse_partial_name(path: &home::HomePath) -> Result<(), Reply> {
+    if path.partial_target().is_some() {
+        return Err(Reply::new(
+            ErrorCode::InvalidPath,
+            format!("{path}: names ending in .xfer-part are reserved for partial uploads"),
+        ));
+    }
+    Ok(())
 }
 
 /// `ls` of a directory lists it; `ls` of anything else describes just that entry.

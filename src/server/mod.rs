@@ -7,9 +7,9 @@
 mod errors;
 mod files;
 mod get;
-mod put;
 mod session;
 mod udp;
+mod upload;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::throttle::Throttle;
 use crate::config::{ConfigError, ServerConfig};
-use crate::home::{Home, HomeError, HomePath};
+use crate::home::{HomeError, HomePath};
 use crate::store::{Store, StoreError};
 use crate::tls::{ServerIdentity, TlsSetupError};
 
@@ -103,9 +103,9 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
-        let store = Arc::new(Store::open(&layout.store())?);
+        let store = Arc::new(Store::open(&layout.store())?.with_default_entry_limit(config.quota.default_entry_limit()));
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
-        reconcile_usage(&store, &layout)?;
+        upload::sweep::at_start(&store, &layout, config.quota.partial_expiry())?;
         // Build the dummy hash now so the first unknown-user login costs what any login costs.
         crate::auth::verify_against_dummy("");
         let state = ServerState {
@@ -122,17 +122,6 @@ impl Server {
     }
 }
 
-/// Measures every home and stores the result, dropping stale reservations (OPS-USAGE-1).
-fn reconcile_usage(store: &Store, layout: &RootLayout) -> Result<(), SetupError> {
-    for user in store.list_users()? {
-        let home = Home::open(&layout.home_of(&user.name))
-            .map_err(|source| SetupError::Home { user: user.name.clone(), source })?;
-        let (bytes, files) = home.usage().map_err(|source| SetupError::Home { user: user.name.clone(), source })?;
-        store.reconcile_usage(&user.name, bytes, files)?;
-    }
-    Ok(())
-}
-
 /// Serves `listener` until `shutdown` completes, then waits up to the configured grace period
 /// for sessions to stop (each saves its partial upload, so it stays resumable).
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()>) {
@@ -141,6 +130,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let slots = Arc::new(Semaphore::new(state.config.server.max_sessions.max(1)));
     let demux = start_udp(&listener, &state);
+    let sweeper = tokio::spawn(upload::sweep::periodic(state.clone()));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -178,6 +168,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     if let Some(d) = demux {
         d.abort();
     }
+    sweeper.abort();
 }
 
 /// Binds UDP on the TCP listener's address (UDP-CTRL-1) and starts routing datagrams to flows.

@@ -8,7 +8,7 @@ use md5::Digest;
 use tokio::sync::watch;
 
 use super::errors::{blocking, Reply};
-use super::put::Outcome;
+use super::upload::Outcome;
 use super::session::{Conn, Next, Session};
 use crate::conn::ConnError;
 use crate::flow::sink::{spawn_sink, PersistFn, SinkHandle};

@@ -4,17 +4,22 @@
 //! `xfer user ...` admin commands (which may run while the server runs: SQLite WAL mode lets
 //! both open the same file, and every call reads fresh rows, so changes apply without restart).
 //!
-//! Quota accounting: `used_bytes`/`used_files` are bytes and regular files on disk in the
-//! home (partial upload files included). `reserved_bytes`/`reserved_files` are held by uploads
+//! Quota accounting: `used_bytes`/`used_files` are bytes and entries on disk in the home
+//! (regular files, partial upload files and directories; QUOTA-5). `reserved_bytes`/`reserved_files` are held by uploads
 //! in flight. A reservation succeeds only if `used + reserved + requested <= quota`, checked
 //! and applied in one transaction, so concurrent uploads can never overrun the quota.
 
 mod schema;
 #[cfg(test)]
 mod tests;
+mod usage;
+
+pub use usage::Reservation;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use usage::Delta;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
@@ -33,10 +38,12 @@ pub enum StoreError {
     InvalidName(String),
     #[error("quota exceeded: need {needed} bytes, {available} available of {quota}")]
     QuotaBytes { needed: u64, available: u64, quota: u64 },
-    #[error("file-count quota exceeded: limit is {limit} files")]
+    #[error("file-count quota exceeded: at most {limit} files and directories")]
     QuotaFiles { limit: u64 },
     #[error("password hashing failed: {0}")]
     Hash(String),
+    #[error("resume map of {count} ranges refused: at most {max} are kept")]
+    TooManyRanges { count: usize, max: usize },
 }
 
 /// One account as stored.
@@ -52,15 +59,9 @@ pub struct User {
     pub reserved_files: u64,
 }
 
-/// Quota held for one upload in flight. Returned by [`Store::reserve`]; must be passed back to
-/// exactly one of [`Store::commit`] or [`Store::release`].
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub struct Reservation {
-    pub user: String,
-    pub bytes: u64,
-    pub files: u64,
-}
+/// Most ranges a saved resume map may hold (QUOTA-8, UDP-RESUME-*): a map with more is
+/// refused, so the store row a peer can make the server write stays small.
+pub const MAX_SAVED_RANGES: usize = 4096;
 
 /// Handle on the SQLite store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
@@ -68,6 +69,10 @@ pub struct Store {
     // transaction, and the server calls the store from `spawn_blocking`, never across an
     // `.await`. Argon2 work is always done outside the lock.
     conn: Mutex<Connection>,
+    /// Usage changes not yet written (see [`usage`]); lock before `conn`.
+    pending: Mutex<Vec<(String, Delta)>>,
+    /// Entry limit for users without `max_files` (QUOTA-6); `None` means none.
+    default_entry_limit: Option<u64>,
 }
 
 const USER_COLUMNS: &str = "name, quota_bytes, max_files, used_bytes, used_files, reserved_bytes, reserved_files";
@@ -78,7 +83,16 @@ impl Store {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
-        Ok(Store { conn: Mutex::new(conn) })
+        if let Err(e) = schema::keep_headroom(&conn) {
+            tracing::warn!("cannot keep free space in the user store: {e}");
+        }
+        Ok(Store { conn: Mutex::new(conn), pending: Mutex::default(), default_entry_limit: None })
+    }
+
+    /// Sets the entry limit for users without their own `max_files` (QUOTA-6).
+    pub fn with_default_entry_limit(mut self, limit: Option<u64>) -> Store {
+        self.default_entry_limit = limit;
+        self
     }
 
     /// Adds a user with an argon2id hash of `password`.
@@ -151,45 +165,6 @@ impl Store {
         }
     }
 
-    /// Atomically reserves quota for an upload.
-    pub fn reserve(&self, name: &str, bytes: u64, files: u64) -> Result<Reservation, StoreError> {
-        self.write(|tx| {
-            let mut user = fetch_user(tx, name)?.ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
-            check_bytes(&user, bytes)?;
-            check_files(&user, files)?;
-            user.reserved_bytes = user.reserved_bytes.saturating_add(bytes);
-            user.reserved_files = user.reserved_files.saturating_add(files);
-            write_usage(tx, &user)?;
-            Ok(Reservation { user: user.name, bytes, files })
-        })
-    }
-
-    /// Ends a reservation: drops it from `reserved_*` and applies the actual on-disk change
-    /// (`bytes_delta`, `files_delta`, may be negative) to `used_*`, in one transaction.
-    /// A no-op if the user has been deleted since the reservation was made.
-    pub fn commit(&self, r: Reservation, bytes_delta: i64, files_delta: i64) -> Result<(), StoreError> {
-        self.update_usage(&r.user, |u| {
-            u.reserved_bytes = u.reserved_bytes.saturating_sub(r.bytes);
-            u.reserved_files = u.reserved_files.saturating_sub(r.files);
-            u.used_bytes = u.used_bytes.saturating_add_signed(bytes_delta);
-            u.used_files = u.used_files.saturating_add_signed(files_delta);
-        })
-    }
-
-    /// Ends a reservation with no change to usage.
-    pub fn release(&self, r: Reservation) -> Result<(), StoreError> {
-        self.commit(r, 0, 0)
-    }
-
-    /// Applies a usage change outside any reservation (deletes, renames over a file).
-    /// Clamps at zero. A no-op if the user does not exist (deleted while a session ran).
-    pub fn adjust_usage(&self, name: &str, bytes_delta: i64, files_delta: i64) -> Result<(), StoreError> {
-        self.update_usage(name, |u| {
-            u.used_bytes = u.used_bytes.saturating_add_signed(bytes_delta);
-            u.used_files = u.used_files.saturating_add_signed(files_delta);
-        })
-    }
-
     /// Sets usage to measured values and clears reservations (reconciliation at server start).
     /// A no-op if the user does not exist (deleted between listing and reconciling).
     pub fn reconcile_usage(&self, name: &str, used_bytes: u64, used_files: u64) -> Result<(), StoreError> {
@@ -212,11 +187,24 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(row.map(|(size, text)| (size as u64, parse_ranges(&text))))
+        // A map over the limit was not written by this build; it describes nothing usable.
+        Ok(row.map(|(size, text)| (size as u64, parse_ranges(&text))).filter(|(_, r)| r.len() <= MAX_SAVED_RANGES))
     }
 
-    /// Saves the resume map of a partial upload, replacing any earlier one.
+    /// Paths of `user`'s saved resume maps (for the partial sweep, QUOTA-7).
+    pub fn range_map_paths(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT path FROM partial_ranges WHERE user = ?1 ORDER BY path")?;
+        let paths = stmt.query_map([user], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(paths)
+    }
+
+    /// Saves the resume map of a partial upload, replacing any earlier one. A map of more than
+    /// [`MAX_SAVED_RANGES`] ranges is refused (QUOTA-8).
     pub fn save_ranges(&self, user: &str, path: &str, size: u64, ranges: &[(u64, u64)]) -> Result<(), StoreError> {
+        if ranges.len() > MAX_SAVED_RANGES {
+            return Err(StoreError::TooManyRanges { count: ranges.len(), max: MAX_SAVED_RANGES });
+        }
         let text: String = ranges.iter().map(|(s, e)| format!("{s} {e}\n")).collect();
         self.conn().execute(
             "INSERT INTO partial_ranges (user, path, size, ranges) VALUES (?1, ?2, ?3, ?4)
@@ -235,7 +223,7 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic cannot leave a transaction open behind a poisoned lock (a dropped
         // `Transaction` rolls back, also while unwinding), so the connection stays usable.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.conn)
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction. Taking the write lock up front, rather than
@@ -259,6 +247,21 @@ impl Store {
             Ok(())
         })
     }
+}
+
+impl StoreError {
+    /// True when the store could not be written because its disk is full (SQLITE_FULL, or
+    /// the OS said ENOSPC/EDQUOT), QUOTA-9.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Db(rusqlite::Error::SqliteFailure(e, _)) => e.code == rusqlite::ErrorCode::DiskFull,
+            _ => false,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// 1-32 of `a-z 0-9 _ - .`, starting with a letter or digit: safe as a directory name on every
@@ -294,8 +297,10 @@ fn check_bytes(user: &User, bytes: u64) -> Result<(), StoreError> {
     Err(StoreError::QuotaBytes { needed: bytes, available, quota: user.quota_bytes })
 }
 
-fn check_files(user: &User, files: u64) -> Result<(), StoreError> {
-    let Some(limit) = user.max_files else {
+/// Entries (files, partials, directories) are limited by the user's `max_files`, else by the
+/// server-wide default (QUOTA-5, QUOTA-6).
+fn check_files(user: &User, files: u64, default_limit: Option<u64>) -> Result<(), StoreError> {
+    let Some(limit) = user.max_files.or(default_limit) else {
         return Ok(());
     };
     let committed = user.used_files.saturating_add(user.reserved_files);

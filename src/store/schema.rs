@@ -73,6 +73,30 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Free pages kept in the store file, so that usage updates still find room when the disk
+/// under it is full (QUOTA-9). 256 pages of 4 KiB: many thousands of counter updates.
+const HEADROOM_PAGES: i64 = 256;
+
+/// Tops the store file's free list up to [`HEADROOM_PAGES`]: writes that many pages (so the
+/// file and the write-ahead log really hold them on disk), then frees them. A full disk then
+/// fails new uploads, not the accounting of those already running.
+pub(super) fn keep_headroom(conn: &Connection) -> Result<(), StoreError> {
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    if free >= HEADROOM_PAGES {
+        return Ok(());
+    }
+    let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let fill = (HEADROOM_PAGES - free) * page;
+    // Two transactions: pages freed in the transaction that wrote them are never written.
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS main.xfer_headroom (b BLOB);
+         INSERT INTO main.xfer_headroom VALUES (randomblob({fill}));"
+    ))?;
+    conn.execute_batch("DROP TABLE main.xfer_headroom;")?;
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    Ok(())
+}
+
 fn user_version(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
 }

@@ -8,9 +8,9 @@ use super::*;
 
 const GIB: u64 = 1 << 30;
 
-fn temp_store() -> (TempDir, Store) {
+fn temp_store() -> (TempDir, Arc<Store>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("users.db")).unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("users.db")).unwrap());
     (dir, store)
 }
 
@@ -172,16 +172,16 @@ fn quota_above_i64_max_is_clamped() {
     let r = store.reserve("alice", 1 << 62, 1).unwrap();
     let err = store.reserve("alice", 1 << 62, 1).unwrap_err();
     assert!(matches!(err, StoreError::QuotaBytes { .. }), "{err:?}");
-    store.release(r).unwrap();
+    r.release();
 }
 
 #[test]
 fn reserve_within_quota_and_refuse_beyond() {
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", 1000, None);
-    store.adjust_usage("alice", 300, 1).unwrap();
+    store.adjust_usage("alice", 300, 1);
     let r = store.reserve("alice", 500, 1).unwrap();
-    assert_eq!(r, Reservation { user: "alice".into(), bytes: 500, files: 1 });
+    assert_eq!((r.bytes(), r.files()), (500, 1));
     let err = store.reserve("alice", 201, 1).unwrap_err();
     match err {
         StoreError::QuotaBytes { needed, available, quota } => {
@@ -192,15 +192,15 @@ fn reserve_within_quota_and_refuse_beyond() {
     let exact = store.reserve("alice", 200, 0).unwrap();
     let alice = user(&store, "alice");
     assert_eq!((alice.reserved_bytes, alice.reserved_files), (700, 1));
-    store.release(r).unwrap();
-    store.release(exact).unwrap();
+    r.release();
+    exact.release();
 }
 
 #[test]
 fn reserve_respects_file_count_limit() {
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", GIB, Some(3));
-    store.adjust_usage("alice", 0, 1).unwrap();
+    store.adjust_usage("alice", 0, 1);
     let a = store.reserve("alice", 1, 1).unwrap();
     let b = store.reserve("alice", 1, 1).unwrap();
     let err = store.reserve("alice", 1, 1).unwrap_err();
@@ -208,7 +208,7 @@ fn reserve_respects_file_count_limit() {
     // Overwriting an existing file needs no new file slot.
     let c = store.reserve("alice", 1, 0).unwrap();
     for r in [a, b, c] {
-        store.release(r).unwrap();
+        r.release();
     }
     assert_eq!(user(&store, "alice").reserved_files, 0);
 }
@@ -234,7 +234,7 @@ fn reserve_for_unknown_user_fails() {
 fn lowered_quota_refuses_new_reservations_without_underflow() {
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", 1000, None);
-    store.adjust_usage("alice", 800, 0).unwrap();
+    store.adjust_usage("alice", 800, 0);
     store.set_quota("alice", 500, None).unwrap();
     match store.reserve("alice", 1, 0).unwrap_err() {
         StoreError::QuotaBytes { available, .. } => assert_eq!(available, 0),
@@ -247,21 +247,21 @@ fn commit_moves_reservation_into_usage() {
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", 1000, Some(10));
     let r = store.reserve("alice", 600, 1).unwrap();
-    store.commit(r, 550, 1).unwrap();
+    r.commit(550, 1);
     let alice = user(&store, "alice");
     assert_eq!((alice.used_bytes, alice.used_files), (550, 1));
     assert_eq!((alice.reserved_bytes, alice.reserved_files), (0, 0));
     // The unused 50 bytes are available again.
-    store.release(store.reserve("alice", 450, 0).unwrap()).unwrap();
+    store.reserve("alice", 450, 0).unwrap().release();
 }
 
 #[test]
 fn commit_with_negative_delta_clamps_at_zero() {
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", 1000, None);
-    store.adjust_usage("alice", 100, 2).unwrap();
+    store.adjust_usage("alice", 100, 2);
     let r = store.reserve("alice", 10, 0).unwrap();
-    store.commit(r, -500, -5).unwrap();
+    r.commit(-500, -5);
     let alice = user(&store, "alice");
     assert_eq!((alice.used_bytes, alice.used_files, alice.reserved_bytes), (0, 0, 0));
 }
@@ -272,7 +272,7 @@ fn release_after_reconcile_does_not_underflow() {
     add_fast(&store, "alice", 1000, Some(5));
     let r = store.reserve("alice", 400, 1).unwrap();
     store.reconcile_usage("alice", 70, 2).unwrap();
-    store.release(r).unwrap();
+    r.release();
     let alice = user(&store, "alice");
     assert_eq!((alice.used_bytes, alice.used_files), (70, 2));
     assert_eq!((alice.reserved_bytes, alice.reserved_files), (0, 0));
@@ -284,7 +284,7 @@ fn commit_for_deleted_user_is_ok() {
     add_fast(&store, "alice", 1000, None);
     let r = store.reserve("alice", 10, 1).unwrap();
     store.delete_user("alice").unwrap();
-    store.commit(r, 10, 1).unwrap();
+    r.commit(10, 1);
     assert_eq!(store.get_user("alice").unwrap(), None);
 }
 
@@ -292,17 +292,17 @@ fn commit_for_deleted_user_is_ok() {
 fn adjust_usage_applies_deltas_and_clamps() {
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", 1000, None);
-    store.adjust_usage("alice", 300, 3).unwrap();
-    store.adjust_usage("alice", -100, -1).unwrap();
+    store.adjust_usage("alice", 300, 3);
+    store.adjust_usage("alice", -100, -1);
     let alice = user(&store, "alice");
     assert_eq!((alice.used_bytes, alice.used_files), (200, 2));
-    store.adjust_usage("alice", i64::MIN, i64::MIN).unwrap();
+    store.adjust_usage("alice", i64::MIN, i64::MIN);
     let alice = user(&store, "alice");
     assert_eq!((alice.used_bytes, alice.used_files), (0, 0));
-    store.adjust_usage("alice", i64::MAX, 0).unwrap();
-    store.adjust_usage("alice", i64::MAX, 0).unwrap();
+    store.adjust_usage("alice", i64::MAX, 0);
+    store.adjust_usage("alice", i64::MAX, 0);
     assert_eq!(user(&store, "alice").used_bytes, i64::MAX as u64);
-    store.adjust_usage("ghost", 5, 5).unwrap();
+    store.adjust_usage("ghost", 5, 5);
     assert_eq!(store.get_user("ghost").unwrap(), None);
 }
 
@@ -327,7 +327,6 @@ fn concurrent_reservations_never_exceed_quota() {
     const CHUNK: u64 = 10;
     let (_dir, store) = temp_store();
     add_fast(&store, "alice", QUOTA, None);
-    let store = Arc::new(store);
     let granted = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
@@ -338,7 +337,7 @@ fn concurrent_reservations_never_exceed_quota() {
                 for _ in 0..20 {
                     match store.reserve("alice", CHUNK, 0) {
                         Ok(r) => {
-                            granted.fetch_add(r.bytes, Ordering::SeqCst);
+                            granted.fetch_add(r.bytes(), Ordering::SeqCst);
                             std::mem::forget(r);
                         }
                         Err(StoreError::QuotaBytes { .. }) => {}
@@ -371,16 +370,16 @@ fn reservations_through_separate_handles_never_exceed_quota() {
         .map(|_| {
             let (path, barrier) = (path.clone(), barrier.clone());
             thread::spawn(move || {
-                let store = Store::open(&path).unwrap();
+                let store = Arc::new(Store::open(&path).unwrap());
                 barrier.wait();
                 let mut granted = 0;
                 for _ in 0..20 {
                     match store.reserve("alice", 5, 1) {
                         Ok(r) => {
-                            granted += r.bytes;
+                            granted += r.bytes();
                             // Churn: give some back so commits interleave with reserves.
                             if granted % 20 == 0 {
-                                store.commit(r, 5, 1).unwrap();
+                                r.commit(5, 1);
                             } else {
                                 std::mem::forget(r);
                             }
@@ -405,7 +404,7 @@ fn reservations_through_separate_handles_never_exceed_quota() {
 fn two_handles_see_each_others_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users.db");
-    let server = Store::open(&path).unwrap();
+    let server = Arc::new(Store::open(&path).unwrap());
     let admin = Store::open(&path).unwrap();
 
     admin.add_user("alice", "pw", 100, None).unwrap();
@@ -422,5 +421,71 @@ fn two_handles_see_each_others_changes() {
 
     admin.delete_user("alice").unwrap();
     assert_eq!(server.get_user("alice").unwrap(), None);
-    server.commit(r, 4000, 1).unwrap();
+    r.commit(4000, 1);
+}
+
+/// QUOTA-2: a reservation dropped on any path releases itself, exactly once.
+#[test]
+fn dropped_reservation_releases_exactly_once() {
+    let (_dir, store) = temp_store();
+    add_fast(&store, "alice", 1000, Some(10));
+    let a = store.reserve("alice", 600, 2).unwrap();
+    let b = store.reserve("alice", 300, 1).unwrap();
+    drop(a);
+    let alice = user(&store, "alice");
+    assert_eq!((alice.reserved_bytes, alice.reserved_files), (300, 1), "only the dropped one ended");
+    b.release();
+    let alice = user(&store, "alice");
+    assert_eq!((alice.reserved_bytes, alice.reserved_files, alice.used_bytes), (0, 0, 0));
+    // The whole quota is free again: nothing leaked, nothing released twice.
+    store.reserve("alice", 1000, 10).unwrap().release();
+}
+
+/// QUOTA-2: commit consumes the reservation; its drop must not release a second time (which
+/// would lower `reserved_*` held by another upload).
+#[test]
+fn committed_reservation_is_not_released_again() {
+    let (_dir, store) = temp_store();
+    add_fast(&store, "alice", 1000, None);
+    let other = store.reserve("alice", 400, 1).unwrap();
+    let r = store.reserve("alice", 500, 1).unwrap();
+    r.commit(450, 1);
+    let alice = user(&store, "alice");
+    assert_eq!((alice.used_bytes, alice.used_files), (450, 1));
+    assert_eq!((alice.reserved_bytes, alice.reserved_files), (400, 1), "the other upload keeps its hold");
+    drop(other);
+    assert_eq!(user(&store, "alice").reserved_bytes, 0);
+}
+
+/// QUOTA-6: without `max_files` the server-wide entry limit applies; the user's own wins.
+#[test]
+fn default_entry_limit_applies_to_users_without_max_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("users.db")).unwrap().with_default_entry_limit(Some(2)));
+    add_fast(&store, "alice", 1000, None);
+    add_fast(&store, "bob", 1000, Some(5));
+    let _a = store.reserve("alice", 0, 2).unwrap();
+    assert!(matches!(store.reserve("alice", 0, 1), Err(StoreError::QuotaFiles { limit: 2 })));
+    let _b = store.reserve("bob", 0, 5).unwrap();
+}
+
+/// QUOTA-8: a resume map over the limit is refused, one at the limit kept.
+#[test]
+fn rejects_range_maps_over_the_limit() {
+    let (_dir, store) = temp_store();
+    let ranges: Vec<(u64, u64)> = (0..=MAX_SAVED_RANGES as u64).map(|i| (2 * i, 2 * i + 1)).collect();
+    let err = store.save_ranges("alice", "/f", 1 << 20, &ranges).unwrap_err();
+    assert!(matches!(err, StoreError::TooManyRanges { .. }), "{err:?}");
+    assert_eq!(store.load_ranges("alice", "/f").unwrap(), None);
+    store.save_ranges("alice", "/f", 1 << 20, &ranges[..MAX_SAVED_RANGES]).unwrap();
+    assert_eq!(store.load_ranges("alice", "/f").unwrap().unwrap().1.len(), MAX_SAVED_RANGES);
+    assert_eq!(store.range_map_paths("alice").unwrap(), ["/f"]);
+}
+
+/// QUOTA-9: the store keeps free pages so that accounting updates find room on a full disk.
+#[test]
+fn open_keeps_free_pages_as_headroom() {
+    let (_dir, store) = temp_store();
+    let free: i64 = store.conn().pragma_query_value(None, "freelist_count", |r| r.get(0)).unwrap();
+    assert!(free >= 256, "free pages {free}");
 }

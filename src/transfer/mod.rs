@@ -23,7 +23,7 @@ pub use source::{spawn_reader, SourceItem};
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("no space left on disk")]
     DiskFull,
     #[error("chunk at offset {offset} failed its crc32 check")]
@@ -38,6 +38,13 @@ pub enum TransferError {
     DigestMismatch { expected: String, got: String },
     #[error("transfer ended at {got} of {expected} bytes")]
     Incomplete { expected: u64, got: u64 },
+}
+
+/// Every I/O error is classified, so a full disk is `DiskFull` wherever it happens.
+impl From<io::Error> for TransferError {
+    fn from(e: io::Error) -> TransferError {
+        TransferError::from_io(e)
+    }
 }
 
 impl TransferError {

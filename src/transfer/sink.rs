@@ -74,7 +74,9 @@ pub struct Written {
 /// Handle on the writer thread.
 pub struct WriterHandle {
     tx: mpsc::Sender<DataChunk>,
-    join: JoinHandle<Result<Written, TransferError>>,
+    /// `None` once a failed write has collected the thread's error: a `JoinHandle` must not
+    /// be awaited twice.
+    join: Option<JoinHandle<Result<Written, TransferError>>>,
 }
 
 /// Starts a writer appending to `file`, which must be positioned at its end with `hasher`
@@ -82,7 +84,7 @@ pub struct WriterHandle {
 pub fn spawn_writer(file: std::fs::File, hasher: Md5) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let join = tokio::task::spawn_blocking(move || write_loop(file, hasher, rx));
-    WriterHandle { tx, join }
+    WriterHandle { tx, join: Some(join) }
 }
 
 fn write_loop(
@@ -108,26 +110,33 @@ impl WriterHandle {
         let (tx, _) = mpsc::channel(1);
         let old = std::mem::replace(&mut self.tx, tx);
         drop(old);
-        Err(join_error(&mut self.join).await)
+        match self.join.take() {
+            Some(join) => Err(join_error(join).await),
+            None => Err(stopped()),
+        }
     }
 
     /// Waits for every queued chunk to be written, then fsyncs. Returns the file and the md5
     /// of everything in it.
     pub async fn finish(self) -> Result<Written, TransferError> {
         drop(self.tx);
-        match self.join.await {
-            Ok(r) => r,
-            Err(e) => Err(TransferError::Io(std::io::Error::other(e))),
+        match self.join {
+            Some(join) => join.await.unwrap_or_else(|e| Err(TransferError::Io(std::io::Error::other(e)))),
+            None => Err(stopped()),
         }
     }
 }
 
-async fn join_error(join: &mut JoinHandle<Result<Written, TransferError>>) -> TransferError {
+async fn join_error(join: JoinHandle<Result<Written, TransferError>>) -> TransferError {
     match join.await {
         Ok(Err(e)) => e,
-        Ok(Ok(_)) => TransferError::Io(std::io::Error::other("writer stopped early")),
+        Ok(Ok(_)) => stopped(),
         Err(e) => TransferError::Io(std::io::Error::other(e)),
     }
+}
+
+fn stopped() -> TransferError {
+    TransferError::Io(std::io::Error::other("writer stopped early"))
 }
 
 #[cfg(test)]
@@ -157,6 +166,26 @@ mod tests {
         assert!(matches!(c.accept(&bad), Err(TransferError::ChunkCorrupt { offset: 0 })));
         assert_eq!(c.position(), 0);
         assert!(c.ensure_complete().is_err());
+    }
+
+    /// A failed write collects the writer's error; finishing afterwards must not poll the
+    /// finished thread again (it used to panic: "JoinHandle polled after completion").
+    #[tokio::test]
+    async fn finish_after_a_failed_write_reports_instead_of_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let read_only = std::fs::File::open(&path).unwrap();
+        let mut w = spawn_writer(read_only, Md5::new());
+        let mut failed = None;
+        for i in 0..(QUEUE_DEPTH as u64 + 4) {
+            if let Err(e) = w.write(chunk(i, b"a")).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(failed, Some(TransferError::Io(_))), "{failed:?}");
+        assert!(w.finish().await.is_err());
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
+use xfer::home::Home;
 use xfer::server::{self, RootLayout, Server};
 use xfer::size::{format_size, parse_size};
 use xfer::store::Store;
@@ -89,14 +90,22 @@ pub fn user(cmd: UserCommand, quiet: bool) -> Result<(), String> {
             say(format!("deleted {name}; home kept at {}", layout.home_of(&name).display()));
         }
         UserCommand::List { root } => {
-            let (store, _) = open_store(&root.root)?;
-            println!("{:<20} {:>12} {:>12} {:>8} {:>10}", "USER", "USED", "QUOTA", "FILES", "MAX FILES");
+            let (store, layout) = open_store(&root.root)?;
+            println!(
+                "{:<20} {:>12} {:>12} {:>12} {:>8} {:>10}",
+                "USER", "USED", "PARTIAL", "QUOTA", "FILES", "MAX FILES"
+            );
             for u in store.list_users().map_err(|e| e.to_string())? {
                 let max = u.max_files.map_or_else(|| "-".to_string(), |n| n.to_string());
+                // Partial uploads are measured on disk: they are part of USED, shown apart.
+                let partial = Home::open(&layout.home_of(&u.name))
+                    .and_then(|h| h.usage())
+                    .map_or_else(|_| "?".to_string(), |usage| format_size(usage.partial_bytes));
                 println!(
-                    "{:<20} {:>12} {:>12} {:>8} {:>10}",
+                    "{:<20} {:>12} {:>12} {:>12} {:>8} {:>10}",
                     u.name,
                     format_size(u.used_bytes),
+                    partial,
                     format_size(u.quota_bytes),
                     u.used_files,
                     max

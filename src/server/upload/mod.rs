@@ -1,0 +1,162 @@
+//! The upload lifecycle (CTRL-PUT-*, QUOTA-1 to -4): **open** (decide how it resumes, reserve
+//! quota, open the partial; [`open`]), **data** (checked chunks over TCP, [`receive`], or a
+//! UDP flow, `server::udp`), **settle** (rename into place, keep or discard the partial, and
+//! commit the quota in one place; [`settle`]).
+//!
+//! The quota held for an upload is a [`Reservation`] inside [`Upload`]: dropping the upload on
+//! any path releases it, and settling consumes it, so it ends exactly once (QUOTA-2).
+
+mod open;
+mod receive;
+mod resume;
+mod settle;
+pub(super) mod sweep;
+
+use std::sync::Arc;
+
+use md5::Digest;
+
+use super::errors::{blocking, Reply};
+use super::session::{lock, Conn, Session};
+use super::ServerState;
+use crate::conn::ConnError;
+use crate::home::{Home, HomePath};
+use crate::proto::control::Md5Digest;
+use crate::proto::{ErrorCode, Response, Transport};
+use crate::store::Reservation;
+use crate::transfer::TransferError;
+
+pub(super) use open::Opened;
+
+/// Holds the (user, path) upload slot; released on drop. The partial sweep takes the same
+/// slot, so it never deletes a partial an upload is writing.
+pub(super) struct UploadSlot {
+    state: Arc<ServerState>,
+    key: (String, HomePath),
+}
+
+impl UploadSlot {
+    pub(super) fn acquire(state: &Arc<ServerState>, user: &str, target: &HomePath) -> Result<UploadSlot, Reply> {
+        let key = (user.to_string(), target.clone());
+        if !lock(&state.uploads).insert(key.clone()) {
+            return Err(Reply::new(ErrorCode::Busy, format!("an upload to {target} is already in progress")));
+        }
+        Ok(UploadSlot { state: state.clone(), key })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        lock(&self.state.uploads).remove(&self.key);
+    }
+}
+
+/// What the blocking parts of the lifecycle need.
+pub(super) struct Ctx {
+    pub home: Arc<Home>,
+    pub state: Arc<ServerState>,
+    pub user: String,
+}
+
+/// An accepted upload, ready for data.
+pub(in crate::server) struct Upload {
+    pub(in crate::server) target: HomePath,
+    pub(in crate::server) size: u64,
+    /// Bytes of the partial kept from earlier; they are already counted in `used_*`.
+    pub(in crate::server) offset: u64,
+    /// The partial file did not exist before this upload (its entry is reserved).
+    partial_new: bool,
+    reservation: Reservation,
+    /// A second handle on the partial, to measure what was kept even if its name changed.
+    partial: std::fs::File,
+    _slot: UploadSlot,
+}
+
+/// How the data phase ended.
+pub(in crate::server) enum Outcome {
+    PutEnd(Md5Digest),
+    Abort,
+    /// The upload failed; `true` if the error was already reported mid-stream.
+    Failed(TransferError, bool),
+    /// The upload failed (reported mid-stream), then the session timed out, stopped or broke.
+    FailedThenClosed(TransferError),
+    Idle,
+    Stop,
+    Lost(ConnError),
+}
+
+impl Session {
+    fn ctx(&self) -> Ctx {
+        Ctx { home: self.home.clone(), state: self.state.clone(), user: self.user.clone() }
+    }
+
+    /// Serves one `Put` over TCP. Returns `Ok(false)` when the session must end afterwards.
+    pub(crate) async fn put(
+        &mut self,
+        conn: &mut Conn,
+        path: String,
+        size: u64,
+        resume: bool,
+    ) -> Result<bool, ConnError> {
+        let (upload, file, hasher, _) = match self.prepare_put(&path, size, resume, Transport::Tcp).await {
+            Ok(x) => x,
+            Err(reply) => {
+                conn.reply(&reply.into_response()).await?;
+                return Ok(true);
+            }
+        };
+        let prefix_md5 = (upload.offset > 0).then(|| hasher.clone().finalize().into());
+        let ready = conn.reply(&Response::PutReady { offset: upload.offset, prefix_md5 }).await;
+        let end = match ready {
+            Ok(()) => receive::receive(conn, &upload, file, hasher).await,
+            Err(e) => Outcome::Lost(e),
+        };
+        self.finish_put(conn, upload, end).await
+    }
+
+    /// The open phase: checks the target, takes the upload slot, reserves and opens.
+    pub(super) async fn prepare_put(
+        &self,
+        path: &str,
+        size: u64,
+        resume: bool,
+        transport: Transport,
+    ) -> Result<Opened, Reply> {
+        let target = self.resolve(path)?;
+        if target.is_root() {
+            return Err(Reply::new(ErrorCode::IsADirectory, "cannot upload onto the home directory"));
+        }
+        if target.partial_target().is_some() {
+            return Err(Reply::new(
+                ErrorCode::InvalidPath,
+                format!("{target}: names ending in .xfer-part are reserved for partial uploads"),
+            ));
+        }
+        let slot = UploadSlot::acquire(&self.state, &self.user, &target)?;
+        let ctx = self.ctx();
+        blocking(move || open::open_upload(&ctx, target, (size, resume, transport), slot)).await
+    }
+
+    /// The settle phase: applies the outcome and sends the upload's final reply, if any.
+    pub(super) async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: Outcome) -> Result<bool, ConnError> {
+        let ctx = self.ctx();
+        let (how, md5) = settle::how(&end);
+        let settled = blocking(move || settle::settle(&ctx, upload, how, md5)).await;
+        let err = |code, message: &str| Some(Response::Error { code, message: message.to_string() });
+        let reply = match &end {
+            Outcome::PutEnd(_) | Outcome::Abort => Some(settled.unwrap_or_else(Reply::into_response)),
+            Outcome::Failed(e, false) => Some(Reply::from(e).into_response()),
+            Outcome::Failed(_, true) | Outcome::FailedThenClosed(_) => None,
+            Outcome::Lost(e) => {
+                tracing::debug!("upload connection lost: {e}");
+                None
+            }
+            Outcome::Idle => err(ErrorCode::IdleTimeout, "upload idle too long; resume it"),
+            Outcome::Stop => err(ErrorCode::ShuttingDown, "server is shutting down; resume the upload later"),
+        };
+        if let Some(reply) = reply {
+            conn.reply(&reply).await?;
+        }
+        Ok(matches!(end, Outcome::PutEnd(_) | Outcome::Abort | Outcome::Failed(..)))
+    }
+}
