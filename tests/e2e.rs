@@ -124,7 +124,8 @@ async fn accepts_file_commands_and_reports_their_errors() {
         assert_eq!(code_of(c.rmdir("d/b.bin").await), ErrorCode::NotADirectory);
         assert_eq!(code_of(c.rmdir("/").await), ErrorCode::InvalidPath);
         let (used, quota, files, _, reserved) = df_tuple(c.df().await.unwrap());
-        assert_eq!((used, quota, files, reserved), (1000, 10 * MIB, 1, 0));
+        // The file and the directory holding it are two entries (QUOTA-5).
+        assert_eq!((used, quota, files, reserved), (1000, 10 * MIB, 2, 0));
         c.remove("d/b.bin").await.unwrap();
         c.rmdir("d").await.unwrap();
         assert!(dir_names(&srv.home("alice")).is_empty());
@@ -468,7 +469,8 @@ async fn rejects_uploads_onto_directories_and_into_missing_parents() {
         assert_eq!(dir_names(&srv.home("alice")), ["d"]);
         assert!(dir_names(&srv.home("alice").join("d")).is_empty());
         let u = srv.user("alice");
-        assert_eq!((u.used_bytes, u.used_files, u.reserved_bytes, u.reserved_files), (0, 0, 0, 0));
+        // The directory is the one entry (QUOTA-5); the refused uploads left nothing.
+        assert_eq!((u.used_bytes, u.used_files, u.reserved_bytes, u.reserved_files), (0, 1, 0, 0));
     })
     .await
 }

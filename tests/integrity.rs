@@ -475,10 +475,11 @@ async fn rejects_second_upload_to_same_target_and_touching_its_partial() {
         // One upload per (user, path) (CTRL-PUT-1).
         assert_eq!(code_of(c.put(&local, "t.bin", false, np()).await), ErrorCode::Busy);
         assert_eq!(code_of(c.put(&local, "/t.bin", true, np()).await), ErrorCode::Busy);
-        // The partial of a running upload cannot be removed or renamed (CTRL-PUT-2).
+        // The partial of a running upload cannot be removed (CTRL-PUT-2); no partial name can
+        // be renamed from or onto (QUOTA-4).
         assert_eq!(code_of(c.remove(".t.bin.xfer-part").await), ErrorCode::Busy);
-        assert_eq!(code_of(c.rename(".t.bin.xfer-part", "stolen").await), ErrorCode::Busy);
-        assert_eq!(code_of(c.rename("x", ".t.bin.xfer-part").await), ErrorCode::Busy);
+        assert_eq!(code_of(c.rename(".t.bin.xfer-part", "stolen").await), ErrorCode::InvalidPath);
+        assert_eq!(code_of(c.rename("x", ".t.bin.xfer-part").await), ErrorCode::InvalidPath);
         // Partial names are reserved as upload targets.
         assert_eq!(code_of(c.put(&local, ".t.bin.xfer-part", false, np()).await), ErrorCode::InvalidPath);
         assert_eq!(code_of(c.put(&local, ".other.xfer-part", false, np()).await), ErrorCode::InvalidPath);

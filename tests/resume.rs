@@ -171,7 +171,7 @@ async fn rejects_upload_resume_when_source_changed() {
         std::fs::write(&local, &data[..MIB as usize]).unwrap();
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["put", "-c", "doc.bin"]));
         let line = out.assert_one_line_error();
-        assert!(line.contains("without --resume"), "message should say how to recover: {line}");
+        assert!(line.contains("again without resuming"), "message should say how to recover: {line}");
         assert!(!srv.home("alice").join("doc.bin").exists());
 
         // Uploading again without --resume replaces the stale partial.
