@@ -10,6 +10,7 @@
 //! and applied in one transaction, so concurrent uploads can never overrun the quota.
 
 mod schema;
+mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::auth::password;
+
+pub use sessions::LoginRecord;
 
 /// Errors from the user store.
 #[derive(Debug, thiserror::Error)]
