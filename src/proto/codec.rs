@@ -211,3 +211,24 @@ pub fn encode_data(chunk: &DataChunk, out: &mut BytesMut) {
     out.put_slice(&chunk.header());
     out.put_slice(&chunk.data);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_a_length_over_the_lowered_limit_before_its_body_arrives() {
+        // CTRL-FRAME-6
+        let mut d = FrameDecoder::new();
+        d.set_max_len(MAX_PRELOGIN_FRAME_LEN);
+        d.buffer().extend_from_slice(&(MAX_PRELOGIN_FRAME_LEN + 1).to_be_bytes());
+        assert_eq!(d.decode(), Err(DecodeError::FrameTooLarge(MAX_PRELOGIN_FRAME_LEN + 1)));
+        let mut d = FrameDecoder::new();
+        d.set_max_len(MAX_PRELOGIN_FRAME_LEN);
+        d.buffer().extend_from_slice(&encode_control(&"x".repeat(100)));
+        assert!(matches!(d.decode(), Ok(Some(Frame::Control(_)))));
+        d.set_max_len(u32::MAX);
+        d.buffer().extend_from_slice(&(MAX_FRAME_LEN + 1).to_be_bytes());
+        assert_eq!(d.decode(), Err(DecodeError::FrameTooLarge(MAX_FRAME_LEN + 1)), "never above MAX_FRAME_LEN");
+    }
+}
