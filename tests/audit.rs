@@ -148,7 +148,10 @@ async fn serves_prometheus_metrics_on_the_admin_address() {
         c.put(&local, "f", false, xfer::transfer::progress::no_progress()).await.unwrap();
         let big = env.local("big");
         make_file(&big, 300_000, 2);
-        assert_eq!(code_of(c.put(&big, "big", false, xfer::transfer::progress::no_progress()).await), ErrorCode::QuotaExceeded);
+        assert_eq!(
+            code_of(c.put(&big, "big", false, xfer::transfer::progress::no_progress()).await),
+            ErrorCode::QuotaExceeded
+        );
         let mut wrong = xfer::client::Client::connect(&srv.options()).await.unwrap();
         assert_eq!(code_of(wrong.login("alice", "nope").await), ErrorCode::AuthFailed);
 

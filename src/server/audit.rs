@@ -35,7 +35,9 @@ impl fmt::Display for Clean<'_> {
 
 /// Characters that must not reach a log line or a terminal as they are.
 pub fn needs_escape(c: char) -> bool {
-    c.is_control() || c == '\\' || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || c == '\\'
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Escapes `s` as [`Clean`] does, into a `String`.

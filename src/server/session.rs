@@ -264,7 +264,9 @@ impl Session {
         if conn.revoked() {
             metrics::counter!(super::metrics::SESSIONS_REVOKED).increment(1);
             Audit::new("session_revoked", &self.user, self.peer, "").emit();
-            return conn.farewell(ErrorCode::NotAuthenticated, "session ended: the account was changed or deleted").await;
+            return conn
+                .farewell(ErrorCode::NotAuthenticated, "session ended: the account was changed or deleted")
+                .await;
         }
         conn.farewell(ErrorCode::ShuttingDown, "server is shutting down").await
     }

@@ -92,11 +92,18 @@ mod tests {
         s.add_user("bob", "pw", 1, None).unwrap();
         let first = s.login_record("alice").unwrap().unwrap().generation;
         s.set_quota("alice", 5, None).unwrap();
-        assert_eq!(s.login_record("alice").unwrap().unwrap().generation, first, "a quota change is not a credential change");
+        assert_eq!(
+            s.login_record("alice").unwrap().unwrap().generation,
+            first,
+            "a quota change is not a credential change"
+        );
         s.set_password("alice", "new").unwrap();
         let second = s.login_record("alice").unwrap().unwrap().generation;
         assert!(second > first);
-        assert_eq!(s.auth_changes_since(first).unwrap(), [("bob".to_string(), first + 1), ("alice".to_string(), second)]);
+        assert_eq!(
+            s.auth_changes_since(first).unwrap(),
+            [("bob".to_string(), first + 1), ("alice".to_string(), second)]
+        );
         s.delete_user("alice").unwrap();
         assert_eq!(s.login_record("alice").unwrap(), None);
         let changes = s.auth_changes_since(second).unwrap();
