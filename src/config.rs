@@ -24,7 +24,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
 }
 
-/// Server configuration (`[server]` and `[auth]` tables).
+/// Server configuration (`[server]`, `[auth]`, `[log]` and `[admin]` tables).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub auth: ThrottlePolicy,
     #[serde(default)]
     pub quota: QuotaSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub admin: AdminSection,
 }
 
 /// `[quota]`: server-wide quota rules (QUOTA-6, QUOTA-7).
@@ -61,14 +65,67 @@ impl QuotaSection {
     }
 }
 
+/// `[server]`. Keys added after the first release have defaults, so older files still load.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub listen: String,
     pub idle_timeout_secs: u64,
     pub handshake_timeout_secs: u64,
+    /// Logged-in sessions, all users together (CTRL-SESS-6).
     pub max_sessions: usize,
+    /// Logged-in sessions of one user.
+    pub max_sessions_per_user: usize,
+    /// Logged-in sessions from one client address.
+    pub max_sessions_per_ip: usize,
+    /// Connections not yet logged in, all addresses together (CTRL-SESS-5).
+    pub max_pending_logins: usize,
+    /// Connections not yet logged in from one client address.
+    pub max_pending_logins_per_ip: usize,
+    /// Password verifications running at once; each holds 19 MiB (CTRL-AUTH-4).
+    pub max_parallel_hashes: usize,
     pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:7070".into(),
+            idle_timeout_secs: 300,
+            handshake_timeout_secs: 15,
+            max_sessions: 512,
+            max_sessions_per_user: 32,
+            max_sessions_per_ip: 64,
+            max_pending_logins: 256,
+            max_pending_logins_per_ip: 16,
+            max_parallel_hashes: 2,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// `[log]`: how the server writes its log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+}
+
+/// Text lines for people, or one JSON object per line for log collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[admin]`: the optional metrics listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address serving Prometheus metrics at `/metrics`; empty means off.
+    pub metrics_listen: String,
 }
 
 impl ServerSection {
@@ -157,6 +214,24 @@ mod tests {
         assert!(c.auth.free_failures >= 1);
         let d = QuotaSection::default();
         assert_eq!((c.quota.partial_expiry_secs, c.quota.default_max_entries), (d.partial_expiry_secs, d.default_max_entries));
+        let d = ServerSection::default();
+        let s = &c.server;
+        let embedded = (s.max_sessions, s.max_sessions_per_user, s.max_sessions_per_ip, s.max_pending_logins);
+        assert_eq!(embedded, (d.max_sessions, d.max_sessions_per_user, d.max_sessions_per_ip, d.max_pending_logins));
+        assert_eq!((s.max_pending_logins_per_ip, s.max_parallel_hashes), (d.max_pending_logins_per_ip, 2));
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.admin.metrics_listen, "");
+        assert_eq!(c.auth, ThrottlePolicy::default());
+    }
+
+    #[test]
+    fn old_config_without_new_keys_still_loads() {
+        let old = "[server]\nlisten = \"127.0.0.1:1\"\nidle_timeout_secs = 300\nhandshake_timeout_secs = 15\n\
+                   max_sessions = 512\nshutdown_grace_secs = 10\n[auth]\nfree_failures = 3\n";
+        let c: ServerConfig = toml::from_str(old).unwrap();
+        assert_eq!(c.server.max_sessions_per_user, 32);
+        let json: ServerConfig = toml::from_str("[server]\n[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(json.log.format, LogFormat::Json);
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader { inner, decoder: FrameDecoder::new() }
     }
 
+    /// Sets the largest frame accepted from now on (CTRL-FRAME-6).
+    pub fn set_max_frame(&mut self, max_len: u32) {
+        self.decoder.set_max_len(max_len);
+    }
+
     /// Reads the next frame. A clean close between frames is `ConnError::Closed`.
     pub async fn read_frame(&mut self) -> Result<Frame, ConnError> {
         loop {

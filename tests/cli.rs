@@ -87,9 +87,10 @@ async fn manages_users_through_cli() {
         run(admin(&env, &["quota", "nobody", "--quota", "1MiB"])).assert_one_line_error();
 
         let out = run(admin(&env, &["del", "bob"]));
-        assert!(out.assert_ok().stdout.contains("home kept"), "{}", out.stdout);
+        assert!(out.assert_ok().stdout.contains("moved to"), "{}", out.stdout);
         assert!(stored_user(&env.root, "bob").is_none());
-        assert!(env.root.join("homes/bob").is_dir(), "home kept after del");
+        assert!(!env.root.join("homes/bob").exists(), "the home left homes/ with its user");
+        assert_eq!(dir_names(&env.root.join("deleted")).len(), 1, "and was kept aside");
         assert!(!run(admin(&env, &["list"])).stdout.contains("bob"));
         run(admin(&env, &["del", "bob"])).assert_one_line_error();
         // A deleted user cannot log in.

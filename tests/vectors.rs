@@ -453,7 +453,11 @@ fn defines_every_requirement_the_code_relies_on() {
     ]
     .map(String::from)
     .to_vec();
-    required.extend((1..=5).map(|n| format!("CTRL-FRAME-{n}")));
+    required.extend((1..=6).map(|n| format!("CTRL-FRAME-{n}")));
+    // Logins, sessions and operations (src/server/, src/auth/).
+    required.extend((4..=5).map(|n| format!("CTRL-AUTH-{n}")));
+    required.extend((1..=7).map(|n| format!("CTRL-SESS-{n}")));
+    required.extend(["OPS-AUDIT-1", "OPS-LOG-1", "OPS-LOG-2", "OPS-METRICS-1"].map(String::from));
     required.extend((1..=6).map(|n| format!("CTRL-PUT-{n}")));
     required.extend((1..=4).map(|n| format!("CTRL-GET-{n}")));
     required.extend((1..=33).map(|n| format!("CTRL-MSG-{n}")));

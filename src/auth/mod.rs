@@ -7,5 +7,7 @@
 pub mod password;
 pub mod throttle;
 
-pub use password::{hash_password, verify_against_dummy, verify_password, PasswordError};
-pub use throttle::{Throttle, ThrottlePolicy};
+pub use password::{
+    hash_password, verify_against_dummy, verify_password, verify_with_memory, PasswordError, Workspace,
+};
+pub use throttle::{Throttle, ThrottlePolicy, Ticket};

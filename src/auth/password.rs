@@ -61,6 +61,75 @@ pub fn verify_password(phc_hash: &str, password: &str) -> bool {
     Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
+/// Reusable argon2 working memory: one verification at a time writes its blocks here instead
+/// of allocating (and later handing to the allocator) 19 MiB per attempt (CTRL-AUTH-4).
+pub struct Workspace {
+    blocks: Vec<argon2::Block>,
+}
+
+impl Workspace {
+    /// Sized for the current parameters; the memory is touched, so it is resident from now on.
+    pub fn new() -> Workspace {
+        Workspace { blocks: vec![argon2::Block::new(); MEMORY_KIB as usize] }
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Like [`verify_password`], but computes in `space`. A hash whose parameters need more memory
+/// than `space` holds (an older, larger setting) gets a temporary buffer of its own.
+/// `None` as the hash spends the same work on the dummy hash and returns false (CTRL-AUTH-3).
+#[must_use]
+pub fn verify_with_memory(phc_hash: Option<&str>, password: &str, space: &mut Workspace) -> bool {
+    match (phc_hash, dummy_hash()) {
+        (Some(hash), _) => phc_hash_matches(hash, password, space),
+        (None, Some(dummy)) => {
+            let _ = phc_hash_matches(dummy, password, space);
+            false
+        }
+        (None, None) => {
+            let _ = hash_password(password);
+            false
+        }
+    }
+}
+
+fn phc_hash_matches(phc_hash: &str, password: &str, space: &mut Workspace) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc_hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = parsed.version.map_or(Ok(Version::V0x13), Version::try_from);
+    let (Ok(version), Ok(params)) = (version, Params::try_from(&parsed)) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let hasher = Argon2::new(algorithm, version, params.clone());
+    let done = if params.block_count() <= space.blocks.len() {
+        hasher.hash_password_into_with_memory(password.as_bytes(), salt, out, &mut space.blocks[..])
+    } else {
+        hasher.hash_password_into(password.as_bytes(), salt, out)
+    };
+    // `Output`'s equality is constant-time.
+    done.is_ok() && argon2::password_hash::Output::new(out).is_ok_and(|o| o == expected)
+}
+
 /// Spends the same argon2 work as [`verify_password`] against a real hash, for unknown users,
 /// so that response time does not reveal whether a user name exists.
 pub fn verify_against_dummy(password: &str) {
@@ -136,6 +205,25 @@ mod tests {
         let h = weak.hash_password(b"old", &salt).unwrap().to_string();
         assert!(verify_password(&h, "old"));
         assert!(!verify_password(&h, "new"));
+    }
+
+    #[test]
+    fn verify_with_memory_agrees_with_verify_password() {
+        let mut space = Workspace::new();
+        let h = hash_password("s3cret").unwrap();
+        assert!(verify_with_memory(Some(&h), "s3cret", &mut space));
+        assert!(!verify_with_memory(Some(&h), "s3cret ", &mut space));
+        assert!(verify_with_memory(Some(&h), "s3cret", &mut space), "the workspace is reusable");
+        assert!(!verify_with_memory(None, DUMMY_PASSWORD, &mut space), "unknown users never pass");
+        assert!(!verify_with_memory(Some("$argon2id$v=19$m=x"), "s3cret", &mut space));
+        let params = Params::new(8, 1, 1, None).unwrap();
+        let salt = SaltString::generate(&mut OsRng);
+        let small = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"old", &salt).unwrap();
+        assert!(verify_with_memory(Some(&small.to_string()), "old", &mut space));
+        let params = Params::new(2 * MEMORY_KIB, 1, 1, None).unwrap();
+        let big = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"big", &salt).unwrap();
+        assert!(verify_with_memory(Some(&big.to_string()), "big", &mut space), "larger than the workspace");
+        assert_eq!(space.blocks.len(), MEMORY_KIB as usize, "the workspace did not grow");
     }
 
     #[test]

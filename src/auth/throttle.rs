@@ -1,8 +1,19 @@
-//! Brute-force throttle for logins, keyed by user name and by client IP.
+//! Brute-force throttle for logins (CTRL-AUTH-2, CTRL-AUTH-4, CTRL-AUTH-5).
 //!
 //! Pure and clock-injected: every method takes `now`, nothing reads the clock or does I/O.
-//! A user key protects one account against a distributed attack; an IP key stops one client
-//! from spraying many user names. A login is refused while either key is locked.
+//!
+//! Call order: [`Throttle::begin`] before the password is checked (it counts the attempt as
+//! in flight, so parallel guesses are limited before any of them reaches argon2), then exactly
+//! one of [`Throttle::succeed`] or [`Throttle::fail`] with the returned [`Ticket`].
+//!
+//! Keys, where a *source* is an IPv4 address or an IPv6 /64 prefix:
+//! - (user, source): exponential backoff after `free_failures`; guards one account against
+//!   one client, and is the only key a *trusted* source is subject to;
+//! - source: the same backoff across user names; stops one client spraying many names;
+//! - user: a token bucket of `user_budget` failures, refilled one per `user_refill_secs`,
+//!   spent only by sources that are not trusted for that user. It caps a distributed attack
+//!   on one account without locking out its owner: a source where the user logged in
+//!   successfully within `trust_secs` is trusted and never waits for the bucket.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -14,24 +25,39 @@ use std::time::{Duration, Instant};
 const PRUNE_AT: usize = 10_000;
 /// Hard bound per map; beyond it the records with the oldest failures are evicted.
 const MAX_ENTRIES: usize = 100_000;
+/// Wait suggested to an attempt refused because others on the same key are in flight.
+const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
 
-/// Lockout policy. After `free_failures` consecutive failures, every further failure locks the
-/// key for `base_delay_ms * 2^k` capped at `max_delay_ms`, where `k` counts the failures
-/// already beyond the free ones (so the first lockout lasts exactly `base_delay_ms`).
-/// A key's record is forgotten `forget_after_secs` after its last failure (or when its
-/// lockout ends, if later).
+/// Throttling policy (`[auth]` in the server config).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottlePolicy {
+    /// Consecutive failures of a key before backoff starts.
     pub free_failures: u32,
+    /// First lockout; each further failure doubles it.
     pub base_delay_ms: u64,
     pub max_delay_ms: u64,
+    /// A key's record is forgotten this long after its last failure.
     pub forget_after_secs: u64,
+    /// Failures per user name that untrusted sources may spend at once.
+    pub user_budget: u32,
+    /// One failure of the user budget comes back every this many seconds.
+    pub user_refill_secs: u64,
+    /// A source stays trusted for a user this long after a successful login there.
+    pub trust_secs: u64,
 }
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
-        ThrottlePolicy { free_failures: 3, base_delay_ms: 1000, max_delay_ms: 60_000, forget_after_secs: 900 }
+        ThrottlePolicy {
+            free_failures: 3,
+            base_delay_ms: 1000,
+            max_delay_ms: 60_000,
+            forget_after_secs: 900,
+            user_budget: 20,
+            user_refill_secs: 30,
+            trust_secs: 30 * 86_400,
+        }
     }
 }
 
@@ -55,24 +81,55 @@ impl ThrottlePolicy {
     }
 }
 
+/// The throttling key of a client address: IPv4 as is (also when mapped into IPv6), IPv6
+/// reduced to its /64, since one host usually holds a whole /64.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// Failure history of one key. Times are kept as an offset from `last_failure` rather than as
 /// absolute instants so that huge configured delays cannot overflow `Instant` arithmetic.
 #[derive(Debug, Clone)]
 struct Record {
     failures: u32,
+    in_flight: u32,
     last_failure: Instant,
     lockout: Duration,
 }
 
 impl Record {
+    fn new(now: Instant) -> Record {
+        Record { failures: 0, in_flight: 0, last_failure: now, lockout: Duration::ZERO }
+    }
+
     fn retry_after(&self, now: Instant) -> Option<Duration> {
         let elapsed = now.saturating_duration_since(self.last_failure);
         self.lockout.checked_sub(elapsed).filter(|d| !d.is_zero())
     }
 
+    /// A new attempt may start while the ones in flight, if all fail, stay within the free
+    /// failures; past them, one at a time (CTRL-AUTH-4).
+    fn admits(&self, now: Instant, policy: &ThrottlePolicy) -> Result<(), Duration> {
+        if let Some(wait) = self.retry_after(now) {
+            return Err(wait);
+        }
+        let failures = if self.is_forgotten(now, policy) { 0 } else { self.failures };
+        if self.in_flight == 0 || failures.saturating_add(self.in_flight) <= policy.free_failures {
+            Ok(())
+        } else {
+            Err(IN_FLIGHT_RETRY)
+        }
+    }
+
     fn is_forgotten(&self, now: Instant, policy: &ThrottlePolicy) -> bool {
         let elapsed = now.saturating_duration_since(self.last_failure);
-        elapsed >= policy.forget_after().max(self.lockout)
+        self.in_flight == 0 && elapsed >= policy.forget_after().max(self.lockout)
     }
 }
 
@@ -92,26 +149,41 @@ impl<K: Hash + Eq + Clone> Table<K> {
         Table { records: HashMap::new(), sweep_at: prune_at, prune_at, max_entries }
     }
 
-    fn retry_after<Q>(&self, key: &Q, now: Instant) -> Option<Duration>
+    fn admits<Q>(&self, key: &Q, now: Instant, policy: &ThrottlePolicy) -> Result<(), Duration>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.records.get(key).and_then(|r| r.retry_after(now))
+        self.records.get(key).map_or(Ok(()), |r| r.admits(now, policy))
     }
 
-    fn record_failure(&mut self, key: K, now: Instant, policy: &ThrottlePolicy) {
-        let record =
-            self.records.entry(key).or_insert(Record { failures: 0, last_failure: now, lockout: Duration::ZERO });
-        if record.is_forgotten(now, policy) {
+    fn start(&mut self, key: K, now: Instant, policy: &ThrottlePolicy) {
+        let record = self.records.entry(key).or_insert_with(|| Record::new(now));
+        record.in_flight = record.in_flight.saturating_add(1);
+        if self.records.len() > self.sweep_at {
+            self.sweep(now, policy);
+        }
+    }
+
+    /// Ends an attempt counted by `start`. A record evicted meanwhile is not recreated for a
+    /// success; a failure starts a fresh one.
+    fn end(&mut self, key: K, failed: bool, now: Instant, policy: &ThrottlePolicy) {
+        let record = match (self.records.get_mut(&key), failed) {
+            (Some(r), _) => r,
+            (None, false) => return,
+            (None, true) => self.records.entry(key).or_insert_with(|| Record::new(now)),
+        };
+        record.in_flight = record.in_flight.saturating_sub(1);
+        if !failed {
+            return;
+        }
+        let elapsed = now.saturating_duration_since(record.last_failure);
+        if elapsed >= policy.forget_after().max(record.lockout) {
             record.failures = 0;
         }
         record.failures = record.failures.saturating_add(1);
         record.last_failure = now;
         record.lockout = policy.lockout(record.failures);
-        if self.records.len() > self.sweep_at {
-            self.sweep(now, policy);
-        }
     }
 
     fn sweep(&mut self, now: Instant, policy: &ThrottlePolicy) {
@@ -135,12 +207,56 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
-/// Per-user and per-IP failure records. Not synchronized: wrap it in a mutex to share it.
+/// A per-user token bucket of failures allowed from untrusted sources.
+#[derive(Debug, Clone)]
+struct Budget {
+    /// Whole tokens left as of `at`.
+    tokens: u32,
+    at: Instant,
+}
+
+impl Budget {
+    fn refill(&mut self, now: Instant, policy: &ThrottlePolicy) {
+        let step = Duration::from_secs(policy.user_refill_secs.max(1));
+        let elapsed = now.saturating_duration_since(self.at);
+        let earned = (elapsed.as_secs() / step.as_secs()).min(u64::from(u32::MAX)) as u32;
+        if earned > 0 {
+            self.tokens = self.tokens.saturating_add(earned).min(policy.user_budget);
+            self.at += step * earned;
+        }
+        if self.tokens >= policy.user_budget {
+            self.at = now;
+        }
+    }
+
+    fn wait(&self, now: Instant, policy: &ThrottlePolicy) -> Duration {
+        let step = Duration::from_secs(policy.user_refill_secs.max(1));
+        match self.at.checked_add(step) {
+            Some(next) => next.saturating_duration_since(now).max(Duration::from_millis(1)),
+            None => Duration::MAX,
+        }
+    }
+}
+
+/// Proof that an attempt was admitted; hand it back to `succeed` or `fail`.
+#[derive(Debug)]
+#[must_use]
+pub struct Ticket {
+    user: String,
+    source: IpAddr,
+    trusted: bool,
+}
+
+/// All throttling state. Not synchronized: wrap it in a mutex to share it.
 #[derive(Debug)]
 pub struct Throttle {
     policy: ThrottlePolicy,
-    users: Table<String>,
-    ips: Table<IpAddr>,
+    pairs: Table<(String, IpAddr)>,
+    sources: Table<IpAddr>,
+    budgets: HashMap<String, Budget>,
+    /// (user, source) → time of the last successful login there.
+    trusted: HashMap<(String, IpAddr), Instant>,
+    max_entries: usize,
 }
 
 impl Throttle {
@@ -149,256 +265,108 @@ impl Throttle {
     }
 
     fn with_limits(policy: ThrottlePolicy, prune_at: usize, max_entries: usize) -> Self {
-        Throttle { policy, users: Table::new(prune_at, max_entries), ips: Table::new(prune_at, max_entries) }
+        Throttle {
+            policy,
+            pairs: Table::new(prune_at, max_entries),
+            sources: Table::new(prune_at, max_entries),
+            budgets: HashMap::new(),
+            trusted: HashMap::new(),
+            max_entries,
+        }
     }
 
     pub fn policy(&self) -> &ThrottlePolicy {
         &self.policy
     }
 
-    /// Err(retry_after) if either the user or the IP is currently locked out.
-    pub fn check(&self, user: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let by_user = self.users.retry_after(user, now);
-        let by_ip = self.ips.retry_after(&ip, now);
-        match by_user.max(by_ip) {
-            Some(wait) => Err(wait),
-            None => Ok(()),
+    /// Admits a login attempt for `user` from `ip`, counting it as in flight, or returns how
+    /// long to wait. Nothing is counted for a refused attempt.
+    pub fn begin(&mut self, user: &str, ip: IpAddr, now: Instant) -> Result<Ticket, Duration> {
+        let source = source_of(ip);
+        let trusted = self.is_trusted(user, source, now);
+        let pair = (user.to_owned(), source);
+        self.pairs.admits(&pair, now, &self.policy)?;
+        if !trusted {
+            self.sources.admits(&source, now, &self.policy)?;
+            self.take_budget(user, now)?;
+        }
+        self.pairs.start(pair, now, &self.policy);
+        if !trusted {
+            self.sources.start(source, now, &self.policy);
+        }
+        Ok(Ticket { user: user.to_owned(), source, trusted })
+    }
+
+    /// The password was right: clears the (user, source) record, returns the budget token and
+    /// trusts the source for this user. The source's own record keeps its failures, so owning
+    /// one account does not reset a client's counter while it guesses at others.
+    pub fn succeed(&mut self, ticket: Ticket, now: Instant) {
+        self.pairs.records.remove(&(ticket.user.clone(), ticket.source));
+        if !ticket.trusted {
+            self.sources.end(ticket.source, false, now, &self.policy);
+            if let Some(b) = self.budgets.get_mut(&ticket.user) {
+                b.tokens = b.tokens.saturating_add(1).min(self.policy.user_budget);
+            }
+        }
+        if self.trusted.len() >= self.max_entries {
+            self.evict_trusted();
+        }
+        self.trusted.insert((ticket.user, ticket.source), now);
+    }
+
+    /// The password was wrong (or the attempt was abandoned).
+    pub fn fail(&mut self, ticket: Ticket, now: Instant) {
+        self.pairs.end((ticket.user, ticket.source), true, now, &self.policy);
+        if !ticket.trusted {
+            self.sources.end(ticket.source, true, now, &self.policy);
         }
     }
 
-    pub fn record_failure(&mut self, user: &str, ip: IpAddr, now: Instant) {
-        self.users.record_failure(user.to_owned(), now, &self.policy);
-        self.ips.record_failure(ip, now, &self.policy);
+    fn is_trusted(&self, user: &str, source: IpAddr, now: Instant) -> bool {
+        let trust = Duration::from_secs(self.policy.trust_secs);
+        // A key of borrowed parts cannot be looked up in a map of owned tuples without a clone.
+        self.trusted.get(&(user.to_owned(), source)).is_some_and(|at| now.saturating_duration_since(*at) < trust)
     }
 
-    /// Clears the user's record but not the IP's: a client that owns one account must not be
-    /// able to reset its IP counter while guessing at others.
-    pub fn record_success(&mut self, user: &str, _ip: IpAddr) {
-        self.users.records.remove(user);
+    fn take_budget(&mut self, user: &str, now: Instant) -> Result<(), Duration> {
+        let policy = &self.policy;
+        if !self.budgets.contains_key(user) {
+            if self.budgets.len() >= self.max_entries {
+                evict_budgets(&mut self.budgets, self.max_entries);
+            }
+            self.budgets.insert(user.to_owned(), Budget { tokens: policy.user_budget, at: now });
+        }
+        let Some(budget) = self.budgets.get_mut(user) else { return Ok(()) };
+        budget.refill(now, policy);
+        if budget.tokens == 0 {
+            return Err(budget.wait(now, policy));
+        }
+        budget.tokens -= 1;
+        Ok(())
+    }
+
+    fn evict_trusted(&mut self) {
+        let mut ages: Vec<Instant> = self.trusted.values().copied().collect();
+        let cut = self.max_entries / 10;
+        if cut < ages.len() {
+            let (_, nth, _) = ages.select_nth_unstable(cut);
+            let nth = *nth;
+            self.trusted.retain(|_, at| *at > nth);
+        }
+    }
+}
+
+/// Drops the tenth of the budgets that changed longest ago (most of them refilled by now).
+fn evict_budgets(budgets: &mut HashMap<String, Budget>, max_entries: usize) {
+    let mut ages: Vec<Instant> = budgets.values().map(|b| b.at).collect();
+    let cut = max_entries / 10;
+    if cut < ages.len() {
+        let (_, nth, _) = ages.select_nth_unstable(cut);
+        let nth = *nth;
+        budgets.retain(|_, b| b.at > nth);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    const SEC: Duration = Duration::from_secs(1);
-
-    fn ip(n: u32) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(0xC000_0200 + n))
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn default_policy_matches_documented_values() {
-        let p = ThrottlePolicy::default();
-        assert_eq!((p.free_failures, p.base_delay_ms, p.max_delay_ms, p.forget_after_secs), (3, 1000, 60_000, 900));
-    }
-
-    #[test]
-    fn policy_deserializes_with_defaults_for_missing_fields() {
-        let p: ThrottlePolicy = toml::from_str("free_failures = 5").unwrap();
-        assert_eq!(p.free_failures, 5);
-        assert_eq!(p.max_delay_ms, 60_000);
-    }
-
-    #[test]
-    fn free_failures_do_not_lock() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(t.check("alice", ip(1), now), Ok(()));
-            t.record_failure("alice", ip(1), now);
-        }
-        assert_eq!(t.check("alice", ip(1), now), Ok(()));
-    }
-
-    #[test]
-    fn backoff_doubles_after_free_failures() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let mut now = Instant::now();
-        for _ in 0..3 {
-            t.record_failure("alice", ip(1), now);
-        }
-        for expected in [1000, 2000, 4000, 8000, 16_000, 32_000] {
-            t.record_failure("alice", ip(1), now);
-            assert_eq!(t.check("alice", ip(1), now), Err(ms(expected)));
-            assert_eq!(t.check("alice", ip(1), now + ms(expected - 1)), Err(ms(1)));
-            now += ms(expected);
-            assert_eq!(t.check("alice", ip(1), now), Ok(()));
-        }
-    }
-
-    #[test]
-    fn user_lockout_applies_from_any_ip() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for n in 0..4 {
-            t.record_failure("alice", ip(n), now);
-        }
-        assert_eq!(t.check("alice", ip(99), now), Err(SEC));
-        assert_eq!(t.check("bob", ip(99), now), Ok(()));
-    }
-
-    #[test]
-    fn ip_lockout_applies_across_user_names() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for user in ["a", "b", "c", "d"] {
-            t.record_failure(user, ip(7), now);
-        }
-        assert_eq!(t.check("fresh-user", ip(7), now), Err(SEC));
-        assert_eq!(t.check("fresh-user", ip(8), now), Ok(()));
-        assert_eq!(t.check("a", ip(8), now), Ok(()), "one failure per user stays free");
-    }
-
-    #[test]
-    fn check_reports_the_longer_of_user_and_ip_lockouts() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for _ in 0..5 {
-            t.record_failure("alice", ip(1), now); // ip(1) and alice: 2 s
-        }
-        t.record_failure("bob", ip(1), now); // ip(1): 4 s
-        assert_eq!(t.check("alice", ip(1), now), Err(ms(4000)));
-        assert_eq!(t.check("alice", ip(2), now), Err(ms(2000)));
-    }
-
-    #[test]
-    fn delay_is_capped_and_never_overflows() {
-        let policy =
-            ThrottlePolicy { free_failures: 0, base_delay_ms: 1000, max_delay_ms: 5000, forget_after_secs: 900 };
-        let mut t = Throttle::new(policy);
-        let now = Instant::now();
-        let mut seen = Vec::new();
-        for _ in 0..200 {
-            t.record_failure("alice", ip(1), now);
-            seen.push(t.check("alice", ip(1), now).unwrap_err());
-        }
-        assert_eq!(seen[..5], [ms(1000), ms(2000), ms(4000), ms(5000), ms(5000)]);
-        assert!(seen.iter().all(|d| *d <= ms(5000)));
-        assert_eq!(seen[199], ms(5000));
-    }
-
-    #[test]
-    fn huge_policy_values_do_not_panic() {
-        let policy = ThrottlePolicy {
-            free_failures: u32::MAX,
-            base_delay_ms: u64::MAX,
-            max_delay_ms: u64::MAX,
-            forget_after_secs: u64::MAX,
-        };
-        let mut t = Throttle::new(policy);
-        let now = Instant::now();
-        t.record_failure("alice", ip(1), now);
-        assert_eq!(t.check("alice", ip(1), now), Ok(()));
-
-        let policy = ThrottlePolicy { free_failures: 0, ..t.policy().clone() };
-        let mut t = Throttle::new(policy);
-        t.record_failure("alice", ip(1), now);
-        assert_eq!(t.check("alice", ip(1), now), Err(ms(u64::MAX)));
-    }
-
-    #[test]
-    fn failures_are_forgotten_after_forget_after() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let start = Instant::now();
-        for _ in 0..3 {
-            t.record_failure("alice", ip(1), start);
-        }
-        let later = start + Duration::from_secs(900);
-        t.record_failure("alice", ip(1), later);
-        assert_eq!(t.check("alice", ip(1), later), Ok(()), "counter restarted");
-
-        let just_before = later + Duration::from_secs(899);
-        t.record_failure("alice", ip(1), just_before);
-        t.record_failure("alice", ip(1), just_before);
-        t.record_failure("alice", ip(1), just_before);
-        assert_eq!(t.check("alice", ip(1), just_before), Err(SEC), "4th within window locks");
-    }
-
-    #[test]
-    fn long_lockout_outlives_forget_window() {
-        let policy =
-            ThrottlePolicy { free_failures: 0, base_delay_ms: 120_000, max_delay_ms: 120_000, forget_after_secs: 60 };
-        let mut t = Throttle::new(policy);
-        let now = Instant::now();
-        t.record_failure("alice", ip(1), now);
-        let after_forget = now + Duration::from_secs(90);
-        assert_eq!(t.check("alice", ip(1), after_forget), Err(Duration::from_secs(30)));
-        t.record_failure("alice", ip(1), after_forget);
-        assert_eq!(t.check("alice", ip(1), after_forget), Err(Duration::from_secs(120)));
-    }
-
-    #[test]
-    fn success_clears_user_record_but_not_ip_record() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for _ in 0..3 {
-            t.record_failure("alice", ip(1), now);
-        }
-        t.record_success("alice", ip(1));
-        t.record_failure("alice", ip(1), now);
-        assert_eq!(t.check("alice", ip(2), now), Ok(()), "user counter was reset");
-        assert_eq!(t.check("alice", ip(1), now), Err(SEC), "ip counter kept counting");
-    }
-
-    #[test]
-    fn success_unlocks_a_locked_user() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for n in 0..4 {
-            t.record_failure("alice", ip(n), now);
-        }
-        assert!(t.check("alice", ip(50), now).is_err());
-        t.record_success("alice", ip(50));
-        assert_eq!(t.check("alice", ip(50), now), Ok(()));
-    }
-
-    #[test]
-    fn forgotten_records_are_pruned_when_map_grows() {
-        let mut t = Throttle::with_limits(ThrottlePolicy::default(), 10, 1000);
-        let start = Instant::now();
-        for n in 0..10 {
-            t.record_failure(&format!("old{n}"), ip(n), start);
-        }
-        assert_eq!(t.users.records.len(), 10);
-        let later = start + Duration::from_secs(901);
-        t.record_failure("new", ip(100), later);
-        assert_eq!(t.users.records.len(), 1);
-        assert_eq!(t.ips.records.len(), 1);
-        assert!(t.users.records.contains_key("new"));
-    }
-
-    #[test]
-    fn live_records_are_capped_by_evicting_oldest() {
-        let policy = ThrottlePolicy { free_failures: 0, ..ThrottlePolicy::default() };
-        let mut t = Throttle::with_limits(policy, 10, 100);
-        let start = Instant::now();
-        for n in 0..1000u32 {
-            let now = start + ms(u64::from(n));
-            t.record_failure(&format!("u{n}"), ip(n), now);
-            assert!(t.users.records.len() <= 100);
-            assert!(t.ips.records.len() <= 100);
-        }
-        let now = start + ms(999);
-        assert!(t.check("u999", ip(5000), now).is_err(), "newest kept");
-        assert!(t.check("x", ip(999), now).is_err(), "newest ip kept");
-        assert!(!t.users.records.contains_key("u0"), "oldest evicted");
-    }
-
-    #[test]
-    fn default_limits_hold_under_many_distinct_ips() {
-        let mut t = Throttle::new(ThrottlePolicy::default());
-        let now = Instant::now();
-        for n in 0..(MAX_ENTRIES as u32 + 5000) {
-            t.record_failure("alice", ip(n), now);
-        }
-        assert!(t.ips.records.len() <= MAX_ENTRIES);
-        assert_eq!(t.users.records.len(), 1);
-    }
-}
+#[path = "throttle_tests.rs"]
+mod tests;

@@ -14,6 +14,10 @@ use super::CHUNK_SIZE;
 /// Largest accepted value of the length field (CTRL-FRAME-2).
 pub const MAX_FRAME_LEN: u32 = 8 * 1024 * 1024;
 
+/// Largest `len` a server accepts before login (CTRL-FRAME-6): room for an `Auth` with a
+/// long password, nowhere near a data chunk.
+pub const MAX_PRELOGIN_FRAME_LEN: u32 = 16 * 1024;
+
 /// Frame type byte of a control message.
 pub const FRAME_CONTROL: u8 = 0x01;
 /// Frame type byte of a data chunk.
@@ -106,14 +110,30 @@ pub fn encode_control<T: Serialize>(msg: &T) -> Vec<u8> {
 ///
 /// Feed bytes with [`FrameDecoder::buffer`]; call [`FrameDecoder::decode`] until it returns
 /// `Ok(None)` ("need more bytes", which is not an error).
-#[derive(Default)]
 pub struct FrameDecoder {
     buf: BytesMut,
+    max_len: u32,
 }
 
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Buffer a decoder starts with; it grows to the frames actually received.
+const INITIAL_CAPACITY: usize = 4 * 1024;
+
 impl FrameDecoder {
+    /// A decoder accepting frames up to [`MAX_FRAME_LEN`].
     pub fn new() -> FrameDecoder {
-        FrameDecoder { buf: BytesMut::with_capacity(2 * CHUNK_SIZE + 64) }
+        FrameDecoder { buf: BytesMut::with_capacity(INITIAL_CAPACITY), max_len: MAX_FRAME_LEN }
+    }
+
+    /// Lowers (or restores) the largest accepted `len`, at most [`MAX_FRAME_LEN`]
+    /// (CTRL-FRAME-2, CTRL-FRAME-6).
+    pub fn set_max_len(&mut self, max_len: u32) {
+        self.max_len = max_len.min(MAX_FRAME_LEN);
     }
 
     /// The buffer to append received bytes to.
@@ -128,7 +148,7 @@ impl FrameDecoder {
 
     /// Decodes the next complete frame, if one is buffered.
     pub fn decode(&mut self) -> Result<Option<Frame>, DecodeError> {
-        let Some(total) = check_frame(&self.buf)? else {
+        let Some(total) = check_frame_within(&self.buf, self.max_len)? else {
             self.buf.reserve(frame_hint(&self.buf));
             return Ok(None);
         };
@@ -146,6 +166,11 @@ impl FrameDecoder {
 /// Cheap check that a whole frame is buffered; returns its total length including the
 /// length field (CTRL-FRAME-1, CTRL-FRAME-2, CTRL-FRAME-3).
 pub fn check_frame(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    check_frame_within(buf, MAX_FRAME_LEN)
+}
+
+/// [`check_frame`] with a lower limit on `len`.
+pub fn check_frame_within(buf: &[u8], max_len: u32) -> Result<Option<usize>, DecodeError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -153,7 +178,7 @@ pub fn check_frame(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     if len == 0 {
         return Err(DecodeError::EmptyFrame);
     }
-    if len > MAX_FRAME_LEN {
+    if len > max_len {
         return Err(DecodeError::FrameTooLarge(len));
     }
     let total = 4 + len as usize;
@@ -185,4 +210,25 @@ fn decode_data(mut body: Bytes) -> Result<DataChunk, DecodeError> {
 pub fn encode_data(chunk: &DataChunk, out: &mut BytesMut) {
     out.put_slice(&chunk.header());
     out.put_slice(&chunk.data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_a_length_over_the_lowered_limit_before_its_body_arrives() {
+        // CTRL-FRAME-6
+        let mut d = FrameDecoder::new();
+        d.set_max_len(MAX_PRELOGIN_FRAME_LEN);
+        d.buffer().extend_from_slice(&(MAX_PRELOGIN_FRAME_LEN + 1).to_be_bytes());
+        assert_eq!(d.decode(), Err(DecodeError::FrameTooLarge(MAX_PRELOGIN_FRAME_LEN + 1)));
+        let mut d = FrameDecoder::new();
+        d.set_max_len(MAX_PRELOGIN_FRAME_LEN);
+        d.buffer().extend_from_slice(&encode_control(&"x".repeat(100)));
+        assert!(matches!(d.decode(), Ok(Some(Frame::Control(_)))));
+        d.set_max_len(u32::MAX);
+        d.buffer().extend_from_slice(&(MAX_FRAME_LEN + 1).to_be_bytes());
+        assert_eq!(d.decode(), Err(DecodeError::FrameTooLarge(MAX_FRAME_LEN + 1)), "never above MAX_FRAME_LEN");
+    }
 }

@@ -5,7 +5,7 @@
 pub enum DecodeError {
     #[error("not an xfer peer (bad magic)")]
     BadMagic,
-    #[error("frame of {0} bytes exceeds the {max} byte limit", max = super::MAX_FRAME_LEN)]
+    #[error("frame of {0} bytes exceeds the frame size limit")]
     FrameTooLarge(u32),
     #[error("empty frame")]
     EmptyFrame,

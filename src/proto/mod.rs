@@ -7,7 +7,7 @@ pub mod codec;
 pub mod control;
 pub mod error;
 
-pub use codec::{DataChunk, Frame, FrameDecoder, MAX_FRAME_LEN};
+pub use codec::{DataChunk, Frame, FrameDecoder, MAX_FRAME_LEN, MAX_PRELOGIN_FRAME_LEN};
 pub use control::{Entry, EntryKind, ErrorCode, Request, Response, Transport};
 pub use error::DecodeError;
 

@@ -4,12 +4,21 @@
 //! homes, usage reconciliation); [`run`] serves an already-bound listener until `shutdown`
 //! resolves, then gives sessions a grace period to save their partial files.
 
+mod audit;
+mod dispatch;
 mod errors;
 mod files;
 mod get;
+mod hashing;
+mod limits;
+mod login;
+mod metrics;
+mod revoke;
 mod session;
 mod udp;
 mod upload;
+
+pub use audit::{clean as escape_for_log, needs_escape};
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::throttle::Throttle;
@@ -63,6 +72,32 @@ impl RootLayout {
     pub fn home_of(&self, user: &str) -> PathBuf {
         self.homes().join(user)
     }
+    /// Where the homes of deleted users are moved (outside `homes/`, so no new account can
+    /// inherit them).
+    pub fn deleted(&self) -> PathBuf {
+        self.root.join("deleted")
+    }
+
+    /// Moves the home of `user`, if there is one, to `deleted/NAME.UNIXTIME[.N]`; returns the
+    /// new place. A deleted or re-created account thus never inherits old files.
+    pub fn archive_home(&self, user: &str) -> std::io::Result<Option<PathBuf>> {
+        let home = self.home_of(user);
+        if !home.exists() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(self.deleted())?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for n in 0..1000u32 {
+            let name = if n == 0 { format!("{user}.{stamp}") } else { format!("{user}.{stamp}.{n}") };
+            let to = self.deleted().join(name);
+            if to.exists() {
+                continue;
+            }
+            std::fs::rename(&home, &to)?;
+            return Ok(Some(to));
+        }
+        Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free name to archive the home under"))
+    }
 
     /// Creates the root directory (mode 0700) if missing.
     pub fn create(&self) -> Result<(), SetupError> {
@@ -81,6 +116,14 @@ pub struct ServerState {
     pub layout: RootLayout,
     pub config: ServerConfig,
     pub(crate) throttle: Mutex<Throttle>,
+    /// Bounded argon2 work (CTRL-AUTH-4).
+    pub(crate) hashing: hashing::Hashing,
+    /// Pre-login and logged-in pools (CTRL-SESS-5, CTRL-SESS-6).
+    pub(crate) limits: Arc<limits::Limits>,
+    /// Live sessions' revocation handles (CTRL-SESS-7).
+    pub(crate) revocations: Arc<revoke::Registry>,
+    /// Rate limit of log lines that peers can cause before logging in (OPS-LOG-2).
+    pub(crate) log_budget: Mutex<audit::LineBudget>,
     pub(crate) tls: TlsAcceptor,
     /// Upload targets being written, as (user, path); one writer per partial file.
     pub(crate) uploads: Mutex<HashSet<(String, HomePath)>>,
@@ -88,6 +131,8 @@ pub struct ServerState {
     pub(crate) flows: Arc<crate::flow::FlowTable>,
     /// The UDP socket on the control port's number, once `run` has bound it.
     pub(crate) udp: std::sync::OnceLock<Arc<crate::flow::UdpIo>>,
+    /// Where `/metrics` is served, once `run` has bound it.
+    pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// A prepared server: state plus what `serve` prints at start.
@@ -110,10 +155,15 @@ impl Server {
         crate::auth::verify_against_dummy("");
         let state = ServerState {
             throttle: Mutex::new(Throttle::new(config.auth.clone())),
+            hashing: hashing::Hashing::new(config.server.max_parallel_hashes),
+            limits: limits::Limits::new(&config.server),
+            revocations: Arc::default(),
+            log_budget: Mutex::default(),
             tls: TlsAcceptor::from(identity.server_config()?),
             uploads: Mutex::new(HashSet::new()),
             flows: Arc::default(),
             udp: std::sync::OnceLock::new(),
+            metrics_addr: std::sync::OnceLock::new(),
             store,
             layout,
             config,
@@ -124,19 +174,18 @@ impl Server {
 
 /// Serves `listener` until `shutdown` completes, then waits up to the configured grace period
 /// for sessions to stop (each saves its partial upload, so it stays resumable).
+///
+/// The accept loop never waits for a slot: a connection that finds the pre-login pool full
+/// is closed at once (CTRL-SESS-5), so the listen backlog cannot fill up behind idle ones.
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let slots = Arc::new(Semaphore::new(state.config.server.max_sessions.max(1)));
     let demux = start_udp(&listener, &state);
+    let helpers = start_helpers(&state, &stop_rx).await;
     let sweeper = tokio::spawn(upload::sweep::periodic(state.clone()));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
@@ -148,13 +197,20 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
                 }
             },
         };
+        let pending = match state.limits.pending(peer.ip()) {
+            Ok(p) => p,
+            Err(full) => {
+                refuse(&state, peer, full);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         let stop = stop_rx.clone();
         let done = done_tx.clone();
         tokio::spawn(async move {
-            session::serve_connection(tcp, peer, state, stop).await;
-            drop(permit);
+            let _gauge = metrics::GaugeGuard::new(::metrics::gauge!(metrics::PENDING_LOGINS));
+            session::serve_connection(tcp, peer, state, stop, pending).await;
             drop(done);
         });
     }
@@ -165,10 +221,40 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         tracing::warn!("sessions still running after {grace:?}; exiting anyway");
     }
-    if let Some(d) = demux {
-        d.abort();
+    for task in demux.into_iter().chain(helpers) {
+        task.abort();
     }
     sweeper.abort();
+}
+
+/// Closes a connection the pre-login pool has no room for; counted, and logged within the
+/// log budget.
+fn refuse(state: &ServerState, peer: std::net::SocketAddr, full: limits::Full) {
+    ::metrics::counter!(metrics::CONNECTIONS_REFUSED, "pool" => full.label()).increment(1);
+    if let Some(dropped) = session::lock(&state.log_budget).admit("refused", std::time::Instant::now()) {
+        tracing::warn!(%peer, limit = full.label(), suppressed = dropped, "connection refused: too many pending logins");
+    }
+}
+
+/// Starts the credential poller and, if configured, the metrics listener.
+async fn start_helpers(state: &Arc<ServerState>, stop: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(revoke::poll(state.store.clone(), state.revocations.clone(), stop.clone()))];
+    let addr = state.config.admin.metrics_listen.trim();
+    if addr.is_empty() {
+        return tasks;
+    }
+    let Some(handle) = metrics::handle() else {
+        return tasks;
+    };
+    match metrics::bind(addr).await {
+        Ok((listener, local)) => {
+            tracing::info!("metrics at http://{local}/metrics");
+            let _ = state.metrics_addr.set(local);
+            tasks.push(tokio::spawn(metrics::serve(listener, handle)));
+        }
+        Err(e) => tracing::warn!("cannot serve metrics on {addr}: {e}"),
+    }
+    tasks
 }
 
 /// Binds UDP on the TCP listener's address (UDP-CTRL-1) and starts routing datagrams to flows.

@@ -1,8 +1,10 @@
 //! One control session: TLS, version preamble, login, then requests until goodbye, idle
-//! timeout, shutdown or disconnect.
+//! timeout, shutdown, revocation or disconnect.
 //!
-//! States: `AwaitAuth` (only `Auth` and `Bye` are served) then `Authed` (a [`Session`] holding
-//! the user, the home capability and the working directory).
+//! States: `AwaitAuth` (only `Auth` and `Bye` are served; see `login.rs`) then `Authed` (a
+//! [`Session`] holding the user, the home capability and the working directory). The whole
+//! `AwaitAuth` state, TLS handshake included, runs against one deadline (CTRL-SESS-2) with a
+//! small frame limit (CTRL-FRAME-6).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +13,12 @@ use std::time::Duration;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use super::errors::{blocking, Reply};
+use super::audit::{Audit, Clean};
+use super::errors::Reply;
+use super::limits::PendingPermit;
 use super::ServerState;
 use crate::conn::{ConnError, FrameReader, FrameWriter};
 use crate::home::{Home, HomePath};
@@ -21,39 +26,57 @@ use crate::proto::{ErrorCode, Frame, Request, Response, Transport, PROTOCOL_VERS
 
 type Tls = TlsStream<TcpStream>;
 
+/// Time allowed for the last error reply to a client that may not be reading.
+const FAREWELL: Duration = Duration::from_secs(1);
+
 /// The framed connection plus what ends a wait on it.
 pub(crate) struct Conn {
     pub reader: FrameReader<ReadHalf<Tls>>,
     pub writer: FrameWriter<WriteHalf<Tls>>,
     stop: watch::Receiver<bool>,
+    revoked: watch::Receiver<bool>,
     idle: Duration,
+    /// What the transfer replies and data frames said, for the audit line of a transfer.
+    pub(crate) tally: super::dispatch::Tally,
 }
 
 /// What ended a wait for the next frame.
 pub(crate) enum Next {
     Frame(Frame),
     Idle,
+    /// Server shutdown, or the session was revoked (see [`Conn::revoked`]).
     Stop,
 }
 
 impl Conn {
-    /// Waits for the next frame, the idle timeout, or server shutdown.
+    /// Waits for the next frame, the idle timeout, server shutdown or revocation.
     pub async fn next(&mut self) -> Result<Next, ConnError> {
         let idle = self.idle;
-        tokio::select! {
+        let next = tokio::select! {
             r = tokio::time::timeout(idle, self.reader.read_frame()) => match r {
                 Ok(frame) => frame.map(Next::Frame),
                 Err(_) => Ok(Next::Idle),
             },
-            _ = self.stop.wait_for(|stop| *stop) => Ok(Next::Stop),
+            _ = fired(&mut self.stop) => Ok(Next::Stop),
+            _ = fired(&mut self.revoked) => Ok(Next::Stop),
+        };
+        if let Ok(Next::Frame(Frame::Data(chunk))) = &next {
+            self.tally.received(chunk.data.len());
         }
+        next
     }
 
-    /// Sends one reply. A reply too large for a frame is replaced by an error reply.
+    /// Sends one reply. A reply too large for a frame is replaced by an error reply. Every
+    /// error reply is counted here, by code (OPS-METRICS-1).
     pub async fn reply(&mut self, resp: &Response) -> Result<(), ConnError> {
+        self.tally.replied(resp);
+        if let Response::Error { code, .. } = resp {
+            super::metrics::error_reply(*code);
+        }
         match self.writer.write_control(resp).await {
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                 let msg = "reply too large for one frame (too many directory entries?)".to_string();
+                super::metrics::error_reply(ErrorCode::Internal);
                 Ok(self.writer.write_control(&Response::Error { code: ErrorCode::Internal, message: msg }).await?)
             }
             other => Ok(other?),
@@ -65,7 +88,11 @@ impl Conn {
     /// is finished, so the caller can still send `ShuttingDown` between frames (CTRL-SESS-3).
     pub async fn send_data(&mut self, chunk: &crate::proto::DataChunk) -> Result<bool, ConnError> {
         match tokio::time::timeout(self.idle, self.writer.write_data(chunk)).await {
-            Ok(r) => r.map(|_| true).map_err(ConnError::from),
+            Ok(r) => {
+                r?;
+                self.tally.sent(chunk.data.len());
+                Ok(true)
+            }
             Err(_) => Ok(false),
         }
     }
@@ -74,8 +101,29 @@ impl Conn {
         self.reply(&Response::Error { code, message: message.into() }).await
     }
 
+    /// A last error reply, bounded in time: the client may have stopped reading.
+    async fn farewell(&mut self, code: ErrorCode, message: &str) -> Result<(), ConnError> {
+        match tokio::time::timeout(FAREWELL, self.reply_error(code, message)).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// True once the server shuts down or the session is revoked.
     pub fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        *self.stop.borrow() || *self.revoked.borrow()
+    }
+
+    /// True once the session's user was changed or deleted (CTRL-SESS-7).
+    pub fn revoked(&self) -> bool {
+        *self.revoked.borrow()
+    }
+}
+
+/// Resolves once `flag` turns true; never, if its sender is gone without doing so.
+async fn fired(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|on| *on).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -83,12 +131,15 @@ impl Conn {
 pub(crate) struct Session {
     pub state: Arc<ServerState>,
     pub user: String,
+    pub peer: SocketAddr,
     pub home: Arc<Home>,
     pub cwd: HomePath,
     /// Exported from this session's TLS connection; keys its UDP flows (UDP-SEAL-1).
     pub secret: crate::udp::seal::SessionSecret,
     /// Every flow id issued on this connection (UDP-CTRL-1).
     pub flow_ids: std::collections::HashSet<u64>,
+    /// The session's slot and revocation handle; released when the session ends.
+    pub(crate) _slot: super::login::SessionSlot,
 }
 
 /// Serves one TCP connection to completion. Never panics on peer input; errors end the
@@ -98,8 +149,9 @@ pub(crate) async fn serve_connection(
     peer: SocketAddr,
     state: Arc<ServerState>,
     stop: watch::Receiver<bool>,
+    pending: PendingPermit,
 ) {
-    match run(tcp, peer, state, stop).await {
+    match run(tcp, peer, state, stop, pending).await {
         Ok(()) | Err(ConnError::Closed) => tracing::debug!(%peer, "session ended"),
         Err(e) => tracing::debug!(%peer, "session ended: {e}"),
     }
@@ -110,22 +162,54 @@ async fn run(
     peer: SocketAddr,
     state: Arc<ServerState>,
     stop: watch::Receiver<bool>,
+    pending: PendingPermit,
 ) -> Result<(), ConnError> {
-    let handshake = state.config.server.handshake_timeout();
-    let tls = tokio::time::timeout(handshake, state.tls.accept(tcp))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    // CTRL-SESS-2: one deadline from accept to login, TLS handshake included.
+    let deadline = Instant::now() + state.config.server.handshake_timeout();
+    let timed_out = || ConnError::Io(std::io::Error::from(std::io::ErrorKind::TimedOut));
+    let opened = tokio::time::timeout_at(deadline, open(tcp, &state, stop)).await.map_err(|_| timed_out())?;
+    let (mut conn, secret) = match opened? {
+        Some(x) => x,
+        None => return Ok(()),
+    };
+    let login = tokio::time::timeout_at(deadline, super::login::authenticate(&mut conn, &state, peer, secret)).await;
+    let mut session = match login {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return conn.farewell(ErrorCode::IdleTimeout, "login timed out").await,
+    };
+    drop(pending);
+    let (user, peer) = (session.user.clone(), session.peer);
+    conn.idle = state.config.server.idle_timeout();
+    conn.revoked = session._slot.revoked();
+    conn.reader.set_max_frame(crate::proto::MAX_FRAME_LEN);
+    let _gauge = super::metrics::GaugeGuard::new(metrics::gauge!(super::metrics::SESSIONS));
+    let result = session.serve(&mut conn).await;
+    tracing::info!(%peer, user = %Clean(&user), "logged out");
+    result
+}
+
+/// TLS handshake and preambles (CTRL-HELLO-1, CTRL-HELLO-2). `None`: the version was refused.
+async fn open(
+    tcp: TcpStream,
+    state: &ServerState,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<(Conn, crate::udp::seal::SessionSecret)>, ConnError> {
+    let tls = state.tls.accept(tcp).await?;
     let mut secret = [0u8; crate::udp::seal::SECRET_LEN];
     tls.get_ref()
         .1
         .export_keying_material(&mut secret, crate::udp::seal::EXPORTER_LABEL, None)
         .map_err(std::io::Error::other)?;
     let (r, w) = tokio::io::split(tls);
-    let mut conn = Conn { reader: FrameReader::new(r), writer: FrameWriter::new(w), stop, idle: handshake };
-    let version = tokio::time::timeout(handshake, conn.reader.read_preamble())
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
-    // CTRL-HELLO-2: answer a wrong magic or version with our preamble and a clear error.
+    let mut reader = FrameReader::new(r);
+    reader.set_max_frame(crate::proto::MAX_PRELOGIN_FRAME_LEN);
+    let idle = state.config.server.handshake_timeout();
+    let (_, revoked) = watch::channel(false);
+    let mut conn =
+        Conn { reader, writer: FrameWriter::new(w), stop, revoked, idle, tally: super::dispatch::Tally::default() };
+    let version = conn.reader.read_preamble().await;
     let refusal = match version {
         Ok(PROTOCOL_VERSION) => None,
         Ok(v) => Some(format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}")),
@@ -135,96 +219,9 @@ async fn run(
     conn.writer.write_preamble(PROTOCOL_VERSION).await?;
     if let Some(msg) = refusal {
         conn.reply_error(ErrorCode::UnsupportedVersion, msg).await?;
-        return Ok(());
+        return Ok(None);
     }
-    // The whole login, not each attempt, must finish within the handshake timeout.
-    let login = tokio::time::timeout(handshake, authenticate(&mut conn, &state, peer, secret)).await;
-    let mut session = match login {
-        Ok(Ok(Some(session))) => session,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return conn.reply_error(ErrorCode::IdleTimeout, "login timed out").await,
-    };
-    tracing::info!(%peer, user = %session.user, "logged in");
-    conn.idle = state.config.server.idle_timeout();
-    let result = session.serve(&mut conn).await;
-    tracing::info!(%peer, user = %session.user, "logged out");
-    result
-}
-
-/// The `AwaitAuth` state: serves `Auth` until one succeeds (CTRL-AUTH-*).
-async fn authenticate(
-    conn: &mut Conn,
-    state: &Arc<ServerState>,
-    peer: SocketAddr,
-    secret: crate::udp::seal::SessionSecret,
-) -> Result<Option<Session>, ConnError> {
-    loop {
-        let payload = match conn.next().await? {
-            Next::Frame(Frame::Control(p)) => p,
-            Next::Frame(Frame::Data(_)) => {
-                conn.reply_error(ErrorCode::NotAuthenticated, "log in first").await?;
-                continue;
-            }
-            Next::Idle => {
-                conn.reply_error(ErrorCode::IdleTimeout, "login timed out").await?;
-                return Ok(None);
-            }
-            Next::Stop => {
-                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down").await?;
-                return Ok(None);
-            }
-        };
-        match Frame::decode_control::<Request>(&payload) {
-            Ok(Request::Auth { user, password }) => match login(state, peer, user, password, secret).await {
-                Ok(session) => {
-                    conn.reply(&Response::Authed { cwd: session.cwd.to_string() }).await?;
-                    return Ok(Some(session));
-                }
-                Err(reply) => conn.reply(&reply.into_response()).await?,
-            },
-            Ok(Request::Bye) => return Ok(None),
-            Ok(_) => conn.reply_error(ErrorCode::NotAuthenticated, "log in first").await?,
-            Err(e) => conn.reply_error(ErrorCode::BadRequest, e.to_string()).await?,
-        }
-    }
-}
-
-/// Checks throttling, then the password; opens the home on success. Unknown users and wrong
-/// passwords get the same answer after the same work (CTRL-AUTH-3).
-async fn login(
-    state: &Arc<ServerState>,
-    peer: SocketAddr,
-    user: String,
-    password: String,
-    secret: crate::udp::seal::SessionSecret,
-) -> Result<Session, Reply> {
-    let ip = peer.ip();
-    let now = std::time::Instant::now();
-    if let Err(wait) = lock(&state.throttle).check(&user, ip, now) {
-        tracing::warn!(%peer, %user, "login throttled");
-        let secs = wait.as_secs_f64().ceil() as u64;
-        return Err(Reply::new(ErrorCode::Throttled, format!("too many failed logins; try again in {secs} s")));
-    }
-    let st = state.clone();
-    let name = user.clone();
-    let ok = blocking(move || st.store.verify_password(&name, &password).map_err(Reply::internal)).await?;
-    if !ok {
-        lock(&state.throttle).record_failure(&user, ip, std::time::Instant::now());
-        tracing::warn!(%peer, %user, "login failed");
-        return Err(Reply::new(ErrorCode::AuthFailed, "login failed: wrong user name or password"));
-    }
-    lock(&state.throttle).record_success(&user, ip);
-    let dir = state.layout.home_of(&user);
-    let home = blocking(move || Home::open(&dir).map_err(Reply::from)).await?;
-    Ok(Session {
-        state: state.clone(),
-        user,
-        home: Arc::new(home),
-        cwd: HomePath::root(),
-        secret,
-        flow_ids: Default::default(),
-    })
+    Ok(Some((conn, secret)))
 }
 
 /// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because
@@ -234,7 +231,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Session {
-    /// The `Authed` state: serves requests until goodbye, timeout or shutdown.
+    /// The `Authed` state: serves requests until goodbye, timeout, shutdown or revocation.
     async fn serve(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
         loop {
             let payload = match conn.next().await? {
@@ -243,8 +240,8 @@ impl Session {
                     conn.reply_error(ErrorCode::BadRequest, "data frame outside a transfer").await?;
                     continue;
                 }
-                Next::Idle => return conn.reply_error(ErrorCode::IdleTimeout, "session idle too long").await,
-                Next::Stop => return conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down").await,
+                Next::Idle => return conn.farewell(ErrorCode::IdleTimeout, "session idle too long").await,
+                Next::Stop => return self.stopped(conn).await,
             };
             let request = match Frame::decode_control::<Request>(&payload) {
                 Ok(r) => r,
@@ -253,34 +250,65 @@ impl Session {
                     continue;
                 }
             };
-            match request {
-                Request::Bye => return Ok(()),
-                Request::Put { path, size, resume, transport } => {
-                    let go_on = match transport {
-                        Transport::Tcp => self.put(conn, path, size, resume).await?,
-                        Transport::Udp => self.put_udp(conn, path, size, resume).await?,
-                    };
-                    if !go_on {
-                        return Ok(());
-                    }
+            if !self.dispatch(conn, request).await? {
+                return match conn.revoked() {
+                    true => self.stopped(conn).await,
+                    false => Ok(()),
+                };
+            }
+        }
+    }
+
+    /// Ends the session for shutdown (CTRL-SESS-3) or revocation (CTRL-SESS-7).
+    async fn stopped(&self, conn: &mut Conn) -> Result<(), ConnError> {
+        if conn.revoked() {
+            metrics::counter!(super::metrics::SESSIONS_REVOKED).increment(1);
+            Audit::new("session_revoked", &self.user, self.peer, "").emit();
+            return conn
+                .farewell(ErrorCode::NotAuthenticated, "session ended: the account was changed or deleted")
+                .await;
+        }
+        conn.farewell(ErrorCode::ShuttingDown, "server is shutting down").await
+    }
+
+    /// Serves one request. `Ok(false)`: the session must end.
+    async fn dispatch(&mut self, conn: &mut Conn, request: Request) -> Result<bool, ConnError> {
+        match request {
+            Request::Bye => Ok(false),
+            Request::Put { path, size, resume, transport } => {
+                let watch = super::dispatch::TransferWatch::start(conn, "put", transport);
+                let go_on = match transport {
+                    Transport::Tcp => self.put(conn, path.clone(), size, resume).await,
+                    Transport::Udp => self.put_udp(conn, path.clone(), size, resume).await,
+                };
+                watch.finish(conn, self, &path);
+                go_on
+            }
+            Request::Get { path, offset, prefix_md5, transport: Transport::Tcp } => {
+                let watch = super::dispatch::TransferWatch::start(conn, "get", Transport::Tcp);
+                let go_on = self.get(conn, path.clone(), offset, prefix_md5).await;
+                watch.finish(conn, self, &path);
+                go_on
+            }
+            Request::Get { transport: Transport::Udp, .. } => {
+                conn.reply_error(ErrorCode::UnsupportedTransport, "downloads over UDP start with GetUdp").await?;
+                Ok(true)
+            }
+            Request::GetUdp { path, held, held_md5, rate_limit } => {
+                let held_bytes = held.iter().map(|r| r.1.saturating_sub(r.0)).sum();
+                let watch = super::dispatch::TransferWatch::start_holding(conn, "get", Transport::Udp, held_bytes);
+                let go_on = self.get_udp(conn, path.clone(), held, held_md5, rate_limit).await;
+                watch.finish(conn, self, &path);
+                go_on
+            }
+            other => {
+                let change = super::dispatch::Change::of(&other, self);
+                let resp = self.file_op(other).await.unwrap_or_else(Reply::into_response);
+                if let Some(change) = change {
+                    change.emit(self, &resp);
                 }
-                Request::Get { path, offset, prefix_md5, transport: Transport::Tcp } => {
-                    if !self.get(conn, path, offset, prefix_md5).await? {
-                        return Ok(());
-                    }
-                }
-                Request::Get { transport: Transport::Udp, .. } => {
-                    conn.reply_error(ErrorCode::UnsupportedTransport, "downloads over UDP start with GetUdp").await?;
-                }
-                Request::GetUdp { path, held, held_md5, rate_limit } => {
-                    if !self.get_udp(conn, path, held, held_md5, rate_limit).await? {
-                        return Ok(());
-                    }
-                }
-                other => {
-                    let resp = self.file_op(other).await.unwrap_or_else(Reply::into_response);
-                    conn.reply(&resp).await?;
-                }
+                conn.reply(&resp).await?;
+                Ok(true)
             }
         }
     }

@@ -10,6 +10,7 @@
 //! and applied in one transaction, so concurrent uploads can never overrun the quota.
 
 mod schema;
+mod sessions;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -24,6 +25,8 @@ use usage::Delta;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use crate::auth::password;
+
+pub use sessions::LoginRecord;
 
 /// Errors from the user store.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use super::StoreError;
 
 /// Version written by this build. Older files are migrated forward on open; newer ones are
 /// refused rather than written with a schema this build does not know.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Long enough to ride out the other process's transactions (all of them are short), short
 /// enough that a wedged lock surfaces as an error instead of a hang.
@@ -67,6 +67,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 2 {
         tx.execute_batch(V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(super::sessions::SCHEMA)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use xfer::home::Home;
+use xfer::config::LogFormat;
 use xfer::server::{self, RootLayout, Server};
 use xfer::size::{format_size, parse_size};
 use xfer::store::Store;
@@ -34,6 +35,21 @@ pub fn serve(root: &Path, listen: Option<&str>) -> Result<(), String> {
         println!("xfer: stopped");
         Ok(())
     })
+}
+
+/// The server's log format: `XFER_LOG_FORMAT` (`text` or `json`), else `[log] format` in
+/// ROOT/xfer.toml; text for every other command.
+pub fn log_format(cmd: &crate::args::Command) -> LogFormat {
+    let crate::args::Command::Serve { root, .. } = cmd else {
+        return LogFormat::Text;
+    };
+    match std::env::var("XFER_LOG_FORMAT").as_deref() {
+        Ok("json") => return LogFormat::Json,
+        Ok("text") => return LogFormat::Text,
+        _ => {}
+    }
+    let text = std::fs::read_to_string(root.join("xfer.toml")).unwrap_or_default();
+    toml::from_str::<xfer::config::ServerConfig>(&text).map_or(LogFormat::Text, |c| c.log.format)
 }
 
 /// Installs SIGINT and SIGTERM handlers; the returned future resolves on either.
@@ -69,25 +85,38 @@ pub fn user(cmd: UserCommand, quiet: bool) -> Result<(), String> {
             let password = new_password(password_stdin)?;
             let (store, layout) = open_store(&root.root)?;
             store.add_user(&name, &password, quota, max_files).map_err(|e| e.to_string())?;
+            // A new account starts empty: files left under its name by an older account are
+            // moved aside, never inherited (and never counted as 0 bytes).
+            if let Some(old) = layout.archive_home(&name).map_err(|e| format!("cannot move the old home aside: {e}"))? {
+                say(format!("moved files left by an earlier {name} to {}", old.display()));
+            }
             let home = layout.home_of(&name);
             std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+            audit("user_add", &name);
             say(format!("added {name} with quota {} (home {})", format_size(quota), home.display()));
         }
         UserCommand::Passwd { name, password_stdin, root } => {
             let password = new_password(password_stdin)?;
             open_store(&root.root)?.0.set_password(&name, &password).map_err(|e| e.to_string())?;
-            say(format!("password of {name} changed"));
+            audit("user_passwd", &name);
+            say(format!("password of {name} changed; a running server ends its sessions within a second"));
         }
         UserCommand::Quota { name, quota, max_files, root } => {
             let quota = parse_size(&quota).map_err(|e| e.to_string())?;
             let max_files = max_files.filter(|&n| n > 0);
             open_store(&root.root)?.0.set_quota(&name, quota, max_files).map_err(|e| e.to_string())?;
+            audit("user_quota", &name);
             say(format!("quota of {name} set to {}", format_size(quota)));
         }
         UserCommand::Del { name, root } => {
             let (store, layout) = open_store(&root.root)?;
             store.delete_user(&name).map_err(|e| e.to_string())?;
-            say(format!("deleted {name}; home kept at {}", layout.home_of(&name).display()));
+            audit("user_del", &name);
+            let archived = layout.archive_home(&name).map_err(|e| format!("deleted {name}, but its home: {e}"))?;
+            match archived {
+                Some(to) => say(format!("deleted {name}; its files were moved to {}", to.display())),
+                None => say(format!("deleted {name}")),
+            }
         }
         UserCommand::List { root } => {
             let (store, layout) = open_store(&root.root)?;
@@ -114,6 +143,11 @@ pub fn user(cmd: UserCommand, quiet: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The audit line of an account change (OPS-AUDIT-1), written to this command's log.
+fn audit(event: &'static str, name: &str) {
+    tracing::info!(target: "xfer::audit", event, user = %server::escape_for_log(name), result = "ok", "{event}");
 }
 
 /// A new password from `XFER_PASSWORD`, standard input, or a prompt asked twice.

@@ -147,7 +147,7 @@ pub enum UserCommand {
         #[command(flatten)]
         root: RootArg,
     },
-    /// Delete a user (the home directory is kept)
+    /// Delete a user; its home moves to ROOT/deleted/ and its sessions end
     Del {
         name: String,
         #[command(flatten)]

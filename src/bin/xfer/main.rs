@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("xfer: {message}");
+            eprintln!("xfer: {}", output::terminal_safe(&message));
             ExitCode::FAILURE
         }
     }
@@ -45,12 +45,11 @@ fn init_logging(cli: &Cli) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match admin::log_format(&cli.command) {
+        xfer::config::LogFormat::Json => builder.json().with_current_span(false).init(),
+        xfer::config::LogFormat::Text => builder.with_ansi(ansi).with_target(false).init(),
+    }
 }
 
 /// A multi-threaded runtime for the commands that need one.

@@ -113,10 +113,10 @@ pub fn listing(entries: &[Entry], long: bool, json: bool) -> String {
                 kind_char(e.kind),
                 e.size,
                 format_mtime(e.mtime),
-                e.name
+                terminal_safe(&e.name)
             ));
         } else {
-            out.push_str(&format!("{}{slash}\n", e.name));
+            out.push_str(&format!("{}{slash}\n", terminal_safe(&e.name)));
         }
     }
     out.trim_end().to_string()
@@ -124,12 +124,39 @@ pub fn listing(entries: &[Entry], long: bool, json: bool) -> String {
 
 /// One `stat` line.
 pub fn stat_line(e: &Entry) -> String {
-    format!("{} {} {} bytes, modified {} UTC", e.name, kind_name(e.kind), e.size, format_mtime(e.mtime))
+    format!("{} {} {} bytes, modified {} UTC", terminal_safe(&e.name), kind_name(e.kind), e.size, format_mtime(e.mtime))
+}
+
+/// `s` with every character that could move the cursor, change colours, ring the bell or
+/// break the line (C0 and C1 controls, DEL, Unicode line and bidi controls) and the backslash
+/// escaped as Rust escapes, e.g. `\u{1b}`: names from the server are shown, never obeyed.
+/// `--json` output keeps exact names instead.
+pub fn terminal_safe(s: &str) -> String {
+    if !s.chars().any(xfer::server::needs_escape) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| if xfer::server::needs_escape(c) { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_control_characters_in_listings_but_not_in_json() {
+        let hostile = "a\x1b]0;owned\x07\nb\u{9b}2J\\";
+        let e = Entry { name: hostile.into(), kind: EntryKind::File, size: 1, mtime: 0 };
+        for shown in [listing(std::slice::from_ref(&e), false, false), listing(std::slice::from_ref(&e), true, false)] {
+            assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+            assert!(shown.contains("a\\u{1b}]0;owned\\u{7}\\nb\\u{9b}2J\\\\"), "{shown:?}");
+        }
+        assert!(!stat_line(&e).chars().any(|c| c.is_control()));
+        let json: serde_json::Value = serde_json::from_str(&listing(&[e], false, true)).unwrap();
+        assert_eq!(json[0]["name"], hostile, "--json keeps the exact name");
+        assert_eq!(terminal_safe("plain é/ü"), "plain é/ü");
+    }
 
     #[test]
     fn formats_epoch_dates() {

@@ -1,0 +1,177 @@
+//! The `AwaitAuth` state: serves `Auth` until one succeeds (CTRL-AUTH-*).
+//!
+//! A login is admitted by the throttle before its password is checked (the attempt counts as
+//! in flight from then on, CTRL-AUTH-4), checked by the bounded hashing pool, and on success
+//! given a slot in the logged-in pool (CTRL-SESS-6) and a revocation handle (CTRL-SESS-7).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::audit::{Audit, Clean};
+use super::errors::{blocking, Reply};
+use super::limits::SessionPermit;
+use super::revoke::Registration;
+use super::session::{lock, Conn, Next, Session};
+use super::ServerState;
+use crate::auth::Ticket;
+use crate::conn::ConnError;
+use crate::home::{Home, HomePath};
+use crate::proto::{ErrorCode, Frame, Request, Response};
+
+/// What a logged-in session holds until it ends: its pool slot and its revocation handle.
+pub(crate) struct SessionSlot {
+    _permit: SessionPermit,
+    _registration: Registration,
+    revoked: watch::Receiver<bool>,
+}
+
+impl SessionSlot {
+    pub fn revoked(&self) -> watch::Receiver<bool> {
+        self.revoked.clone()
+    }
+}
+
+/// An attempt admitted by the throttle. Dropped without a verdict (the client vanished or the
+/// deadline passed mid-check), it counts as a failure.
+struct Attempt {
+    state: Arc<ServerState>,
+    ticket: Option<Ticket>,
+}
+
+impl Attempt {
+    fn begin(state: &Arc<ServerState>, user: &str, peer: SocketAddr) -> Result<Attempt, std::time::Duration> {
+        let ticket = lock(&state.throttle).begin(user, peer.ip(), Instant::now())?;
+        Ok(Attempt { state: state.clone(), ticket: Some(ticket) })
+    }
+
+    fn succeed(mut self) {
+        if let Some(t) = self.ticket.take() {
+            lock(&self.state.throttle).succeed(t, Instant::now());
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            lock(&self.state.throttle).fail(t, Instant::now());
+        }
+    }
+}
+
+/// Serves `AwaitAuth` until a login succeeds (`Some`), or the client leaves (`None`).
+pub(crate) async fn authenticate(
+    conn: &mut Conn,
+    state: &Arc<ServerState>,
+    peer: SocketAddr,
+    secret: crate::udp::seal::SessionSecret,
+) -> Result<Option<Session>, ConnError> {
+    loop {
+        let payload = match conn.next().await? {
+            Next::Frame(Frame::Control(p)) => p,
+            Next::Frame(Frame::Data(_)) => {
+                conn.reply_error(ErrorCode::NotAuthenticated, "log in first").await?;
+                continue;
+            }
+            Next::Idle => {
+                conn.reply_error(ErrorCode::IdleTimeout, "login timed out").await?;
+                return Ok(None);
+            }
+            Next::Stop => {
+                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down").await?;
+                return Ok(None);
+            }
+        };
+        match Frame::decode_control::<Request>(&payload) {
+            Ok(Request::Auth { user, password }) => match login(state, peer, user, password, secret).await {
+                Ok(session) => {
+                    conn.reply(&Response::Authed { cwd: session.cwd.to_string() }).await?;
+                    return Ok(Some(session));
+                }
+                Err(reply) => conn.reply(&reply.into_response()).await?,
+            },
+            Ok(Request::Bye) => return Ok(None),
+            Ok(_) => conn.reply_error(ErrorCode::NotAuthenticated, "log in first").await?,
+            Err(e) => conn.reply_error(ErrorCode::BadRequest, e.to_string()).await?,
+        }
+    }
+}
+
+/// Throttle, then password, then a session slot; opens the home on success. Unknown users and
+/// wrong passwords get the same answer after the same work (CTRL-AUTH-3).
+async fn login(
+    state: &Arc<ServerState>,
+    peer: SocketAddr,
+    user: String,
+    password: String,
+    secret: crate::udp::seal::SessionSecret,
+) -> Result<Session, Reply> {
+    let attempt = match Attempt::begin(state, &user, peer) {
+        Ok(a) => a,
+        Err(wait) => {
+            note_refusal(state, "throttled", &user, peer);
+            let secs = wait.as_secs_f64().ceil() as u64;
+            return Err(Reply::new(ErrorCode::Throttled, format!("too many failed logins; try again in {secs} s")));
+        }
+    };
+    let (st, name) = (state.clone(), user.clone());
+    let record = blocking(move || st.store.login_record(&name).map_err(Reply::internal)).await?;
+    let (hash, generation) = record.map_or((None, 0), |r| (Some(r.hash), r.generation));
+    if !state.hashing.verify(hash, password).await {
+        drop(attempt);
+        note_refusal(state, "failed", &user, peer);
+        return Err(Reply::new(ErrorCode::AuthFailed, "login failed: wrong user name or password"));
+    }
+    attempt.succeed();
+    let permit = state.limits.session(&user, peer.ip()).map_err(|full| {
+        note_refusal(state, "busy", &user, peer);
+        let which = match full {
+            super::limits::Full::PerUser => "for this user",
+            super::limits::Full::PerIp => "from this address",
+            super::limits::Full::Total => "on this server",
+        };
+        Reply::new(ErrorCode::Busy, format!("too many sessions {which}; log out elsewhere or try later"))
+    })?;
+    let (registration, revoked) = state.revocations.register(&user, generation);
+    let dir = state.layout.home_of(&user);
+    let home = blocking(move || Home::open(&dir).map_err(Reply::from)).await?;
+    super::metrics::login("ok");
+    Audit::new("login", &user, peer, "/").message("logged in").emit();
+    Ok(Session {
+        state: state.clone(),
+        user,
+        peer,
+        home: Arc::new(home),
+        cwd: HomePath::root(),
+        secret,
+        flow_ids: Default::default(),
+        _slot: SessionSlot { _permit: permit, _registration: registration, revoked },
+    })
+}
+
+/// Counts and logs a refused login; the lines pass the log budget, since anyone can cause
+/// them without logging in (OPS-LOG-2).
+fn note_refusal(state: &ServerState, outcome: &'static str, user: &str, peer: SocketAddr) {
+    super::metrics::login(outcome);
+    let Some(dropped) = lock(&state.log_budget).admit(outcome, Instant::now()) else {
+        return;
+    };
+    let message = match outcome {
+        "failed" => "login failed",
+        "throttled" => "login throttled",
+        _ => "login refused: too many sessions",
+    };
+    tracing::warn!(
+        target: "xfer::audit",
+        event = "login",
+        user = %Clean(user),
+        %peer,
+        path = "/",
+        result = outcome,
+        suppressed = dropped,
+        "{message}"
+    );
+}
