@@ -46,7 +46,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Reads the peer's version preamble.
+    /// Reads the peer's version preamble: exactly its 6 bytes, so frames the peer sent right
+    /// behind it stay in the stream, in order, for `read_frame` (CTRL-HELLO-3).
     pub async fn read_preamble(&mut self) -> Result<u16, ConnError> {
         let mut buf = [0u8; PREAMBLE_LEN];
         match self.inner.read_exact(&mut buf).await {
@@ -89,11 +90,48 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.inner.write_all(&chunk.data).await
     }
 
+    /// Writes frames queued without waiting for replies in one write, then flushes, so they
+    /// leave in one TLS record and one TCP send (CTRL-AUTH-4, CTRL-PUT-7).
+    pub async fn write_batch(&mut self, batch: Batch) -> io::Result<()> {
+        self.inner.write_all(&batch.0).await?;
+        self.inner.flush().await
+    }
+
     pub async fn flush(&mut self) -> io::Result<()> {
         self.inner.flush().await
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.inner.shutdown().await
+    }
+}
+
+/// Frames (and a preamble) to send back to back, without waiting for a reply in between.
+#[derive(Debug, Default)]
+pub struct Batch(Vec<u8>);
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn preamble(&mut self, version: u16) {
+        self.0.extend_from_slice(&encode_preamble(version));
+    }
+
+    /// Queues one control message; one over the frame limit fails with `InvalidInput`
+    /// (CTRL-FRAME-2).
+    pub fn control<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
+        let frame = encode_control(msg);
+        if frame.len() - 4 > MAX_FRAME_LEN as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "control message exceeds the frame limit"));
+        }
+        self.0.extend_from_slice(&frame);
+        Ok(())
+    }
+
+    pub fn data(&mut self, chunk: &DataChunk) {
+        self.0.extend_from_slice(&chunk.header());
+        self.0.extend_from_slice(&chunk.data);
     }
 }
