@@ -14,8 +14,12 @@
 # reports the whole session and the per-file times the shell prints (median, p99 and max, in
 # RTTs; 10 ms resolution). Prints a Markdown table; raw numbers in $OUT.
 #
-# Environment: RTTS ["100 50"] (ms), RUNS [5], FILES [1000], XFER [target/release/xfer, else
-# target/debug/xfer], OUT [/tmp/xfer-rtt-<date>], SKIP_BUILD=1 to not build linkem.
+# Environment: RTTS ["100 50"] (ms), RUNS [5], FILES [1000], SFTP_FILES [200] (the sftp batch),
+# XFER [target/release/xfer, else target/debug/xfer], BASE_XFER (another xfer binary, e.g. an
+# older build: its short rows are added, marked "base"), OUT [/tmp/xfer-rtt-<date>],
+# SKIP_BUILD=1 to not build linkem, NICE [-10]: the niceness of linkem, the servers and the
+# clients (they are idle most of the time, but on a busy machine a late wake-up of the emulator
+# or of argon2 adds tens of ms to a 100 ms round trip).
 # Needs root and /dev/net/tun. Everything it creates is removed on exit.
 set -uo pipefail
 
@@ -24,6 +28,9 @@ repo="$(cd "$here/.." && pwd)"
 RTTS=${RTTS:-"100 50"}
 RUNS=${RUNS:-5}
 FILES=${FILES:-1000}
+SFTP_FILES=${SFTP_FILES:-200}
+BASE_XFER=${BASE_XFER:-}
+NICE=${NICE:--10}
 OUT=${OUT:-/tmp/xfer-rtt-$(date +%Y%m%d-%H%M%S)}
 LINKEM="$repo/target/bench-tools/release/linkem"
 if [[ -z ${XFER:-} ]]; then
@@ -89,12 +96,13 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
+UseDNS no
 StrictModes no
 PidFile none
 LogLevel ERROR
 Subsystem sftp internal-sftp
 EOF
-    SSH_OPTS=(-i "$d/client_key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+    SSH_OPTS=(-i "$d/client_key" -o BatchMode=yes -o GSSAPIAuthentication=no -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
         -o LogLevel=ERROR -o ConnectTimeout=15)
     /usr/sbin/sshd -t -f "$d/sshd_config" && SSH_OK=1
 fi
@@ -106,7 +114,7 @@ fi
 timed() { # outfile stdinfile cmd...
     local out=$1 in=$2
     shift 2
-    ip netns exec "$NS_C" bash -c '
+    nice -n "$NICE" ip netns exec "$NS_C" bash -c '
         in=$1 out=$2; shift 2
         t0=$(date +%s%N)
         "$@" <"$in" >"$out" 2>&1
@@ -115,9 +123,9 @@ timed() { # outfile stdinfile cmd...
         echo $(( (t1 - t0) / 1000000 )) $rc' _ "$in" "$out" "$@"
 }
 
-xfer_c() { # args... : the xfer client as bench, from $LOCAL
+xfer_c() { # args... : the xfer client ($XBIN, default $XFER) as bench, from $LOCAL
     env -C "$LOCAL" XFER_CONFIG_DIR="$XCFG" HOME="$XCFG" XFER_PASSWORD=rttpw \
-        "$XFER" --server "$HOST:$PORT" --user bench --accept-new-host -q "$@"
+        "${XBIN:-$XFER}" --server "$HOST:$PORT" --user bench --accept-new-host -q "$@"
 }
 export -f xfer_c
 export XFER XCFG HOST PORT LOCAL
@@ -135,14 +143,22 @@ one() { # rtt row stdin cmd...
     record "$rtt" "$row" $r
 }
 
-short_rows() { # rtt
-    local rtt=$1 t
+xfer_rows() { # rtt label binary
+    local rtt=$1 label=$2 t
+    export XBIN=$3
     for t in auto tcp; do
-        one "$rtt" "xfer ls ($t)" /dev/null bash -c 'xfer_c ls'
-        one "$rtt" "xfer put 6 B ($t)" /dev/null bash -c "xfer_c put six.txt six-$t.txt --transport $t"
+        one "$rtt" "xfer ls ($t$label)" /dev/null bash -c 'xfer_c ls'
+        one "$rtt" "xfer put 6 B ($t$label)" /dev/null bash -c "xfer_c put six.txt six-$t.txt --transport $t"
         rm -f "$LOCAL/back.txt"
-        one "$rtt" "xfer get 6 B ($t)" /dev/null bash -c "xfer_c get six-$t.txt back.txt --transport $t"
+        one "$rtt" "xfer get 6 B ($t$label)" /dev/null bash -c "xfer_c get six-$t.txt back.txt --transport $t"
     done
+    unset XBIN
+}
+
+short_rows() { # rtt
+    local rtt=$1
+    xfer_rows "$rtt" "" "$XFER"
+    [[ -n $BASE_XFER ]] && xfer_rows "$rtt" ", base" "$BASE_XFER"
     if ((SSH_OK)); then
         echo "ls $WORK/sshroot" >"$WORK/sftp-ls"
         one "$rtt" "sftp ls" "$WORK/sftp-ls" sftp -q "${SSH_OPTS[@]}" -P $P_SSH -b - "root@$HOST"
@@ -173,23 +189,23 @@ many_rows() { # rtt
     done
     if ((SSH_OK)); then
         : >"$WORK/sftp-many"
-        for ((i = 0; i < FILES; i++)); do echo "put $LOCAL/many/f$i $WORK/sshroot/m$i" >>"$WORK/sftp-many"; done
-        one "$rtt" "sftp ${FILES}x4KiB put" "$WORK/sftp-many" sftp -q "${SSH_OPTS[@]}" -P $P_SSH -b - "root@$HOST"
+        for ((i = 0; i < SFTP_FILES && i < FILES; i++)); do echo "put $LOCAL/many/f$i $WORK/sshroot/m$i" >>"$WORK/sftp-many"; done
+        one "$rtt" "sftp ${SFTP_FILES}x4KiB put" "$WORK/sftp-many" sftp -q "${SSH_OPTS[@]}" -P $P_SSH -b - "root@$HOST"
     fi
 }
 
 for rtt in $RTTS; do
     half=$(awk -v r="$rtt" 'BEGIN { printf "%gms", r / 2 }')
-    "$LINKEM" --delay "$half" --netns-prefix "$PREFIX" --duration 3600s >"$OUT/linkem-$rtt.log" 2>&1 &
+    nice -n "$NICE" "$LINKEM" --delay "$half" --netns-prefix "$PREFIX" --duration 3600s >"$OUT/linkem-$rtt.log" 2>&1 &
     LEM_PID=$!
     for i in $(seq 150); do grep -q "linkem ready" "$OUT/linkem-$rtt.log" && break; sleep 0.1; done
     ping=$(ip netns exec "$NS_C" ping -c 5 -i 0.2 -q "$HOST" | awk -F'[/ =]+' '/^rtt/ { print $7 }')
     log "RTT $rtt ms (ping ${ping:-?} ms)"
-    ip netns exec "$NS_S" "$XFER" serve --root "$XROOT" --listen "$HOST:$PORT" >"$OUT/server-$rtt.log" 2>&1 &
+    nice -n "$NICE" ip netns exec "$NS_S" "$XFER" serve --root "$XROOT" --listen "$HOST:$PORT" >"$OUT/server-$rtt.log" 2>&1 &
     SRV_PID=$!
     for i in $(seq 150); do ip netns exec "$NS_S" ss -Hltn "sport = :$PORT" | grep -q . && break; sleep 0.1; done
     if ((SSH_OK)); then
-        ip netns exec "$NS_S" /usr/sbin/sshd -D -e -f "$WORK/ssh/sshd_config" >"$OUT/sshd-$rtt.log" 2>&1 &
+        nice -n "$NICE" ip netns exec "$NS_S" /usr/sbin/sshd -D -e -f "$WORK/ssh/sshd_config" >"$OUT/sshd-$rtt.log" 2>&1 &
         SSHD_PID=$!
         for i in $(seq 100); do ip netns exec "$NS_S" ss -Hltn "sport = :$P_SSH" | grep -q . && break; sleep 0.1; done
     fi

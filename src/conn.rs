@@ -135,3 +135,31 @@ impl Batch {
         self.0.extend_from_slice(&chunk.data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Request, PROTOCOL_VERSION};
+
+    #[test]
+    fn batch_holds_preamble_and_frames_back_to_back_in_order() {
+        let mut b = Batch::new();
+        b.preamble(PROTOCOL_VERSION);
+        b.control(&Request::Pwd).unwrap();
+        let chunk = DataChunk::new(0, bytes::Bytes::from_static(b"abc"));
+        b.data(&chunk);
+        let mut want = encode_preamble(PROTOCOL_VERSION).to_vec();
+        want.extend_from_slice(&encode_control(&Request::Pwd));
+        want.extend_from_slice(&chunk.header());
+        want.extend_from_slice(b"abc");
+        assert_eq!(b.0, want);
+    }
+
+    #[test]
+    fn rejects_a_batched_message_over_the_frame_limit() {
+        let mut b = Batch::new();
+        let huge = Request::Cd { path: "x".repeat(MAX_FRAME_LEN as usize) };
+        assert_eq!(b.control(&huge).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(b.0.is_empty(), "nothing queued");
+    }
+}
