@@ -17,7 +17,7 @@
 # Environment: RTTS ["100 50"] (ms), RUNS [5], FILES [1000], SFTP_FILES [200] (the sftp batch),
 # XFER [target/release/xfer, else target/debug/xfer], BASE_XFER (another xfer binary, e.g. an
 # older build: its short rows are added, marked "base"), OUT [/tmp/xfer-rtt-<date>],
-# SKIP_BUILD=1 to not build linkem, NICE [-10]: the niceness of linkem, the servers and the
+# SKIP_BUILD=1 to not build linkem, SSH=0 to leave out the sftp/scp rows, NICE [-10]: the niceness of linkem, the servers and the
 # clients (they are idle most of the time, but on a busy machine a late wake-up of the emulator
 # or of argon2 adds tens of ms to a 100 ms round trip).
 # Needs root and /dev/net/tun. Everything it creates is removed on exit.
@@ -31,6 +31,7 @@ FILES=${FILES:-1000}
 SFTP_FILES=${SFTP_FILES:-200}
 BASE_XFER=${BASE_XFER:-}
 NICE=${NICE:--10}
+SSH=${SSH:-1}
 OUT=${OUT:-/tmp/xfer-rtt-$(date +%Y%m%d-%H%M%S)}
 LINKEM="$repo/target/bench-tools/release/linkem"
 if [[ -z ${XFER:-} ]]; then
@@ -81,7 +82,7 @@ printf 'hello\n' >"$LOCAL/six.txt"
 for ((i = 0; i < FILES; i++)); do head -c 4096 /dev/urandom >"$LOCAL/many/f$i"; done
 
 SSH_OK=0
-if [[ -x /usr/sbin/sshd ]] && command -v sftp >/dev/null; then
+if ((SSH)) && [[ -x /usr/sbin/sshd ]] && command -v sftp >/dev/null; then
     d=$WORK/ssh
     mkdir -p "$d" /run/sshd "$WORK/sshroot"
     chmod 700 "$d"
