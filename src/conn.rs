@@ -51,7 +51,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Reads the peer's version preamble.
+    /// Reads the peer's version preamble: exactly its 6 bytes, so frames the peer sent right
+    /// behind it stay in the stream, in order, for `read_frame` (CTRL-HELLO-3).
     pub async fn read_preamble(&mut self) -> Result<u16, ConnError> {
         let mut buf = [0u8; PREAMBLE_LEN];
         match self.inner.read_exact(&mut buf).await {
@@ -94,11 +95,76 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.inner.write_all(&chunk.data).await
     }
 
+    /// Writes frames queued without waiting for replies in one write, then flushes, so they
+    /// leave in one TLS record and one TCP send (CTRL-AUTH-6, CTRL-PUT-7).
+    pub async fn write_batch(&mut self, batch: Batch) -> io::Result<()> {
+        self.inner.write_all(&batch.0).await?;
+        self.inner.flush().await
+    }
+
     pub async fn flush(&mut self) -> io::Result<()> {
         self.inner.flush().await
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.inner.shutdown().await
+    }
+}
+
+/// Frames (and a preamble) to send back to back, without waiting for a reply in between.
+#[derive(Debug, Default)]
+pub struct Batch(Vec<u8>);
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn preamble(&mut self, version: u16) {
+        self.0.extend_from_slice(&encode_preamble(version));
+    }
+
+    /// Queues one control message; one over the frame limit fails with `InvalidInput`
+    /// (CTRL-FRAME-2).
+    pub fn control<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
+        let frame = encode_control(msg);
+        if frame.len() - 4 > MAX_FRAME_LEN as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "control message exceeds the frame limit"));
+        }
+        self.0.extend_from_slice(&frame);
+        Ok(())
+    }
+
+    pub fn data(&mut self, chunk: &DataChunk) {
+        self.0.extend_from_slice(&chunk.header());
+        self.0.extend_from_slice(&chunk.data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Request, PROTOCOL_VERSION};
+
+    #[test]
+    fn batch_holds_preamble_and_frames_back_to_back_in_order() {
+        let mut b = Batch::new();
+        b.preamble(PROTOCOL_VERSION);
+        b.control(&Request::Pwd).unwrap();
+        let chunk = DataChunk::new(0, bytes::Bytes::from_static(b"abc"));
+        b.data(&chunk);
+        let mut want = encode_preamble(PROTOCOL_VERSION).to_vec();
+        want.extend_from_slice(&encode_control(&Request::Pwd));
+        want.extend_from_slice(&chunk.header());
+        want.extend_from_slice(b"abc");
+        assert_eq!(b.0, want);
+    }
+
+    #[test]
+    fn rejects_a_batched_message_over_the_frame_limit() {
+        let mut b = Batch::new();
+        let huge = Request::Cd { path: "x".repeat(MAX_FRAME_LEN as usize) };
+        assert_eq!(b.control(&huge).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert!(b.0.is_empty(), "nothing queued");
     }
 }

@@ -3,6 +3,7 @@
 //! renders anything itself.
 
 pub mod fallback;
+mod greeting;
 pub mod known_hosts;
 mod transfer;
 mod udp;
@@ -14,13 +15,14 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::conn::{ConnError, FrameReader, FrameWriter};
+use crate::conn::{Batch, ConnError, FrameReader, FrameWriter};
 use crate::proto::{Entry, ErrorCode, Frame, Request, Response, PROTOCOL_VERSION};
 use crate::tls::{client_config, format_fingerprint, Fingerprint, PinnedVerifier, SERVER_NAME};
 use crate::transfer::TransferError;
+use greeting::{Expect, Greeting};
 use known_hosts::KnownHosts;
 
-pub use transfer::{partial_path, TransferSummary};
+pub use transfer::{partial_path, TransferSummary, SMALL_TRANSFER_MAX};
 
 /// Client failures, each rendered as one line by the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,8 @@ pub struct Client {
     reader: FrameReader<ReadHalf<Tls>>,
     writer: FrameWriter<WriteHalf<Tls>>,
     broken: bool,
+    /// What the server sends before the replies to our requests, still to be read.
+    greeting: Greeting,
     /// The server's address; its UDP flows use the same port (UDP-CTRL-1).
     peer: std::net::SocketAddr,
     /// Exported from the TLS session; keys UDP flows (UDP-SEAL-1).
@@ -116,8 +120,34 @@ pub struct TransferOptions {
 }
 
 impl Client {
-    /// Connects, verifies or pins the server certificate, and exchanges protocol versions.
+    /// Connects, verifies or pins the server certificate, and sends our version preamble. The
+    /// server's preamble is read (and checked) before the first reply.
     pub async fn connect(opts: &ConnectOptions) -> Result<Client, ClientError> {
+        let mut client = Client::open(opts).await?;
+        let mut hello = Batch::new();
+        hello.preamble(PROTOCOL_VERSION);
+        client.writer.write_batch(hello).await.map_err(ConnError::from)?;
+        Ok(client)
+    }
+
+    /// Connects and logs in without waiting: the preamble and `Auth` leave together, and the
+    /// first request follows them at once (CTRL-AUTH-6). The server's preamble and its reply to
+    /// the login are read before the first request's reply; a refused login is what that
+    /// request then fails with, and the client is of no further use.
+    pub async fn connect_and_login(opts: &ConnectOptions, user: &str, password: &str) -> Result<Client, ClientError> {
+        let mut client = Client::open(opts).await?;
+        let mut hello = Batch::new();
+        hello.preamble(PROTOCOL_VERSION);
+        hello
+            .control(&Request::Auth { user: user.to_string(), password: password.to_string() })
+            .map_err(ConnError::from)?;
+        client.writer.write_batch(hello).await.map_err(ConnError::from)?;
+        client.greeting.login_sent();
+        Ok(client)
+    }
+
+    /// TCP and TLS: verifies or pins the server certificate and keys the UDP flows.
+    async fn open(opts: &ConnectOptions) -> Result<Client, ClientError> {
         let kh_path = opts.config_dir.join("known_hosts");
         let kh_err = |source| ClientError::KnownHosts { path: kh_path.clone(), source };
         let mut known = KnownHosts::load(&kh_path).map_err(kh_err)?;
@@ -127,6 +157,7 @@ impl Client {
         let addr = opts.server.clone();
         let tcp =
             TcpStream::connect(&addr).await.map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
+        // Requests are small and answered at once: never hold one back for Nagle.
         let _ = tcp.set_nodelay(true);
         let peer = tcp.peer_addr().map_err(|source| ClientError::Connect { addr: addr.clone(), source })?;
         let name =
@@ -148,17 +179,17 @@ impl Client {
             .export_keying_material(&mut secret, crate::udp::seal::EXPORTER_LABEL, None)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (r, w) = tokio::io::split(tls);
-        let mut client =
-            Client { reader: FrameReader::new(r), writer: FrameWriter::new(w), broken: false, peer, secret };
-        client.writer.write_preamble(PROTOCOL_VERSION).await.map_err(ConnError::from)?;
-        let version = client.reader.read_preamble().await?;
-        if version != PROTOCOL_VERSION {
-            return Err(ClientError::UnsupportedVersion(version));
-        }
-        Ok(client)
+        Ok(Client {
+            reader: FrameReader::new(r),
+            writer: FrameWriter::new(w),
+            broken: false,
+            greeting: Greeting::new(),
+            peer,
+            secret,
+        })
     }
 
-    /// Logs in; returns the working directory.
+    /// Logs in and waits for the answer; returns the working directory.
     pub async fn login(&mut self, user: &str, password: &str) -> Result<String, ClientError> {
         let req = Request::Auth { user: user.to_string(), password: password.to_string() };
         match self.call(&req).await? {
@@ -176,7 +207,36 @@ impl Client {
         self.read_response().await
     }
 
+    /// Reads the reply to our oldest unanswered request, after what the server sent first.
     async fn read_response(&mut self) -> Result<Response, ClientError> {
+        self.settle_greeting().await?;
+        self.read_reply().await
+    }
+
+    /// Reads the server's preamble and the reply to a pipelined login, if still unread. A
+    /// failure leaves the connection unusable: what follows is out of step (CTRL-AUTH-6).
+    async fn settle_greeting(&mut self) -> Result<(), ClientError> {
+        loop {
+            let step = match self.greeting.expect() {
+                Expect::Nothing => return Ok(()),
+                Expect::Preamble => match self.reader.read_preamble().await {
+                    Ok(version) => self.greeting.handle_preamble(version),
+                    Err(e) => Err(e.into()),
+                },
+                Expect::LoginReply => {
+                    let reply = self.read_reply().await;
+                    self.greeting.handle_login_reply(reply)
+                }
+            };
+            if let Err(e) = step {
+                self.broken = true;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Reads one reply frame; an error reply becomes `ClientError::Server`.
+    async fn read_reply(&mut self) -> Result<Response, ClientError> {
         match self.reader.read_frame().await? {
             Frame::Control(p) => match Frame::decode_control::<Response>(&p) {
                 Ok(Response::Error { code, message }) => Err(ClientError::Server { code, message }),

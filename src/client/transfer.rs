@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use super::{unexpected, Client, ClientError};
-use crate::conn::ConnError;
+use super::{unexpected, Client, ClientError, TransferOptions, TransportChoice};
+use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
-use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
+use crate::proto::{DataChunk, ErrorCode, Frame, Request, Response, Transport, CHUNK_SIZE};
 use crate::transfer::{self, spawn_reader, spawn_writer, ChunkCheck, Progress, ProgressFn, SourceItem, TransferError};
 
 /// What a finished transfer did.
@@ -25,6 +25,23 @@ pub struct TransferSummary {
     pub transport: Transport,
     /// What the UDP sender saw, when this end sent over UDP (an upload).
     pub udp_stats: Option<crate::udp::sender::SenderStats>,
+}
+
+/// Files up to this size go over the control connection under `auto` (UDP-FALLBACK-4), and
+/// their uploads send the data without waiting for `PutReady` (CTRL-PUT-7). Setting up a UDP
+/// flow costs about three round trips more than the TCP path; in that time a fresh TCP
+/// connection in slow start (10 segments, doubling) moves about 100 KB.
+pub const SMALL_TRANSFER_MAX: u64 = 128 * 1024;
+
+/// Whether `auto` sends a file of `size` bytes over TCP rather than UDP (UDP-FALLBACK-4).
+pub(super) fn small_goes_over_tcp(opts: &TransferOptions, size: u64) -> bool {
+    opts.transport == TransportChoice::Auto && size <= SMALL_TRANSFER_MAX
+}
+
+/// Whether `local` is a file that `auto` sends over TCP (UDP-FALLBACK-4). A file that cannot
+/// be read is left to the transfer to report.
+pub(super) fn small_upload(local: &Path, opts: &TransferOptions) -> bool {
+    std::fs::metadata(local).is_ok_and(|m| m.is_file() && small_goes_over_tcp(opts, m.len()))
 }
 
 pub(super) fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
@@ -41,6 +58,9 @@ impl Client {
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
         let (file, size) = open_source(local)?;
+        if !resume && size <= SMALL_TRANSFER_MAX {
+            return self.put_inline(file, size, remote, progress).await;
+        }
         let req = Request::Put { path: remote.to_string(), size, resume, transport: Transport::Tcp };
         let (offset, prefix_md5) = match self.call(&req).await? {
             Response::PutReady { offset, prefix_md5 } => (offset, prefix_md5),
@@ -62,6 +82,65 @@ impl Client {
         }
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: offset, md5, transport: Transport::Tcp, udp_stats: None })
+    }
+
+    /// A small upload in one round trip: `Put`, the data and `PutEnd` leave together, without
+    /// waiting for `PutReady` (CTRL-PUT-7).
+    async fn put_inline(
+        &mut self,
+        file: std::fs::File,
+        size: u64,
+        remote: &str,
+        progress: ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        let data = read_small(file, size).await?;
+        let md5: Md5Digest = Md5::digest(&data).into();
+        let mut batch = Batch::new();
+        let put = Request::Put { path: remote.to_string(), size, resume: false, transport: Transport::Tcp };
+        batch.control(&put).map_err(ConnError::from)?;
+        let frames = if data.is_empty() { 0 } else { 1 };
+        if frames > 0 {
+            batch.data(&DataChunk::new(0, data));
+        }
+        batch.control(&Request::PutEnd { md5 }).map_err(ConnError::from)?;
+        progress(Progress::Start { total: size, offset: 0 });
+        self.writer.write_batch(batch).await.map_err(ConnError::from)?;
+        self.settle_greeting().await?;
+        match self.read_reply().await {
+            Ok(Response::PutReady { offset: 0, prefix_md5: None }) => {}
+            Ok(other) => {
+                self.broken = true;
+                return Err(unexpected(other));
+            }
+            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, frames + 1).await),
+            Err(e) => return Err(e),
+        }
+        progress(Progress::Advance { done: size });
+        progress(Progress::Verifying);
+        match self.read_reply().await? {
+            Response::PutDone { size: s, md5: m } if s == size && m == md5 => {}
+            other => return Err(unexpected(other)),
+        }
+        progress(Progress::Finish);
+        Ok(TransferSummary { size, resumed_from: 0, md5, transport: Transport::Tcp, udp_stats: None })
+    }
+
+    /// After a refused inline `Put`, reads the one error reply each of its `frames` data frames
+    /// and `PutEnd` got (CTRL-PUT-7), so the session is back in step. Returns the refusal.
+    async fn drain_refused(&mut self, refusal: ClientError, frames: usize) -> ClientError {
+        for _ in 0..frames {
+            match self.read_reply().await {
+                Err(ClientError::Server { .. }) => {}
+                _ => {
+                    self.broken = true;
+                    break;
+                }
+            }
+        }
+        refusal
     }
 
     /// Streams chunks and `PutEnd`, watching for an early error reply. Returns our md5.
@@ -136,11 +215,46 @@ impl Client {
         resume: bool,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
+        self.get_tcp(remote, local, resume, progress, false).await
+    }
+
+    /// Answered `UdpGetReady` for a file small enough that TCP finishes it first
+    /// (UDP-FALLBACK-4): stops that download before any datagram and fetches the whole file over
+    /// the control connection, the `Abort` and the `Get` leaving together (CTRL-GET-5).
+    pub(super) async fn get_small_instead(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        progress: ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        self.get_tcp(remote, local, false, progress, true).await
+    }
+
+    async fn get_tcp(
+        &mut self,
+        remote: &str,
+        local: &Path,
+        resume: bool,
+        progress: ProgressFn,
+        abort_udp_first: bool,
+    ) -> Result<TransferSummary, ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
         let partial = partial_path(local);
         let (file, offset, hasher) = open_local_partial(&partial, resume).await?;
         let prefix_md5 = (offset > 0).then(|| hasher.clone().finalize().into());
+        let mut batch = Batch::new();
+        if abort_udp_first {
+            batch.control(&Request::Abort).map_err(ConnError::from)?;
+        }
         let req = Request::Get { path: remote.to_string(), offset, prefix_md5, transport: Transport::Tcp };
-        let size = match self.call(&req).await {
+        batch.control(&req).map_err(ConnError::from)?;
+        self.writer.write_batch(batch).await.map_err(ConnError::from)?;
+        if abort_udp_first {
+            self.read_udp_get_end().await?;
+        }
+        let size = match self.read_response().await {
             Ok(Response::GetReady { size, offset: o }) if o == offset => size,
             other => {
                 if offset == 0 {
@@ -164,6 +278,30 @@ impl Client {
         sync_parent(local);
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp, udp_stats: None })
+    }
+
+    /// Reads how a UDP download stopped by `Abort` ended: `Ok`; or, if it ended first, its own
+    /// final reply and then the refusal of the `Abort` (UDP-END-3).
+    async fn read_udp_get_end(&mut self) -> Result<(), ClientError> {
+        let replies = match self.read_response().await {
+            Ok(Response::Ok) => 0,
+            Ok(Response::GetEnd { .. }) | Err(ClientError::Server { .. }) => 1,
+            Ok(other) => {
+                self.broken = true;
+                return Err(unexpected(other));
+            }
+            Err(e) => return Err(e),
+        };
+        for _ in 0..replies {
+            match self.read_reply().await {
+                Ok(_) | Err(ClientError::Server { .. }) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Receives checked chunks into the partial until `GetEnd`; returns (server md5, our md5).
@@ -206,6 +344,17 @@ impl Client {
         let server_md5 = outcome?;
         Ok((server_md5, written?.md5))
     }
+}
+
+/// Reads a whole small file (at most one chunk) off the async threads.
+async fn read_small(file: std::fs::File, size: u64) -> Result<bytes::Bytes, ClientError> {
+    debug_assert!(size as usize <= CHUNK_SIZE);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; size as usize];
+        transfer::source::read_source_at(&file, &mut buf, 0, size)?;
+        Ok::<_, TransferError>(bytes::Bytes::from(buf))
+    });
+    Ok(read.await.map_err(|e| TransferError::Io(std::io::Error::other(e)))??)
 }
 
 /// Opens a regular file to upload; returns it with its size.

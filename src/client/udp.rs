@@ -120,7 +120,8 @@ impl Client {
         opts: &TransferOptions,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
-        if opts.transport == TransportChoice::Tcp {
+        // UDP-FALLBACK-4: a small file is done sooner over the control connection.
+        if opts.transport == TransportChoice::Tcp || super::transfer::small_upload(local, opts) {
             progress(Progress::Via(Transport::Tcp));
             return self.put(local, remote, opts.resume, progress).await;
         }
@@ -259,6 +260,12 @@ impl Client {
                 return Err(e);
             }
         };
+        // UDP-FALLBACK-4: a small file is done sooner over the control connection.
+        if held.is_empty() && super::transfer::small_goes_over_tcp(opts, size) {
+            drop(file);
+            progress(Progress::Via(Transport::Tcp));
+            return self.get_small_instead(remote, local, progress.clone()).await.map(Ok);
+        }
         let persist = map_writer(map_path.clone(), size);
         let sink = spawn_sink(file, size, held.clone(), persist);
         let role = Role::Recv(RecvState::new(

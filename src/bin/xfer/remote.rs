@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use xfer::client::{Client, ClientError, ConnectOptions, TransferOptions, TransferSummary, TransportChoice};
 use xfer::config::{client_config_dir, ClientConfig};
-use xfer::proto::{EntryKind, Response};
+use xfer::proto::{ErrorCode, Response};
 use xfer::size::format_size;
 use xfer::transfer::hex_digest;
 
@@ -45,7 +45,8 @@ impl Target {
         Ok(Target { server, user, config_dir, accept_new_host: g.accept_new_host })
     }
 
-    /// Connects and logs in.
+    /// Connects and sends the login; the first command goes out behind it without waiting,
+    /// and a refused login is what that command reports.
     pub async fn login(&self, password: &str) -> Result<Client, String> {
         let opts = ConnectOptions {
             server: self.server.clone(),
@@ -53,9 +54,7 @@ impl Target {
             accept_new_host: self.accept_new_host,
             confirm_new_host: std::io::stdin().is_terminal().then(|| Box::new(ask_trust) as _),
         };
-        let mut client = Client::connect(&opts).await.map_err(|e| e.to_string())?;
-        client.login(&self.user, password).await.map_err(|e| e.to_string())?;
-        Ok(client)
+        Client::connect_and_login(&opts, &self.user, password).await.map_err(|e| e.to_string())
     }
 }
 
@@ -103,18 +102,16 @@ pub async fn exec(client: &mut Client, cmd: Command, ui: Ui) -> Result<(), Strin
     let e = |e: ClientError| e.to_string();
     match cmd {
         Command::Put { local, remote, resume, via } => {
-            let remote = put_target(client, &local, remote).await?;
             let opts = transfer_options(resume, &via);
-            let summary =
-                transfer(ui, &format!("put {}", local.display()), |p| client.put_with(&local, &remote, &opts, p))
-                    .await?;
+            let (remote, summary) = put(client, &local, remote, &opts, ui).await?;
             report(ui, "uploaded", &local.display().to_string(), &remote, &summary);
         }
         Command::Get { remote, local, resume, via } => {
             let local = get_target(&remote, local);
             let opts = transfer_options(resume, &via);
-            let summary =
-                transfer(ui, &format!("get {remote}"), |p| client.get_with(&remote, &local, &opts, p)).await?;
+            let summary = transfer(ui, &format!("get {remote}"), |p| client.get_with(&remote, &local, &opts, p))
+                .await
+                .map_err(e)?;
             report(ui, "downloaded", &remote, &local.display().to_string(), &summary);
         }
         Command::Ls { path, long, json } => {
@@ -153,7 +150,7 @@ fn transfer_options(resume: bool, via: &TransportArgs) -> TransferOptions {
 }
 
 /// Runs a transfer with a progress bar, timing it.
-async fn transfer<'a, F, Fut>(ui: Ui, label: &str, start: F) -> Result<(TransferSummary, f64), String>
+async fn transfer<'a, F, Fut>(ui: Ui, label: &str, start: F) -> Result<(TransferSummary, f64), ClientError>
 where
     F: FnOnce(xfer::transfer::ProgressFn) -> Fut,
     Fut: std::future::Future<Output = Result<TransferSummary, ClientError>> + 'a,
@@ -162,7 +159,7 @@ where
     let t0 = Instant::now();
     let result = start(progress).await;
     bar.finish_and_clear();
-    Ok((result.map_err(|e| e.to_string())?, t0.elapsed().as_secs_f64()))
+    Ok((result?, t0.elapsed().as_secs_f64()))
 }
 
 fn report(ui: Ui, verb: &str, from: &str, to: &str, (s, secs): &(TransferSummary, f64)) {
@@ -199,16 +196,32 @@ fn report(ui: Ui, verb: &str, from: &str, to: &str, (s, secs): &(TransferSummary
     }
 }
 
-/// Remote name for `put LOCAL [REMOTE]`: REMOTE, or REMOTE/NAME if it is a directory.
-async fn put_target(client: &mut Client, local: &Path, remote: Option<String>) -> Result<String, String> {
+/// `put LOCAL [REMOTE]`: uploads to REMOTE, or to REMOTE/NAME if REMOTE is a directory. Rather
+/// than asking first (a round trip on every upload), it tries REMOTE and retries into it when the
+/// server answers that REMOTE is a directory. Returns where the file went.
+async fn put(
+    client: &mut Client,
+    local: &Path,
+    remote: Option<String>,
+    opts: &TransferOptions,
+    ui: Ui,
+) -> Result<(String, (TransferSummary, f64)), String> {
     let name = local
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| format!("{}: not a file name", local.display()))?;
-    let Some(remote) = remote else { return Ok(name) };
-    match client.stat(&remote).await {
-        Ok(entry) if entry.kind == EntryKind::Dir => Ok(format!("{}/{name}", remote.trim_end_matches('/'))),
-        _ => Ok(remote),
+    let label = format!("put {}", local.display());
+    let Some(remote) = remote else {
+        let summary = transfer(ui, &label, |p| client.put_with(local, &name, opts, p)).await;
+        return Ok((name, summary.map_err(|e| e.to_string())?));
+    };
+    match transfer(ui, &label, |p| client.put_with(local, &remote, opts, p)).await {
+        Err(e) if e.code() == Some(ErrorCode::IsADirectory) && client.is_usable() => {
+            let inside = format!("{}/{name}", remote.trim_end_matches('/'));
+            let summary = transfer(ui, &label, |p| client.put_with(local, &inside, opts, p)).await;
+            Ok((inside, summary.map_err(|e| e.to_string())?))
+        }
+        other => Ok((remote, other.map_err(|e| e.to_string())?)),
     }
 }
 

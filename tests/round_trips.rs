@@ -1,0 +1,307 @@
+//! Round trips: the login is pipelined with the first command (CTRL-HELLO-3, CTRL-AUTH-6), small
+//! uploads send their data with the request (CTRL-PUT-7), and `auto` moves small files over the
+//! control connection (UDP-FALLBACK-4, CTRL-GET-5). Counted, not timed: a relay counts the
+//! client's flights (see `support::flights`).
+
+mod support;
+
+use std::time::Duration;
+
+use support::flights::FlightProxy;
+use support::*;
+use xfer::client::{Client, ClientError, TransferOptions, TransportChoice, SMALL_TRANSFER_MAX};
+use xfer::conn::Batch;
+use xfer::proto::{DataChunk, ErrorCode, Request, Response, Transport, PROTOCOL_VERSION};
+
+const PW: &str = "rtt-pw";
+/// How late server bytes reach the client through the relay: far above the gaps between writes
+/// a client makes without waiting, so they are never split into two flights.
+const HOLD: Duration = Duration::from_millis(200);
+
+/// A server with alice, a relay in front of it, and the relay's certificate pinned (first
+/// contact writes known_hosts, which is not what is being counted).
+fn setup() -> (TestEnv, TestServer, FlightProxy) {
+    let env = TestEnv::new();
+    let srv = env.start();
+    srv.add_user("alice", PW, 64 * MIB, None);
+    let proxy = FlightProxy::start(srv.addr, HOLD);
+    cli(&env, &proxy, &["pwd"]).assert_ok();
+    (env, srv, proxy)
+}
+
+fn cli(env: &TestEnv, proxy: &FlightProxy, args: &[&str]) -> Out {
+    run(client_cmd(&proxy.addr_string(), "alice", PW, &env.config_dir, &env.work, args))
+}
+
+/// Runs one CLI command through the relay; returns the round trips it waited for.
+fn round_trips(env: &TestEnv, proxy: &FlightProxy, args: &[&str]) -> usize {
+    let before = proxy.connections();
+    cli(env, proxy, args).assert_ok();
+    assert_eq!(proxy.connections(), before + 1, "one connection per command");
+    let flights = proxy.last();
+    eprintln!("{args:?}: {flights:?}");
+    flights.round_trips()
+}
+
+/// CTRL-HELLO-3, CTRL-AUTH-6.
+#[test]
+fn ls_takes_at_most_three_round_trips() {
+    let (env, srv, proxy) = setup();
+    std::fs::write(srv.home("alice").join("a.txt"), b"x").unwrap();
+    // TCP, TLS, then preamble + Auth + List together.
+    let n = round_trips(&env, &proxy, &["ls"]);
+    assert!(n <= 3, "ls took {n} round trips: {:?}", proxy.last());
+}
+
+/// CTRL-PUT-7, CTRL-GET-5, UDP-FALLBACK-4.
+#[test]
+fn small_put_and_get_take_at_most_four_round_trips() {
+    let (env, srv, proxy) = setup();
+    for transport in ["auto", "tcp"] {
+        let name = format!("six-{transport}.txt");
+        std::fs::write(env.local(&name), b"hello\n").unwrap();
+        let n = round_trips(&env, &proxy, &["put", &name, "--transport", transport]);
+        assert!(n <= 4, "put --transport {transport} took {n} round trips: {:?}", proxy.last());
+        assert_eq!(std::fs::read(srv.home("alice").join(&name)).unwrap(), b"hello\n");
+
+        let back = format!("back-{transport}.txt");
+        let n = round_trips(&env, &proxy, &["get", &name, &back, "--transport", transport]);
+        assert!(n <= 4, "get --transport {transport} took {n} round trips: {:?}", proxy.last());
+        assert_eq!(std::fs::read(env.local(&back)).unwrap(), b"hello\n");
+    }
+}
+
+#[test]
+fn shell_moves_each_small_file_in_at_most_two_round_trips() {
+    let (env, srv, proxy) = setup();
+    let files = 5;
+    let mut script = String::new();
+    for i in 0..files {
+        make_file(&env.local(&format!("f{i}")), 4096, i as u64);
+        script.push_str(&format!("put f{i}\n"));
+    }
+    for i in 0..files {
+        script.push_str(&format!("get f{i} g{i}\n"));
+    }
+    let before = proxy.connections();
+    let cmd = client_cmd(&proxy.addr_string(), "alice", PW, &env.config_dir, &env.work, &["shell"]);
+    let out = run_with_stdin(cmd, Some(&script));
+    out.assert_ok();
+    assert_eq!(proxy.connections(), before + 1, "one session: {out:?}");
+    for i in 0..files {
+        let sent = std::fs::read(env.local(&format!("f{i}"))).unwrap();
+        assert_eq!(std::fs::read(srv.home("alice").join(format!("f{i}"))).unwrap(), sent);
+        assert_eq!(std::fs::read(env.local(&format!("g{i}"))).unwrap(), sent);
+    }
+    // TCP, TLS, login with the shell's pwd; then one round trip per put, two per get (the
+    // download is asked for over UDP first, CTRL-GET-5).
+    let n = proxy.last().round_trips();
+    assert!(n <= 3 + files + 2 * files, "{n} round trips: {:?}", proxy.last());
+}
+
+/// CTRL-AUTH-6: the CLI prints the login failure, not the `NotAuthenticated` behind it.
+#[test]
+fn rejects_a_wrong_password_reporting_the_login_not_the_command() {
+    let (env, _srv, proxy) = setup();
+    let out = run(client_cmd(&proxy.addr_string(), "alice", "wrong", &env.config_dir, &env.work, &["ls"]));
+    let line = out.assert_one_line_error();
+    assert!(line.contains("login failed"), "{line}");
+}
+
+#[test]
+fn put_into_a_directory_needs_no_stat() {
+    let (env, srv, proxy) = setup();
+    std::fs::create_dir(srv.home("alice").join("dir")).unwrap();
+    std::fs::write(env.local("in.txt"), b"abc").unwrap();
+    cli(&env, &proxy, &["put", "in.txt", "dir"]).assert_ok();
+    assert_eq!(std::fs::read(srv.home("alice").join("dir/in.txt")).unwrap(), b"abc");
+    cli(&env, &proxy, &["put", "in.txt", "other.txt"]).assert_ok();
+    assert_eq!(std::fs::read(srv.home("alice").join("other.txt")).unwrap(), b"abc");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same rules at the protocol level.
+
+fn hello(user: &str, password: &str) -> Batch {
+    let mut b = Batch::new();
+    b.preamble(PROTOCOL_VERSION);
+    b.control(&Request::Auth { user: user.into(), password: password.into() }).unwrap();
+    b
+}
+
+/// Sends a batch as one write, exactly as queued.
+async fn send(raw: &mut Raw, batch: Batch) {
+    let mut w = xfer::conn::FrameWriter::new(&mut raw.writer);
+    w.write_batch(batch).await.expect("send batch");
+}
+
+fn inline_put(b: &mut Batch, path: &str, data: &[u8]) {
+    let put = Request::Put { path: path.into(), size: data.len() as u64, resume: false, transport: Transport::Tcp };
+    b.control(&put).unwrap();
+    if !data.is_empty() {
+        b.data(&DataChunk::new(0, bytes::Bytes::copy_from_slice(data)));
+    }
+    b.control(&Request::PutEnd { md5: md5_bytes(data) }).unwrap();
+}
+
+#[tokio::test]
+async fn accepts_requests_pipelined_behind_the_preamble_and_auth() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        std::fs::write(srv.home("alice").join("a"), b"1").unwrap();
+        let mut raw = Raw::tls(srv.addr).await;
+        // CTRL-HELLO-3, CTRL-AUTH-6: all of it in one write, before the server said anything.
+        let mut b = hello("alice", PW);
+        b.control(&Request::List { path: String::new() }).unwrap();
+        b.control(&Request::Mkdir { path: "d".into() }).unwrap();
+        inline_put(&mut b, "d/up", b"inline");
+        b.control(&Request::Pwd).unwrap();
+        send(&mut raw, b).await;
+        assert_eq!(raw.reader.read_preamble().await.unwrap(), PROTOCOL_VERSION);
+        assert!(matches!(raw.recv().await, Response::Authed { .. }));
+        match raw.recv().await {
+            Response::Listing { entries } => assert_eq!(entries.len(), 1),
+            other => panic!("expected the listing, got {other:?}"),
+        }
+        assert_eq!(raw.recv().await, Response::Ok);
+        assert_eq!(raw.recv().await, Response::PutReady { offset: 0, prefix_md5: None });
+        assert!(matches!(raw.recv().await, Response::PutDone { size: 6, .. }));
+        assert_eq!(raw.recv().await, Response::Pwd { path: "/".into() });
+        assert_eq!(std::fs::read(srv.home("alice").join("d/up")).unwrap(), b"inline");
+        srv.assert_no_panics();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_every_request_pipelined_behind_a_failed_login() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        let mut raw = Raw::tls(srv.addr).await;
+        let mut b = hello("alice", "wrong");
+        b.control(&Request::Mkdir { path: "d".into() }).unwrap();
+        inline_put(&mut b, "up", b"data");
+        send(&mut raw, b).await;
+        assert_eq!(raw.reader.read_preamble().await.unwrap(), PROTOCOL_VERSION);
+        raw.expect_error(ErrorCode::AuthFailed).await;
+        // Mkdir, Put, its data frame and PutEnd: one NotAuthenticated each, nothing done.
+        for _ in 0..4 {
+            raw.expect_error(ErrorCode::NotAuthenticated).await;
+        }
+        assert!(dir_names(&srv.home("alice")).is_empty(), "nothing was executed");
+        // The session is still in AwaitAuth and in step.
+        assert!(matches!(
+            raw.call(&Request::Auth { user: "alice".into(), password: PW.into() }).await,
+            Response::Authed { .. }
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_inline_upload_gets_one_error_per_frame_and_the_session_goes_on() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        // CTRL-PUT-7: onto "/" is refused; the data frame and PutEnd behind it are answered
+        // as outside an upload.
+        let mut b = Batch::new();
+        inline_put(&mut b, "/", b"abc");
+        send(&mut raw, b).await;
+        raw.expect_error(ErrorCode::IsADirectory).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
+        // An empty file has no data frame: Put and PutEnd only.
+        let mut b = Batch::new();
+        inline_put(&mut b, "empty", b"");
+        send(&mut raw, b).await;
+        assert_eq!(raw.recv().await, Response::PutReady { offset: 0, prefix_md5: None });
+        assert!(matches!(raw.recv().await, Response::PutDone { size: 0, .. }));
+        assert_eq!(std::fs::read(srv.home("alice").join("empty")).unwrap(), b"");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accepts_abort_and_get_together_after_udp_get_ready() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        std::fs::write(srv.home("alice").join("small"), b"tiny file").unwrap();
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        let req = Request::GetUdp { path: "small".into(), held: vec![], held_md5: None, rate_limit: None };
+        assert!(matches!(raw.call(&req).await, Response::UdpGetReady { size: 9, .. }));
+        // CTRL-GET-5: no datagram sent; Abort and Get leave together.
+        let mut b = Batch::new();
+        b.control(&Request::Abort).unwrap();
+        b.control(&Request::Get { path: "small".into(), offset: 0, prefix_md5: None, transport: Transport::Tcp })
+            .unwrap();
+        send(&mut raw, b).await;
+        assert_eq!(raw.recv().await, Response::Ok);
+        assert_eq!(raw.recv().await, Response::GetReady { size: 9, offset: 0 });
+        match raw.frame().await {
+            Ok(xfer::proto::Frame::Data(c)) => assert_eq!(&c.data[..], b"tiny file"),
+            other => panic!("expected the data, got {other:?}"),
+        }
+        assert!(matches!(raw.recv().await, Response::GetEnd { .. }));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The library client.
+
+/// CTRL-AUTH-6: the client reports the refused login, then refuses to go on.
+#[tokio::test]
+async fn pipelined_login_failure_is_what_the_first_request_reports() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        let mut c = Client::connect_and_login(&srv.options(), "alice", "wrong").await.expect("connect");
+        assert_eq!(code_of(c.list("").await), ErrorCode::AuthFailed);
+        assert!(!c.is_usable());
+        assert!(matches!(c.pwd().await, Err(ClientError::Broken)));
+        let mut c = Client::connect_and_login(&srv.options(), "alice", PW).await.expect("connect");
+        assert_eq!(c.pwd().await.unwrap(), "/");
+        c.bye().await;
+    })
+    .await;
+}
+
+/// UDP-FALLBACK-4: the threshold is inclusive, and the larger file still goes over UDP.
+#[tokio::test]
+async fn auto_sends_small_files_over_tcp_and_larger_ones_over_udp() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let mut c = Client::connect_and_login(&srv.options(), "alice", PW).await.expect("connect");
+        let auto = TransferOptions { transport: TransportChoice::Auto, ..Default::default() };
+        for (name, size, via) in [
+            ("empty", 0, Transport::Tcp),
+            ("small", SMALL_TRANSFER_MAX, Transport::Tcp),
+            ("large", SMALL_TRANSFER_MAX + 1, Transport::Udp),
+        ] {
+            let data = make_file(&env.local(name), size as usize, size);
+            let up = c.put_with(&env.local(name), name, &auto, xfer::transfer::progress::no_progress()).await;
+            assert_eq!(up.expect("put").transport, via, "{name} upload");
+            let back = env.local(&format!("{name}.back"));
+            let down = c.get_with(name, &back, &auto, xfer::transfer::progress::no_progress()).await;
+            assert_eq!(down.expect("get").transport, via, "{name} download");
+            assert_eq!(std::fs::read(&back).unwrap(), data, "{name} byte-exact");
+        }
+        assert!(c.is_usable());
+        c.bye().await;
+        srv.assert_no_panics();
+    })
+    .await;
+}
