@@ -87,6 +87,18 @@ impl Default for FlowTiming {
     }
 }
 
+/// How long a client waits for the first `PathChallenge` (UDP-FALLBACK-2), given the round
+/// trip of the control request that set the flow up: for `auto`, 4 round trips plus 500 ms
+/// (about a dozen `Hello`s even at 600 ms), at most 10 s; when UDP is forced, 16 round trips
+/// and at least 10 s, so that a link that carries UDP is never given up on.
+pub fn first_reply_deadline(control_rtt: Duration, forced: bool) -> Duration {
+    if forced {
+        (control_rtt * 16).max(Duration::from_secs(10))
+    } else {
+        (control_rtt * 4 + Duration::from_millis(500)).min(Duration::from_secs(10))
+    }
+}
+
 /// Everything a flow starts from.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
