@@ -701,3 +701,48 @@ fn never_sends_an_unvalidated_address_more_than_three_times_what_it_sent() {
     assert!(sent <= AMPLIFICATION_FACTOR * from, "{sent} > 3 x {from}");
     assert!(sent >= 2 * from, "the budget is used for retries");
 }
+
+/// UDP-DATA-5: an uploader writing 1 byte at every other offset cannot grow the receiver's
+/// held set past MAX_HELD_RANGES; filling a hole is still accepted, and the range map saved
+/// for resume is bounded too (UDP-RESUME-7).
+#[test]
+fn rejects_data_that_would_fragment_the_receiver_beyond_the_bound() {
+    use xfer::udp::packet::DataFields;
+    use xfer::udp::ranges::{MAX_HELD_RANGES, MAX_RESUME_RANGES};
+    let base = Instant::now();
+    let own = addr("192.0.2.1:40000");
+    let cfg = FlowConfig {
+        id: FLOW_ID,
+        side: Side::Server,
+        direction: Direction::Recv(ReceiverConfig::new(1 << 40, RangeSet::new())),
+        timing: FlowTiming::default(),
+        max_segments: 1,
+        seed: [4; 32],
+    };
+    let mut server = Flow::new(cfg, keys(8), base);
+    let mut peer = Attacker { keys: keys(8), pn: 0 };
+    server.handle_datagram(base, own, &mut peer.hello());
+    let mut buf = Vec::new();
+    let t = server.poll_transmit(base, &mut buf).unwrap();
+    let h = Header::decode(&buf[..t.size]).unwrap();
+    let challenge = keys(8).server.open(h.pn, &mut buf[..t.size]).unwrap().to_vec();
+    server.handle_datagram(base, own, &mut peer.datagram(PacketKind::PathResponse, &challenge));
+    assert_eq!(server.peer(), Some(own));
+    let mut byte_at = |server: &mut Flow, offset: u64| {
+        let mut body = Vec::new();
+        DataFields { offset, len: 1, crc32: crc32fast::hash(&[7]) }.encode(&mut body);
+        body.push(7);
+        let mut d = peer.datagram(PacketKind::Data, &body);
+        server.handle_datagram(base, own, &mut d)
+    };
+    let extra = 1000;
+    for i in 0..(MAX_HELD_RANGES + extra) as u64 {
+        byte_at(&mut server, 2 * i);
+    }
+    let held = server.receiver().unwrap().held();
+    assert_eq!(held.len(), MAX_HELD_RANGES);
+    assert_eq!(server.counters().refused, extra as u64);
+    assert!(byte_at(&mut server, 1), "a datagram that fills a hole is accepted");
+    assert_eq!(server.receiver().unwrap().held().len(), MAX_HELD_RANGES - 1);
+    assert_eq!(server.receiver().unwrap().held().lowest(MAX_RESUME_RANGES).len(), MAX_RESUME_RANGES);
+}

@@ -303,7 +303,11 @@ fn authentic_datagram() -> impl Strategy<Value = Vec<u8>> {
         d.extend_from_slice(&body);
         d.put_bytes(0, TAG_LEN);
         let keys = fixed_keys();
-        if client { keys.client.seal(pn, &mut d) } else { keys.server.seal(pn, &mut d) }
+        if client {
+            keys.client.seal(pn, &mut d)
+        } else {
+            keys.server.seal(pn, &mut d)
+        }
         d
     })
 }

@@ -103,7 +103,14 @@ pub fn flow_datagram(data: &[u8]) {
     let base = Instant::now();
     let size = 1 << 20;
     let mk = |side, direction| {
-        let cfg = FlowConfig { id: VECTOR_FLOW, side, direction, timing: FlowTiming::default(), max_segments: 4, seed: [1; 32] };
+        let cfg = FlowConfig {
+            id: VECTOR_FLOW,
+            side,
+            direction,
+            timing: FlowTiming::default(),
+            max_segments: 4,
+            seed: [1; 32],
+        };
         Flow::new(cfg, fixed_keys(), base)
     };
     let send = || Direction::Send(SenderConfig::new(size, RangeSet::new()));
@@ -139,7 +146,8 @@ pub fn flow_datagram(data: &[u8]) {
         for _ in 0..64 {
             let Some(t) = flow.poll_transmit(now, &mut buf) else { break };
             let kind = Header::decode(&buf[..t.size]).map(|h| h.kind);
-            let path_kind = matches!(kind, Ok(PacketKind::Hello | PacketKind::PathChallenge | PacketKind::PathResponse));
+            let path_kind =
+                matches!(kind, Ok(PacketKind::Hello | PacketKind::PathChallenge | PacketKind::PathResponse));
             assert!(path_kind || Some(t.dest) == flow.peer(), "{kind:?} to {} which is not the peer", t.dest);
             if *is_server && Some(t.dest) != flow.peer() {
                 let s = sent.entry((which, t.dest)).or_default();

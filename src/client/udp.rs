@@ -22,8 +22,8 @@ use crate::flow::{drive, FileEnd, FlowEnd, FlowError, FlowShared, FlowTable};
 use crate::proto::control::{ByteRange, Md5Digest};
 use crate::proto::{Request, Response, Transport};
 use crate::transfer::{self, Progress, ProgressFn, TransferError};
-use crate::udp::ranges::RangeSet;
 use crate::udp::flow::{Direction, Flow, FlowConfig, FlowTiming, Side};
+use crate::udp::ranges::RangeSet;
 use crate::udp::ranges::MAX_RESUME_RANGES;
 use crate::udp::receiver::ReceiverConfig;
 use crate::udp::seal::FlowKeys;
@@ -55,7 +55,13 @@ impl Drop for ClientFlow {
 }
 
 impl ClientFlow {
-    fn start(client: &Client, id: u64, direction: Direction, file: FileEnd, timing: FlowTiming) -> std::io::Result<ClientFlow> {
+    fn start(
+        client: &Client,
+        id: u64,
+        direction: Direction,
+        file: FileEnd,
+        timing: FlowTiming,
+    ) -> std::io::Result<ClientFlow> {
         let any: SocketAddr =
             if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         let io = Arc::new(UdpIo::bind(any)?);
@@ -268,8 +274,8 @@ impl Client {
         let sink = spawn_sink(file, size, held.clone(), persist);
         let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
         let timing = flow_timing(opts, control_rtt);
-        let mut flow = ClientFlow::start(self, flow, direction, FileEnd::Sink(sink.queue()), timing)
-            .map_err(local_err(local))?;
+        let mut flow =
+            ClientFlow::start(self, flow, direction, FileEnd::Sink(sink.queue()), timing).map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;

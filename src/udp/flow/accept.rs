@@ -72,7 +72,14 @@ impl Flow {
     /// or a new address with a challenge to that address (UDP-VALID-3, -7), and validates on
     /// a matching `PathResponse` (UDP-VALID-5). `Some(true)` when the datagram comes from the
     /// validated address and its body is to be read; `None` for a malformed body.
-    fn server_path(&mut self, now: Instant, from: SocketAddr, kind: PacketKind, len: usize, body: &[u8]) -> Option<bool> {
+    fn server_path(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        kind: PacketKind,
+        len: usize,
+        body: &[u8],
+    ) -> Option<bool> {
         if kind == PacketKind::Hello && packet::decode_hello(body).ok()? < packet::MIN_DATAGRAM as u16 {
             return None;
         }

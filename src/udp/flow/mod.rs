@@ -227,7 +227,11 @@ impl Flow {
             Side::Server => (
                 keys.server,
                 keys.client,
-                PathState::Server(ServerPath { paths: PathValidator::new(), due: VecDeque::new(), first_challenge: None }),
+                PathState::Server(ServerPath {
+                    paths: PathValidator::new(),
+                    due: VecDeque::new(),
+                    first_challenge: None,
+                }),
             ),
         };
         let data = match cfg.direction {

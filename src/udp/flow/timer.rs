@@ -21,7 +21,8 @@ pub enum Timer {
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [Timer::Hello, Timer::NoPath, Timer::Challenge, Timer::Idle, Timer::Machine, Timer::AckHold];
+    const ALL: [Timer; 6] =
+        [Timer::Hello, Timer::NoPath, Timer::Challenge, Timer::Idle, Timer::Machine, Timer::AckHold];
 
     fn index(self) -> usize {
         self as usize
