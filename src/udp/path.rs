@@ -86,6 +86,11 @@ impl PathValidator {
         Some(c.challenge)
     }
 
+    /// True if some address being validated can still afford a `len`-byte challenge.
+    pub fn can_challenge(&self, len: usize) -> bool {
+        self.candidates.iter().any(|c| c.sent + len as u64 <= AMPLIFICATION_FACTOR * c.received)
+    }
+
     /// Addresses being validated, for challenge retries (UDP-VALID-3).
     pub fn candidates(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.candidates.iter().map(|c| c.addr)

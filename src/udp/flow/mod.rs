@@ -401,7 +401,8 @@ impl Flow {
                 s.first_challenge = None; // a retry: the next reply no longer times one trip
             }
         }
-        if s.paths.validating() {
+        // Once every budget is spent, only a new datagram from that address re-arms it.
+        if s.paths.can_challenge(transmit::CHALLENGE_LEN) {
             self.timers.set(Timer::Challenge, now + self.timing.hello_every);
         }
     }
