@@ -427,3 +427,110 @@ async fn cli_says_which_transport_carried_the_data() {
     })
     .await
 }
+
+/// The spoofing user of UDP-VALID-5 and UDP-AMP-2 on loopback: a logged-in attacker asks for
+/// a UDP download, learns its own challenge at its own address, and then sends from the
+/// victim's address (127.0.0.2, a socket the test binds, which also counts what arrives
+/// there) `Hello`s, the answer to its own challenge, and acks forged to claim progress. The
+/// victim gets only challenges, at most 3 times the bytes sent from its address.
+#[tokio::test]
+async fn rejects_a_download_aimed_at_a_spoofed_victim_address() {
+    use xfer::udp::packet::{Ack, Header, PacketKind, HEADER_LEN, MIN_DATAGRAM, TAG_LEN};
+    use xfer::udp::seal::{FlowKeys, EXPORTER_LABEL, SECRET_LEN};
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        std::fs::write(srv.home("alice").join("big"), pseudo_random(8 * MIB as usize, 3)).unwrap();
+        // A session whose TLS secret the attacker holds.
+        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let config = xfer::tls::client_config(Arc::new(xfer::tls::PinnedVerifier::new(None))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(xfer::tls::SERVER_NAME).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        let mut secret = [0u8; SECRET_LEN];
+        tls.get_ref().1.export_keying_material(&mut secret, EXPORTER_LABEL, None).unwrap();
+        let (r, w) = tokio::io::split(tls);
+        let mut raw = Raw { reader: xfer::conn::FrameReader::new(r), writer: w };
+        xfer::conn::FrameWriter::new(&mut raw.writer).write_preamble(xfer::proto::PROTOCOL_VERSION).await.unwrap();
+        raw.reader.read_preamble().await.unwrap();
+        let authed = raw.call(&xfer::proto::Request::Auth { user: "alice".into(), password: PW.into() }).await;
+        assert!(matches!(authed, xfer::proto::Response::Authed { .. }));
+        let req = xfer::proto::Request::GetUdp { path: "big".into(), held: vec![], held_md5: None, rate_limit: None };
+        let xfer::proto::Response::UdpGetReady { flow, .. } = raw.call(&req).await else { panic!("no UdpGetReady") };
+        let keys = FlowKeys::derive(&secret, flow);
+        let mut pn = 0u64;
+        let mut seal = |kind: PacketKind, body: &[u8]| {
+            let mut d = Vec::new();
+            Header { kind, flow, pn }.encode(&mut d);
+            d.extend_from_slice(body);
+            d.resize(d.len() + TAG_LEN, 0);
+            keys.client.seal(pn, &mut d);
+            pn += 1;
+            d
+        };
+        let mut hello = 1472u16.to_be_bytes().to_vec();
+        hello.resize(MIN_DATAGRAM - HEADER_LEN - TAG_LEN, 0);
+        let own = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let victim = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        // The attacker's own challenge, at its own address.
+        own.send_to(&seal(PacketKind::Hello, &hello), srv.addr).await.unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let n = tokio::time::timeout(STEP, own.recv(&mut buf)).await.unwrap().unwrap();
+        let h = Header::decode(&buf[..n]).unwrap();
+        assert_eq!(h.kind, PacketKind::PathChallenge);
+        let challenge = keys.server.open(h.pn, &mut buf[..n]).unwrap().to_vec();
+        let (mut sent, mut got, mut data) = (0u64, 0u64, 0u64);
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut i = 0u64;
+        while tokio::time::Instant::now() < until {
+            let mut out = vec![seal(PacketKind::PathResponse, &challenge)];
+            if i % 20 == 0 {
+                out.push(seal(PacketKind::Hello, &hello));
+            }
+            let ack =
+                Ack { largest_pn: i * 4, ack_delay_us: 0, max_datagram: 1472, cumulative: i * 50_000, ranges: vec![] };
+            let mut body = Vec::new();
+            ack.encode(&mut body);
+            out.push(seal(PacketKind::Ack, &body));
+            for d in out {
+                sent += d.len() as u64;
+                victim.send_to(&d, srv.addr).await.unwrap();
+            }
+            i += 1;
+            // Count everything that reaches the victim for 10 ms.
+            let tick = tokio::time::Instant::now() + std::time::Duration::from_millis(10);
+            while let Ok(Ok((n, _))) = tokio::time::timeout_at(tick, victim.recv_from(&mut buf)).await {
+                got += n as u64;
+                if Header::decode(&buf[..n]).is_ok_and(|h| h.kind != PacketKind::PathChallenge) {
+                    data += n as u64;
+                }
+            }
+        }
+        eprintln!("spoofed victim: sent {sent} bytes from its address, it received {got}");
+        assert_eq!(data, 0, "only challenges reach the victim");
+        assert!(got <= 3 * sent, "{got} bytes to the victim for {sent}");
+        raw.send(&xfer::proto::Request::Abort).await;
+        assert!(matches!(raw.recv().await, xfer::proto::Response::Ok));
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// UDP-RESUME-7: a `GetUdp` may name at most MAX_RESUME_RANGES held ranges.
+#[tokio::test]
+async fn rejects_a_download_request_with_too_many_held_ranges() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        std::fs::write(srv.home("alice").join("f"), pseudo_random(64 * KIB as usize, 4)).unwrap();
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        let n = xfer::udp::ranges::MAX_RESUME_RANGES as u64 + 1;
+        let held = (0..n).map(|i| (2 * i, 2 * i + 1)).collect();
+        let req = xfer::proto::Request::GetUdp { path: "f".into(), held, held_md5: Some([0; 16]), rate_limit: None };
+        raw.send(&req).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        srv.assert_no_panics();
+    })
+    .await
+}

@@ -1,7 +1,11 @@
-//! When `--transport auto` gives up on UDP mid-transfer (UDP-FALLBACK-2), with no I/O: the
-//! flow made no progress for a while, or its goodput collapsed while it was losing heavily.
+//! When the client gives up on UDP, with no I/O: how long to wait for the server's first
+//! reply (UDP-FALLBACK-2), and, for `--transport auto`, when to leave mid-transfer
+//! (UDP-FALLBACK-3): the flow made no progress for a while, or its goodput collapsed while it
+//! was losing heavily.
 
 use std::time::{Duration, Instant};
+
+pub use crate::udp::flow::first_reply_deadline;
 
 /// Length of one measurement window.
 pub const WINDOW: Duration = Duration::from_secs(3);
@@ -61,6 +65,16 @@ impl DegradeMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_reply_deadline_follows_the_control_round_trip() {
+        let ms = Duration::from_millis;
+        assert_eq!(first_reply_deadline(ms(1), false), ms(504));
+        assert_eq!(first_reply_deadline(ms(600), false), ms(2900));
+        assert_eq!(first_reply_deadline(ms(5000), false), ms(10_000));
+        assert_eq!(first_reply_deadline(ms(1), true), ms(10_000));
+        assert_eq!(first_reply_deadline(ms(1000), true), ms(16_000));
+    }
 
     #[test]
     fn falls_back_after_a_window_without_progress() {

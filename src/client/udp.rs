@@ -1,7 +1,8 @@
 //! Client side of transfers over a UDP flow, and the choice between UDP and TCP
 //! (UDP-FALLBACK-*). The control connection asks for the transfer and ends it; a flow of our
-//! own carries the data; `auto` falls back to TCP when no UDP reply comes within a second, or
-//! when the flow stalls or collapses mid-transfer, resuming from what already arrived.
+//! own carries the data; `auto` falls back to TCP when no UDP reply comes within a deadline
+//! that follows the control connection's round trip, or when the flow stalls or collapses
+//! mid-transfer, resuming from what already arrived.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,20 +12,22 @@ use std::time::{Duration, Instant};
 use md5::Digest;
 use tokio::sync::watch;
 
-use super::fallback::DegradeMonitor;
+use super::fallback::{first_reply_deadline, DegradeMonitor};
 use super::transfer::{local_err, open_source, partial_path, sync_parent};
 use super::{unexpected, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
 use crate::flow::sink::{spawn_sink, PersistFn};
 use crate::flow::source::BlockSource;
 use crate::flow::{demux, UdpIo};
-use crate::flow::{drive, DriveOptions, FlowCore, FlowEnd, FlowError, FlowShared, FlowTable, RecvState, Role, Side};
+use crate::flow::{drive, FileEnd, FlowEnd, FlowError, FlowShared, FlowTable};
 use crate::proto::control::{ByteRange, Md5Digest};
 use crate::proto::{Request, Response, Transport};
 use crate::transfer::{self, Progress, ProgressFn, TransferError};
+use crate::udp::flow::{Direction, Flow, FlowConfig, FlowTiming, Side};
 use crate::udp::ranges::RangeSet;
-use crate::udp::receiver::{Receiver, ReceiverConfig};
+use crate::udp::ranges::MAX_RESUME_RANGES;
+use crate::udp::receiver::ReceiverConfig;
 use crate::udp::seal::FlowKeys;
-use crate::udp::sender::{Sender, SenderConfig};
+use crate::udp::sender::SenderConfig;
 
 /// How often progress is reported and the flow's health is checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -54,19 +57,25 @@ impl Drop for ClientFlow {
 impl ClientFlow {
     fn start(
         client: &Client,
-        flow: u64,
-        role: Role,
-        source: Option<BlockSource>,
-        opts: DriveOptions,
+        id: u64,
+        direction: Direction,
+        file: FileEnd,
+        timing: FlowTiming,
     ) -> std::io::Result<ClientFlow> {
         let any: SocketAddr =
             if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         let io = Arc::new(UdpIo::bind(any)?);
-        let keys = FlowKeys::derive(&client.secret, flow);
-        let side = Side::Client { server: client.peer, confirmed: false, challenge: None };
-        let shared = FlowShared::new(FlowCore::new(flow, side, role, keys.server));
+        let cfg = FlowConfig {
+            id,
+            side: Side::Client { server: client.peer },
+            direction,
+            timing,
+            max_segments: io.max_segments(),
+            seed: rand::random(),
+        };
+        let shared = FlowShared::new(Flow::new(cfg, FlowKeys::derive(&client.secret, id), Instant::now()));
         let table = Arc::new(FlowTable::default());
-        table.insert(flow, shared.clone());
+        table.insert(id, shared.clone());
         let demux = tokio::spawn({
             let io = io.clone();
             async move {
@@ -76,22 +85,24 @@ impl ClientFlow {
             }
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(drive(shared.clone(), io, keys.client, source, stop_rx, opts));
+        let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx));
         Ok(ClientFlow { shared, task, demux, stop })
     }
 
     /// (bytes known held by the receiver, packets sent, packets lost): for a receiving flow
     /// the packets are those numbered so far and the missing ones (`UDP-FALLBACK-3`).
     fn counters(&self) -> (u64, u64, u64) {
-        match &self.shared.lock().role {
-            Role::Send(s) => {
-                let st = s.stats();
-                (s.acked(), st.sent_packets, st.lost_packets)
+        let flow = self.shared.lock();
+        if let Some(s) = flow.sender() {
+            let st = s.stats();
+            return (s.acked(), st.sent_packets, st.lost_packets);
+        }
+        match flow.receiver() {
+            Some(r) => {
+                let (numbered, missing) = r.numbered_and_missing();
+                (r.held().covered(), numbered, missing)
             }
-            Role::Recv(r) => {
-                let (numbered, missing) = r.receiver.numbered_and_missing();
-                (r.receiver.held().covered(), numbered, missing)
-            }
+            None => (0, 0, 0),
         }
     }
 
@@ -103,12 +114,11 @@ impl ClientFlow {
     }
 }
 
-fn drive_options(opts: &TransferOptions) -> DriveOptions {
-    let confirm = match opts.transport {
-        TransportChoice::Auto => Duration::from_secs(1),
-        _ => Duration::from_secs(5),
-    };
-    DriveOptions { confirm_within: confirm, ..DriveOptions::default() }
+/// The flow's timing: the first-reply deadline follows the control connection's round trip
+/// `control_rtt` (UDP-FALLBACK-2).
+fn flow_timing(opts: &TransferOptions, control_rtt: Duration) -> FlowTiming {
+    let forced = opts.transport == TransportChoice::Udp;
+    FlowTiming { confirm_within: first_reply_deadline(control_rtt, forced), ..FlowTiming::default() }
 }
 
 impl Client {
@@ -168,12 +178,14 @@ impl Client {
     ) -> Result<Result<TransferSummary, Fallback>, ClientError> {
         let (file, size) = open_source(local)?;
         let req = Request::Put { path: remote.to_string(), size, resume: opts.resume, transport: Transport::Udp };
+        let asked = Instant::now();
         let (flow, held, held_md5) = match self.call(&req).await {
             Ok(Response::UdpPutReady { flow, held, held_md5 }) => (flow, held, held_md5),
             Ok(other) => return Err(unexpected(other)),
             Err(e) if no_udp(&e) => return Ok(Err(Fallback { reason: e.to_string(), progressed: false })),
             Err(e) => return Err(e),
         };
+        let control_rtt = asked.elapsed();
         let held = RangeSet::from_ranges(held);
         if let Err(e) = check_held(&file, &held, held_md5).await {
             self.abort_put().await?;
@@ -183,9 +195,9 @@ impl Client {
         cfg.rate_limit = opts.rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
         let source = BlockSource::spawn(file.try_clone().map_err(local_err(local))?, size, held.clone());
-        let role = Role::Send(Sender::new(cfg, Instant::now()));
-        let mut flow =
-            ClientFlow::start(self, flow, role, Some(source), drive_options(opts)).map_err(local_err(local))?;
+        let timing = flow_timing(opts, control_rtt);
+        let mut flow = ClientFlow::start(self, flow, Direction::Send(cfg), FileEnd::Source(source), timing)
+            .map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;
@@ -216,10 +228,7 @@ impl Client {
                 }
             }
         };
-        let stats = match &flow.shared.lock().role {
-            Role::Send(s) => Some(s.stats()),
-            Role::Recv(_) => None,
-        };
+        let stats = flow.shared.lock().sender().map(|s| s.stats());
         drop(flow);
         progress(Progress::Advance { done: size });
         self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
@@ -249,6 +258,7 @@ impl Client {
             held_md5,
             rate_limit: opts.rate_limit,
         };
+        let asked = Instant::now();
         let (flow, size) = match self.call(&req).await {
             Ok(Response::UdpGetReady { flow, size }) => (flow, size),
             Ok(other) => return Err(unexpected(other)),
@@ -266,13 +276,13 @@ impl Client {
             progress(Progress::Via(Transport::Tcp));
             return self.get_small_instead(remote, local, progress.clone()).await.map(Ok);
         }
+        let control_rtt = asked.elapsed();
         let persist = map_writer(map_path.clone(), size);
         let sink = spawn_sink(file, size, held.clone(), persist);
-        let role = Role::Recv(RecvState::new(
-            Receiver::new(ReceiverConfig::new(size, held.clone()), Instant::now()),
-            sink.queue(),
-        ));
-        let mut flow = ClientFlow::start(self, flow, role, None, drive_options(opts)).map_err(local_err(local))?;
+        let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
+        let timing = flow_timing(opts, control_rtt);
+        let mut flow =
+            ClientFlow::start(self, flow, direction, FileEnd::Sink(sink.queue()), timing).map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;
@@ -423,7 +433,8 @@ fn map_writer(path: PathBuf, size: u64) -> PersistFn {
     Box::new(move |held: &RangeSet| {
         use std::io::Write;
         let mut text = format!("xfer-ranges 1 {size}\n");
-        for (s, e) in held.iter() {
+        // UDP-RESUME-7: a bounded subset of what is held, which is always safe.
+        for (s, e) in held.lowest(MAX_RESUME_RANGES).iter() {
             text.push_str(&format!("{s} {e}\n"));
         }
         let tmp = path.with_extension("ranges.tmp");

@@ -1,9 +1,8 @@
 //! UDP flows at run time: the socket, the demultiplexer that routes datagrams to flows by id,
-//! and the per-flow task that drives a [`crate::udp`] state machine with file bytes, timers
-//! and sends. The server runs one demultiplexer for all flows on its UDP port; a client runs
-//! one for its own socket.
+//! and the per-flow task that drives a [`crate::udp::flow::Flow`] with file bytes, timers and
+//! sends. The server runs one demultiplexer for all flows on its UDP port; a client runs one
+//! for its own socket.
 
-mod core;
 mod driver;
 pub mod io;
 pub mod sink;
@@ -15,23 +14,23 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-pub use self::core::{FlowCore, RecvState, Role, Side};
-pub use driver::{drive, DriveOptions, FlowEnd, FlowError};
+use crate::udp::flow::Flow;
+pub use driver::{drive, FileEnd, FlowEnd, FlowError};
 pub use io::UdpIo;
 
-/// A flow's state as shared between the demultiplexer and its task.
+/// A flow as shared between the demultiplexer and its task.
 pub struct FlowShared {
-    pub core: Mutex<FlowCore>,
-    pub wake: Notify,
+    flow: Mutex<Flow>,
+    wake: Notify,
 }
 
 impl FlowShared {
-    pub fn new(core: FlowCore) -> Arc<FlowShared> {
-        Arc::new(FlowShared { core: Mutex::new(core), wake: Notify::new() })
+    pub fn new(flow: Flow) -> Arc<FlowShared> {
+        Arc::new(FlowShared { flow: Mutex::new(flow), wake: Notify::new() })
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, FlowCore> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Flow> {
+        self.flow.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -46,7 +45,7 @@ impl FlowTable {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Picks a random id no live flow uses (UDP-CTRL-2).
+    /// Picks a random id no live flow uses (UDP-CTRL-1).
     pub fn new_id(&self) -> u64 {
         let map = self.map();
         loop {

@@ -1,8 +1,6 @@
 //! The sending side's file bytes: a blocking thread reads the file in order, hashes every byte
-//! for the whole-file md5, and hands 1 MiB blocks ahead of the network; the flow keeps the
-//! blocks the receiver does not hold yet, so retransmissions never touch the disk.
-
-use std::collections::VecDeque;
+//! for the whole-file md5, and hands 1 MiB blocks ahead of the network to the flow, which
+//! keeps those the receiver does not hold yet, so retransmissions never touch the disk.
 
 use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
@@ -23,10 +21,10 @@ enum Item {
     Done(Md5Digest),
 }
 
-/// Loaded blocks of the file, ascending.
+/// The file's blocks as they are read.
 pub struct BlockSource {
     rx: mpsc::Receiver<Result<Item, TransferError>>,
-    blocks: VecDeque<(u64, Bytes)>,
+    blocks: Vec<(u64, u64, Option<Bytes>)>,
     loaded_end: u64,
     md5: Option<Md5Digest>,
 }
@@ -40,7 +38,7 @@ impl BlockSource {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        BlockSource { rx, blocks: VecDeque::new(), loaded_end: 0, md5: None }
+        BlockSource { rx, blocks: Vec::new(), loaded_end: 0, md5: None }
     }
 
     /// Waits until bytes below `end` are loaded.
@@ -48,9 +46,7 @@ impl BlockSource {
         while self.loaded_end < end {
             match self.rx.recv().await {
                 Some(Ok(Item::Block(start, len, data))) => {
-                    if let Some(d) = data {
-                        self.blocks.push_back((start, d));
-                    }
+                    self.blocks.push((start, len, data));
                     self.loaded_end = start + len;
                 }
                 Some(Ok(Item::Done(md5))) => {
@@ -66,35 +62,10 @@ impl BlockSource {
         Ok(())
     }
 
-    /// True if `ensure(end)` would not wait.
-    pub fn is_loaded(&self, end: u64) -> bool {
-        self.loaded_end >= end
-    }
-
-    /// Copies loaded bytes `[offset, offset + out.len())` into `out`; false if some of them
-    /// are not loaded (released below the cumulative ack, or not read yet).
-    pub fn copy_to(&self, offset: u64, out: &mut [u8]) -> bool {
-        let mut pos = offset;
-        let mut filled = 0;
-        let first = self.blocks.partition_point(|(s, d)| s + d.len() as u64 <= offset);
-        for (start, data) in self.blocks.iter().skip(first) {
-            if filled == out.len() || *start > pos {
-                break;
-            }
-            let from = (pos - start) as usize;
-            let n = (data.len() - from).min(out.len() - filled);
-            out[filled..filled + n].copy_from_slice(&data[from..from + n]);
-            filled += n;
-            pos += n as u64;
-        }
-        filled == out.len()
-    }
-
-    /// Drops blocks entirely below `offset` (the receiver holds them).
-    pub fn release_below(&mut self, offset: u64) {
-        while self.blocks.front().is_some_and(|(s, d)| s + d.len() as u64 <= offset) {
-            self.blocks.pop_front();
-        }
+    /// The blocks loaded since the last call, ascending: start, length, and the bytes or
+    /// `None` when the receiver holds the whole block.
+    pub fn take_loaded(&mut self) -> Vec<(u64, u64, Option<Bytes>)> {
+        std::mem::take(&mut self.blocks)
     }
 
     /// The md5 of the whole file; reads on to the end if the flow finished first.

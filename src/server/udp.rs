@@ -13,15 +13,15 @@ use super::session::{Conn, Next, Session};
 use crate::conn::ConnError;
 use crate::flow::sink::{spawn_sink, PersistFn, SinkHandle};
 use crate::flow::source::BlockSource;
-use crate::flow::{drive, DriveOptions, FlowCore, FlowEnd, FlowError, FlowShared, RecvState, Role, Side, UdpIo};
+use crate::flow::{drive, FileEnd, FlowEnd, FlowError, FlowShared, UdpIo};
 use crate::proto::control::{ByteRange, Md5Digest};
 use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
 use crate::transfer::{self, TransferError};
-use crate::udp::path::PathValidation;
-use crate::udp::ranges::RangeSet;
-use crate::udp::receiver::{Receiver, ReceiverConfig};
+use crate::udp::flow::{Direction, Flow, FlowConfig, FlowTiming, Side};
+use crate::udp::ranges::{RangeSet, MAX_RESUME_RANGES};
+use crate::udp::receiver::ReceiverConfig;
 use crate::udp::seal::FlowKeys;
-use crate::udp::sender::{Sender, SenderConfig};
+use crate::udp::sender::SenderConfig;
 
 /// A registered flow: removed from the table and stopped on drop.
 struct FlowGuard {
@@ -47,8 +47,8 @@ impl Session {
     /// Registers a flow and starts its task.
     fn start_flow(
         &mut self,
-        role: Role,
-        source: Option<BlockSource>,
+        direction: Direction,
+        file: FileEnd,
         io: Arc<UdpIo>,
     ) -> (FlowGuard, tokio::task::JoinHandle<Result<FlowEnd, FlowError>>, Arc<FlowShared>) {
         // UDP-CTRL-1: never reuse an id on this connection, since the keys derive from it.
@@ -58,13 +58,19 @@ impl Session {
                 break id;
             }
         };
-        let keys = FlowKeys::derive(&self.secret, id);
-        let side = Side::Server { path: PathValidation::new(rand::random()), challenge_to: None };
-        let shared = FlowShared::new(FlowCore::new(id, side, role, keys.client));
+        let cfg = FlowConfig {
+            id,
+            side: Side::Server,
+            direction,
+            timing: FlowTiming { idle: self.state.config.server.handshake_timeout(), ..FlowTiming::default() },
+            max_segments: io.max_segments(),
+            seed: rand::random(),
+        };
+        let flow = Flow::new(cfg, FlowKeys::derive(&self.secret, id), std::time::Instant::now());
+        let shared = FlowShared::new(flow);
         self.state.flows.insert(id, shared.clone());
         let (stop, stop_rx) = watch::channel(false);
-        let opts = DriveOptions { idle: self.state.config.server.handshake_timeout(), ..DriveOptions::default() };
-        let task = tokio::spawn(drive(shared.clone(), io, keys.server, source, stop_rx, opts));
+        let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx));
         (FlowGuard { state: self.state.clone(), id, stop }, task, shared)
     }
 
@@ -90,9 +96,8 @@ impl Session {
         };
         let persist = self.persist_fn(&upload.target.to_string(), size);
         let sink = spawn_sink(file, size, held.clone(), persist);
-        let receiver = Receiver::new(ReceiverConfig::new(size, held.clone()), std::time::Instant::now());
-        let role = Role::Recv(RecvState::new(receiver, sink.queue()));
-        let (guard, task, shared) = self.start_flow(role, None, io);
+        let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
+        let (guard, task, shared) = self.start_flow(direction, FileEnd::Sink(sink.queue()), io);
         let ready = Response::UdpPutReady { flow: guard.id, held: held.iter().collect(), held_md5 };
         let end = match conn.reply(&ready).await {
             Ok(()) => receive(conn, task).await,
@@ -107,7 +112,8 @@ impl Session {
     fn persist_fn(&self, path: &str, size: u64) -> PersistFn {
         let (store, user, path) = (self.state.store.clone(), self.user.clone(), path.to_string());
         Box::new(move |held: &RangeSet| {
-            let ranges: Vec<ByteRange> = held.iter().collect();
+            // UDP-RESUME-7: a bounded subset of what is held, which is always safe.
+            let ranges: Vec<ByteRange> = held.lowest(MAX_RESUME_RANGES).iter().collect();
             store.save_ranges(&user, &path, size, &ranges).map_err(std::io::Error::other)
         })
     }
@@ -133,16 +139,15 @@ impl Session {
         let mut cfg = SenderConfig::new(size, held.clone());
         cfg.rate_limit = rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
-        let sender = Sender::new(cfg, std::time::Instant::now());
         let source = BlockSource::spawn(file, size, held);
-        let (guard, mut task, shared) = self.start_flow(Role::Send(sender), Some(source), io);
+        let (guard, mut task, shared) = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io);
         conn.reply(&Response::UdpGetReady { flow: guard.id, size }).await?;
         loop {
             tokio::select! {
                 r = &mut task => {
                     let reply = match r {
                         Ok(Ok(FlowEnd::Sent { md5 })) => {
-                            if let Role::Send(s) = &shared.lock().role {
+                            if let Some(s) = shared.lock().sender() {
                                 let st = s.stats();
                                 tracing::info!(
                                     user = %self.user, %path, size, sent = st.sent_bytes,
@@ -214,8 +219,12 @@ impl Session {
     }
 }
 
-/// Held ranges must be ascending, disjoint, non-empty and inside the file.
+/// Held ranges must be ascending, disjoint, non-empty and inside the file, and no more than
+/// a range map lists (UDP-CTRL-5, UDP-RESUME-7).
 fn check_ranges(held: &[ByteRange], size: u64) -> Result<RangeSet, Reply> {
+    if held.len() > MAX_RESUME_RANGES {
+        return Err(Reply::new(ErrorCode::BadRequest, format!("more than {MAX_RESUME_RANGES} held ranges")));
+    }
     let mut floor = 0;
     for (i, &(s, e)) in held.iter().enumerate() {
         if e <= s || e > size || (i > 0 && s <= floor) {

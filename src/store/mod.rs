@@ -64,7 +64,7 @@ pub struct User {
 
 /// Most ranges a saved resume map may hold (QUOTA-8, UDP-RESUME-*): a map with more is
 /// refused, so the store row a peer can make the server write stays small.
-pub const MAX_SAVED_RANGES: usize = 4096;
+pub const MAX_SAVED_RANGES: usize = crate::udp::ranges::MAX_RESUME_RANGES;
 
 /// Handle on the SQLite store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {

@@ -3,8 +3,11 @@
 //! range maps. Normative text: `proto-spec/udp.md` (requirement IDs `UDP-*`).
 //!
 //! ```text
+//! flow       one end of a flow as one machine: acceptance, path validation, timers,
+//!            encoding, around the sender or receiver
 //! packet     datagram layout: clear header, data and ack bodies (no I/O)
 //! seal       AES-128-GCM per flow and direction, keyed from the TLS session
+//! path       address validation per address and the amplification limit
 //! replay     sliding replay window over packet numbers
 //! ranges     byte range sets (held data, acked data, resume maps)
 //! sender     sans-I/O sender: what to send when, loss detection, retransmission
@@ -15,6 +18,7 @@
 //! The state machines never touch a socket, a file or the clock: every call takes `now`.
 //! Drivers (server and client) move datagrams and file bytes around them.
 
+pub mod flow;
 pub mod packet;
 pub mod path;
 pub mod ranges;

@@ -2,6 +2,16 @@
 
 use std::collections::BTreeMap;
 
+/// Most disjoint ranges a flow's receiver holds (UDP-DATA-5): a `Data` datagram that would
+/// add a range beyond this is refused, and the sender resends it once the holes before it
+/// have closed. A sender likewise ignores acked ranges beyond it. At 10 % loss this covers
+/// the holes of about 160 000 datagrams in flight.
+pub const MAX_HELD_RANGES: usize = 16_384;
+
+/// Most ranges a range map saved for resume lists (UDP-RESUME-7): when more are held, the
+/// lowest ones are saved, a subset of what is held and so always safe to resume from.
+pub const MAX_RESUME_RANGES: usize = 4_096;
+
 /// Disjoint, non-touching half-open ranges `[start, end)`, merged on insert.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeSet {
@@ -81,6 +91,31 @@ impl RangeSet {
         }
         self.covered -= removed;
         removed
+    }
+
+    /// True if `[start, end)` overlaps or touches a range of the set, so that inserting it
+    /// adds no range.
+    pub fn touches(&self, start: u64, end: u64) -> bool {
+        if let Some((_, &pe)) = self.map.range(..=start).next_back() {
+            if pe >= start {
+                return true;
+            }
+        }
+        self.map.range(start..=end).next().is_some()
+    }
+
+    /// Inserts `[start, end)` unless that would make the set hold more than `max` ranges;
+    /// returns the bytes added, or `None` if refused.
+    pub fn insert_bounded(&mut self, start: u64, end: u64, max: usize) -> Option<u64> {
+        if end > start && self.map.len() >= max && !self.touches(start, end) {
+            return None;
+        }
+        Some(self.insert(start, end))
+    }
+
+    /// The lowest `max` ranges: a subset of the set.
+    pub fn lowest(&self, max: usize) -> RangeSet {
+        RangeSet::from_ranges(self.iter().take(max))
     }
 
     /// The lowest range, if any.
@@ -174,6 +209,17 @@ mod tests {
         assert_eq!(r.insert(40, 50), 10);
         assert_eq!(r.iter().collect::<Vec<_>>(), vec![(10, 50)]);
         assert_eq!(r.covered(), 40);
+    }
+
+    #[test]
+    fn refuses_a_new_range_beyond_the_bound_but_accepts_what_touches() {
+        let mut r = RangeSet::from_ranges([(0, 10), (20, 30)]);
+        assert_eq!(r.insert_bounded(40, 50, 2), None, "a third range");
+        assert_eq!(r.insert_bounded(30, 35, 2), Some(5), "extends one");
+        assert_eq!(r.insert_bounded(12, 14, 3), Some(2));
+        assert_eq!(r.insert_bounded(10, 12, 3), Some(2), "touches both neighbours");
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(0, 14), (20, 35)]);
+        assert_eq!(r.lowest(1).iter().collect::<Vec<_>>(), vec![(0, 14)]);
     }
 
     #[test]

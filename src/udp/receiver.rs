@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use super::packet::{Ack, MAX_ACK_RANGES};
-use super::ranges::RangeSet;
+use super::ranges::{RangeSet, MAX_HELD_RANGES};
 
 /// Receiver settings.
 #[derive(Debug, Clone)]
@@ -71,6 +71,9 @@ pub enum DataVerdict {
     Duplicate,
     /// It reaches past the end of the file: drop it.
     OutOfBounds,
+    /// It would add a held range beyond [`MAX_HELD_RANGES`] (UDP-DATA-5): drop it; the sender
+    /// resends it.
+    Refused,
 }
 
 /// Receiver of one flow: what is held and when to acknowledge.
@@ -121,12 +124,16 @@ impl Receiver {
             Some(end) if end <= self.cfg.size => end,
             _ => return DataVerdict::OutOfBounds,
         };
-        self.on_packet(now, pn, datagram_len);
         if self.held.contains(offset, end) {
+            self.on_packet(now, pn, datagram_len);
             self.ack_now.get_or_insert(now);
             return DataVerdict::Duplicate;
         }
-        self.held.insert(offset, end);
+        // UDP-DATA-5: the peer does not get to fragment what we hold without bound.
+        if self.held.insert_bounded(offset, end, MAX_HELD_RANGES).is_none() {
+            return DataVerdict::Refused;
+        }
+        self.on_packet(now, pn, datagram_len);
         if !self.complete && self.held.contains(0, self.cfg.size) {
             self.complete = true;
             self.ack_now.get_or_insert(now);
@@ -341,6 +348,21 @@ mod tests {
         r.ack_now = Some(now);
         assert!(r.poll_ack(now, &mut ack));
         assert_eq!((ack.cumulative, ack.ranges.clone()), (10, vec![(20, 30), (90, 100)]));
+    }
+
+    #[test]
+    fn rejects_data_that_would_fragment_the_held_set_beyond_the_bound() {
+        let (mut r, now) = receiver(1 << 40);
+        // 1 byte at every other offset: the hostile pattern.
+        for i in 0..MAX_HELD_RANGES as u64 {
+            assert_eq!(r.handle_data(now, i, 2 * i, 1, 35), DataVerdict::New);
+        }
+        let n = MAX_HELD_RANGES as u64;
+        assert_eq!(r.handle_data(now, n, 2 * n, 1, 35), DataVerdict::Refused);
+        assert_eq!(r.held().len(), MAX_HELD_RANGES);
+        // Filling a hole is always accepted (it merges two ranges).
+        assert_eq!(r.handle_data(now, n + 1, 1, 1, 35), DataVerdict::New);
+        assert_eq!(r.held().len(), MAX_HELD_RANGES - 1);
     }
 
     #[test]

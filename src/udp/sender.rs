@@ -296,6 +296,14 @@ impl Sender {
         self.rate.on_ack_end(now, self.pipe());
     }
 
+    /// A round-trip time measured outside the data (the path handshake), used until acks
+    /// give samples of their own, so that the first probe timeout fits the path.
+    pub fn handle_rtt_sample(&mut self, rtt: std::time::Duration) {
+        if !self.rtt.has_sample() {
+            self.rtt.update(rtt.max(GRANULARITY), std::time::Duration::ZERO);
+        }
+    }
+
     /// Sending packet `pn` failed locally (e.g. `EMSGSIZE` for a probe above the path MTU).
     pub fn handle_send_error(&mut self, pn: u64) {
         let Ok(i) = self.sent.binary_search_by_key(&pn, |p| p.pn) else { return };

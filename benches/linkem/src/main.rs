@@ -536,6 +536,7 @@ fn plan(a: &RunArgs) -> Result<Plan, String> {
         reorder,
         reorder_extra_ns,
         dup,
+        ..DirConfig::default()
     };
     let ab = dir(delay_ab, rate_ab, q_ab, loss_ab, ge_ab, reo_ab, rd_ab, dup_ab);
     let ba = dir(delay_ba, rate_ba, q_ba, loss_ba, ge_ba, reo_ba, rd_ba, dup_ba);

@@ -17,6 +17,14 @@
 //! 5. with probability `dup` a copy is queued right behind it (it uses its
 //!    own queue slot and link time, and is due one serialisation later).
 //!
+//! Two impairments serve the virtual-time tests of the xfer library, which
+//! include this file: packets larger than `mtu` are lost before the queue,
+//! and everything leaving the serialiser inside the `outage` window is lost.
+//!
+//! This one file is the link model of both linkem and the xfer simulation
+//! (`tests/udp_sim.rs` and `tests/udp_flow_sim.rs` include it by path), so it
+//! uses nothing but `core`/`std`.
+//!
 //! No allocation happens after construction.
 
 /// Small, fast, seedable PRNG (xorshift64*), good enough for loss decisions.
@@ -107,6 +115,10 @@ pub struct DirConfig {
     pub reorder_extra_ns: u64,
     /// Probability that a packet is duplicated.
     pub dup: f64,
+    /// Larger packets are lost (a path MTU); 0 = no limit.
+    pub mtu: usize,
+    /// Window `[start, end)` of time in which every packet on the wire is lost.
+    pub outage: Option<(u64, u64)>,
 }
 
 impl Default for DirConfig {
@@ -120,6 +132,8 @@ impl Default for DirConfig {
             reorder: 0.0,
             reorder_extra_ns: 1_000_000,
             dup: 0.0,
+            mtu: 0,
+            outage: None,
         }
     }
 }
@@ -242,7 +256,7 @@ impl LinkModel {
     }
 
     #[inline]
-    fn lost_on_wire(&mut self) -> bool {
+    fn lost_on_wire(&mut self, at: u64) -> bool {
         let mut lost = false;
         if let Some(ge) = self.cfg.ge {
             if self.ge_bad {
@@ -258,18 +272,23 @@ impl LinkModel {
         // draw even when already lost so that the random stream does not
         // depend on the GE outcome
         let indep = self.rng.chance(self.cfg.loss);
-        lost || indep
+        let dark = self.cfg.outage.is_some_and(|(s, e)| s <= at && at < e);
+        lost || indep || dark
     }
 
     /// Decide the fate of a packet of `len` bytes arriving at `now`.
     #[inline]
     pub fn on_packet(&mut self, now: u64, len: usize) -> Verdict {
         self.stats.offered += 1;
+        if self.cfg.mtu > 0 && len > self.cfg.mtu {
+            self.stats.dropped_loss += 1;
+            return Verdict::DropLoss;
+        }
         let Some(tx_end) = self.admit(now, len) else {
             self.stats.dropped_queue += 1;
             return Verdict::DropQueue;
         };
-        if self.lost_on_wire() {
+        if self.lost_on_wire(tx_end) {
             self.stats.dropped_loss += 1;
             return Verdict::DropLoss;
         }
@@ -307,6 +326,16 @@ mod tests {
         for t in 0..1000 {
             assert_eq!(m.on_packet(t, 1500), Verdict::Deliver { due: t, dup_due: None, reordered: false });
         }
+    }
+
+    #[test]
+    fn loses_oversize_packets_and_everything_in_an_outage() {
+        let mut m = LinkModel::new(DirConfig { mtu: 1500, outage: Some((10, 20)), ..cfg() }, 1);
+        assert_eq!(m.on_packet(0, 1501), Verdict::DropLoss);
+        assert!(matches!(m.on_packet(0, 1500), Verdict::Deliver { .. }));
+        assert_eq!(m.on_packet(10, 100), Verdict::DropLoss);
+        assert_eq!(m.on_packet(19, 100), Verdict::DropLoss);
+        assert!(matches!(m.on_packet(20, 100), Verdict::Deliver { .. }));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{min_opt, Sender, SentPacket, State, GRANULARITY, MAX_PACKET_THRESHOLD, MAX_PTO};
 use crate::udp::packet::Ack;
+use crate::udp::ranges::MAX_HELD_RANGES;
 use crate::udp::sender::rtt::MAX_ACK_DELAY;
 
 /// A loss declared recently, kept to notice when it was spurious.
@@ -40,7 +41,9 @@ impl Sender {
         self.lost.remove(0, cumulative);
         for &(s, e) in &ack.ranges {
             let (s, e) = (s.min(size), e.min(size));
-            if self.acked.insert(s, e) > 0 {
+            // A receiver never holds more than MAX_HELD_RANGES ranges (UDP-DATA-5); ranges
+            // beyond that are ignored, which at worst resends bytes.
+            if self.acked.insert_bounded(s, e, MAX_HELD_RANGES).is_some_and(|n| n > 0) {
                 self.lost.remove(s, e);
             }
         }
