@@ -203,13 +203,13 @@ cpu_of() { # /usr/bin/time -f '%e %U %S' output -> user+sys
 wall_of() { [[ -s "$1" ]] && tail -1 "$1" | awk '{ print $1 }' || echo "nan"; }
 
 dir_bytes() { # dir [name-glob]
-    find "$1" -type f -name "${2:-*}" -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
+    find "$1" -type f -name "${2:-*}" -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%.f",s }'
 }
 
 # Bytes actually stored (tmpfs pages) rather than the apparent size: the UDP receiver writes
 # each datagram at its offset, so a partial file is sparse and its size says nothing.
 dir_alloc() { # dir [name-glob]
-    find "$1" -type f -name "${2:-*}" -printf '%b\n' 2>/dev/null | awk '{ s += $1 * 512 } END { printf "%d", s }'
+    find "$1" -type f -name "${2:-*}" -printf '%b\n' 2>/dev/null | awk '{ s += $1 * 512 } END { printf "%.f",s }'
 }
 
 # UDP datagrams the kernel dropped in a namespace for want of socket buffer (both directions).
@@ -223,7 +223,7 @@ to_bytes() { # 125M, 2G, 1.5G, 1000 -> bytes (decimal units)
     awk -v s="$1" 'BEGIN {
         n = s + 0; u = toupper(substr(s, length(s)));
         m = (u == "K") ? 1e3 : (u == "M") ? 1e6 : (u == "G") ? 1e9 : 1;
-        printf "%d", n * m }'
+        printf "%.f",n * m }'
 }
 
 mbit() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", b * 8 / s / 1e6; else print "nan" }'; }
@@ -420,7 +420,7 @@ size_for() { # scenario -> bytes
     scenario "$1"
     if [[ -n $SIZE ]]; then to_bytes "$SIZE"
     elif [[ $RATE == 0 ]]; then to_bytes "$LOOPBACK_SIZE"
-    else awk -v r="$RATE" -v s="$XFER_SECS" 'BEGIN { printf "%d", r * 1e6 / 8 * s }'
+    else awk -v r="$RATE" -v s="$XFER_SECS" 'BEGIN { printf "%.f",r * 1e6 / 8 * s }'
     fi
 }
 
