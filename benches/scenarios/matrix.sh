@@ -17,7 +17,7 @@
 # iperf3 BBR and against cubic on 100 Mbit/s, 50 ms, 0%), SHORT [1] (8 s-of-link xfer UDP uploads
 # on SHORT_CELLS), OUT [/tmp/xfer-matrix-<date>], XFER_BIN (default: a copy of
 # target/release/xfer taken at the start, so that rebuilding during the run changes nothing),
-# SKIP_BUILD=1. Results: $OUT/<part>/results.tsv per runner, $OUT/matrix.md, $OUT/matrix.svg.
+# SKIP_BUILD=1, MX_PREFIX [xfer-mx] (netns prefix, so that two matrices can run at once). Results: $OUT/<part>/results.tsv per runner, $OUT/matrix.md, $OUT/matrix.svg.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,6 +33,7 @@ SHORT=${SHORT:-1}
 CONTENDERS=${CONTENDERS:-"iperf3-bbr iperf3-cubic xfer-put xfer-udp xfer-auto quic"}
 OUT=${OUT:-/tmp/xfer-matrix-$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-0}
+MX_PREFIX=${MX_PREFIX:-xfer-mx}   # netns prefix of the runners (<prefix>0, <prefix>1, ...)
 # rate (Mbit/s) x RTT (ms) x loss: every corner of 10-1000 Mbit/s, 1-600 ms, 0-10%, plus the
 # issue's links, middle values and bursty loss.
 CELLS=${CELLS:-"
@@ -82,23 +83,23 @@ for ((j = 0; j < JOBS; j++)); do
     mine=()
     for ((i = j; i < ${#light[@]}; i += JOBS)); do mine+=("${light[$i]}"); done
     ((${#mine[@]})) || continue
-    runner "light$j" "xfer-mx$j" "${mine[@]}" &
+    runner "light$j" "$MX_PREFIX$j" "${mine[@]}" &
     pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
 log "light cells done in $(( $(date +%s) - t0 )) s"
-((${#heavy[@]})) && runner heavy xfer-mx0 "${heavy[@]}"
+((${#heavy[@]})) && runner heavy "${MX_PREFIX}0" "${heavy[@]}"
 log "heavy cells done in $(( $(date +%s) - t0 )) s"
 
 if [[ $FAIR == 1 ]]; then
     for cc in bbr cubic; do
-        PREFIX=xfer-mx0 OUT="$OUT/fair-$cc" SCENARIOS=" " CONTENDERS=" " FAIRNESS=1 FAIR_SECS=30 \
+        PREFIX=${MX_PREFIX}0 OUT="$OUT/fair-$cc" SCENARIOS=" " CONTENDERS=" " FAIRNESS=1 FAIR_SECS=30 \
             FAIR_CONTENDERS="xfer-udp" FAIR_AGAINST=$cc "$here/run.sh" >"$OUT/fair-$cc.stdout" 2>"$OUT/fair-$cc.stderr"
     done
     log "fairness done in $(( $(date +%s) - t0 )) s"
 fi
 if [[ $SHORT == 1 ]]; then
-    PREFIX=xfer-mx0 OUT="$OUT/short" SCENARIOS="$SHORT_CELLS" CONTENDERS="xfer-udp" XFER_SECS=8 CAP=20 \
+    PREFIX=${MX_PREFIX}0 OUT="$OUT/short" SCENARIOS="$SHORT_CELLS" CONTENDERS="xfer-udp" XFER_SECS=8 CAP=20 \
         FAIRNESS=0 "$here/run.sh" >"$OUT/short.stdout" 2>"$OUT/short.stderr"
     log "short transfers done in $(( $(date +%s) - t0 )) s"
 fi
