@@ -1121,3 +1121,44 @@ fn goodput_table() {
         println!("| {name} | {} | {} | {} |", size / MB, cells[0], cells[1]);
     }
 }
+
+/// Cells of the benchmark matrix (benches/scenarios/matrix.sh) in virtual time: 20 s of the
+/// link's rate each, where the sender must reach 0.93 of the payload ceiling C (here the link
+/// counts datagram bytes: C = rate x (1 - loss) x 1424 / 1472) with redundancy within 1.2x the
+/// loss. `SIM_CELLS="rate/rtt/loss% ..."` runs other cells and only prints them.
+#[test]
+fn matrix_cells_reach_the_ceiling_in_virtual_time() {
+    let custom = std::env::var("SIM_CELLS").ok();
+    let cells: Vec<(f64, f64, f64)> = match &custom {
+        Some(list) => list
+            .split_whitespace()
+            .map(|c| {
+                let v: Vec<f64> = c.split('/').map(|x| x.parse().expect("rate/rtt/loss")).collect();
+                (v[0], v[1], v[2])
+            })
+            .collect(),
+        // Deep queue on a short RTT (10/1), long RTT with loss (100/200/2), heavy loss.
+        None => vec![(10.0, 1.0, 10.0), (10.0, 20.0, 0.0), (100.0, 200.0, 2.0), (100.0, 100.0, 10.0)],
+    };
+    for (rate, rtt, loss) in cells {
+        let size = (rate * 1e6 / 8.0 * 20.0) as u64;
+        let mut spec = FlowSpec::new(size);
+        spec.carry = false;
+        let name = format!("{rate}/{rtt}/{loss}");
+        let out = run(Scenario::new(&name, path(rate, rtt, loss / 100.0), spec));
+        let f = &out.flows[0];
+        let c = rate * (1.0 - loss / 100.0) * 1424.0 / 1472.0;
+        let (share, red) = (f.goodput() / c, f.redundancy());
+        eprintln!(
+            "cell {name}: goodput {:.2} Mbit/s = {share:.3} C, redundancy {red:.4}, queue drops {}, lost {}, ptos {}",
+            f.goodput(),
+            out.fwd.dropped_queue,
+            f.stats.lost_packets,
+            f.stats.ptos
+        );
+        if custom.is_none() {
+            assert!(share >= 0.93, "{name}: {share:.3} C");
+            assert!(red <= 1.2 * loss / 100.0 + 0.002, "{name}: redundancy {red:.4}");
+        }
+    }
+}

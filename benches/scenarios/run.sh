@@ -29,6 +29,14 @@
 #   MTU [1500]          MTU of the emulated link
 #   OUT                 results directory [/tmp/xfer-bench-<date>]
 #   SKIP_BUILD=1        do not (re)build linkem, quic-perf and xfer
+#   XFER_BIN            the xfer binary to run [target/release/xfer] (e.g. a copy, so that a rebuild
+#                       during a long run does not change what is measured)
+#   PREFIX [xfer-bench] netns prefix; runners with different prefixes can run side by side
+#   FAIR_AGAINST [bbr]  congestion control of the iperf3 flow the fairness contenders share with
+#
+# Scenarios may also be generic link cells named m<rate Mbit/s>-r<RTT ms>-l<loss %> (random
+# loss) or m<rate>-r<RTT>-g<avg %>x<burst> (Gilbert-Elliott bursts, mean burst length in
+# packets), e.g. m100-r50-l1, m10-r600-l10, m100-r200-g3x10 (benches/scenarios/matrix.sh).
 #
 # Everything it creates (namespaces, processes, /dev/shm files) is removed on
 # exit, on Ctrl-C and on SIGTERM.
@@ -52,13 +60,14 @@ FAIR_CONTENDERS=${FAIR_CONTENDERS:-"iperf3-cubic iperf3-bbr quic quic-bbr xfer-p
 MTU=${MTU:-1500}
 OUT=${OUT:-/tmp/xfer-bench-$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-0}
+FAIR_AGAINST=${FAIR_AGAINST:-bbr}
 
-PREFIX=xfer-bench
+PREFIX=${PREFIX:-xfer-bench}
 # The bench tools build into the root's (git-ignored) target directory.
 TOOLS_TARGET="$repo/target/bench-tools"
 LINKEM="$TOOLS_TARGET/release/linkem"
 QPERF="$TOOLS_TARGET/release/quic-perf"
-XFER="$repo/target/release/xfer"
+XFER="${XFER_BIN:-$repo/target/release/xfer}"
 WORK=/dev/shm/xfer-bench-$$
 P_IPERF=5201 P_IPERF2=5202 P_QUIC=4433 P_SSH=2222 P_XFER=7443
 
@@ -131,7 +140,7 @@ has() { [[ " $CONTENDERS " == *" $1 "* ]]; }
 has_fair() { [[ $FAIRNESS == 1 && " $FAIR_CONTENDERS " == *" $1 "* ]]; }
 wants_xfer() { # any xfer row in the table or the fairness scenario
     local c
-    for c in xfer-put xfer-get xfer-udp xfer-udp-get; do has $c && return 0; done
+    for c in xfer-put xfer-get xfer-udp xfer-udp-get xfer-auto; do has $c && return 0; done
     has_fair xfer-put || has_fair xfer-udp
 }
 
@@ -194,13 +203,13 @@ cpu_of() { # /usr/bin/time -f '%e %U %S' output -> user+sys
 wall_of() { [[ -s "$1" ]] && tail -1 "$1" | awk '{ print $1 }' || echo "nan"; }
 
 dir_bytes() { # dir [name-glob]
-    find "$1" -type f -name "${2:-*}" -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'
+    find "$1" -type f -name "${2:-*}" -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%.f",s }'
 }
 
 # Bytes actually stored (tmpfs pages) rather than the apparent size: the UDP receiver writes
 # each datagram at its offset, so a partial file is sparse and its size says nothing.
 dir_alloc() { # dir [name-glob]
-    find "$1" -type f -name "${2:-*}" -printf '%b\n' 2>/dev/null | awk '{ s += $1 * 512 } END { printf "%d", s }'
+    find "$1" -type f -name "${2:-*}" -printf '%b\n' 2>/dev/null | awk '{ s += $1 * 512 } END { printf "%.f",s }'
 }
 
 # UDP datagrams the kernel dropped in a namespace for want of socket buffer (both directions).
@@ -214,7 +223,7 @@ to_bytes() { # 125M, 2G, 1.5G, 1000 -> bytes (decimal units)
     awk -v s="$1" 'BEGIN {
         n = s + 0; u = toupper(substr(s, length(s)));
         m = (u == "K") ? 1e3 : (u == "M") ? 1e6 : (u == "G") ? 1e9 : 1;
-        printf "%d", n * m }'
+        printf "%.f",n * m }'
 }
 
 mbit() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", b * 8 / s / 1e6; else print "nan" }'; }
@@ -330,6 +339,10 @@ setup_xfer() {
     else
         XFER_UDP_WHY="skipped: xfer has no --transport flag (no UDP data path)"
     fi
+    if ! has xfer-get && ! has xfer-udp-get; then
+        XFER_OK=1 XFER_WHY=""
+        return
+    fi
     # Seed the files that `get` fetches, over a private loopback.
     ip netns add "$PREFIX-seed" && ip -n "$PREFIX-seed" link set lo up || { XFER_WHY="netns for seeding failed"; return; }
     XCFG="$WORK/xfer-cfg-seed"
@@ -380,15 +393,34 @@ scenario() {
     lfn) LEM_ARGS="--rate 400mbit --delay 75ms --loss 0.1%" RATE=400 LABEL="400 Mbit/s, 150 ms RTT, 0.1% loss" ;;
     bursty) LEM_ARGS="--rate 100mbit --delay 25ms --ge-burst 1%:5" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, GE bursts avg 1% (mean burst 5 pkts)" ;;
     fair) LEM_ARGS="--rate 100mbit --delay 25ms" RATE=100 LABEL="100 Mbit/s, 50 ms RTT, 0% loss (shared)" ;;
+    m*-r*-[lg]*) cell "$1" || die "bad cell name $1" ;;
     *) die "unknown scenario $1" ;;
     esac
+}
+
+# A generic link cell: m<rate Mbit/s>-r<RTT ms>-l<loss %> or m<rate>-r<RTT>-g<avg %>x<burst>.
+cell() { # name -> LEM_ARGS RATE LABEL
+    local re='^m([0-9.]+)-r([0-9.]+)-(l([0-9.]+)|g([0-9.]+)x([0-9.]+))$'
+    [[ $1 =~ $re ]] || return 1
+    local rate=${BASH_REMATCH[1]} rtt=${BASH_REMATCH[2]} loss=${BASH_REMATCH[4]} ge=${BASH_REMATCH[5]} len=${BASH_REMATCH[6]}
+    local delay_us
+    delay_us=$(awk -v r="$rtt" 'BEGIN { printf "%d", r * 1000 / 2 }')
+    LEM_ARGS="--rate ${rate}mbit --delay ${delay_us}us"
+    RATE=$rate
+    if [[ -n $ge ]]; then
+        LEM_ARGS+=" --ge-burst $ge%:$len"
+        LABEL="$rate Mbit/s, $rtt ms RTT, GE bursts avg $ge% (mean burst $len pkts)"
+    else
+        [[ $loss != 0 ]] && LEM_ARGS+=" --loss $loss%"
+        LABEL="$rate Mbit/s, $rtt ms RTT, $loss% loss"
+    fi
 }
 
 size_for() { # scenario -> bytes
     scenario "$1"
     if [[ -n $SIZE ]]; then to_bytes "$SIZE"
     elif [[ $RATE == 0 ]]; then to_bytes "$LOOPBACK_SIZE"
-    else awk -v r="$RATE" -v s="$XFER_SECS" 'BEGIN { printf "%d", r * 1e6 / 8 * s }'
+    else awk -v r="$RATE" -v s="$XFER_SECS" 'BEGIN { printf "%.f",r * 1e6 / 8 * s }'
     fi
 }
 
@@ -593,16 +625,17 @@ xfer_udp_note() { # scenario put|get -> note words
         $(( ${e1:-0} + ${e2:-0} - UDP_ERRS0 ))
 }
 
-run_xfer() { # scenario run put|get tcp|udp
+run_xfer() { # scenario run put|get tcp|udp|auto
     local sc=$1 r=$2 dir=$3 tr=$4 name d="$WORK/run" bytes
     case $dir-$tr in
+    put-auto) name=xfer-auto ;;
     put-tcp) name=xfer-put ;;
     get-tcp) name=xfer-get ;;
     put-udp) name=xfer-udp ;;
     get-udp) name=xfer-udp-get ;;
     esac
     if ((!XFER_OK)); then record "$sc" "$name" "$r" skip nan nan nan "$XFER_WHY"; return; fi
-    if [[ $tr == udp && -n $XFER_UDP_WHY ]]; then record "$sc" "$name" "$r" skip nan nan nan "$XFER_UDP_WHY"; return; fi
+    if [[ $tr != tcp && -n $XFER_UDP_WHY ]]; then record "$sc" "$name" "$r" skip nan nan nan "$XFER_UDP_WHY"; return; fi
     bytes=$(size_for "$sc"); ensure_file "$bytes"
     rm -rf "$d"; mkdir -p "$d/dst"
     find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
@@ -620,8 +653,8 @@ run_xfer() { # scenario run put|get tcp|udp
     # shellcheck disable=SC2206
     [[ -n $XFER_ARGS ]] && extra=($XFER_ARGS)
     local MOVED="" NOTE_FN=xfer_note SRV_GRACE=1
-    if [[ $tr == udp ]]; then
-        flag=(--transport udp) MOVED=alloc NOTE_FN=xfer_udp_note
+    if [[ $tr != tcp ]]; then
+        flag=(--transport "$tr") MOVED=alloc NOTE_FN=xfer_udp_note
         local e1 e2
         e1=$(udp_buf_errs "$NS_C"); e2=$(udp_buf_errs "$NS_S")
         [[ $NS_C == "$NS_S" ]] && e2=0
@@ -640,7 +673,7 @@ run_xfer() { # scenario run put|get tcp|udp
             get "${flag[@]}" "${extra[@]}" "seed-$bytes.bin" "$d/dst/f.bin"
     fi
     # keep the client's and the server's output of UDP runs for the report
-    if [[ $tr == udp ]]; then
+    if [[ $tr != tcp ]]; then
         cp "$d/cli.out" "$OUT/$sc-$name-$r.client.log" 2>/dev/null
         cp "$d/srv.out" "$OUT/$sc-$name-$r.server.log" 2>/dev/null
     fi
@@ -659,13 +692,15 @@ run_contender() { # scenario run contender
     xfer-get) run_xfer "$1" "$2" get tcp ;;
     xfer-udp) run_xfer "$1" "$2" put udp ;;
     xfer-udp-get) run_xfer "$1" "$2" get udp ;;
+    xfer-auto) run_xfer "$1" "$2" put auto ;;
     *) die "unknown contender $3" ;;
     esac
 }
 
 # ------------------------------------------------------------------ fairness
 
-# One bulk contender and one iperf3 TCP BBR flow share the link for FAIR_SECS.
+# One bulk contender and one iperf3 TCP flow (FAIR_AGAINST: bbr or cubic) share the link for
+# FAIR_SECS.
 run_fair() { # run contender
     local r=$1 c=$2 d="$WORK/run" sc=fair
     rm -rf "$d"; mkdir -p "$d/dst"
@@ -715,7 +750,7 @@ run_fair() { # run contender
         ;;
     esac
     # the BBR flow starts at the same moment
-    fg ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF2 -t "$FAIR_SECS" -C bbr -J >"$d/bbr.json" 2>/dev/null
+    fg ip netns exec "$NS_C" timeout -k 3 $((FAIR_SECS + 30)) iperf3 -c "$HOST" -p $P_IPERF2 -t "$FAIR_SECS" -C "$FAIR_AGAINST" -J >"$d/bbr.json" 2>/dev/null
     local i
     for ((i = 0; i < 400; i++)); do kill -0 "$cpid" 2>/dev/null || break; sleep 0.1; done
     case $c in
@@ -731,8 +766,9 @@ run_fair() { # run contender
     reap "$bsrv" 5
     local bgp
     bgp=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6' "$d/bbr.json" 2>/dev/null)
+    note="against=$FAIR_AGAINST"
     printf 'fair\t%s\t%s\tok\t%s\t%s\t%s\n' "$c" "$r" "${cgp:-nan}" "${bgp:-nan}" "$note" >>"$FAIRRES"
-    log "  fairness $c run $r: contender ${cgp:-?} Mbit/s, iperf3-bbr ${bgp:-?} Mbit/s"
+    log "  fairness $c run $r: contender ${cgp:-?} Mbit/s, iperf3-$FAIR_AGAINST ${bgp:-?} Mbit/s"
 }
 
 # ------------------------------------------------------------------ main

@@ -35,17 +35,29 @@
 //!   loss-based or BBR TCP that fills whatever is given up). The flow then competes as BBR
 //!   does, bounded by its delivery rate, its window (sized to the RTT with the standing
 //!   queue) and its probing (gain 1.25 every fourth round, no draining), without delay
-//!   back-off, until under 10% of rounds see a queue.
+//!   back-off, until under 10% of rounds see a queue. It takes at least three back-offs in a
+//!   row with no round free of the queue in between: on a short RTT with a deep buffer, noisy
+//!   samples lift the estimate a little above the link, and the short queues that builds
+//!   clear after each back-off, however often they come (taking them for another flow's kept
+//!   the buffer full and overflowing: 5% of a loss-free 10 Mbit/s link resent).
+//! - **Resumed start** (`UDP-RATE-7`, [`resume`]): a bottleneck rate remembered from an
+//!   earlier flow to the same peer is used once an RTT measured now (the control connection's,
+//!   or the first sample) agrees with the one it was measured at: Startup then paces at half of
+//!   it for a round trip (at gain 1) and keeps what the path confirms, or retreats to Drain when
+//!   that round builds a queue.
 //! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
 //!   larger, so timers of about 1 ms granularity suffice at any rate.
 
 mod filter;
 mod pacer;
+pub mod resume;
 
 use std::time::{Duration, Instant};
 
 use filter::{Better, WindowedFilter};
 pub use pacer::Pacer;
+use resume::Resume;
+pub use resume::{PathEstimate, StartHint};
 
 /// Pacing and window gain in Startup (2 / ln 2).
 const STARTUP_GAIN: f64 = 2.885;
@@ -85,6 +97,10 @@ const QUEUE_SHARE_WEIGHT: f64 = 1.0 / 16.0;
 /// another flow's), and below which it resumes.
 const COMPETE_ENTER: f64 = 0.3;
 const COMPETE_EXIT: f64 = 0.1;
+/// Back-offs in a row, with no round free of a standing queue in between, before a queue can
+/// be taken for another flow's: a queue of the flow's own making (an estimate a little above
+/// the link, which noisy samples on a short RTT give) clears after one or two.
+const COMPETE_BACKOFFS: u32 = 3;
 /// A standing queue whose delay falls below this fraction of the last round's is shrinking.
 const QUEUE_SHRINK: f64 = 0.95;
 /// The flow fills the queue itself while its delivery rate is below this fraction of its
@@ -169,6 +185,8 @@ pub struct RateControl {
     loss_rate: Option<f64>,
     bw_cap: Option<u64>,
     queue_rounds: u32,
+    /// Back-offs since the last round without a standing queue.
+    backoffs: u32,
     /// Recent share of Cruise rounds with a standing queue (EWMA).
     queue_share: f64,
     /// Competing with a flow that keeps the queue standing: no delay back-off.
@@ -182,12 +200,21 @@ pub struct RateControl {
     startup_queued: u32,
     startup_lost: u64,
     startup_resolved: u64,
+    /// Careful resume from a remembered estimate.
+    resume: Resume,
+    /// The control connection's RTT, if known: the window's RTT until the flow has a sample.
+    hint_rtt: Option<Duration>,
 }
 
 impl RateControl {
     /// A controller for datagrams of `datagram` bytes, optionally never pacing above
     /// `rate_limit` bytes per second.
     pub fn new(now: Instant, datagram: usize, rate_limit: Option<u64>) -> RateControl {
+        RateControl::with_hint(now, datagram, rate_limit, &StartHint::default())
+    }
+
+    /// As [`new`](Self::new), starting from what is known about the path (`UDP-RATE-7`).
+    pub fn with_hint(now: Instant, datagram: usize, rate_limit: Option<u64>, hint: &StartHint) -> RateControl {
         RateControl {
             epoch: now,
             datagram: datagram as u64,
@@ -217,6 +244,7 @@ impl RateControl {
             loss_rate: None,
             bw_cap: None,
             queue_rounds: 0,
+            backoffs: 0,
             queue_share: 0.0,
             competing: false,
             last_queue_rtt: None,
@@ -226,6 +254,8 @@ impl RateControl {
             startup_queued: 0,
             startup_lost: 0,
             startup_resolved: 0,
+            resume: Resume::new(hint, 0),
+            hint_rtt: hint.rtt,
         }
     }
 
@@ -264,6 +294,11 @@ impl RateControl {
     /// An RTT sample (ack delay already subtracted).
     pub fn on_rtt(&mut self, now: Instant, rtt: Duration) {
         let rtt = rtt.max(Duration::from_micros(1));
+        if self.min_rtt().is_none() {
+            // This sample's ack ends the first round at once: the jump's packets go out in
+            // the round after.
+            self.resume.on_first_rtt(rtt, self.round + 1);
+        }
         self.min_rtt.update(rtt.as_nanos() as u64, self.nanos(now));
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
         if self.phase == Phase::Startup {
@@ -337,7 +372,8 @@ impl RateControl {
     /// The in-flight cap in bytes.
     pub fn window(&self) -> u64 {
         let floor = MIN_WINDOW_DATAGRAMS * self.datagram;
-        let Some(min_rtt) = self.min_rtt() else { return floor };
+        // A jump validated by the control connection's RTT may fill the pipe before a sample.
+        let Some(min_rtt) = self.min_rtt().or(self.resume.floor().and(self.hint_rtt)) else { return floor };
         // While competing, the pipe to keep full includes the other flow's standing queue.
         let rtt = if self.competing { self.last_queue_rtt.map_or(min_rtt, |q| q.max(min_rtt)) } else { min_rtt };
         let bdp = self.bandwidth() as f64 * rtt.as_secs_f64();
@@ -364,6 +400,19 @@ impl RateControl {
         self.phase
     }
 
+    /// What to remember about the path for the next flow to the same peer: the bottleneck
+    /// estimate once Startup is over (`UDP-RATE-7`).
+    pub fn path_estimate(&self) -> Option<PathEstimate> {
+        let min_rtt = self.min_rtt()?;
+        let rate = self.bw.get()?;
+        (self.phase != Phase::Startup && !self.competing).then_some(PathEstimate { rate, min_rtt })
+    }
+
+    /// Whether Startup paces at a remembered rate not yet validated by the path.
+    pub fn resuming(&self) -> bool {
+        self.phase == Phase::Startup && self.resume.floor().is_some()
+    }
+
     /// Whether delay back-off is suspended because another flow keeps the queue standing.
     pub fn competing(&self) -> bool {
         self.competing
@@ -380,6 +429,8 @@ impl RateControl {
 
     fn pacing_gain(&self) -> f64 {
         match self.phase {
+            // A jump paces at the remembered share itself (careful resume's paced jump).
+            Phase::Startup if self.resume.floor().is_some() => 1.0,
             Phase::Startup => STARTUP_GAIN,
             Phase::Drain => 1.0 / STARTUP_GAIN,
             Phase::Cruise => self.cycle()[self.cycle_index % self.cycle().len()],
@@ -401,7 +452,7 @@ impl RateControl {
         let measured = self.bw.get().unwrap_or(0);
         let bw = match self.phase {
             // Until the pipe is known to be full, never pace below the initial window per RTT.
-            Phase::Startup => measured.max(initial as u64),
+            Phase::Startup => measured.max(initial as u64).max(self.resume.floor().unwrap_or(0)),
             _ => measured,
         };
         self.bw_cap.map_or(bw, |cap| bw.min(cap)).max(self.datagram)
@@ -461,12 +512,24 @@ impl RateControl {
         self.update_loss_rate(queue);
         match self.phase {
             Phase::Startup => {
+                if self.resume.on_round_end(self.round, queue) {
+                    // Safe retreat: the jump built a queue; drain it and go on from what the
+                    // path delivered.
+                    self.enter_drain();
+                    self.finish_round();
+                    return;
+                }
                 self.check_startup_loss();
                 self.check_full_pipe(queue);
             }
             Phase::Drain => {}
             Phase::Cruise => self.check_queue(now, queue),
         }
+        self.finish_round();
+    }
+
+    /// Folds the round's loss into the recent loss rate and starts the next round's counts.
+    fn finish_round(&mut self) {
         self.round_min_rtt = None;
         if self.round_resolved >= LOSS_MIN_DATAGRAMS * self.datagram {
             let f = self.round_lost as f64 / self.round_resolved as f64;
@@ -544,6 +607,7 @@ impl RateControl {
             return;
         }
         self.phase = Phase::Drain;
+        self.resume = Resume::Off;
         if self.loss_rate.is_none() && self.startup_resolved >= LOSS_MIN_DATAGRAMS * self.datagram {
             self.loss_rate = Some(self.startup_lost as f64 / self.startup_resolved as f64);
         }
@@ -564,7 +628,7 @@ impl RateControl {
 
     /// Backs off on a standing queue; lifts the cap again while there is none. A queue that
     /// stands through round after round of backing off is not this flow's: it is given up
-    /// (competing) until the queue clears again.
+    /// (competing) until the queue clears again (`UDP-RATE-4`).
     fn check_queue(&mut self, now: Instant, queue: bool) {
         // A queue that shrinks as the flow backs off is its own.
         let round_rtt = self.round_min_rtt.filter(|_| queue);
@@ -580,7 +644,7 @@ impl RateControl {
             }
             self.competing = false;
             self.cycle_index = 2;
-        } else if self.queue_share > COMPETE_ENTER {
+        } else if self.queue_share > COMPETE_ENTER && self.backoffs >= COMPETE_BACKOFFS {
             self.competing = true;
             self.bw_cap = None;
             self.queue_rounds = 0;
@@ -590,6 +654,7 @@ impl RateControl {
         }
         if !queue {
             self.queue_rounds = 0;
+            self.backoffs = 0;
             if let Some(cap) = self.bw_cap {
                 let rtt = self.min_rtt().unwrap_or(INITIAL_RTT).as_secs_f64().max(1e-5);
                 let step = (cap / 64).max((4.0 * self.datagram as f64 / rtt) as u64);
@@ -601,6 +666,7 @@ impl RateControl {
         self.queue_rounds += 1;
         if self.queue_rounds >= QUEUE_ROUNDS {
             self.queue_rounds = 0;
+            self.backoffs += 1;
             self.bw_cap = Some((self.bandwidth() as f64 * BACKOFF) as u64);
             self.cycle_index = 1;
             self.cycle_start = now;
@@ -712,6 +778,62 @@ mod tests {
         (rc, b)
     }
 
+    /// Rounds until one delivers at least 90% of `link`, from a start with `hint`.
+    fn rounds_to_90_percent(link: f64, rtt: Duration, hint: &StartHint) -> (usize, RateControl, Bottleneck) {
+        let t0 = Instant::now();
+        let mut rc = RateControl::with_hint(t0, 1200, None, hint);
+        let mut b = Bottleneck::new(t0);
+        b.base_rtt = rtt;
+        let mut reached = None;
+        for i in 1..=40 {
+            let before = (b.delivered, b.now);
+            b.round(&mut rc, link, Duration::ZERO);
+            let rate = (b.delivered - before.0) as f64 / (b.now - before.1).as_secs_f64();
+            if rate >= 0.9 * link && reached.is_none() {
+                reached = Some(i);
+            }
+        }
+        (reached.expect("never reached 90% of the link"), rc, b)
+    }
+
+    fn remembered(rate: u64, rtt: Duration) -> StartHint {
+        StartHint { rtt: Some(rtt), remembered: Some(PathEstimate { rate, min_rtt: rtt }) }
+    }
+
+    #[test]
+    fn resumed_start_fills_a_long_fat_pipe_in_three_round_trips() {
+        // UDP-RATE-7: 800 Mbit/s, 100 ms (a BDP of 8300 datagrams).
+        let (link, rtt) = (100e6, Duration::from_millis(100));
+        let (cold, ..) = rounds_to_90_percent(link, rtt, &StartHint::default());
+        let (warm, rc, b) = rounds_to_90_percent(link, rtt, &remembered(100_000_000, rtt));
+        assert!(warm <= 3, "resumed start took {warm} rounds");
+        assert!(cold > warm + 2, "a cold start took {cold} rounds, resumed {warm}");
+        assert_eq!(rc.phase(), Phase::Cruise);
+        assert!(b.backlog < 0.01, "queue left {:.1} ms", b.backlog * 1e3);
+        assert!(rc.path_estimate().is_some_and(|e| (e.rate as f64 - link).abs() < 0.05 * link));
+    }
+
+    #[test]
+    fn resumed_start_retreats_when_the_path_got_slower() {
+        // The remembered rate is 4x what the link carries now: the jump builds a queue.
+        let (link, rtt) = (10e6, Duration::from_millis(50));
+        let (_, rc, b) = rounds_to_90_percent(link, rtt, &remembered(40_000_000, rtt));
+        assert_eq!(rc.phase(), Phase::Cruise);
+        let bw = rc.bottleneck_rate() as f64;
+        assert!((bw - link).abs() < 0.1 * link, "estimate {bw}");
+        assert!(b.backlog < 0.01, "queue left {:.1} ms", b.backlog * 1e3);
+    }
+
+    #[test]
+    fn rejects_a_remembered_rate_the_control_rtt_contradicts() {
+        // Measured at 10 ms; the control connection now sees 100 ms: another path.
+        let hint =
+            StartHint { rtt: Some(Duration::from_millis(100)), ..remembered(100_000_000, Duration::from_millis(10)) };
+        let rc = RateControl::with_hint(Instant::now(), 1200, None, &hint);
+        assert!(!rc.resuming());
+        assert_eq!(rc.window(), MIN_WINDOW_DATAGRAMS * 1200);
+    }
+
     #[test]
     fn a_queue_of_its_own_is_backed_off_not_competed_with() {
         // The link halves: the flow overfills the queue, and backing off drains it.
@@ -722,6 +844,25 @@ mod tests {
         let bw = rc.bottleneck_rate() as f64;
         assert!((4e6..=5.5e6).contains(&bw), "estimate {bw}");
         assert!(b.backlog < 0.005, "queue left {:.1} ms", b.backlog * 1e3);
+    }
+
+    #[test]
+    fn short_queue_episodes_that_clear_are_not_competed_with() {
+        // Noisy samples on a short RTT put the estimate a little above the link: a queue builds
+        // for a few rounds, the back-off clears it, and it builds again. Three rounds in eight
+        // with a growing queue is more than the share that suggests another flow, but the
+        // queue clears after every back-off: it is the flow's own (UDP-RATE-4).
+        let link = 10e6;
+        let (mut rc, mut b) = cruising(link);
+        for i in 0..400 {
+            let foreign = match i % 8 {
+                0 => Duration::from_millis(8),
+                1 => Duration::from_millis(12),
+                2 => Duration::from_millis(16),
+                _ => Duration::ZERO,
+            };
+            assert!(!b.round(&mut rc, link, foreign), "competing in round {i}");
+        }
     }
 
     #[test]

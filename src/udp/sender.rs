@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::packet::{Ack, DATA_OVERHEAD, MAX_ACK_RANGES, MAX_DATAGRAM, MIN_DATAGRAM};
 use super::ranges::RangeSet;
-use super::rate::{Pacer, RateControl, SendState};
+use super::rate::{Pacer, PathEstimate, RateControl, SendState, StartHint};
 use loss::LostRecord;
 use pmtu::Pmtu;
 use rtt::RttEstimator;
@@ -64,13 +64,22 @@ pub struct SenderConfig {
     /// Never send data at or beyond the cumulative ack plus this (bounds the driver's
     /// buffers).
     pub max_span: u64,
+    /// What is known about the path before the first datagram (`UDP-RATE-7`).
+    pub start_hint: StartHint,
 }
 
 impl SenderConfig {
     /// Defaults: no rate limit, probing up to 1472 bytes (IPv4 on a 1500-byte MTU), 64 MiB
     /// span.
     pub fn new(size: u64, held: RangeSet) -> Self {
-        SenderConfig { size, held, rate_limit: None, max_datagram: 1472, max_span: 64 << 20 }
+        SenderConfig {
+            size,
+            held,
+            rate_limit: None,
+            max_datagram: 1472,
+            max_span: 64 << 20,
+            start_hint: StartHint::default(),
+        }
     }
 }
 
@@ -215,7 +224,7 @@ impl Sender {
             unlisted: None,
             peer_max_datagram: 0,
             rtt: RttEstimator::new(),
-            rate: RateControl::new(now, datagram_size, cfg.rate_limit),
+            rate: RateControl::with_hint(now, datagram_size, cfg.rate_limit, &cfg.start_hint),
             pacer: Pacer::new(),
             pmtu,
             datagram_size,
@@ -427,6 +436,11 @@ impl Sender {
     /// caps.
     pub fn pipe(&self) -> u64 {
         self.sent_total - self.passed
+    }
+
+    /// What to remember about the path for the next flow to the same peer (`UDP-RATE-7`).
+    pub fn path_estimate(&self) -> Option<PathEstimate> {
+        self.rate.path_estimate()
     }
 
     /// The rate controller, for inspection.
