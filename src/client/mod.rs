@@ -4,6 +4,7 @@
 
 pub mod fallback;
 pub mod known_hosts;
+pub mod local;
 mod transfer;
 mod udp;
 
