@@ -698,3 +698,60 @@ fn prints_completions_and_a_man_page() {
     cmd.arg("man");
     assert!(run(cmd).assert_ok().stdout.contains(".TH"), "roff man page");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The interactive shell through a real pseudo-terminal.
+
+fn pty_shell(env: &TestEnv, addr: &str) -> expectrl::session::OsSession {
+    let mut cmd = client_cmd(addr, "alice", PW, &env.config_dir, &env.work, &["shell"]);
+    cmd.stdin(std::process::Stdio::inherit());
+    let mut p = expectrl::Session::spawn(cmd).expect("spawn the shell on a pty");
+    p.set_expect_timeout(Some(STEP));
+    p
+}
+
+#[test]
+fn shell_in_a_terminal_completes_cancels_reconnects_and_keeps_history() {
+    use expectrl::{ControlCode, Expect};
+    let env = TestEnv::new();
+    env.configure(&[]);
+    add_user(&env, "alice", "1GiB", PW).assert_ok();
+    let srv = env.start();
+    let addr = srv.addr_string();
+    make_file(&srv.home("alice").join("completeme.txt"), 10, 1);
+    make_big_file(&srv.home("alice").join("big.bin"), 40 * MIB, 2);
+    let mut p = pty_shell(&env, &addr);
+    p.expect("xfer:/> ").expect("prompt");
+    // Tab completes a command and a remote name.
+    p.send("sta").unwrap();
+    p.send("\t").unwrap();
+    p.send("comp").unwrap();
+    p.send("\t").unwrap();
+    p.send("\r").unwrap();
+    p.expect("completeme.txt file 10 bytes").expect("completed stat");
+    p.expect("xfer:/> ").unwrap();
+    // Ctrl-C in the middle of a rate-limited download: back at the prompt, partial kept.
+    p.send_line("get --rate-limit 2M big.bin").unwrap();
+    let partial = partial_path(&env.local("big.bin"));
+    assert!(wait_until_blocking(STEP, || file_len(&partial).is_some_and(|n| n > 0)), "download started");
+    p.send(ControlCode::EndOfText).unwrap();
+    p.expect("interrupted").expect("Ctrl-C reported");
+    p.expect("kept").expect("says what was kept");
+    p.expect("xfer:/> ").expect("back at the prompt");
+    assert!(file_len(&partial).is_some_and(|n| n > 0 && n < 40 * MIB), "partial kept");
+    // The server restarts: the next command logs in again by itself.
+    drop(srv);
+    let srv = env.start_on(&addr);
+    p.send_line("pwd").unwrap();
+    p.expect("reconnecting").expect("reconnect noted");
+    p.expect("\n/").expect("pwd after reconnect");
+    p.expect("xfer:/> ").unwrap();
+    p.send_line("get big.bin").unwrap();
+    p.expect("resumed at").expect("the download resumed");
+    p.expect("xfer:/> ").unwrap();
+    assert_eq!(md5_file(&env.local("big.bin")), md5_file(&srv.home("alice").join("big.bin")));
+    p.send_line("exit").unwrap();
+    p.expect(expectrl::Eof).expect("shell exits");
+    let history = std::fs::read_to_string(env.config_dir.join("history")).unwrap();
+    assert!(history.contains("get --rate-limit 2M big.bin") && history.contains("pwd"), "{history}");
+}
