@@ -739,6 +739,9 @@ fn shell_in_a_terminal_completes_cancels_reconnects_and_keeps_history() {
     p.expect("kept").expect("says what was kept");
     p.expect("xfer:/> ").expect("back at the prompt");
     assert!(file_len(&partial).is_some_and(|n| n > 0 && n < 40 * MIB), "partial kept");
+    // The next command logs in again (the interrupted transfer's connection was dropped).
+    p.send_line("cd .").unwrap();
+    p.expect("xfer:/> ").unwrap();
     // The server restarts: the next command logs in again by itself.
     drop(srv);
     let srv = env.start_on(&addr);
