@@ -758,3 +758,34 @@ fn shell_in_a_terminal_completes_cancels_reconnects_and_keeps_history() {
     let history = std::fs::read_to_string(env.config_dir.join("history")).unwrap();
     assert!(history.contains("get --rate-limit 2M big.bin") && history.contains("pwd"), "{history}");
 }
+
+#[test]
+fn ctrl_c_keeps_the_partial_says_how_much_and_exits_130() {
+    let env = TestEnv::new();
+    env.configure(&[]);
+    add_user(&env, "alice", "1GiB", PW).assert_ok();
+    let srv = env.start();
+    let want = make_big_file(&srv.home("alice").join("big.bin"), 40 * MIB, 3);
+    let mut cmd = client_cmd(
+        &srv.addr_string(),
+        "alice",
+        PW,
+        &env.config_dir,
+        &env.work,
+        &["get", "--rate-limit", "2M", "big.bin"],
+    );
+    let err_path = env.tmp.path().join("get.err");
+    cmd.stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = ChildGuard::spawn(cmd);
+    let partial = partial_path(&env.local("big.bin"));
+    assert!(wait_until_blocking(STEP, || file_len(&partial).is_some_and(|n| n > 0)), "download started");
+    assert!(Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap().success());
+    let status = child.wait_timeout(STEP).expect("exits after SIGINT");
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted") && err.contains("kept") && err.contains("run the same command again"), "{err}");
+    assert!(!env.local("big.bin").exists(), "nothing under the final name");
+    let out = cli(&env, &srv, &["get", "big.bin"]);
+    assert!(out.assert_ok().stderr.contains("resumed at"), "{}", out.stderr);
+    assert_eq!(md5_file(&env.local("big.bin")), want);
+}
