@@ -627,9 +627,9 @@ async fn accepts_user_at_host_ipv6_scp_paths_and_the_default_port() {
             cmd.env("XFER_PASSWORD", PW);
             run(cmd)
         };
-        // `[::1]:g` is not a host spec this parser splits (the colon inside brackets): it is refused
-        // or taken as USER@HOST:PATH, never a file named literally.
-        assert!(!srv.home("alice").join("alice@[::1]:g").exists(), "{out:#?}");
+        out.assert_ok();
+        assert!(srv.home("alice").join("g").is_file(), "{out:#?}");
+        assert!(!srv.home("alice").join("alice@[::1]:g").exists());
         let mut cmd = xfer_cmd(&env.config_dir, &env.work);
         cmd.args(["--server", &format!("[::1]:{port}"), "--accept-new-host", "put", "f", "notes:x"]);
         let out = {

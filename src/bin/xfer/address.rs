@@ -67,6 +67,13 @@ pub struct RemoteArg {
 /// starts with `/` or `./`, or has a `/` before the first `:`, is a plain path.
 pub fn remote_arg(arg: &str) -> Result<RemoteArg, CliError> {
     let plain = || Ok(RemoteArg { login: None, path: arg.to_string() });
+    if let Some((user, rest)) =
+        arg.split_once('@').filter(|(u, r)| !u.is_empty() && !u.contains('/') && r.starts_with('['))
+    {
+        if let Some((host, path)) = rest.split_once("]:") {
+            return Ok(RemoteArg { login: Some((user.to_string(), format!("{host}]"))), path: path.to_string() });
+        }
+    }
     let Some((before, path)) = arg.split_once(':') else { return plain() };
     if before.is_empty() || before.contains('/') || arg.starts_with("./") {
         return plain();
@@ -114,6 +121,8 @@ mod tests {
         assert_eq!(r.login, Some(("alice".into(), "host".into())));
         assert_eq!(r.path, "dir/x");
         assert_eq!(remote_arg("alice@host:").unwrap().path, "");
+        let v6 = remote_arg("bob@[::1]:d/f").unwrap();
+        assert_eq!((v6.login, v6.path.as_str()), (Some(("bob".into(), "[::1]".into())), "d/f"));
         for plain in ["file", "dir/a:b", "./a:b", "/a:b", ":x"] {
             let r = remote_arg(plain).unwrap();
             assert_eq!((r.login, r.path.as_str()), (None, plain), "{plain}");
