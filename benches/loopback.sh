@@ -48,7 +48,7 @@ BYTES=$((SIZE_MIB * 1024 * 1024))
 
 # xfer server (TCP and UDP on the same port)
 root="$work/root"
-XFER_PASSWORD=bench "$X" user add bench --quota 1TiB --root "$root" -q
+XFER_PASSWORD=bench "$X" user add bench --quota 1TiB --root "$root" --init -q
 "$X" serve --root "$root" --listen "127.0.0.1:$PORT" >"$work/serve.log" 2>&1 &
 XSRV=$!
 pids+=("$XSRV")

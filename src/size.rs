@@ -38,19 +38,29 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     Ok(v.round() as u64)
 }
 
-/// Formats bytes with binary units, e.g. `1.5 MiB`.
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
+/// A quota meaning "no limit"; the store keeps quotas as SQLite integers, so this is the
+/// largest one it holds.
+pub const UNLIMITED: u64 = i64::MAX as u64;
+
+/// Parses a quota: a size, or `unlimited`.
+pub fn parse_quota(input: &str) -> Result<u64, SizeError> {
+    if input.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(UNLIMITED);
     }
-    if i == 0 {
-        format!("{bytes} B")
+    parse_size(input)
+}
+
+/// Formats bytes with binary units, e.g. `1.50 MiB` (indicatif's formatter).
+pub fn format_size(bytes: u64) -> String {
+    indicatif::BinaryBytes(bytes).to_string()
+}
+
+/// Formats a quota: `unlimited` from 2^62 bytes up (no disk holds that much), else a size.
+pub fn format_quota(bytes: u64) -> String {
+    if bytes >= 1 << 62 {
+        "unlimited".into()
     } else {
-        format!("{v:.1} {}", UNITS[i])
+        format_size(bytes)
     }
 }
 
@@ -78,7 +88,17 @@ mod tests {
     #[test]
     fn formats_with_binary_units() {
         assert_eq!(format_size(512), "512 B");
-        assert_eq!(format_size(1536), "1.5 KiB");
-        assert_eq!(format_size(10 << 30), "10.0 GiB");
+        assert_eq!(format_size(1536), "1.50 KiB");
+        assert_eq!(format_size(10 << 30), "10.00 GiB");
+    }
+
+    #[test]
+    fn accepts_unlimited_quotas() {
+        assert_eq!(parse_quota("unlimited"), Ok(UNLIMITED));
+        assert_eq!(parse_quota("Unlimited"), Ok(UNLIMITED));
+        assert_eq!(parse_quota("1MiB"), Ok(1 << 20));
+        assert_eq!(format_quota(UNLIMITED), "unlimited");
+        assert_eq!(format_quota(UNLIMITED - 5), "unlimited");
+        assert_eq!(format_quota(1 << 20), "1.00 MiB");
     }
 }

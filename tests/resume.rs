@@ -57,7 +57,7 @@ async fn resumes_upload_after_client_is_killed() {
 
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["put", "--resume", "big.bin"]));
         out.assert_ok();
-        assert!(out.stdout.contains("resumed at"), "output should mention the resume: {}", out.stdout);
+        assert!(out.stderr.contains("resumed at"), "output should mention the resume: {}", out.stderr);
         assert_eq!(md5_file(&home.join("big.bin")), want);
         assert!(!part.exists());
         let sum = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["sum", "big.bin"]));
@@ -89,7 +89,7 @@ async fn resumes_download_after_client_is_killed() {
 
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["get", "-c", "big.bin"]));
         out.assert_ok();
-        assert!(out.stdout.contains("resumed at"), "output should mention the resume: {}", out.stdout);
+        assert!(out.stderr.contains("resumed at"), "output should mention the resume: {}", out.stderr);
         assert_eq!(md5_file(&local), want);
         assert!(!part.exists(), "partial left after the resumed download");
     })
@@ -125,7 +125,7 @@ fn resumes_upload_after_server_is_killed_and_restarted() {
     let out = run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, &["put", "--resume", "big.bin"]));
     out.assert_ok();
     if kept > 0 {
-        assert!(out.stdout.contains("resumed at"), "{}", out.stdout);
+        assert!(out.stderr.contains("resumed at"), "{}", out.stdout);
     }
     assert_eq!(md5_file(&home.join("big.bin")), want);
     assert!(!part.exists());
@@ -171,7 +171,7 @@ async fn rejects_upload_resume_when_source_changed() {
         std::fs::write(&local, &data[..MIB as usize]).unwrap();
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["put", "-c", "doc.bin"]));
         let line = out.assert_one_line_error();
-        assert!(line.contains("again without resuming"), "message should say how to recover: {line}");
+        assert!(line.contains("--no-resume"), "message should say how to recover: {line}");
         assert!(!srv.home("alice").join("doc.bin").exists());
 
         // Uploading again without --resume replaces the stale partial.
@@ -204,7 +204,7 @@ async fn rejects_download_resume_when_server_file_changed() {
         // A matching prefix resumes.
         std::fs::write(partial_path(&local), &data[..MIB as usize]).unwrap();
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["get", "-c", "doc.bin"]));
-        assert!(out.assert_ok().stdout.contains("resumed at"), "{}", out.stdout);
+        assert!(out.assert_ok().stderr.contains("resumed at"), "{}", out.stdout);
         assert_eq!(std::fs::read(&local).unwrap(), data);
         // A partial longer than the server's file is refused.
         data.truncate(10);
@@ -228,13 +228,13 @@ async fn uploads_from_zero_when_resuming_without_partial() {
         let addr = srv.addr_string();
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["put", "--resume", "fresh.bin"]));
         out.assert_ok();
-        assert!(!out.stdout.contains("resumed"), "nothing to resume: {}", out.stdout);
+        assert!(!out.stderr.contains("resumed"), "nothing to resume: {}", out.stderr);
         assert_eq!(md5_file(&srv.home("alice").join("fresh.bin")), md5_bytes(&data));
         // Downloads likewise.
         let out =
             run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["get", "-c", "fresh.bin", "copy.bin"]));
         out.assert_ok();
-        assert!(!out.stdout.contains("resumed"), "{}", out.stdout);
+        assert!(!out.stderr.contains("resumed"), "{}", out.stdout);
         assert_eq!(std::fs::read(env.local("copy.bin")).unwrap(), data);
     })
     .await
@@ -251,7 +251,7 @@ async fn resumes_upload_from_kept_partial_through_cli() {
         leave_partial(&srv, "doc.bin", &data, 2 * MIB as usize).await;
         let addr = srv.addr_string();
         let out = run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, &["put", "--resume", "doc.bin"]));
-        assert!(out.assert_ok().stdout.contains("resumed at 2.0 MiB"), "{}", out.stdout);
+        assert!(out.assert_ok().stderr.contains("resumed at 2.00 MiB"), "{}", out.stderr);
         assert_eq!(md5_file(&srv.home("alice").join("doc.bin")), md5_bytes(&data));
         let u = srv.user("alice");
         assert_eq!((u.used_bytes, u.used_files, u.reserved_bytes), (data.len() as u64, 1, 0));

@@ -327,7 +327,7 @@ setup_xfer() {
     [[ -x "$XFER" ]] || return
     XROOT="$WORK/xfer-root"
     mkdir -p "$XROOT"
-    if ! XFER_PASSWORD=benchpw timeout 60 "$XFER" user add bench --quota 100GiB --root "$XROOT" >>"$LOG" 2>&1 </dev/null; then
+    if ! XFER_PASSWORD=benchpw timeout 60 "$XFER" user add bench --quota 100GiB --root "$XROOT" --init >>"$LOG" 2>&1 </dev/null; then
         XFER_WHY="xfer binary not built or not ready: 'xfer user add' failed (see run.log)"
         return
     fi

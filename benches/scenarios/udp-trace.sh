@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$W/root" "$W/cfg"
 head -c "$BYTES" /dev/urandom >"$W/src.bin"
-XFER_PASSWORD=pw "$X" user add bench --quota 100GiB --root "$W/root" >/dev/null
+XFER_PASSWORD=pw "$X" user add bench --quota 100GiB --root "$W/root" --init >/dev/null
 # shellcheck disable=SC2086
 "$L" $LEM --netns-prefix "$P" --duration $((SECS + 60))s >"$W/lem.log" 2>&1 &
 LP=$!

@@ -5,6 +5,7 @@
 pub mod fallback;
 mod greeting;
 pub mod known_hosts;
+pub mod local;
 mod transfer;
 mod udp;
 

@@ -58,7 +58,9 @@ impl Client {
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
         let (file, size) = open_source(local)?;
-        if !resume && size <= SMALL_TRANSFER_MAX {
+        // CTRL-PUT-7: a small file is sent whole, inline, even when asked to resume: what a
+        // resume could skip is worth less than the round trip its PutReady costs.
+        if size <= SMALL_TRANSFER_MAX {
             return self.put_inline(file, size, remote, progress).await;
         }
         let req = Request::Put { path: remote.to_string(), size, resume, transport: Transport::Tcp };

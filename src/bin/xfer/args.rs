@@ -19,7 +19,8 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Server address HOST:PORT [default: from profile, else 127.0.0.1:7070]
+    /// Server address [USER@]HOST[:PORT] (IPv6 as [ADDR]:PORT; port 7070 when none)
+    /// [default: from profile, else 127.0.0.1:7070]
     #[arg(long, global = true, env = "XFER_SERVER")]
     pub server: Option<String>,
     /// User name [default: from profile]
@@ -31,15 +32,21 @@ pub struct Global {
     /// Trust a server seen for the first time without asking (pins its certificate)
     #[arg(long, global = true)]
     pub accept_new_host: bool,
-    /// No progress bars or informational output
+    /// Only errors: no progress, banners or summaries
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Results as JSON on stdout (one object per line; `ls` prints one array)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Progress on stderr: a bar in a terminal (auto), JSON lines, or none
+    #[arg(long, global = true, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
     /// More output (-v: transfer details, -vv: debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Run the server
     Serve {
@@ -53,44 +60,71 @@ pub enum Command {
     /// Manage users (works while the server runs)
     #[command(subcommand)]
     User(UserCommand),
-    /// Upload a file
+    /// Upload files: put LOCAL [REMOTE], put LOCAL... DIR, put -r DIR [REMOTE];
+    /// `-` reads standard input (put - NAME)
     Put {
-        local: PathBuf,
-        remote: Option<String>,
-        /// Resume an interrupted upload
-        #[arg(short = 'c', long)]
-        resume: bool,
+        /// Local sources, then the remote target ([USER@HOST:]PATH) when more than one is given
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
         #[command(flatten)]
-        via: TransportArgs,
+        opts: CopyArgs,
+        /// Follow symlinks inside directories uploaded with -r
+        #[arg(short = 'L', long)]
+        dereference: bool,
     },
-    /// Download a file
+    /// Download files: get REMOTE [LOCAL], get REMOTE... DIR, get -r DIR [LOCAL];
+    /// `-` as LOCAL writes standard output
     Get {
-        remote: String,
-        local: Option<PathBuf>,
-        /// Resume an interrupted download
-        #[arg(short = 'c', long)]
-        resume: bool,
+        /// Remote sources ([USER@HOST:]PATH), then the local target when more than one is given
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
         #[command(flatten)]
-        via: TransportArgs,
+        opts: CopyArgs,
     },
-    /// List a directory
+    /// List a directory (dotfiles and partial transfers only with -a)
+    #[command(disable_help_flag = true)]
     Ls {
         path: Option<String>,
-        /// Long format: type, size, modification time
+        /// Long format: type, size, modification time in local time
         #[arg(short, long)]
         long: bool,
-        /// JSON output
-        #[arg(long)]
-        json: bool,
+        /// Sizes in binary units (KiB, MiB, ...)
+        #[arg(short = 'h', long)]
+        human: bool,
+        /// Newest first
+        #[arg(short = 't')]
+        by_time: bool,
+        /// Largest first
+        #[arg(short = 'S')]
+        by_size: bool,
+        /// Reverse the order
+        #[arg(short = 'r', long)]
+        reverse: bool,
+        /// Show names starting with '.', partial transfers included
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Print help
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
     },
     /// Print the working directory
     Pwd,
     /// Check a directory and print it as the new working directory
     Cd { path: String },
     /// Create a directory
-    Mkdir { path: String },
+    Mkdir {
+        path: String,
+        /// Create missing parents; an existing directory is fine
+        #[arg(short = 'p', long)]
+        parents: bool,
+    },
     /// Remove a file
-    Rm { path: String },
+    Rm {
+        path: String,
+        /// Remove a directory and everything under it
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+    },
     /// Remove an empty directory
     Rmdir { path: String },
     /// Rename or move within the home
@@ -101,8 +135,16 @@ pub enum Command {
     Df,
     /// md5 of a remote file
     Sum { path: String },
-    /// Interactive prompt with history
-    Shell,
+    /// Interactive prompt with history and completion; reads commands from a pipe too
+    Shell {
+        /// With commands from a pipe: go on after a failed command (exit with the first failure)
+        #[arg(short = 'k', long)]
+        keep_going: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff)
+    Man,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -112,14 +154,17 @@ pub struct RootArg {
     pub root: PathBuf,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum UserCommand {
     /// Add a user (password from XFER_PASSWORD, --password-stdin, or a prompt)
     Add {
         name: String,
-        /// Byte quota, e.g. 10GiB, 500MB, 1048576
+        /// Byte quota, e.g. 10GiB, 500MB, 1048576, or unlimited
         #[arg(long)]
         quota: String,
+        /// Create a new store when ROOT is not a server root yet
+        #[arg(long)]
+        init: bool,
         /// Maximum number of files
         #[arg(long)]
         max_files: Option<u64>,
@@ -139,6 +184,7 @@ pub enum UserCommand {
     /// Change a quota
     Quota {
         name: String,
+        /// Byte quota, e.g. 10GiB, or unlimited
         #[arg(long)]
         quota: String,
         /// Maximum number of files (0 removes the limit)
@@ -167,9 +213,39 @@ pub struct TransportArgs {
     /// falling back to TCP when UDP is blocked or does clearly worse)
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
-    /// Cap the UDP sending rate, in bytes per second (units: K, M, G, e.g. 50M)
+    /// Cap the rate in bytes per second (units: K, M, G, e.g. 50M); UDP only for now, so with
+    /// a limit auto never falls back to (unlimited) TCP
     #[arg(long, value_parser = parse_rate)]
     pub rate_limit: Option<u64>,
+}
+
+/// Options shared by put and get.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CopyArgs {
+    /// Copy directories and everything under them
+    #[arg(short = 'r', short_alias = 'R', long)]
+    pub recursive: bool,
+    /// Resume only: refuse instead of starting over when the partial does not match
+    /// (resuming a matching partial is the default)
+    #[arg(short = 'c', long = "resume", conflicts_with = "no_resume")]
+    pub resume: bool,
+    /// Discard any partial transfer and start over
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Never replace an existing destination file
+    #[arg(short = 'n', long)]
+    pub no_clobber: bool,
+    #[command(flatten)]
+    pub via: TransportArgs,
+}
+
+/// How progress is shown on stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressArg {
+    #[default]
+    Auto,
+    Json,
+    None,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]

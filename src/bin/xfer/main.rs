@@ -1,34 +1,59 @@
 //! `xfer`: one binary for the server, the admin commands and the client.
 //! Argument parsing and wiring only; the work lives in the library.
 
+mod address;
 mod admin;
 mod args;
+mod completion;
+mod error;
+mod escape;
+mod exit_codes;
 mod output;
+mod progress;
 mod remote;
+mod session;
 mod shell;
+mod transfers;
+mod tree;
 
-use std::process::ExitCode;
-
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command};
+use error::CliError;
+use exit_codes::ExitCode;
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     let result = match cli.command {
         Command::Serve { root, listen } => admin::serve(&root, listen.as_deref()),
-        Command::User(cmd) => admin::user(cmd, cli.global.quiet),
-        Command::Shell => shell::run(&cli.global),
+        Command::User(cmd) => admin::user(cmd, cli.global.quiet, cli.global.json),
+        Command::Shell { keep_going } => shell::run(&cli.global, keep_going),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man_page(),
         other => remote::run(&cli.global, other),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xfer: {}", output::terminal_safe(&message));
-            ExitCode::FAILURE
+        Ok(()) => ExitCode::Success.into(),
+        Err(e) if e.broken_pipe => ExitCode::Success.into(),
+        Err(e) => {
+            if !e.message.is_empty() {
+                eprintln!("xfer: {}", escape::terminal_safe(&e.message));
+            }
+            e.code.into()
         }
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut Cli::command(), "xfer", &mut out);
+    std::io::Write::flush(&mut out).map_err(CliError::stdout)
+}
+
+fn man_page() -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(Cli::command()).render(&mut out).map_err(CliError::stdout)
 }
 
 /// Logs go to stderr through `tracing`; `XFER_LOG` (or `RUST_LOG`) overrides the level.
@@ -53,6 +78,9 @@ fn init_logging(cli: &Cli) {
 }
 
 /// A multi-threaded runtime for the commands that need one.
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start runtime: {e}"))
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::general(format!("cannot start runtime: {e}")))
 }

@@ -1,255 +1,207 @@
 //! Client commands: connect and log in, then run one command (or many, from the shell).
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use xfer::client::{Client, ClientError, ConnectOptions, TransferOptions, TransferSummary, TransportChoice};
-use xfer::config::{client_config_dir, ClientConfig};
-use xfer::proto::{ErrorCode, Response};
-use xfer::size::format_size;
+use xfer::client::Client;
+use xfer::proto::Response;
+use xfer::size::{format_quota, format_size};
 use xfer::transfer::hex_digest;
 
-use crate::args::{Command, Global, TransportArg, TransportArgs};
-use crate::output;
-
-/// Server used when neither flags, environment nor a profile name one.
-const DEFAULT_SERVER: &str = "127.0.0.1:7070";
-
-/// Where and as whom to connect, resolved from flags, environment and profile.
-pub struct Target {
-    pub server: String,
-    pub user: String,
-    pub config_dir: PathBuf,
-    pub accept_new_host: bool,
-}
-
-impl Target {
-    pub fn resolve(g: &Global) -> Result<Target, String> {
-        let config_dir = client_config_dir();
-        let config = ClientConfig::load(&config_dir).map_err(|e| e.to_string())?;
-        let profile = config.profile(g.profile.as_deref());
-        if let (Some(name), None) = (&g.profile, profile) {
-            return Err(format!("no profile {name:?} in {}", config_dir.join("config.toml").display()));
-        }
-        let server = g
-            .server
-            .clone()
-            .or_else(|| profile.and_then(|p| p.server.clone()))
-            .unwrap_or_else(|| DEFAULT_SERVER.into());
-        let user = g
-            .user
-            .clone()
-            .or_else(|| profile.and_then(|p| p.user.clone()))
-            .ok_or("no user: pass --user NAME, set XFER_USER, or set one in a profile")?;
-        Ok(Target { server, user, config_dir, accept_new_host: g.accept_new_host })
-    }
-
-    /// Connects and sends the login; the first command goes out behind it without waiting,
-    /// and a refused login is what that command reports.
-    pub async fn login(&self, password: &str) -> Result<Client, String> {
-        let opts = ConnectOptions {
-            server: self.server.clone(),
-            config_dir: self.config_dir.clone(),
-            accept_new_host: self.accept_new_host,
-            confirm_new_host: std::io::stdin().is_terminal().then(|| Box::new(ask_trust) as _),
-        };
-        Client::connect_and_login(&opts, &self.user, password).await.map_err(|e| e.to_string())
-    }
-}
-
-fn ask_trust(host: &str, fingerprint: &str) -> bool {
-    eprint!("The server {host} is not known yet.\nIts certificate fingerprint is {fingerprint}.\nTrust it and continue? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
-}
-
-/// The password from `XFER_PASSWORD`, else a prompt in a terminal.
-pub fn password(user: &str) -> Result<String, String> {
-    if let Ok(pw) = std::env::var("XFER_PASSWORD") {
-        return Ok(pw);
-    }
-    if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password(format!("Password for {user}: ")).map_err(|e| e.to_string());
-    }
-    Err("no password: set XFER_PASSWORD or run in a terminal".into())
-}
+use crate::args::{Command, Global, ProgressArg};
+use crate::error::CliError;
+use crate::exit_codes::ExitCode;
+use crate::output::{self, ListStyle};
+use crate::progress::InFlight;
+use crate::session::{password, Session, Target};
+use crate::{transfers, tree};
 
 /// How command output is shown.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Ui {
     pub quiet: bool,
     pub verbose: u8,
+    pub json: bool,
+    pub progress: ProgressArg,
+    pub in_flight: InFlight,
+}
+
+impl Ui {
+    pub fn new(g: &Global) -> Ui {
+        Ui { quiet: g.quiet, verbose: g.verbose, json: g.json, progress: g.progress, in_flight: InFlight::default() }
+    }
+
+    /// A diagnostic line on stderr, unless `-q`.
+    pub fn note(&self, text: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("xfer: {text}");
+        }
+    }
 }
 
 /// Runs one client command from the command line.
-pub fn run(g: &Global, cmd: Command) -> Result<(), String> {
-    let target = Target::resolve(g)?;
+pub fn run(g: &Global, mut cmd: Command) -> Result<(), CliError> {
+    let login = transfers::take_login(&mut cmd)?;
+    let target = Target::resolve(g, login.as_ref())?;
     let password = password(&target.user)?;
-    let ui = Ui { quiet: g.quiet, verbose: g.verbose };
+    let ui = Ui::new(g);
     crate::runtime()?.block_on(async move {
-        let mut client = target.login(&password).await?;
-        let result = exec(&mut client, cmd, ui).await;
-        client.bye().await;
+        let mut session = Session::new(target, password);
+        let result = exec_interruptible(&mut session, cmd, &ui).await;
+        session.close().await;
         result
     })
 }
 
-/// Runs one command on a logged-in client.
-pub async fn exec(client: &mut Client, cmd: Command, ui: Ui) -> Result<(), String> {
-    let e = |e: ClientError| e.to_string();
+/// Runs a command; Ctrl-C cancels it (partials stay resumable) and a lost connection is
+/// dropped so the next command logs in again. Both say how much of a transfer was kept.
+pub async fn exec_interruptible(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), CliError> {
+    let outcome = tokio::select! {
+        r = exec(session, cmd, ui) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let result = match outcome {
+        Some(r) => r,
+        None => {
+            session.drop_connection();
+            let e = CliError::new(ExitCode::Interrupted, "interrupted");
+            Err(match ui.in_flight.describe() {
+                Some(kept) => e.with_note(kept),
+                None => e,
+            })
+        }
+    };
+    let result = result.map_err(|e| {
+        if !e.is_connection_loss() {
+            return e;
+        }
+        session.drop_connection();
+        match ui.in_flight.describe() {
+            Some(kept) => e.with_note(kept),
+            None => e,
+        }
+    });
+    ui.in_flight.end();
+    result
+}
+
+/// Runs one command on a session.
+pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), CliError> {
     match cmd {
-        Command::Put { local, remote, resume, via } => {
-            let opts = transfer_options(resume, &via);
-            let (remote, summary) = put(client, &local, remote, &opts, ui).await?;
-            report(ui, "uploaded", &local.display().to_string(), &remote, &summary);
+        Command::Put { paths, opts, dereference } => transfers::put(session, paths, &opts, dereference, ui).await,
+        Command::Get { paths, opts } => transfers::get(session, paths, &opts, ui).await,
+        Command::Ls { path, long, human, by_time, by_size, reverse, all, help: _ } => {
+            let style = ListStyle { long, human, by_time, by_size, reverse, all };
+            let entries = session.client().await?.list(path.as_deref().unwrap_or("")).await?;
+            list(output::arrange(entries, style), style, ui)
         }
-        Command::Get { remote, local, resume, via } => {
-            let local = get_target(&remote, local);
-            let opts = transfer_options(resume, &via);
-            let summary = transfer(ui, &format!("get {remote}"), |p| client.get_with(&remote, &local, &opts, p))
-                .await
-                .map_err(e)?;
-            report(ui, "downloaded", &remote, &local.display().to_string(), &summary);
+        Command::Pwd => {
+            let cwd = session.client().await?.pwd().await?;
+            say_path(ui, "cwd", &cwd)
         }
-        Command::Ls { path, long, json } => {
-            let entries = client.list(path.as_deref().unwrap_or("")).await.map_err(e)?;
-            let text = output::listing(&entries, long, json);
-            if !text.is_empty() {
-                println!("{text}");
+        Command::Cd { path } => {
+            let cwd = session.client().await?.cd(&path).await?;
+            session.cwd = Some(cwd.clone());
+            say_path(ui, "cwd", &cwd)
+        }
+        Command::Mkdir { path, parents } => {
+            let client = session.client().await?;
+            if parents {
+                tree::mkdir_p(client, &path).await?;
+            } else {
+                client.mkdir(&path).await?;
+            }
+            done(ui, "mkdir", &path)
+        }
+        Command::Rm { path, recursive } => {
+            let client = session.client().await?;
+            if recursive {
+                tree::rm_r(client, &path).await?;
+            } else {
+                client.remove(&path).await?;
+            }
+            done(ui, "rm", &path)
+        }
+        Command::Rmdir { path } => {
+            session.client().await?.rmdir(&path).await?;
+            done(ui, "rmdir", &path)
+        }
+        Command::Mv { from, to } => {
+            session.client().await?.rename(&from, &to).await?;
+            done(ui, "mv", &to)
+        }
+        Command::Stat { path } => {
+            let e = session.client().await?.stat(&path).await?;
+            if ui.json {
+                output::json(output::entry_json(&e))
+            } else {
+                output::line(output::stat_line(&e))
             }
         }
-        Command::Pwd => println!("{}", client.pwd().await.map_err(e)?),
-        Command::Cd { path } => println!("{}", client.cd(&path).await.map_err(e)?),
-        Command::Mkdir { path } => client.mkdir(&path).await.map_err(e)?,
-        Command::Rm { path } => client.remove(&path).await.map_err(e)?,
-        Command::Rmdir { path } => client.rmdir(&path).await.map_err(e)?,
-        Command::Mv { from, to } => client.rename(&from, &to).await.map_err(e)?,
-        Command::Stat { path } => println!("{}", output::stat_line(&client.stat(&path).await.map_err(e)?)),
-        Command::Df => print_df(client.df().await.map_err(e)?),
+        Command::Df => df(session.client().await?, ui).await,
         Command::Sum { path } => {
-            let (md5, _) = client.sum(&path).await.map_err(e)?;
-            println!("{}  {path}", hex_digest(&md5));
+            let (md5, size) = session.client().await?.sum(&path).await?;
+            if ui.json {
+                output::json(serde_json::json!({"path": path, "md5": hex_digest(&md5), "size": size}))
+            } else {
+                output::line(format!("{}  {path}", hex_digest(&md5)))
+            }
         }
-        Command::Serve { .. } | Command::User(_) | Command::Shell => {
-            return Err("not available here".into());
-        }
+        Command::Serve { .. }
+        | Command::User(_)
+        | Command::Shell { .. }
+        | Command::Completions { .. }
+        | Command::Man => Err(CliError::usage("not available here")),
+    }
+}
+
+fn list(entries: Vec<xfer::proto::Entry>, style: ListStyle, ui: &Ui) -> Result<(), CliError> {
+    if ui.json {
+        return output::json(serde_json::Value::Array(entries.iter().map(output::entry_json).collect()));
+    }
+    for e in &entries {
+        output::line(output::listing_line(e, style))?;
     }
     Ok(())
 }
 
-fn transfer_options(resume: bool, via: &TransportArgs) -> TransferOptions {
-    let transport = match via.transport {
-        TransportArg::Auto => TransportChoice::Auto,
-        TransportArg::Udp => TransportChoice::Udp,
-        TransportArg::Tcp => TransportChoice::Tcp,
+fn say_path(ui: &Ui, key: &str, path: &str) -> Result<(), CliError> {
+    if ui.json {
+        output::json(serde_json::json!({ key: path }))
+    } else {
+        output::line(crate::escape::terminal_safe(path))
+    }
+}
+
+/// Commands whose result is success alone print nothing, or `{"ok": true}` with `--json`.
+fn done(ui: &Ui, op: &str, path: &str) -> Result<(), CliError> {
+    if ui.json {
+        output::json(serde_json::json!({"ok": true, "op": op, "path": path}))
+    } else {
+        Ok(())
+    }
+}
+
+async fn df(client: &mut Client, ui: &Ui) -> Result<(), CliError> {
+    let Response::Df { used_bytes, quota_bytes, used_files, max_files, reserved_bytes } = client.df().await? else {
+        return Err(CliError::new(ExitCode::Protocol, "unexpected reply to df"));
     };
-    TransferOptions { resume, transport, rate_limit: via.rate_limit }
-}
-
-/// Runs a transfer with a progress bar, timing it.
-async fn transfer<'a, F, Fut>(ui: Ui, label: &str, start: F) -> Result<(TransferSummary, f64), ClientError>
-where
-    F: FnOnce(xfer::transfer::ProgressFn) -> Fut,
-    Fut: std::future::Future<Output = Result<TransferSummary, ClientError>> + 'a,
-{
-    let (bar, progress) = output::progress_bar(label, ui.quiet);
-    let t0 = Instant::now();
-    let result = start(progress).await;
-    bar.finish_and_clear();
-    Ok((result?, t0.elapsed().as_secs_f64()))
-}
-
-fn report(ui: Ui, verb: &str, from: &str, to: &str, (s, secs): &(TransferSummary, f64)) {
-    if ui.quiet {
-        return;
+    if ui.json {
+        return output::json(serde_json::json!({
+            "used_bytes": used_bytes, "quota_bytes": quota_bytes, "used_files": used_files,
+            "max_files": max_files, "reserved_bytes": reserved_bytes,
+        }));
     }
-    let moved = s.size - s.resumed_from;
-    let rate = moved as f64 / secs.max(1e-6);
-    let resumed =
-        if s.resumed_from > 0 { format!(", resumed at {}", format_size(s.resumed_from)) } else { String::new() };
-    let via = output::transport_name(s.transport);
-    println!(
-        "{verb} {from} -> {to}: {} in {secs:.2} s ({}/s) over {via}{resumed}",
-        format_size(s.size),
-        format_size(rate as u64)
-    );
-    if ui.verbose > 0 {
-        println!("  md5 {}  transport {via}", hex_digest(&s.md5));
-        if let Some(u) = &s.udp_stats {
-            let moved = u.sent_bytes.saturating_sub(u.retransmitted_bytes).max(1);
-            println!(
-                "  udp: {} datagrams of up to {} bytes, {} retransmitted ({:.2}% of the data), {} lost, \
-                 rtt {:.1} ms (min {:.1}), bottleneck {}/s",
-                u.sent_packets,
-                u.datagram_size,
-                format_size(u.retransmitted_bytes),
-                100.0 * u.retransmitted_bytes as f64 / moved as f64,
-                u.lost_packets,
-                u.srtt.as_secs_f64() * 1e3,
-                u.min_rtt.as_secs_f64() * 1e3,
-                format_size(u.bottleneck_rate),
-            );
-        }
+    let pct = if quota_bytes > 0 { used_bytes as f64 * 100.0 / quota_bytes as f64 } else { 0.0 };
+    output::line(format!(
+        "used {} of {} ({pct:.1}%), {} free",
+        format_size(used_bytes),
+        format_quota(quota_bytes),
+        format_quota(quota_bytes.saturating_sub(used_bytes + reserved_bytes))
+    ))?;
+    match max_files {
+        Some(max) => output::line(format!("files {used_files} of {max}"))?,
+        None => output::line(format!("files {used_files}"))?,
     }
-}
-
-/// `put LOCAL [REMOTE]`: uploads to REMOTE, or to REMOTE/NAME if REMOTE is a directory. Rather
-/// than asking first (a round trip on every upload), it tries REMOTE and retries into it when the
-/// server answers that REMOTE is a directory. Returns where the file went.
-async fn put(
-    client: &mut Client,
-    local: &Path,
-    remote: Option<String>,
-    opts: &TransferOptions,
-    ui: Ui,
-) -> Result<(String, (TransferSummary, f64)), String> {
-    let name = local
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("{}: not a file name", local.display()))?;
-    let label = format!("put {}", local.display());
-    let Some(remote) = remote else {
-        let summary = transfer(ui, &label, |p| client.put_with(local, &name, opts, p)).await;
-        return Ok((name, summary.map_err(|e| e.to_string())?));
-    };
-    match transfer(ui, &label, |p| client.put_with(local, &remote, opts, p)).await {
-        Err(e) if e.code() == Some(ErrorCode::IsADirectory) && client.is_usable() => {
-            let inside = format!("{}/{name}", remote.trim_end_matches('/'));
-            let summary = transfer(ui, &label, |p| client.put_with(local, &inside, opts, p)).await;
-            Ok((inside, summary.map_err(|e| e.to_string())?))
-        }
-        other => Ok((remote, other.map_err(|e| e.to_string())?)),
+    if reserved_bytes > 0 {
+        output::line(format!("reserved by uploads in progress: {}", format_size(reserved_bytes)))?;
     }
-}
-
-/// Local path for `get REMOTE [LOCAL]`: LOCAL, LOCAL/NAME if it is a directory, or NAME.
-fn get_target(remote: &str, local: Option<PathBuf>) -> PathBuf {
-    let name = remote.trim_end_matches('/').rsplit('/').next().unwrap_or(remote).to_string();
-    match local {
-        Some(dir) if dir.is_dir() => dir.join(name),
-        Some(path) => path,
-        None => PathBuf::from(name),
-    }
-}
-
-fn print_df(r: Response) {
-    if let Response::Df { used_bytes, quota_bytes, used_files, max_files, reserved_bytes } = r {
-        let pct = if quota_bytes > 0 { used_bytes as f64 * 100.0 / quota_bytes as f64 } else { 0.0 };
-        println!(
-            "used {} of {} ({pct:.1}%), {} free",
-            format_size(used_bytes),
-            format_size(quota_bytes),
-            format_size(quota_bytes.saturating_sub(used_bytes + reserved_bytes))
-        );
-        match max_files {
-            Some(max) => println!("files {used_files} of {max}"),
-            None => println!("files {used_files}"),
-        }
-        if reserved_bytes > 0 {
-            println!("reserved by uploads in progress: {}", format_size(reserved_bytes));
-        }
-    }
+    Ok(())
 }

@@ -1,0 +1,178 @@
+//! Directory operations built on single requests: `mkdir -p`, `rm -r`, and the walks of
+//! `put -r` and `get -r`. One file at a time, in name order.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use xfer::client::Client;
+use xfer::proto::{EntryKind, ErrorCode};
+
+use crate::args::CopyArgs;
+use crate::error::CliError;
+use crate::exit_codes::ExitCode;
+use crate::remote::Ui;
+use crate::transfers::{get_file, put_file, remote_kind};
+
+/// Directories visited by one walk at most, so a link loop under `-L` ends.
+const MAX_DIRS: usize = 100_000;
+
+/// Creates `path` and its missing parents; an existing directory is fine.
+pub async fn mkdir_p(client: &mut Client, path: &str) -> Result<(), CliError> {
+    let mut prefix = String::from(if path.starts_with('/') { "/" } else { "" });
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        match client.mkdir(&prefix).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
+                if remote_kind(client, &prefix).await? != Some(EntryKind::Dir) {
+                    return Err(CliError::new(
+                        ExitCode::RemotePath,
+                        format!("{prefix}: exists and is not a directory"),
+                    ));
+                }
+            }
+            Err(e) => return Err(CliError::from(e).context(&prefix)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes `path`, and everything under it when it is a directory (depth first).
+pub async fn rm_r(client: &mut Client, path: &str) -> Result<(), CliError> {
+    if remote_kind(client, path).await? != Some(EntryKind::Dir) {
+        return Ok(client.remove(path).await?);
+    }
+    // Directories in the order found; removed in reverse, so children go before parents.
+    let mut dirs = vec![path.to_string()];
+    let mut i = 0;
+    while i < dirs.len() {
+        let dir = dirs[i].clone();
+        for e in client.list(&dir).await? {
+            let child = format!("{}/{}", dir.trim_end_matches('/'), e.name);
+            if e.kind == EntryKind::Dir {
+                dirs.push(child);
+            } else {
+                client.remove(&child).await.map_err(|e| CliError::from(e).context(&child))?;
+            }
+        }
+        i += 1;
+    }
+    for dir in dirs.iter().rev() {
+        client.rmdir(dir).await.map_err(|e| CliError::from(e).context(dir))?;
+    }
+    Ok(())
+}
+
+/// Uploads the tree at `local` as `remote`. Symlinks inside it are skipped unless
+/// `dereference`; FIFOs, sockets and devices are always skipped.
+pub async fn put_tree(
+    client: &mut Client,
+    local: &Path,
+    remote: &str,
+    opts: &CopyArgs,
+    dereference: bool,
+    ui: &Ui,
+) -> Result<(), CliError> {
+    let mut stack = vec![(local.to_path_buf(), remote.to_string())];
+    let mut seen = HashSet::new();
+    while let Some((dir, rdir)) = stack.pop() {
+        let real = std::fs::canonicalize(&dir).map_err(|e| CliError::local(&dir, e))?;
+        if !seen.insert(real) || seen.len() > MAX_DIRS {
+            ui.note(format!("{}: already visited (a symlink loop?); skipped", dir.display()));
+            continue;
+        }
+        mkdir_p(client, &rdir).await?;
+        let mut subdirs = Vec::new();
+        for (path, name) in sorted_entries(&dir)? {
+            let rpath = format!("{}/{name}", rdir.trim_end_matches('/'));
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| CliError::local(&path, e))?;
+            let meta = if meta.file_type().is_symlink() {
+                if !dereference {
+                    ui.note(format!("{}: symlink skipped (-L follows symlinks)", path.display()));
+                    continue;
+                }
+                std::fs::metadata(&path).map_err(|e| CliError::local(&path, e))?
+            } else {
+                meta
+            };
+            if meta.is_dir() {
+                subdirs.push((path, rpath));
+            } else if meta.is_file() {
+                put_file(client, &path, &rpath, opts, ui).await?;
+            } else {
+                ui.note(format!("{}: not a regular file; skipped", path.display()));
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+/// A directory's entries sorted by name, without partial downloads of our own.
+fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, String)>, CliError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| CliError::local(dir, e))? {
+        let e = e.map_err(|e| CliError::local(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_partial(&name) {
+            out.push((e.path(), name));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+/// A listed name is one path component: never empty, `.`, `..`, or holding `/` or NUL.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+fn is_partial(name: &str) -> bool {
+    name.starts_with('.') && (name.ends_with(".xfer-part") || name.ends_with(".xfer-part.ranges"))
+}
+
+/// Downloads the remote tree at `remote` into `local`, creating directories as needed.
+pub async fn get_tree(
+    client: &mut Client,
+    remote: &str,
+    local: &Path,
+    opts: &CopyArgs,
+    ui: &Ui,
+) -> Result<(), CliError> {
+    let mut stack = vec![(remote.to_string(), local.to_path_buf())];
+    let mut dirs = 0;
+    while let Some((rdir, dir)) = stack.pop() {
+        dirs += 1;
+        if dirs > MAX_DIRS {
+            return Err(CliError::general(format!("{remote}: more than {MAX_DIRS} directories")));
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(CliError::local(&dir, "exists and is not a directory")),
+            Err(_) => std::fs::create_dir(&dir).map_err(|e| CliError::local(&dir, e))?,
+        }
+        let mut entries = client.list(&rdir).await.map_err(|e| CliError::from(e).context(&rdir))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut subdirs = Vec::new();
+        for e in entries.into_iter().filter(|e| !is_partial(&e.name)) {
+            if !is_plain_name(&e.name) {
+                return Err(CliError::new(
+                    ExitCode::Protocol,
+                    format!("{rdir}: the server listed a bad name {:?}", e.name),
+                ));
+            }
+            let rpath = format!("{}/{}", rdir.trim_end_matches('/'), e.name);
+            let path = dir.join(&e.name);
+            match e.kind {
+                EntryKind::Dir => subdirs.push((rpath, path)),
+                EntryKind::File => get_file(client, &rpath, &path, opts, ui).await?,
+                _ => ui.note(format!("{rpath}: not a regular file; skipped")),
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
