@@ -86,7 +86,8 @@ async fn kill_during_uploads_leaves_no_corrupt_file_and_exact_usage() {
         // Kill once every upload has written something, while most are still sending.
         let home = env.root.join("homes/alice");
         let started = |i: usize| {
-            file_len(&home.join(format!(".u{i}.xfer-part"))).is_some_and(|n| n > 0) || home.join(format!("u{i}")).exists()
+            file_len(&home.join(format!(".u{i}.xfer-part"))).is_some_and(|n| n > 0)
+                || home.join(format!("u{i}")).exists()
         };
         let deadline = Instant::now() + STEP;
         while !(0..UPLOADS).all(started) && Instant::now() < deadline {

@@ -475,7 +475,10 @@ async fn rejects_resume_with_a_larger_declared_size_beyond_quota() {
         let mut raw = srv.raw("alice", PW).await;
         raw.start_put("f", 512 * KIB, false).await;
         raw.send_range(&data, 0, 512 * KIB as usize).await;
-        assert!(matches!(raw.call(&Request::PutEnd { md5: md5_bytes(&data[..512 * KIB as usize]) }).await, Response::PutDone { .. }));
+        assert!(matches!(
+            raw.call(&Request::PutEnd { md5: md5_bytes(&data[..512 * KIB as usize]) }).await,
+            Response::PutDone { .. }
+        ));
         raw.start_put("f", MIB, false).await;
         raw.send_range(&data, 0, 256 * KIB as usize).await;
         assert!(matches!(raw.call(&Request::Abort).await, Response::Ok));
@@ -511,7 +514,10 @@ async fn rejects_overrun_when_the_target_is_removed_or_moved_mid_overwrite() {
         let mut other = srv.raw("alice", PW).await;
         raw.start_put("f", MIB, false).await;
         raw.send_range(&data, 0, MIB as usize).await;
-        assert!(matches!(raw.call(&Request::PutEnd { md5: md5_bytes(&data[..MIB as usize]) }).await, Response::PutDone { .. }));
+        assert!(matches!(
+            raw.call(&Request::PutEnd { md5: md5_bytes(&data[..MIB as usize]) }).await,
+            Response::PutDone { .. }
+        ));
         // Declaring 4 MiB over the 1 MiB file does not fit beside it.
         match put_request(&mut raw, "f", 4 * MIB, false).await {
             Response::Error { code: ErrorCode::QuotaExceeded, .. } => {}

@@ -142,6 +142,10 @@ fn expectations() -> Vec<(&'static str, Expected)> {
             }),
         ),
         (
+            "response-error-disk-full.hex",
+            Resp(Response::Error { code: ErrorCode::DiskFull, message: s("no space left on the server's disk") }),
+        ),
+        (
             "response-error-unsupported-version.hex",
             Resp(Response::Error {
                 code: ErrorCode::UnsupportedVersion,

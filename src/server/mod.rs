@@ -148,7 +148,8 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
-        let store = Arc::new(Store::open(&layout.store())?.with_default_entry_limit(config.quota.default_entry_limit()));
+        let store =
+            Arc::new(Store::open(&layout.store())?.with_default_entry_limit(config.quota.default_entry_limit()));
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
         upload::sweep::at_start(&store, &layout, config.quota.partial_expiry())?;
         // Build the dummy hash now so the first unknown-user login costs what any login costs.

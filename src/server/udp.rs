@@ -8,8 +8,8 @@ use md5::Digest;
 use tokio::sync::watch;
 
 use super::errors::{blocking, Reply};
-use super::upload::Outcome;
 use super::session::{Conn, Next, Session};
+use super::upload::Outcome;
 use crate::conn::ConnError;
 use crate::flow::sink::{spawn_sink, PersistFn, SinkHandle};
 use crate::flow::source::BlockSource;

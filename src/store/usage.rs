@@ -76,7 +76,11 @@ impl Drop for Reservation {
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reservation").field("user", &self.user).field("bytes", &self.bytes).field("files", &self.files).finish()
+        f.debug_struct("Reservation")
+            .field("user", &self.user)
+            .field("bytes", &self.bytes)
+            .field("files", &self.files)
+            .finish()
     }
 }
 

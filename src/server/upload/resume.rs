@@ -87,6 +87,9 @@ mod tests {
         RangeSet::from_ranges(r.iter().copied())
     }
 
+    /// One row: (size, resume, transport, partial, map) and the expected decision.
+    type Row<'a> = (u64, bool, Transport, Option<u64>, Option<&'a SavedRanges>, Result<Plan, Refusal>);
+
     fn plan(found: u64, keep: u64, held: &[(u64, u64)], drop_map: bool) -> Result<Plan, Refusal> {
         Ok(Plan { found, keep, held: set(held), drop_map })
     }
@@ -99,7 +102,7 @@ mod tests {
         let stale: SavedRanges = (100, vec![(0, 10), (50, 80)]);
         let other_size: SavedRanges = (90, vec![(0, 10)]);
         #[rustfmt::skip]
-        let table: Vec<(u64, bool, Transport, Option<u64>, Option<&SavedRanges>, Result<Plan, Refusal>)> = vec![
+        let table: Vec<Row<'_>> = vec![
             // Not resuming: start over whatever is there; any map goes.
             (100, false, Tcp, None,      None,              plan(0, 0, &[], true)),
             (100, false, Tcp, Some(50),  None,              plan(0, 0, &[], true)),
