@@ -180,11 +180,20 @@ def bench_ls(addr, password, xfer, transfers, size_mib, count, work, transport):
     deadline = time.time() + 120
     stop = threading.Event()
 
+    running, lock = {}, threading.Lock()
+
     def loop(i):
         while not stop.is_set() and time.time() < deadline:
-            subprocess.run([xfer, "--server", host, "--user", "alice", "--accept-new-host", "-q", "put",
-                            "--transport", transport, src, f"big{i}"], env=env, cwd=work,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+            p = subprocess.Popen([xfer, "--server", host, "--user", "alice", "--accept-new-host", "-q", "put",
+                                  "--transport", transport, src, f"big{i}"], env=env, cwd=work,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with lock:
+                running[i] = p
+            try:
+                p.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
     for i in range(transfers):
         t = threading.Thread(target=loop, args=(i,))
@@ -193,6 +202,10 @@ def bench_ls(addr, password, xfer, transfers, size_mib, count, work, transport):
     time.sleep(2)
     busy = ls_latency(addr, password, count)
     stop.set()
+    with lock:
+        for p in running.values():
+            if p.poll() is None:
+                p.kill()  # only the clients this script started, by their own handle
     for t in procs:
         t.join(130)
     print(json.dumps({"bench": "ls_latency", "transport": transport, "transfers": transfers,

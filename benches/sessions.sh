@@ -8,7 +8,8 @@
 # logins: 512 parallel wrong-password logins from 512 addresses, throttle budget raised so
 #         every one reaches argon2; server RSS before, at peak, after.
 # idle:   1000 idle logged-in sessions; marginal RSS per session.
-# ls:     `ls` p50/p99 in one session, idle and while 20 `xfer put` loops run (TCP, then UDP).
+# ls:     `ls` p50/p99 in one session, idle and while 20 `xfer put` of SIZE_MIB (default 512)
+#         run (TCP, then UDP); each put is repeated if it ends before the measurement does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -44,10 +45,10 @@ if [ "$WHAT" = all ] || [ "$WHAT" = idle ]; then
   stop
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = ls ]; then
-  for transport in tcp udp; do
+  for transport in ${TRANSPORTS:-tcp udp}; do
     start "ls-$transport" -e 's/^max_sessions_per_ip = .*/max_sessions_per_ip = 200/'
     python3 benches/sessions.py ls --addr "$ADDR" --pid "$SERVER_PID" -n 20 --xfer "$XFER" \
-      --work "$WORK/ls-$transport" --size-mib 64 --transport "$transport"
+      --work "$WORK/ls-$transport" --size-mib "${SIZE_MIB:-512}" --transport "$transport"
     stop
   done
 fi

@@ -86,6 +86,28 @@ async fn rejects_parallel_guesses_from_one_address_before_they_reach_argon2() {
 }
 
 #[tokio::test]
+async fn accepts_simultaneous_correct_logins_from_one_address() {
+    // CTRL-AUTH-4: attempts beyond those in flight wait their turn instead of being refused.
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, MIB, None);
+        let mut conns = Vec::new();
+        for _ in 0..12 {
+            conns.push(raw_from(6, srv.addr).await);
+        }
+        for c in conns.iter_mut() {
+            c.send(&auth("alice", PW)).await;
+        }
+        for c in conns.iter_mut() {
+            let r = c.recv().await;
+            assert!(matches!(r, Response::Authed { .. }), "{r:?}");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
 async fn accepts_logins_while_many_connections_sit_silent() {
     // CTRL-SESS-5: 200 silent TCP connections from one address fill only that address's
     // share of the pre-login pool; others log in at once, and logged-in sessions go on.

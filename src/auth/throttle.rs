@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 const PRUNE_AT: usize = 10_000;
 /// Hard bound per map; beyond it the records with the oldest failures are evicted.
 const MAX_ENTRIES: usize = 100_000;
-/// Wait suggested to an attempt refused because others on the same key are in flight.
-const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+/// The "wait" [`Throttle::begin`] returns while other attempts on the same key are in flight:
+/// nothing is locked, the caller retries when one of them has ended.
+pub const IN_FLIGHT: Duration = Duration::ZERO;
 
 /// Throttling policy (`[auth]` in the server config).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -123,7 +124,7 @@ impl Record {
         if self.in_flight == 0 || failures.saturating_add(self.in_flight) <= policy.free_failures {
             Ok(())
         } else {
-            Err(IN_FLIGHT_RETRY)
+            Err(IN_FLIGHT)
         }
     }
 
@@ -280,7 +281,8 @@ impl Throttle {
     }
 
     /// Admits a login attempt for `user` from `ip`, counting it as in flight, or returns how
-    /// long to wait. Nothing is counted for a refused attempt.
+    /// long to wait ([`IN_FLIGHT`]: until an attempt in flight ends). Nothing is counted for a
+    /// refused attempt.
     pub fn begin(&mut self, user: &str, ip: IpAddr, now: Instant) -> Result<Ticket, Duration> {
         let source = source_of(ip);
         let trusted = self.is_trusted(user, source, now);

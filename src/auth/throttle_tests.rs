@@ -99,7 +99,7 @@ fn accepts_one_attempt_at_a_time_after_the_free_failures() {
     }
     let later = now + ms(10);
     let first = t.begin("alice", ip(1), later).expect("lockout over");
-    assert_eq!(t.begin("alice", ip(1), later).unwrap_err(), SEC, "a second one waits for the first");
+    assert_eq!(t.begin("alice", ip(1), later).unwrap_err(), IN_FLIGHT, "a second one waits for the first");
     t.succeed(first, later);
     assert!(t.begin("alice", ip(1), later).is_ok());
 }

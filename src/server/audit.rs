@@ -92,39 +92,6 @@ impl Default for LineBudget {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_newlines_ansi_and_c1_codes() {
-        let forged = "bob\n2026-01-01T00:00:00Z  INFO logged in user=root\x1b[2J\u{9b}31m\u{7}\\";
-        let out = clean(forged);
-        assert!(!out.chars().any(|c| c.is_control()), "{out}");
-        assert_eq!(out, "bob\\n2026-01-01T00:00:00Z  INFO logged in user=root\\u{1b}[2J\\u{9b}31m\\u{7}\\\\");
-        assert_eq!(clean("ordinary/path é"), "ordinary/path é");
-        assert_eq!(clean("a\u{202e}b"), "a\\u{202e}b");
-    }
-
-    #[test]
-    fn cuts_long_values() {
-        let long = "x".repeat(1000);
-        assert_eq!(clean(&long).chars().count(), MAX_LOGGED_CHARS + 1);
-    }
-
-    #[test]
-    fn budget_drops_floods_and_reports_the_count() {
-        let mut b = LineBudget::new(3, Duration::from_secs(1));
-        let now = Instant::now();
-        let out: Vec<_> = (0..10).map(|_| b.admit("login", now)).collect();
-        assert_eq!(out[..4], [Some(0), Some(0), Some(0), None]);
-        assert_eq!(out.iter().filter(|o| o.is_none()).count(), 7);
-        assert_eq!(b.admit("other", now), Some(0), "kinds have separate budgets");
-        assert_eq!(b.admit("login", now + Duration::from_secs(1)), Some(7));
-        assert_eq!(b.admit("login", now + Duration::from_secs(1)), None);
-    }
-}
-
 /// One audit line: what changed, for whom, from where, and how it ended.
 pub(crate) struct Audit<'a> {
     pub event: &'static str,
@@ -170,5 +137,38 @@ impl<'a> Audit<'a> {
             "{}",
             self.message
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_newlines_ansi_and_c1_codes() {
+        let forged = "bob\n2026-01-01T00:00:00Z  INFO logged in user=root\x1b[2J\u{9b}31m\u{7}\\";
+        let out = clean(forged);
+        assert!(!out.chars().any(|c| c.is_control()), "{out}");
+        assert_eq!(out, "bob\\n2026-01-01T00:00:00Z  INFO logged in user=root\\u{1b}[2J\\u{9b}31m\\u{7}\\\\");
+        assert_eq!(clean("ordinary/path é"), "ordinary/path é");
+        assert_eq!(clean("a\u{202e}b"), "a\\u{202e}b");
+    }
+
+    #[test]
+    fn cuts_long_values() {
+        let long = "x".repeat(1000);
+        assert_eq!(clean(&long).chars().count(), MAX_LOGGED_CHARS + 1);
+    }
+
+    #[test]
+    fn budget_drops_floods_and_reports_the_count() {
+        let mut b = LineBudget::new(3, Duration::from_secs(1));
+        let now = Instant::now();
+        let out: Vec<_> = (0..10).map(|_| b.admit("login", now)).collect();
+        assert_eq!(out[..4], [Some(0), Some(0), Some(0), None]);
+        assert_eq!(out.iter().filter(|o| o.is_none()).count(), 7);
+        assert_eq!(b.admit("other", now), Some(0), "kinds have separate budgets");
+        assert_eq!(b.admit("login", now + Duration::from_secs(1)), Some(7));
+        assert_eq!(b.admit("login", now + Duration::from_secs(1)), None);
     }
 }

@@ -21,6 +21,11 @@ use crate::conn::ConnError;
 use crate::home::{Home, HomePath};
 use crate::proto::{ErrorCode, Frame, Request, Response};
 
+/// How often a waiting login looks again for its turn or a session slot.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a correct login waits for a session slot before `Busy` (CTRL-SESS-6).
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a logged-in session holds until it ends: its pool slot and its revocation handle.
 pub(crate) struct SessionSlot {
     _permit: SessionPermit,
@@ -42,9 +47,17 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn begin(state: &Arc<ServerState>, user: &str, peer: SocketAddr) -> Result<Attempt, std::time::Duration> {
-        let ticket = lock(&state.throttle).begin(user, peer.ip(), Instant::now())?;
-        Ok(Attempt { state: state.clone(), ticket: Some(ticket) })
+    /// Waits while other attempts on the same keys are in flight (the pre-login deadline
+    /// bounds the wait); refuses with the wait when a key is locked.
+    async fn begin(state: &Arc<ServerState>, user: &str, peer: SocketAddr) -> Result<Attempt, std::time::Duration> {
+        loop {
+            match lock(&state.throttle).begin(user, peer.ip(), Instant::now()) {
+                Ok(ticket) => return Ok(Attempt { state: state.clone(), ticket: Some(ticket) }),
+                Err(crate::auth::throttle::IN_FLIGHT) => {}
+                Err(wait) => return Err(wait),
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
     }
 
     fn succeed(mut self) {
@@ -109,7 +122,7 @@ async fn login(
     password: String,
     secret: crate::udp::seal::SessionSecret,
 ) -> Result<Session, Reply> {
-    let attempt = match Attempt::begin(state, &user, peer) {
+    let attempt = match Attempt::begin(state, &user, peer).await {
         Ok(a) => a,
         Err(wait) => {
             note_refusal(state, "throttled", &user, peer);
@@ -126,7 +139,7 @@ async fn login(
         return Err(Reply::new(ErrorCode::AuthFailed, "login failed: wrong user name or password"));
     }
     attempt.succeed();
-    let permit = state.limits.session(&user, peer.ip()).map_err(|full| {
+    let permit = session_slot(state, &user, peer).await.map_err(|full| {
         note_refusal(state, "busy", &user, peer);
         let which = match full {
             super::limits::Full::PerUser => "for this user",
@@ -150,6 +163,18 @@ async fn login(
         flow_ids: Default::default(),
         _slot: SessionSlot { _permit: permit, _registration: registration, revoked },
     })
+}
+
+/// A slot in the logged-in pool, waiting up to [`SLOT_WAIT`] for one to come free.
+async fn session_slot(state: &ServerState, user: &str, peer: SocketAddr) -> Result<SessionPermit, super::limits::Full> {
+    let give_up = tokio::time::Instant::now() + SLOT_WAIT;
+    loop {
+        match state.limits.session(user, peer.ip()) {
+            Ok(permit) => return Ok(permit),
+            Err(full) if tokio::time::Instant::now() >= give_up => return Err(full),
+            Err(_) => tokio::time::sleep(RETRY_EVERY).await,
+        }
+    }
 }
 
 /// Counts and logs a refused login; the lines pass the log budget, since anyone can cause
