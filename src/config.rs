@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:7070");
         assert!(c.auth.free_failures >= 1);
         let d = QuotaSection::default();
-        assert_eq!((c.quota.partial_expiry_secs, c.quota.default_max_entries), (d.partial_expiry_secs, d.default_max_entries));
+        assert_eq!(
+            (c.quota.partial_expiry_secs, c.quota.default_max_entries),
+            (d.partial_expiry_secs, d.default_max_entries)
+        );
         let d = ServerSection::default();
         let s = &c.server;
         let embedded = (s.max_sessions, s.max_sessions_per_user, s.max_sessions_per_ip, s.max_pending_logins);

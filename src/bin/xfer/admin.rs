@@ -3,8 +3,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use xfer::home::Home;
 use xfer::config::LogFormat;
+use xfer::home::Home;
 use xfer::server::{self, RootLayout, Server};
 use xfer::size::{format_quota, format_size, parse_quota};
 use xfer::store::Store;
@@ -129,7 +129,9 @@ pub fn user(cmd: UserCommand, quiet: bool, json: bool) -> Result<(), CliError> {
             store.add_user(&name, &password, quota, max_files).map_err(store_err)?;
             // A new account starts empty: files left under its name by an older account are
             // moved aside, never inherited (and never counted as 0 bytes).
-            let old = layout.archive_home(&name).map_err(|e| CliError::general(format!("cannot move the old home aside: {e}")))?;
+            let old = layout
+                .archive_home(&name)
+                .map_err(|e| CliError::general(format!("cannot move the old home aside: {e}")))?;
             if let Some(old) = old {
                 note(quiet, format!("moved files left by an earlier {name} to {}", old.display()));
             }
@@ -199,7 +201,8 @@ fn list_users(store: &Store, layout: &RootLayout, json: bool) -> Result<(), CliE
         });
         return crate::output::json(serde_json::Value::Array(rows.collect()));
     }
-    let header = format!("{:<20} {:>12} {:>12} {:>12} {:>8} {:>10}", "USER", "USED", "PARTIAL", "QUOTA", "FILES", "MAX FILES");
+    let header =
+        format!("{:<20} {:>12} {:>12} {:>12} {:>8} {:>10}", "USER", "USED", "PARTIAL", "QUOTA", "FILES", "MAX FILES");
     crate::output::line(header)?;
     for u in users {
         let max = u.max_files.map_or_else(|| "-".to_string(), |n| n.to_string());
