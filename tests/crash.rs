@@ -72,7 +72,8 @@ async fn upload(addr: std::net::SocketAddr, name: String, data: Arc<Vec<u8>>) {
 async fn kill_during_uploads_leaves_no_corrupt_file_and_exact_usage() {
     guard(async {
         let env = TestEnv::new();
-        env.configure(&[]);
+        // All 20 log in at once from 127.0.0.1: room for them in the per-address pre-login pool.
+        env.configure(&[("max_pending_logins_per_ip", "32")]);
         let mut add = xfer_cmd(&env.config_dir, &env.work);
         add.args(["user", "add", "alice", "--quota", "1GiB", "--root"]).arg(&env.root).env("XFER_PASSWORD", PW);
         run(add).assert_ok();

@@ -415,12 +415,12 @@ async fn cli_says_which_transport_carried_the_data() {
         make_file(&env.local("c"), 3 * MIB as usize, 10);
         let cli = |args: &[&str]| run(client_cmd(&addr, "alice", PW, &env.config_dir, &env.work, args));
         let out = cli(&["-v", "put", "c", "--transport", "udp"]);
-        let text = &out.assert_ok().stdout;
+        let text = &out.assert_ok().stderr;
         assert!(text.contains("over udp") && text.contains("udp: "), "{text}");
         let out = cli(&["-v", "get", "c", "c.tcp", "--transport", "tcp"]);
-        assert!(out.assert_ok().stdout.contains("over tcp"), "{}", out.stdout);
+        assert!(out.assert_ok().stderr.contains("over tcp"), "{}", out.stderr);
         let out = cli(&["get", "c", "c.auto", "--rate-limit", "10M"]);
-        assert!(out.assert_ok().stdout.contains("over udp"), "{}", out.stdout);
+        assert!(out.assert_ok().stderr.contains("over udp"), "{}", out.stderr);
         assert_eq!(std::fs::read(env.local("c.auto")).unwrap(), std::fs::read(env.local("c")).unwrap());
         let out = cli(&["put", "c", "--rate-limit", "0"]);
         assert!(!out.status.success() && out.stderr.contains("above zero"), "{}", out.stderr);

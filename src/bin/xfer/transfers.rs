@@ -182,7 +182,7 @@ pub async fn put(
             }
             tree::put_tree(client, local, &remote, opts, dereference, ui).await?;
         } else {
-            refuse_ambiguous_target(sources.len(), target.as_deref(), target_is_dir)?;
+            refuse_ambiguous_target(local, sources.len(), target.as_deref(), target_is_dir)?;
             put_file(client, local, &remote, opts, ui).await?;
         }
     }
@@ -195,7 +195,7 @@ fn single_file_upload<'a>(sources: &'a [String], target: Option<&'a str>) -> Opt
     let ([source], Some(target)) = (sources, target) else { return None };
     let local = Path::new(source.as_str());
     let plain = source != "-" && !target.ends_with('/') && local.is_file();
-    (plain && refuse_ambiguous_target(1, Some(target), false).is_ok()).then_some((local, target))
+    (plain && refuse_ambiguous_target(local, 1, Some(target), false).is_ok()).then_some((local, target))
 }
 
 /// `put FILE TARGET`: uploads to TARGET, or to TARGET/NAME if TARGET is a directory. Rather than
@@ -236,10 +236,13 @@ fn check_dir_target(target: &str, is_dir: bool, sources: usize, side: &str) -> R
 }
 
 /// `put a.log b.log` where b.log is also a local file is what a glob with two matches looks
-/// like: refuse rather than upload a.log under b.log's name.
-fn refuse_ambiguous_target(sources: usize, target: Option<&str>, is_dir: bool) -> Result<(), CliError> {
+/// like: refuse rather than upload a.log under b.log's name (unless the target is the source
+/// itself, `put f f`).
+fn refuse_ambiguous_target(source: &Path, sources: usize, target: Option<&str>, is_dir: bool) -> Result<(), CliError> {
+    let same_file =
+        |t: &str| std::fs::canonicalize(t).ok().is_some_and(|t| std::fs::canonicalize(source).ok() == Some(t));
     match target {
-        Some(t) if sources == 1 && !is_dir && !t.contains('/') && Path::new(t).is_file() => Err(CliError::usage(
+        Some(t) if sources == 1 && !is_dir && !t.contains('/') && Path::new(t).is_file() && !same_file(t) => Err(CliError::usage(
             format!("{t} is also a local file: to upload both, name a directory target (e.g. ./); to upload under that name, write ./{t}"),
         )),
         _ => Ok(()),
