@@ -7,6 +7,8 @@ pub mod known_hosts;
 mod transfer;
 mod udp;
 
+pub use udp::{format_range_map, parse_range_map};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -160,13 +160,17 @@ pub fn check_frame(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     Ok((buf.len() >= total).then_some(total))
 }
 
-/// How many more bytes to reserve so a partially buffered frame fits.
+/// Most bytes reserved ahead of what has arrived (CTRL-FRAME-7): the buffer grows with the
+/// bytes a peer actually sends, never with the length it declares.
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// How many more bytes to reserve so a partially buffered frame fits, at most [`READ_AHEAD`].
 fn frame_hint(buf: &[u8]) -> usize {
     if buf.len() < 4 {
         return 64;
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    (4 + len).saturating_sub(buf.len())
+    (4 + len).saturating_sub(buf.len()).min(READ_AHEAD)
 }
 
 fn decode_data(mut body: Bytes) -> Result<DataChunk, DecodeError> {
@@ -177,6 +181,10 @@ fn decode_data(mut body: Bytes) -> Result<DataChunk, DecodeError> {
     let crc32 = body.get_u32();
     if body.len() > CHUNK_SIZE {
         return Err(DecodeError::ChunkTooLarge(body.len()));
+    }
+    // CTRL-FRAME-6: a chunk ends within u64, so `DataChunk::end` cannot overflow.
+    if offset.checked_add(body.len() as u64).is_none() {
+        return Err(DecodeError::ChunkPastEnd(offset));
     }
     Ok(DataChunk { offset, crc32, data: body })
 }
