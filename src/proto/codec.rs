@@ -77,9 +77,11 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// Decodes a control payload as `T`, rejecting trailing bytes (CTRL-FRAME-5).
+    /// Decodes a control payload as `T`, rejecting trailing bytes (CTRL-FRAME-5). Strings are
+    /// decoded from the payload in place, so a declared length allocates nothing until the
+    /// payload is seen to hold that many bytes (CTRL-FRAME-7).
     pub fn decode_control<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-        let (msg, used) = bincode::serde::decode_from_slice(payload, bincode_config())
+        let (msg, used) = bincode::serde::borrow_decode_from_slice(payload, bincode_config())
             .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if used != payload.len() {
             return Err(DecodeError::TrailingBytes(payload.len() - used));
