@@ -77,17 +77,30 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// Decodes a control payload as `T`, rejecting trailing bytes (CTRL-FRAME-5). Strings are
-    /// decoded from the payload in place, so a declared length allocates nothing until the
-    /// payload is seen to hold that many bytes (CTRL-FRAME-7).
+    /// Decodes a control payload as `T`, rejecting trailing bytes (CTRL-FRAME-5). The decode
+    /// limit is the smallest of a few sizes that holds the payload, so a declared string length
+    /// longer than the payload fails before bincode allocates for it (CTRL-FRAME-7): at most 16
+    /// times the payload, or 4 KiB.
     pub fn decode_control<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-        let (msg, used) = bincode::serde::borrow_decode_from_slice(payload, bincode_config())
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let decoded = match payload.len() {
+            0..=4096 => decode_within::<T, 4096>(payload),
+            4097..=65_536 => decode_within::<T, 65_536>(payload),
+            65_537..=1_048_576 => decode_within::<T, 1_048_576>(payload),
+            _ => decode_within::<T, { MAX_FRAME_LEN as usize }>(payload),
+        };
+        let (msg, used) = decoded.map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if used != payload.len() {
             return Err(DecodeError::TrailingBytes(payload.len() - used));
         }
         Ok(msg)
     }
+}
+
+/// Decodes with the protocol's configuration under a limit of `LIMIT` bytes.
+fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
+    payload: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(payload, bincode_config().with_limit::<LIMIT>())
 }
 
 /// Encodes a control message as a whole frame.
