@@ -10,7 +10,9 @@
 //! - the real flow machine (`udp::Flow`, through the fuzz function `flow_datagram`) never
 //!   panics on sequences of arbitrary, authentic or replayed datagrams from any address, sends
 //!   data, probes and acks only to its peer (UDP-VALID-5) and never more than 3 times what an
-//!   address that is not validated sent it (UDP-AMP-1).
+//!   address that is not validated sent it (UDP-AMP-1);
+//! - every fuzz target holds on its checked-in seeds (`fuzz/seeds/`, regression inputs
+//!   included), and the seeds derived from the vectors are up to date.
 
 use bytes::BufMut;
 use proptest::collection::vec;
@@ -20,10 +22,13 @@ use xfer::udp::packet::{
     HEADER_LEN, MAX_ACK_RANGES, MAX_DATAGRAM, TAG_LEN,
 };
 
+// The fuzz targets' own code (fuzz/src/), run here on stable; items only the fuzz binary uses
+// (allocation limits) are unused in this crate.
+#[allow(dead_code, unused_imports)]
 #[path = "../fuzz/src/lib.rs"]
-mod fuzz_datagram;
+mod fuzz_targets;
 
-use fuzz_datagram::{body_by_kind, datagram, fixed_keys, flow_datagram, VECTOR_FLOW};
+use fuzz_targets::{body_by_kind, datagram, fixed_keys, flow_datagram, seeds_from_sources, TARGETS, VECTOR_FLOW};
 
 const KINDS: [PacketKind; 7] = [
     PacketKind::Hello,
@@ -275,6 +280,39 @@ fn can_run_the_fuzz_path_on_every_vector() {
     // The unaltered vectors open with the fixed keys, so the opened-body branch runs too.
     for name in VECTORS {
         datagram(&vector_bytes(name));
+    }
+}
+
+#[test]
+fn fuzz_seeds_match_their_sources() {
+    // XFER_WRITE_FUZZ_SEEDS=1 rewrites them after a vector changes.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let write = std::env::var_os("XFER_WRITE_FUZZ_SEEDS").is_some();
+    let seeds = seeds_from_sources(root).expect("vectors readable");
+    assert!(seeds.len() > 40, "every vector makes a seed");
+    for s in seeds {
+        let path = root.join("fuzz/seeds").join(s.target).join(&s.name);
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &s.bytes).unwrap();
+        }
+        let on_disk = std::fs::read(&path).unwrap_or_default();
+        assert!(on_disk == s.bytes, "{} is stale: rerun with XFER_WRITE_FUZZ_SEEDS=1", path.display());
+    }
+}
+
+#[test]
+fn accepts_every_fuzz_seed_in_its_target() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for target in TARGETS {
+        let dir = root.join(target.name);
+        let mut files: Vec<_> =
+            std::fs::read_dir(&dir).expect("a seed folder per target").map(|e| e.unwrap().path()).collect();
+        files.sort();
+        assert!(!files.is_empty(), "{} has seeds", target.name);
+        for f in files {
+            (target.run)(&std::fs::read(&f).unwrap());
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use xfer::proto::codec::{encode_control, encode_data, DATA_HEADER_LEN, FRAME_CONTROL, FRAME_DATA};
+use xfer::proto::codec::{encode_control, encode_data, DATA_HEADER_LEN, FRAME_CONTROL, FRAME_DATA, READ_AHEAD};
 use xfer::proto::control::Md5Digest;
 use xfer::proto::{
     decode_preamble, encode_preamble, DataChunk, DecodeError, Entry, EntryKind, ErrorCode, Frame, FrameDecoder,
@@ -457,7 +457,7 @@ fn defines_every_requirement_the_code_relies_on() {
     ]
     .map(String::from)
     .to_vec();
-    required.extend((1..=6).map(|n| format!("CTRL-FRAME-{n}")));
+    required.extend((1..=8).map(|n| format!("CTRL-FRAME-{n}")));
     // Logins, sessions and operations (src/server/, src/auth/).
     required.extend((4..=5).map(|n| format!("CTRL-AUTH-{n}")));
     required.extend((1..=7).map(|n| format!("CTRL-SESS-{n}")));
@@ -635,6 +635,30 @@ fn rejects_chunk_over_chunk_size() {
     let mut out = BytesMut::new();
     encode_data(&chunk, &mut out);
     assert_eq!(decode_bytes(&out), Err(DecodeError::ChunkTooLarge(CHUNK_SIZE + 1)));
+}
+
+#[test]
+fn rejects_chunk_ending_past_u64_max() {
+    // CTRL-FRAME-8; found by the control_frames fuzz target (fuzz/seeds/control_frames/regress-chunk-past-end).
+    let chunk = DataChunk::new(u64::MAX, Bytes::from_static(b"x"));
+    let mut out = BytesMut::new();
+    encode_data(&chunk, &mut out);
+    assert_eq!(decode_bytes(&out), Err(DecodeError::ChunkPastEnd(u64::MAX)));
+    let last = DataChunk::new(u64::MAX - 1, Bytes::from_static(b"x"));
+    let mut out = BytesMut::new();
+    encode_data(&last, &mut out);
+    assert_eq!(decode_bytes(&out), Ok(Some(Frame::Data(last))));
+}
+
+#[test]
+fn rejects_reserving_memory_for_a_declared_length() {
+    // CTRL-FRAME-7; found by the control_frames fuzz target (fuzz/seeds/control_frames/regress-declared-len).
+    let mut dec = FrameDecoder::new();
+    let before = dec.buffer().capacity();
+    dec.buffer().extend_from_slice(&(MAX_FRAME_LEN).to_be_bytes());
+    dec.buffer().extend_from_slice(&[FRAME_CONTROL]);
+    assert_eq!(dec.decode(), Ok(None));
+    assert!(dec.buffer().capacity() <= before.max(5 + READ_AHEAD), "capacity {}", dec.buffer().capacity());
 }
 
 #[test]

@@ -20,16 +20,7 @@ impl KnownHosts {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
-        let entries = text
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.split_whitespace();
-                let host = parts.next()?;
-                let fp = parse_fingerprint(parts.next()?)?;
-                Some((host.to_string(), fp))
-            })
-            .collect();
-        Ok(KnownHosts { path: path.to_path_buf(), entries })
+        Ok(KnownHosts { path: path.to_path_buf(), entries: parse_known_hosts(&text) })
     }
 
     pub fn path(&self) -> &Path {
@@ -51,6 +42,19 @@ impl KnownHosts {
         self.entries.push((host.to_string(), fp));
         Ok(())
     }
+}
+
+/// Parses the text of a known-hosts file into `(HOST:PORT, fingerprint)` pins, skipping
+/// malformed lines. Public for the decoder fuzz targets.
+pub fn parse_known_hosts(text: &str) -> Vec<(String, Fingerprint)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let host = parts.next()?;
+            let fp = parse_fingerprint(parts.next()?)?;
+            Some((host.to_string(), fp))
+        })
+        .collect()
 }
 
 #[cfg(test)]

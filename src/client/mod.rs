@@ -9,6 +9,8 @@ pub mod local;
 mod transfer;
 mod udp;
 
+pub use udp::{format_range_map, parse_range_map};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

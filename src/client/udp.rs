@@ -415,9 +415,14 @@ pub fn ranges_path(partial: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Reads a range map file: `xfer-ranges 1 SIZE`, then `START END` lines.
+/// Reads a range map file (see [`parse_range_map`]).
 pub fn read_map(path: &Path) -> Option<(u64, Vec<ByteRange>)> {
-    let text = std::fs::read_to_string(path).ok()?;
+    parse_range_map(&std::fs::read_to_string(path).ok()?)
+}
+
+/// Parses a range map: `xfer-ranges 1 SIZE`, then `START END` lines; `None` if any line is
+/// malformed. Public for the decoder fuzz targets.
+pub fn parse_range_map(text: &str) -> Option<(u64, Vec<ByteRange>)> {
     let mut lines = text.lines();
     let size = lines.next()?.strip_prefix("xfer-ranges 1 ")?.parse().ok()?;
     let mut ranges = Vec::new();
@@ -428,15 +433,21 @@ pub fn read_map(path: &Path) -> Option<(u64, Vec<ByteRange>)> {
     Some((size, ranges))
 }
 
+/// The text of a range map, as [`parse_range_map`] reads it.
+pub fn format_range_map(size: u64, ranges: impl Iterator<Item = ByteRange>) -> String {
+    let mut text = format!("xfer-ranges 1 {size}\n");
+    for (s, e) in ranges {
+        text.push_str(&format!("{s} {e}\n"));
+    }
+    text
+}
+
 /// Persists a download's range map atomically (write, fsync, rename).
 fn map_writer(path: PathBuf, size: u64) -> PersistFn {
     Box::new(move |held: &RangeSet| {
         use std::io::Write;
-        let mut text = format!("xfer-ranges 1 {size}\n");
         // UDP-RESUME-7: a bounded subset of what is held, which is always safe.
-        for (s, e) in held.lowest(MAX_RESUME_RANGES).iter() {
-            text.push_str(&format!("{s} {e}\n"));
-        }
+        let text = format_range_map(size, held.lowest(MAX_RESUME_RANGES).iter());
         let tmp = path.with_extension("ranges.tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;

@@ -81,15 +81,30 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// Decodes a control payload as `T`, rejecting trailing bytes (CTRL-FRAME-5).
+    /// Decodes a control payload as `T`, rejecting trailing bytes (CTRL-FRAME-5). The decode
+    /// limit is the smallest of a few sizes that holds the payload, so a declared string length
+    /// longer than the payload fails before bincode allocates for it (CTRL-FRAME-7): at most 16
+    /// times the payload, or 4 KiB.
     pub fn decode_control<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-        let (msg, used) = bincode::serde::decode_from_slice(payload, bincode_config())
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let decoded = match payload.len() {
+            0..=4096 => decode_within::<T, 4096>(payload),
+            4097..=65_536 => decode_within::<T, 65_536>(payload),
+            65_537..=1_048_576 => decode_within::<T, 1_048_576>(payload),
+            _ => decode_within::<T, { MAX_FRAME_LEN as usize }>(payload),
+        };
+        let (msg, used) = decoded.map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if used != payload.len() {
             return Err(DecodeError::TrailingBytes(payload.len() - used));
         }
         Ok(msg)
     }
+}
+
+/// Decodes with the protocol's configuration under a limit of `LIMIT` bytes.
+fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
+    payload: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(payload, bincode_config().with_limit::<LIMIT>())
 }
 
 /// Encodes a control message as a whole frame.
@@ -185,13 +200,17 @@ pub fn check_frame_within(buf: &[u8], max_len: u32) -> Result<Option<usize>, Dec
     Ok((buf.len() >= total).then_some(total))
 }
 
-/// How many more bytes to reserve so a partially buffered frame fits.
+/// Most bytes reserved ahead of what has arrived (CTRL-FRAME-7): the buffer grows with the
+/// bytes a peer actually sends, never with the length it declares.
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// How many more bytes to reserve so a partially buffered frame fits, at most [`READ_AHEAD`].
 fn frame_hint(buf: &[u8]) -> usize {
     if buf.len() < 4 {
         return 64;
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    (4 + len).saturating_sub(buf.len())
+    (4 + len).saturating_sub(buf.len()).min(READ_AHEAD)
 }
 
 fn decode_data(mut body: Bytes) -> Result<DataChunk, DecodeError> {
@@ -202,6 +221,10 @@ fn decode_data(mut body: Bytes) -> Result<DataChunk, DecodeError> {
     let crc32 = body.get_u32();
     if body.len() > CHUNK_SIZE {
         return Err(DecodeError::ChunkTooLarge(body.len()));
+    }
+    // CTRL-FRAME-8: a chunk ends within u64, so `DataChunk::end` cannot overflow.
+    if offset.checked_add(body.len() as u64).is_none() {
+        return Err(DecodeError::ChunkPastEnd(offset));
     }
     Ok(DataChunk { offset, crc32, data: body })
 }

@@ -15,6 +15,8 @@ pub enum DecodeError {
     ShortDataHeader,
     #[error("data chunk of {0} bytes exceeds the chunk size")]
     ChunkTooLarge(usize),
+    #[error("data chunk at offset {0} ends past 2^64 - 1")]
+    ChunkPastEnd(u64),
     #[error("malformed control message: {0}")]
     Malformed(String),
     #[error("{0} trailing bytes after control message")]

@@ -316,8 +316,9 @@ fn check_files(user: &User, files: u64, default_limit: Option<u64>) -> Result<()
 /// A saved resume map: the file size and its held `(start, end)` ranges.
 pub type SavedRanges = (u64, Vec<(u64, u64)>);
 
-/// Parses `start end` lines, skipping anything malformed or empty.
-fn parse_ranges(text: &str) -> Vec<(u64, u64)> {
+/// Parses a saved range map's text (`start end` lines, as `save_ranges` writes them), skipping
+/// anything malformed or empty. Public for the decoder fuzz targets.
+pub fn parse_ranges(text: &str) -> Vec<(u64, u64)> {
     text.lines()
         .filter_map(|l| {
             let (s, e) = l.split_once(' ')?;
