@@ -1,5 +1,5 @@
 //! The decoder fuzz targets: pure functions of untrusted bytes, kept free of libFuzzer so that
-//! the root crate's tests (`tests/udp_props.rs` includes this file) run the same code on stable.
+//! the root crate's tests (`tests/it/udp_props.rs` includes this file) run the same code on stable.
 //!
 //! Each target panics only on a real bug: a decoder that panics, or a decoded value that does
 //! not re-encode to its input where the format is canonical. The fuzz binary also caps what one

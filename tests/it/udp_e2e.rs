@@ -2,7 +2,7 @@
 //! the same quota, jail and resume rules as TCP, fallback to TCP when UDP is blocked, dies or
 //! degrades mid-transfer, and datagrams that are replayed, corrupted or forged.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

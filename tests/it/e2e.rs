@@ -1,6 +1,6 @@
 //! End-to-end behaviour through the library client against a real in-process server.
 
-mod support;
+use crate::support;
 
 use support::*;
 use xfer::proto::{EntryKind, ErrorCode, Request, Response, CHUNK_SIZE};

@@ -1,7 +1,7 @@
 //! The audit trail, log hygiene and the metrics page (OPS-AUDIT-1, OPS-LOG-1, OPS-LOG-2,
 //! OPS-METRICS-1), against `xfer serve` processes and an in-process server on loopback.
 
-mod support;
+use crate::support;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

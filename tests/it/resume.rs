@@ -1,7 +1,7 @@
 //! Interrupted transfers through the real CLI: killed clients, a killed server, changed
 //! sources, and resume with nothing to resume.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! control connection (UDP-FALLBACK-4, CTRL-GET-5). Counted, not timed: a relay counts the
 //! client's flights (see `support::flights`).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The README contract of the `xfer` binary: admin commands, client commands, exit codes and
 //! one-line errors, size parsing, `serve` start-up text, and the shell driven through stdin.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;

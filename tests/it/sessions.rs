@@ -3,7 +3,7 @@
 //! in the log, the audit trail and the metrics page. Real servers on loopback throughout;
 //! several source addresses come from 127.0.0.0/8.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

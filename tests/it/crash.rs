@@ -2,7 +2,7 @@
 //! after the restart no visible file is corrupt, usage equals the disk, and every upload
 //! resumes (over TCP and UDP) and verifies.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! (the data side of `udp::Flow`) wired through an emulated link in virtual time, for rate
 //! control, loss recovery and goodput at sizes where sealing every datagram would only cost
 //! time. Path set-up, acceptance, validation and encoding are simulated with the whole
-//! `udp::Flow` in `tests/udp_flow_sim.rs`.
+//! `udp::Flow` in `tests/it/udp_flow_sim.rs`.
 //!
 //! The link is the benchmark link emulator's own model (`benches/linkem/src/model.rs`,
 //! included by path): per direction a drop-tail queue in front of a rate limiter, then the
@@ -20,9 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-#[path = "../benches/linkem/src/model.rs"]
-#[allow(dead_code)]
-mod model;
+use crate::link_model as model;
 
 use model::{DirConfig, GeParams, LinkModel, ModelStats, Rng, Verdict};
 use proptest::prelude::*;
@@ -1089,7 +1087,7 @@ proptest! {
 }
 
 /// Prints the goodput table of the benchmark-like scenarios under both ack range policies:
-/// `cargo test --release --test udp_sim -- --ignored --nocapture goodput_table`.
+/// `cargo test --release --test it -- --ignored --nocapture udp_sim::goodput_table`.
 #[test]
 #[ignore]
 fn goodput_table() {

@@ -9,9 +9,7 @@
 //! no address that is not validated ever gets more than 3 times what came from it
 //! (UDP-AMP-1).
 
-#[path = "../benches/linkem/src/model.rs"]
-#[allow(dead_code)]
-mod model;
+use crate::link_model as model;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

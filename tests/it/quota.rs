@@ -1,7 +1,7 @@
 //! Byte and file-count quotas: enforcement before data moves, under concurrency, and usage
 //! accounting through deletes, overwrites, restarts and admin changes.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

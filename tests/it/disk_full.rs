@@ -3,7 +3,7 @@
 //! nothing panics; other users' reads and listings go on; usage equals the disk afterwards;
 //! a disk that fills with an upload's last byte still commits it.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -291,7 +291,7 @@ fn rejects_vector_files_without_an_expectation() {
         .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("udp-") && n.ends_with(".hex"))
         .collect();
-    assert_eq!(files, table, "udp-*.hex files and the table of tests/udp_vectors.rs differ");
+    assert_eq!(files, table, "udp-*.hex files and the table of tests/it/udp_vectors.rs differ");
 }
 
 #[test]

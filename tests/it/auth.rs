@@ -1,6 +1,6 @@
 //! Login, brute-force throttling, credential hygiene and certificate pinning.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Protocol-level integrity and robustness, driven by a raw client over real TLS: corrupt
 //! chunks, wrong digests, overruns, malformed frames, vanishing peers, versions, idle timeouts.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use support::*;

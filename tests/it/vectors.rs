@@ -1,5 +1,5 @@
 //! Golden wire vectors (proto-spec/vectors/*.hex; the datagram vectors udp-*.hex are checked by
-//! tests/udp_vectors.rs): every file decodes to the value this table expects and re-encodes to
+//! tests/it/udp_vectors.rs): every file decodes to the value this table expects and re-encodes to
 //! exactly the same bytes; plus the decoder's rejection rules (CTRL-HELLO-2, CTRL-FRAME-1..5)
 //! and the traceability checks over proto-spec/*.md, udp.md included.
 //!
@@ -318,11 +318,11 @@ fn vector_file_names() -> BTreeSet<String> {
 #[test]
 fn rejects_vector_files_without_an_expectation() {
     let table: BTreeSet<String> = expectations().iter().map(|(n, _)| n.to_string()).collect();
-    // Datagram vectors have their own table in tests/udp_vectors.rs.
+    // Datagram vectors have their own table in tests/it/udp_vectors.rs.
     let files: BTreeSet<String> = vector_file_names().into_iter().filter(|n| !n.starts_with("udp-")).collect();
     let untested: Vec<_> = files.difference(&table).collect();
     let missing: Vec<_> = table.difference(&files).collect();
-    assert!(untested.is_empty(), "vector files with no expected value in tests/vectors.rs: {untested:?}");
+    assert!(untested.is_empty(), "vector files with no expected value in tests/it/vectors.rs: {untested:?}");
     assert!(missing.is_empty(), "expected values with no vector file: {missing:?}");
     let others: Vec<_> = std::fs::read_dir(vectors_dir())
         .expect("vectors dir")

@@ -1,7 +1,7 @@
 //! The per-user home jail, attacked through the client protocol and through links planted on
 //! disk inside the home.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::symlink;
 

@@ -25,7 +25,7 @@ use xfer::udp::packet::{
 // The fuzz targets' own code (fuzz/src/), run here on stable; items only the fuzz binary uses
 // (allocation limits) are unused in this crate.
 #[allow(dead_code, unused_imports)]
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod fuzz_targets;
 
 use fuzz_targets::{body_by_kind, datagram, fixed_keys, flow_datagram, seeds_from_sources, TARGETS, VECTOR_FLOW};
