@@ -39,7 +39,7 @@ pub enum ClientError {
          This may be an attack. If the server was legitimately re-keyed, remove its line from {known_hosts}"
     )]
     HostKeyChanged { host: String, expected: String, got: String, known_hosts: PathBuf },
-    #[error("unknown server {host} with certificate {fingerprint}; pass --accept-new-host to trust it")]
+    #[error("unknown server {host} with certificate {fingerprint}; it is not trusted yet")]
     UnknownHost { host: String, fingerprint: String },
     #[error("server certificate for {0} was not accepted")]
     HostRejected(String),
@@ -59,7 +59,7 @@ pub enum ClientError {
     KnownHosts { path: PathBuf, source: std::io::Error },
     #[error("connection is no longer usable after an interrupted transfer")]
     Broken,
-    #[error("UDP transfer failed: {0}; try --transport tcp")]
+    #[error("UDP transfer failed: {0}; the TCP transport may work")]
     Udp(String),
 }
 

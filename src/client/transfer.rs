@@ -417,7 +417,7 @@ async fn check_local_prefix(
     let ours: Md5Digest = hasher.clone().finalize().into();
     if server_md5 != Some(ours) {
         return Err(TransferError::SourceChanged(format!(
-            "the server's partial upload ({offset} bytes) does not match the start of the local file; upload again without --resume"
+            "the server's partial upload ({offset} bytes) does not match the start of the local file; upload again without resuming"
         ))
         .into());
     }

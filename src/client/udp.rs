@@ -389,7 +389,7 @@ async fn check_held(file: &std::fs::File, held: &RangeSet, expected: Option<Md5D
     }
     if hash_held(file, held).await? != expected {
         return Err(TransferError::SourceChanged(
-            "the server's partial upload does not match the local file; upload again without --resume".into(),
+            "the server's partial upload does not match the local file; upload again without resuming".into(),
         )
         .into());
     }

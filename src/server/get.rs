@@ -30,7 +30,7 @@ impl Session {
         let mut chunks = spawn_reader(file, offset, size, hasher);
         loop {
             if conn.stopping() {
-                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; resume with --resume").await?;
+                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed").await?;
                 return Ok(false);
             }
             match chunks.recv().await {
@@ -90,5 +90,5 @@ impl Session {
 }
 
 fn source_changed(detail: String) -> Reply {
-    Reply::new(ErrorCode::SourceChanged, format!("cannot resume: {detail}; download again without --resume"))
+    Reply::new(ErrorCode::SourceChanged, format!("cannot resume: {detail}; download again without resuming"))
 }

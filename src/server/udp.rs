@@ -40,7 +40,7 @@ impl Drop for FlowGuard {
 impl Session {
     fn udp_socket(&self) -> Result<Arc<UdpIo>, Reply> {
         self.state.udp.get().cloned().ok_or_else(|| {
-            Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use --transport tcp")
+            Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use the TCP transport")
         })
     }
 
@@ -184,7 +184,7 @@ impl Session {
                         return Ok(false);
                     }
                     Next::Stop => {
-                        conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; resume with --resume").await?;
+                        conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed").await?;
                         return Ok(false);
                     }
                 },
@@ -212,7 +212,7 @@ impl Session {
         if hash_held(&file, &held).await? != Some(expected) {
             return Err(Reply::new(
                 ErrorCode::SourceChanged,
-                format!("cannot resume: the bytes of {path} differ from the local partial file; download again without --resume"),
+                format!("cannot resume: the bytes of {path} differ from the local partial file; download again without resuming"),
             ));
         }
         Ok((file, size, held))
