@@ -30,7 +30,8 @@ impl Session {
         let mut chunks = spawn_reader(file, offset, size, hasher);
         loop {
             if conn.stopping() {
-                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed").await?;
+                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed")
+                    .await?;
                 return Ok(false);
             }
             match chunks.recv().await {
