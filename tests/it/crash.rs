@@ -20,26 +20,6 @@ const PW: &str = "crash-pw";
 const UPLOADS: usize = 20;
 const SIZE: usize = 4 * MIB as usize;
 
-/// Bytes and entries (files and directories) under `dir`.
-fn disk_entries(dir: &Path) -> (u64, u64) {
-    let mut totals = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                totals.1 += 1;
-                stack.push(e.path());
-            } else if ft.is_file() {
-                totals.0 += e.metadata().unwrap().len();
-                totals.1 += 1;
-            }
-        }
-    }
-    totals
-}
-
 fn assert_usage_matches_disk(root: &Path) {
     let u = Store::open(&root.join("xfer.db")).unwrap().get_user("alice").unwrap().unwrap();
     let disk = disk_entries(&root.join("homes/alice"));

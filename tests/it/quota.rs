@@ -12,27 +12,6 @@ use xfer::transfer::progress::no_progress;
 
 const PW: &str = "quota-pw";
 
-/// Bytes of regular files and entries (regular files plus directories, QUOTA-5) under `dir`,
-/// measured on disk without following symlinks.
-pub fn disk_entries(dir: &std::path::Path) -> (u64, u64) {
-    let mut totals = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                totals.1 += 1;
-                stack.push(e.path());
-            } else if ft.is_file() {
-                totals.0 += e.metadata().unwrap().len();
-                totals.1 += 1;
-            }
-        }
-    }
-    totals
-}
-
 /// Asserts the store's usage equals what is on disk and nothing is reserved.
 pub fn assert_usage_matches_disk(srv: &TestServer, user: &str) {
     let u = srv.user(user);

@@ -76,6 +76,27 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Bytes of regular files and entries (regular files plus directories, QUOTA-5) under `dir`,
+/// measured on disk without following symlinks.
+pub fn disk_entries(dir: &Path) -> (u64, u64) {
+    let mut totals = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                totals.1 += 1;
+                stack.push(e.path());
+            } else if ft.is_file() {
+                totals.0 += e.metadata().unwrap().len();
+                totals.1 += 1;
+            }
+        }
+    }
+    totals
+}
+
 /// Bytes and regular-file count under `dir` on disk, symlinks not followed.
 pub fn disk_usage(dir: &Path) -> (u64, u64) {
     let mut totals = (0, 0);
