@@ -76,44 +76,37 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Bytes of regular files and entries (regular files plus directories, QUOTA-5) under `dir`,
-/// measured on disk without following symlinks.
-pub fn disk_entries(dir: &Path) -> (u64, u64) {
-    let mut totals = (0, 0);
+/// Bytes of regular files, regular files and directories under `dir`, measured on disk without
+/// following symlinks.
+fn disk_walk(dir: &Path) -> (u64, u64, u64) {
+    let (mut bytes, mut files, mut dirs) = (0, 0, 0);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let ft = e.file_type().unwrap();
             if ft.is_dir() {
-                totals.1 += 1;
+                dirs += 1;
                 stack.push(e.path());
             } else if ft.is_file() {
-                totals.0 += e.metadata().unwrap().len();
-                totals.1 += 1;
+                bytes += e.metadata().unwrap().len();
+                files += 1;
             }
         }
     }
-    totals
+    (bytes, files, dirs)
+}
+
+/// Bytes of regular files and entries (regular files plus directories, QUOTA-5) under `dir`.
+pub fn disk_entries(dir: &Path) -> (u64, u64) {
+    let (bytes, files, dirs) = disk_walk(dir);
+    (bytes, files + dirs)
 }
 
 /// Bytes and regular-file count under `dir` on disk, symlinks not followed.
 pub fn disk_usage(dir: &Path) -> (u64, u64) {
-    let mut totals = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                totals.0 += e.metadata().unwrap().len();
-                totals.1 += 1;
-            }
-        }
-    }
-    totals
+    let (bytes, files, _) = disk_walk(dir);
+    (bytes, files)
 }
 
 pub fn file_len(path: &Path) -> Option<u64> {
