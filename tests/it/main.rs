@@ -11,6 +11,7 @@ mod link_model;
 mod audit;
 mod auth;
 mod cli;
+mod cluster;
 mod crash;
 mod disk_full;
 mod e2e;

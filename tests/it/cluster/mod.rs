@@ -1,0 +1,4 @@
+//! Cluster profile: xfer servers sharing a real PostgreSQL and a real S3 gateway (SeaweedFS),
+//! all on 127.0.0.1 and started by the tests (`support::cluster`).
+
+mod harness;
