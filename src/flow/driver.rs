@@ -117,7 +117,7 @@ fn handle_events(shared: &FlowShared, file: &mut FileEnd) -> Result<bool, FlowEr
     while let Some(ev) = flow.poll_event() {
         match (ev, &mut *file) {
             // A failed writer (a full disk) ends the flow now: no more acks for data that
-            // cannot be stored (UDP-END-4).
+            // cannot be stored (UDP-END-7).
             (Event::Write { offset, data }, FileEnd::Sink(sink)) => sink.write(offset, data)?,
             (Event::Done, _) => return Ok(true),
             (Event::Failed(why), _) => return Err(why.into()),

@@ -62,7 +62,7 @@ impl SinkQueue {
     }
 
     /// Queues `data` for offset `offset`. Once the writer has failed (a full disk, say),
-    /// returns its error instead, so the flow ends promptly (UDP-END-4).
+    /// returns its error instead, so the flow ends promptly (UDP-END-7).
     pub fn write(&self, offset: u64, data: Bytes) -> Result<(), TransferError> {
         if let Some(e) = self.failed.get() {
             return Err(e.duplicate());

@@ -218,6 +218,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
             }
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = data::Rebinding::new(tcp);
         let state = state.clone();
         let stop = stop_rx.clone();
         let done = done_tx.clone();
@@ -275,7 +276,8 @@ async fn start_helpers(state: &Arc<ServerState>, stop: &watch::Receiver<bool>) -
 /// Without it the server still works: clients fall back to TCP.
 fn start_udp(listener: &TcpListener, state: &Arc<ServerState>) -> Option<tokio::task::JoinHandle<()>> {
     let addr = listener.local_addr().ok()?;
-    let io = match crate::flow::UdpIo::bind(addr) {
+    // Registered with the data runtime's reactor, whose workers take its readiness events.
+    let io = match data::enter(state, || crate::flow::UdpIo::bind(addr)) {
         Ok(io) => Arc::new(io),
         Err(e) => {
             tracing::warn!("cannot listen for UDP on {addr}: {e}; transfers will use TCP");

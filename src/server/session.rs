@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::audit::{Audit, Clean};
+use super::data::Rebinding;
 use super::errors::Reply;
 use super::limits::PendingPermit;
 use super::ServerState;
@@ -24,7 +24,7 @@ use crate::conn::{ConnError, FrameReader, FrameWriter};
 use crate::home::{Home, HomePath};
 use crate::proto::{ErrorCode, Frame, Request, Response, Transport, PROTOCOL_VERSION};
 
-type Tls = TlsStream<TcpStream>;
+type Tls = TlsStream<Rebinding>;
 
 /// CTRL-SESS-7's reply text.
 const REVOKED: &str = "session ended: the account was changed or deleted";
@@ -160,7 +160,7 @@ pub(crate) struct Session {
 /// Serves one TCP connection to completion. Never panics on peer input; errors end the
 /// session and are logged at debug level (a vanished client is routine).
 pub(crate) async fn serve_connection(
-    tcp: TcpStream,
+    tcp: Rebinding,
     peer: SocketAddr,
     state: Arc<ServerState>,
     stop: watch::Receiver<bool>,
@@ -173,7 +173,7 @@ pub(crate) async fn serve_connection(
 }
 
 async fn run(
-    tcp: TcpStream,
+    tcp: Rebinding,
     peer: SocketAddr,
     state: Arc<ServerState>,
     stop: watch::Receiver<bool>,
@@ -207,7 +207,7 @@ async fn run(
 
 /// TLS handshake and preambles (CTRL-HELLO-1, CTRL-HELLO-2). `None`: the version was refused.
 async fn open(
-    tcp: TcpStream,
+    tcp: Rebinding,
     state: &ServerState,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<(Conn, crate::udp::seal::SessionSecret)>, ConnError> {

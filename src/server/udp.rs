@@ -267,8 +267,9 @@ async fn receive(conn: &mut Conn, mut task: tokio::task::JoinHandle<Result<FlowE
                 };
                 tracing::debug!("UDP upload flow ended: {e}");
                 if write_failed {
-                    // UDP-END-4, CTRL-PUT-3: the file cannot be written (a full disk, say). Say
-                    // so now, so the client stops sending; its PutEnd or Abort gets no reply.
+                    // UDP-END-7, UDP-END-4, CTRL-PUT-3: the file cannot be written (a full disk,
+                    // say). Say so now, so the client stops sending; its PutEnd or Abort gets
+                    // no reply.
                     tracing::warn!("UDP upload failed: {e}");
                     if let Err(ce) = conn.reply(&Reply::from(&e).into_response()).await {
                         return Outcome::Lost(ce);

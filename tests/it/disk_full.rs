@@ -107,7 +107,7 @@ async fn upload_hits_full_disk(transport: TransportChoice, size: u64) {
     });
     let err = alice.put_with(&big, "big", &transfer(transport, false), progress).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::DiskFull), "{err}");
-    // UDP-END-4: the server ends the flow when the write fails, instead of acking the rest of
+    // UDP-END-7: the server ends the flow when the write fails, instead of acking the rest of
     // the file and refusing only its PutEnd (a client that got every ack reports all of it).
     if matches!(transport, TransportChoice::Udp) {
         assert!(acked.load(Ordering::Relaxed) < size, "the whole file was acked before DiskFull");

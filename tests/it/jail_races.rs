@@ -97,7 +97,7 @@ fn swap_loop(home: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, swaps: Arc<
     let started = Instant::now();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) && n < MAX_SWAPS && started.elapsed() < MAX_TIME * 2 {
-        let target = if n % 2 == 0 { outside.clone() } else { relative.clone() };
+        let target = if n.is_multiple_of(2) { outside.clone() } else { relative.clone() };
         symlink(&target, &link).unwrap();
         std::fs::rename(&d, &parked).unwrap();
         std::fs::rename(&link, &d).unwrap();
@@ -105,7 +105,7 @@ fn swap_loop(home: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>, swaps: Arc<
         std::fs::rename(&d, &link).unwrap();
         std::fs::remove_file(&link).unwrap();
         std::fs::rename(&parked, &d).unwrap();
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             // Now and then the real directory stays a little longer, so operations get through.
             std::thread::sleep(Duration::from_millis(1));
         }
