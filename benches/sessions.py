@@ -5,7 +5,8 @@ Measures, each bounded in count and time:
   logins  server RSS before, at peak and after N parallel wrong-password logins
   idle    marginal RSS per idle logged-in session, for N sessions
   ls      `ls` round-trip latency (p50/p99) in a logged-in session, idle and while T
-          `xfer put` processes run
+          `xfer put` processes run, with the server's CPU and run-queue wait per thread name
+          during the busy phase (/proc/PID/task/*/schedstat)
 
 Speaks the xfer control protocol directly (proto-spec/control.md): TLS 1.3, the preamble,
 then length-prefixed bincode frames. Only `Auth`, `List` and their replies are needed.
@@ -148,6 +149,36 @@ def bench_idle(addr, pid, n, password):
         c.close()
 
 
+def thread_times(pid):
+    """Per thread: (name, seconds on a CPU, seconds runnable but waiting for one)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run, wait, _ = map(int, f.read().split())
+            out[tid] = (name, run / 1e9, wait / 1e9)
+        except OSError:
+            pass
+    return out
+
+
+def thread_load(pid, before, after, seconds):
+    """CPU and run-queue wait per thread name between two `thread_times`, in percent of one
+    core: where the server's threads spent the busy phase (control runtime: tokio-rt-worker,
+    data runtime: xfer-data)."""
+    agg = {}
+    for tid, (name, run, wait) in after.items():
+        r0, w0 = before.get(tid, (name, 0.0, 0.0))[1:]
+        a = agg.setdefault(name, {"threads": 0, "cpu_pct": 0.0, "runqueue_wait_pct": 0.0})
+        a["threads"] += 1
+        a["cpu_pct"] += (run - r0) / seconds * 100
+        a["runqueue_wait_pct"] += (wait - w0) / seconds * 100
+    return {k: {"threads": v["threads"], "cpu_pct": round(v["cpu_pct"], 1),
+                "runqueue_wait_pct": round(v["runqueue_wait_pct"], 1)} for k, v in agg.items()}
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))]
@@ -168,7 +199,7 @@ def ls_latency(addr, password, count):
             "max_ms": round(max(lat), 2), "n": count}
 
 
-def bench_ls(addr, password, xfer, transfers, size_mib, count, work, transport):
+def bench_ls(addr, pid, password, xfer, transfers, size_mib, count, work, transport, client_nice=0):
     idle = ls_latency(addr, password, count)
     os.makedirs(work, exist_ok=True)
     src = os.path.join(work, "big")
@@ -186,7 +217,8 @@ def bench_ls(addr, password, xfer, transfers, size_mib, count, work, transport):
         while not stop.is_set() and time.time() < deadline:
             p = subprocess.Popen([xfer, "--server", host, "--user", "alice", "--accept-new-host", "-q", "put",
                                   "--transport", transport, src, f"big{i}"], env=env, cwd=work,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 preexec_fn=(lambda: os.nice(client_nice)) if client_nice else None)
             with lock:
                 running[i] = p
             try:
@@ -200,7 +232,9 @@ def bench_ls(addr, password, xfer, transfers, size_mib, count, work, transport):
         t.start()
         procs.append(t)
     time.sleep(2)
+    t0, threads0 = time.time(), thread_times(pid)
     busy = ls_latency(addr, password, count)
+    threads = thread_load(pid, threads0, thread_times(pid), time.time() - t0)
     stop.set()
     with lock:
         for p in running.values():
@@ -208,8 +242,8 @@ def bench_ls(addr, password, xfer, transfers, size_mib, count, work, transport):
                 p.kill()  # only the clients this script started, by their own handle
     for t in procs:
         t.join(130)
-    print(json.dumps({"bench": "ls_latency", "transport": transport, "transfers": transfers,
-                      "idle": idle, "busy": busy}))
+    print(json.dumps({"bench": "ls_latency", "transport": transport, "transfers": transfers, "client_nice": client_nice,
+                      "idle": idle, "busy": busy, "server_threads_busy": threads}))
 
 
 def main():
@@ -223,6 +257,8 @@ def main():
     ap.add_argument("--work", default="/tmp/xfer-bench-work")
     ap.add_argument("--size-mib", type=int, default=64)
     ap.add_argument("--transport", default="tcp")
+    ap.add_argument("--client-nice", type=int, default=0,
+                    help="run the transfer clients at this niceness (they stand in for other machines)")
     a = ap.parse_args()
     host, port = a.addr.rsplit(":", 1)
     addr = (host, int(port))
@@ -231,7 +267,7 @@ def main():
     elif a.what == "idle":
         bench_idle(addr, a.pid, a.n, a.password)
     else:
-        bench_ls(addr, a.password, a.xfer, a.n, a.size_mib, 300, a.work, a.transport)
+        bench_ls(addr, a.pid, a.password, a.xfer, a.n, a.size_mib, 300, a.work, a.transport, a.client_nice)
 
 
 if __name__ == "__main__":

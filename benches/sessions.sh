@@ -10,6 +10,10 @@
 # idle:   1000 idle logged-in sessions; marginal RSS per session.
 # ls:     `ls` p50/p99 in one session, idle and while 20 `xfer put` of SIZE_MIB (default 512)
 #         run (TCP, then UDP); each put is repeated if it ends before the measurement does.
+#         Also prints the server's CPU and run-queue wait per thread name while busy
+#         (BENCHMARKS.md, "Control latency under load"). TRANSPORTS=tcp for one of them;
+#         CLIENT_NICE=10 runs the 20 clients at niceness 10: on one machine they stand in for
+#         remote clients, whose CPU the server would not share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-all}
@@ -48,7 +52,8 @@ if [ "$WHAT" = all ] || [ "$WHAT" = ls ]; then
   for transport in ${TRANSPORTS:-tcp udp}; do
     start "ls-$transport" -e 's/^max_sessions_per_ip = .*/max_sessions_per_ip = 200/'
     python3 benches/sessions.py ls --addr "$ADDR" --pid "$SERVER_PID" -n 20 --xfer "$XFER" \
-      --work "$WORK/ls-$transport" --size-mib "${SIZE_MIB:-512}" --transport "$transport"
+      --work "$WORK/ls-$transport" --size-mib "${SIZE_MIB:-512}" --transport "$transport" \
+      --client-nice "${CLIENT_NICE:-0}"
     stop
   done
 fi

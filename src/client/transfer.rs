@@ -193,7 +193,9 @@ impl Client {
             Ok(Frame::Data(_)) => ClientError::Protocol("data frame during upload".into()),
             Err(e) => return ClientError::Conn(e),
         };
-        let ending = matches!(err.code(), Some(ErrorCode::ShuttingDown | ErrorCode::IdleTimeout));
+        // These end the session as well as the transfer (CTRL-SESS-3, CTRL-SESS-7): nothing more to send.
+        let ending =
+            matches!(err.code(), Some(ErrorCode::ShuttingDown | ErrorCode::IdleTimeout | ErrorCode::NotAuthenticated));
         if ending || self.writer.write_control(&Request::Abort).await.is_err() {
             self.broken = true;
         }

@@ -116,9 +116,9 @@ fn handle_events(shared: &FlowShared, file: &mut FileEnd) -> Result<bool, FlowEr
     let mut flow = shared.lock();
     while let Some(ev) = flow.poll_event() {
         match (ev, &mut *file) {
-            (Event::Write { offset, data }, FileEnd::Sink(sink)) => {
-                sink.write(offset, data);
-            }
+            // A failed writer (a full disk) ends the flow now: no more acks for data that
+            // cannot be stored (UDP-END-7).
+            (Event::Write { offset, data }, FileEnd::Sink(sink)) => sink.write(offset, data)?,
             (Event::Done, _) => return Ok(true),
             (Event::Failed(why), _) => return Err(why.into()),
             _ => {}

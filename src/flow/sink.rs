@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,10 +35,15 @@ pub struct SinkDone {
     pub md5: Option<Md5Digest>,
 }
 
+/// The writer's failure, set the moment a write fails (before the thread syncs and saves the
+/// map), so the packet path stops the flow at once instead of acking data it cannot store.
+type Failure = Arc<OnceLock<TransferError>>;
+
 /// Sending end of the writer thread; dropping it (or `finish`) ends the thread.
 pub struct SinkHandle {
     tx: Option<mpsc::Sender<(u64, Bytes)>>,
     queued: Arc<AtomicU64>,
+    failed: Failure,
     join: tokio::task::JoinHandle<Result<SinkDone, TransferError>>,
 }
 
@@ -47,6 +52,7 @@ pub struct SinkHandle {
 pub struct SinkQueue {
     tx: mpsc::Sender<(u64, Bytes)>,
     queued: Arc<AtomicU64>,
+    failed: Failure,
 }
 
 impl SinkQueue {
@@ -55,10 +61,17 @@ impl SinkQueue {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues `data` for offset `offset`; false if the writer has stopped (it failed).
-    pub fn write(&self, offset: u64, data: Bytes) -> bool {
+    /// Queues `data` for offset `offset`. Once the writer has failed (a full disk, say),
+    /// returns its error instead, so the flow ends promptly (UDP-END-7).
+    pub fn write(&self, offset: u64, data: Bytes) -> Result<(), TransferError> {
+        if let Some(e) = self.failed.get() {
+            return Err(e.duplicate());
+        }
         self.queued.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.tx.send((offset, data)).is_ok()
+        match self.tx.send((offset, data)) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.failed.get().map_or_else(stopped, TransferError::duplicate)),
+        }
     }
 }
 
@@ -66,14 +79,19 @@ impl SinkQueue {
 pub fn spawn_sink(file: std::fs::File, size: u64, held: RangeSet, persist: PersistFn) -> SinkHandle {
     let (tx, rx) = mpsc::channel();
     let queued = Arc::new(AtomicU64::new(0));
-    let q = queued.clone();
-    let join = tokio::task::spawn_blocking(move || Writer::new(file, size, held, persist, q).run(rx));
-    SinkHandle { tx: Some(tx), queued, join }
+    let failed = Failure::default();
+    let (q, f) = (queued.clone(), failed.clone());
+    let join = tokio::task::spawn_blocking(move || Writer::new(file, size, held, persist, q).run(rx, &f));
+    SinkHandle { tx: Some(tx), queued, failed, join }
+}
+
+fn stopped() -> TransferError {
+    TransferError::Io(std::io::Error::other("the file writer stopped"))
 }
 
 impl SinkHandle {
     pub fn queue(&self) -> SinkQueue {
-        SinkQueue { tx: self.tx.clone().expect("sink open"), queued: self.queued.clone() }
+        SinkQueue { tx: self.tx.clone().expect("sink open"), queued: self.queued.clone(), failed: self.failed.clone() }
     }
 
     /// Waits for every queued write, syncs, persists the final map and returns.
@@ -120,8 +138,11 @@ impl Writer {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<(u64, Bytes)>) -> Result<SinkDone, TransferError> {
+    fn run(mut self, rx: mpsc::Receiver<(u64, Bytes)>, failed: &Failure) -> Result<SinkDone, TransferError> {
         let result = self.drain(&rx);
+        if let Err(e) = &result {
+            let _ = failed.set(e.duplicate());
+        }
         // Whatever happened, make what was written durable and describe it for resume.
         let synced = self.file.sync_all().map_err(TransferError::from_io);
         if let Err(e) = (self.persist)(&self.written) {
@@ -216,13 +237,32 @@ mod tests {
         });
         let sink = spawn_sink(file, 11, RangeSet::from_ranges([(0, 3)]), persist);
         let q = sink.queue();
-        assert!(q.write(6, Bytes::from_static(b"world")));
-        assert!(q.write(3, Bytes::from_static(b"lo ")));
+        assert!(q.write(6, Bytes::from_static(b"world")).is_ok());
+        assert!(q.write(3, Bytes::from_static(b"lo ")).is_ok());
         drop(q);
         let done = sink.finish().await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
         assert_eq!(done.md5, Some(<[u8; 16]>::from(Md5::digest(b"hello world"))));
         assert_eq!(saved.lock().unwrap().iter().collect::<Vec<_>>(), vec![(0, 11)]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_writer_refuses_further_writes_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let sink = spawn_sink(file, 4, RangeSet::new(), Box::new(|_| Ok(())));
+        let q = sink.queue();
+        q.write(2, Bytes::from_static(b"xyz")).unwrap(); // past the size: the writer fails
+        let mut refused = None;
+        for _ in 0..500 {
+            if let Err(e) = q.write(0, Bytes::from_static(b"a")) {
+                refused = Some(e);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(refused, Some(TransferError::TooLarge { declared: 4 })), "{refused:?}");
+        assert!(matches!(sink.finish().await, Err(TransferError::TooLarge { .. })));
     }
 
     #[tokio::test]
@@ -236,7 +276,7 @@ mod tests {
             .open(dir.path().join("f"))
             .unwrap();
         let sink = spawn_sink(file, 10, RangeSet::new(), Box::new(|_| Ok(())));
-        sink.queue().write(4, Bytes::from_static(b"xy"));
+        sink.queue().write(4, Bytes::from_static(b"xy")).unwrap();
         let done = sink.finish().await.unwrap();
         assert_eq!(done.md5, None);
         assert_eq!(done.written.iter().collect::<Vec<_>>(), vec![(4, 6)]);

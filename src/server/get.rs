@@ -30,8 +30,9 @@ impl Session {
         let mut chunks = spawn_reader(file, offset, size, hasher);
         loop {
             if conn.stopping() {
-                conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed")
-                    .await?;
+                // CTRL-SESS-3 or CTRL-SESS-7.
+                let (code, message) = conn.stop_error(true);
+                conn.reply_error(code, message).await?;
                 return Ok(false);
             }
             match chunks.recv().await {

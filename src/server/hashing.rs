@@ -1,20 +1,35 @@
 //! Password checks off the async workers, bounded in number and memory (CTRL-AUTH-4).
 //!
 //! At most `max_parallel_hashes` checks run at once, each in `spawn_blocking` with one of as
-//! many argon2 workspaces, allocated on first use and reused: the server's argon2 memory is
-//! `max_parallel_hashes` × 19 MiB however many logins arrive. Further checks wait for a slot;
-//! the pre-login deadline bounds the wait.
+//! many argon2 workspaces, allocated on first use and reused while checks keep coming: the
+//! server's argon2 memory is `max_parallel_hashes` × 19 MiB however many logins arrive. Once no
+//! check has run for [`IDLE_RELEASE`], the workspaces are freed and the allocator is asked to
+//! give the pages back to the system, so a burst of logins leaves no lasting footprint.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use super::session::lock;
 use crate::auth::password::{verify_with_memory, Workspace};
 
+/// How long hashing must be idle before its workspaces are freed.
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(500);
+
 pub(crate) struct Hashing {
     slots: Arc<Semaphore>,
-    spaces: Arc<Mutex<Vec<Workspace>>>,
+    spaces: Arc<Mutex<Spaces>>,
+}
+
+#[derive(Default)]
+struct Spaces {
+    free: Vec<Workspace>,
+    /// Checks running now.
+    busy: usize,
+    /// Counts checks ended, so a release scheduled at one idle moment sees whether another
+    /// check ran since.
+    ended: u64,
 }
 
 impl Hashing {
@@ -30,21 +45,70 @@ impl Hashing {
         };
         let spaces = self.spaces.clone();
         let job = tokio::task::spawn_blocking(move || {
-            let mut space = lock(&spaces).pop().unwrap_or_default();
+            let reused = {
+                let mut s = lock(&spaces);
+                s.busy += 1;
+                s.free.pop()
+            };
+            let mut space = reused.unwrap_or_default();
             let ok = verify_with_memory(hash.as_deref(), &password, &mut space);
-            lock(&spaces).push(space);
+            let idle_at = {
+                let mut s = lock(&spaces);
+                s.free.push(space);
+                s.busy -= 1;
+                s.ended += 1;
+                (s.busy == 0).then_some(s.ended)
+            };
             drop(permit);
-            ok
+            (ok, idle_at)
         });
-        job.await.unwrap_or(false)
+        let (ok, idle_at) = job.await.unwrap_or((false, None));
+        if let Some(ended) = idle_at {
+            tokio::spawn(release_when_idle(self.spaces.clone(), ended));
+        }
+        ok
     }
 
-    /// Workspaces allocated so far (never more than the slots).
+    /// Workspaces held now (never more than the slots).
     #[cfg(test)]
     fn workspaces(&self) -> usize {
-        lock(&self.spaces).len()
+        lock(&self.spaces).free.len()
     }
 }
+
+/// Frees the workspaces if no check started or ended in the [`IDLE_RELEASE`] after the
+/// `ended`-th one, then returns the freed pages to the system.
+async fn release_when_idle(spaces: Arc<Mutex<Spaces>>, ended: u64) {
+    tokio::time::sleep(IDLE_RELEASE).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let freed = {
+            let mut s = lock(&spaces);
+            if s.busy > 0 || s.ended != ended {
+                return;
+            }
+            std::mem::take(&mut s.free)
+        };
+        drop(freed);
+        return_freed_memory();
+    })
+    .await;
+}
+
+/// Asks glibc to hand free heap pages back to the kernel. Workspaces are 19 MiB, but glibc
+/// raises its mmap threshold after the first such block is freed, so later ones come from the
+/// heap, where a plain `free` keeps them resident.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    // SAFETY: malloc_trim takes no pointers and has no preconditions; it only releases memory
+    // the allocator already considers free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_freed_memory() {}
 
 #[cfg(test)]
 mod tests {
@@ -68,5 +132,21 @@ mod tests {
         assert!(results[0]);
         assert!(hashing.workspaces() <= 2, "{} workspaces", hashing.workspaces());
         assert!(!hashing.verify(None, "pw".into()).await);
+    }
+
+    #[tokio::test]
+    async fn frees_the_workspaces_once_hashing_is_idle() {
+        let hashing = Hashing::new(2);
+        assert!(!hashing.verify(None, "pw".into()).await);
+        let mut freed = false;
+        for _ in 0..100 {
+            tokio::time::sleep(IDLE_RELEASE / 5).await;
+            if hashing.workspaces() == 0 {
+                freed = true;
+                break;
+            }
+        }
+        assert!(freed, "workspaces still held after hashing went idle");
+        assert!(!hashing.verify(None, "pw".into()).await, "checks go on after a release");
     }
 }

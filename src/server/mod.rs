@@ -3,8 +3,16 @@
 //! [`Server::open`] prepares everything under the root directory (config, store, TLS identity,
 //! homes, usage reconciliation); [`run`] serves an already-bound listener until `shutdown`
 //! resolves, then gives sessions a grace period to save their partial files.
+//!
+//! Two runtimes: sessions, logins and control commands run on the caller's runtime; the data
+//! phase of every transfer (TLS reads and crc32 of data frames, UDP flows and the datagram
+//! demultiplexer) runs on a data runtime that `run` starts ([`data::DataRuntime`]). Under many
+//! transfers the data runtime's workers are always busy, while the control runtime's sleep
+//! until a command comes, so the kernel wakes them at once: control commands never queue
+//! behind transfer work (issue 9 §5, BENCHMARKS.md "Control latency under load").
 
 mod audit;
+mod data;
 mod dispatch;
 mod errors;
 mod files;
@@ -133,6 +141,8 @@ pub struct ServerState {
     pub(crate) udp: std::sync::OnceLock<Arc<crate::flow::UdpIo>>,
     /// Where `/metrics` is served, once `run` has bound it.
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The data runtime of the current `run`, if it could be started.
+    pub(crate) data: Mutex<Option<tokio::runtime::Handle>>,
 }
 
 /// A prepared server: state plus what `serve` prints at start.
@@ -165,6 +175,7 @@ impl Server {
             flows: Arc::default(),
             udp: std::sync::OnceLock::new(),
             metrics_addr: std::sync::OnceLock::new(),
+            data: Mutex::new(None),
             store,
             layout,
             config,
@@ -182,6 +193,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every session holds a clone of `done_tx`; when all are dropped, `done_rx` yields None.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let data_runtime = data::DataRuntime::start(&state);
     let demux = start_udp(&listener, &state);
     let helpers = start_helpers(&state, &stop_rx).await;
     let sweeper = tokio::spawn(upload::sweep::periodic(state.clone()));
@@ -206,6 +218,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
             }
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = data::Rebinding::new(tcp);
         let state = state.clone();
         let stop = stop_rx.clone();
         let done = done_tx.clone();
@@ -226,6 +239,7 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, shutdown: impl 
         task.abort();
     }
     sweeper.abort();
+    drop(data_runtime);
 }
 
 /// Closes a connection the pre-login pool has no room for; counted, and logged within the
@@ -262,7 +276,8 @@ async fn start_helpers(state: &Arc<ServerState>, stop: &watch::Receiver<bool>) -
 /// Without it the server still works: clients fall back to TCP.
 fn start_udp(listener: &TcpListener, state: &Arc<ServerState>) -> Option<tokio::task::JoinHandle<()>> {
     let addr = listener.local_addr().ok()?;
-    let io = match crate::flow::UdpIo::bind(addr) {
+    // Registered with the data runtime's reactor, whose workers take its readiness events.
+    let io = match data::enter(state, || crate::flow::UdpIo::bind(addr)) {
         Ok(io) => Arc::new(io),
         Err(e) => {
             tracing::warn!("cannot listen for UDP on {addr}: {e}; transfers will use TCP");
@@ -271,7 +286,8 @@ fn start_udp(listener: &TcpListener, state: &Arc<ServerState>) -> Option<tokio::
     };
     let _ = state.udp.set(io.clone());
     let table = state.flows.clone();
-    Some(tokio::spawn(async move {
+    // Every datagram is opened here: data work, so on the data runtime.
+    Some(data::spawn(state, async move {
         if let Err(e) = crate::flow::demux(io, table).await {
             tracing::error!("UDP socket failed: {e}; new transfers will use TCP");
         }

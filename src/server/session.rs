@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::audit::{Audit, Clean};
+use super::data::Rebinding;
 use super::errors::Reply;
 use super::limits::PendingPermit;
 use super::ServerState;
@@ -24,7 +24,10 @@ use crate::conn::{ConnError, FrameReader, FrameWriter};
 use crate::home::{Home, HomePath};
 use crate::proto::{ErrorCode, Frame, Request, Response, Transport, PROTOCOL_VERSION};
 
-type Tls = TlsStream<TcpStream>;
+type Tls = TlsStream<Rebinding>;
+
+/// CTRL-SESS-7's reply text.
+const REVOKED: &str = "session ended: the account was changed or deleted";
 
 /// Time allowed for the last error reply to a client that may not be reading.
 const FAREWELL: Duration = Duration::from_secs(1);
@@ -118,6 +121,18 @@ impl Conn {
     pub fn revoked(&self) -> bool {
         *self.revoked.borrow()
     }
+
+    /// The error that ends whatever the session was doing when [`Next::Stop`] came: a revoked
+    /// session is no longer authenticated (CTRL-SESS-7), anything else is shutdown
+    /// (CTRL-SESS-3). `transfer`: the reply ends a transfer, which can be resumed later.
+    /// The wording of the revocation is the one CTRL-SESS-7 gives.
+    pub fn stop_error(&self, transfer: bool) -> (ErrorCode, &'static str) {
+        match (self.revoked(), transfer) {
+            (true, _) => (ErrorCode::NotAuthenticated, REVOKED),
+            (false, false) => (ErrorCode::ShuttingDown, "server is shutting down"),
+            (false, true) => (ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed"),
+        }
+    }
 }
 
 /// Resolves once `flag` turns true; never, if its sender is gone without doing so.
@@ -145,7 +160,7 @@ pub(crate) struct Session {
 /// Serves one TCP connection to completion. Never panics on peer input; errors end the
 /// session and are logged at debug level (a vanished client is routine).
 pub(crate) async fn serve_connection(
-    tcp: TcpStream,
+    tcp: Rebinding,
     peer: SocketAddr,
     state: Arc<ServerState>,
     stop: watch::Receiver<bool>,
@@ -158,7 +173,7 @@ pub(crate) async fn serve_connection(
 }
 
 async fn run(
-    tcp: TcpStream,
+    tcp: Rebinding,
     peer: SocketAddr,
     state: Arc<ServerState>,
     stop: watch::Receiver<bool>,
@@ -173,7 +188,7 @@ async fn run(
         None => return Ok(()),
     };
     let login = tokio::time::timeout_at(deadline, super::login::authenticate(&mut conn, &state, peer, secret)).await;
-    let mut session = match login {
+    let session = match login {
         Ok(Ok(Some(session))) => session,
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => return Err(e),
@@ -185,14 +200,14 @@ async fn run(
     conn.revoked = session._slot.revoked();
     conn.reader.set_max_frame(crate::proto::MAX_FRAME_LEN);
     let _gauge = super::metrics::GaugeGuard::new(metrics::gauge!(super::metrics::SESSIONS));
-    let result = session.serve(&mut conn).await;
+    let result = session.serve(conn).await;
     tracing::info!(%peer, user = %Clean(&user), "logged out");
     result
 }
 
 /// TLS handshake and preambles (CTRL-HELLO-1, CTRL-HELLO-2). `None`: the version was refused.
 async fn open(
-    tcp: TcpStream,
+    tcp: Rebinding,
     state: &ServerState,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<(Conn, crate::udp::seal::SessionSecret)>, ConnError> {
@@ -224,6 +239,11 @@ async fn open(
     Ok(Some((conn, secret)))
 }
 
+/// Requests whose data phase runs on the data runtime.
+fn is_transfer(request: &Request) -> bool {
+    matches!(request, Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. })
+}
+
 /// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because
 /// no code panics while holding these locks).
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -232,7 +252,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Session {
     /// The `Authed` state: serves requests until goodbye, timeout, shutdown or revocation.
-    async fn serve(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+    async fn serve(mut self, mut conn: Conn) -> Result<(), ConnError> {
         loop {
             let payload = match conn.next().await? {
                 Next::Frame(Frame::Control(p)) => p,
@@ -241,7 +261,7 @@ impl Session {
                     continue;
                 }
                 Next::Idle => return conn.farewell(ErrorCode::IdleTimeout, "session idle too long").await,
-                Next::Stop => return self.stopped(conn).await,
+                Next::Stop => return self.stopped(&mut conn).await,
             };
             let request = match Frame::decode_control::<Request>(&payload) {
                 Ok(r) => r,
@@ -250,25 +270,51 @@ impl Session {
                     continue;
                 }
             };
-            if !self.dispatch(conn, request).await? {
-                return match conn.revoked() {
-                    true => self.stopped(conn).await,
-                    false => Ok(()),
-                };
+            let go_on = if is_transfer(&request) {
+                let (session, back, go_on) = self.transfer(conn, request).await?;
+                (self, conn) = (session, back);
+                go_on
+            } else {
+                self.dispatch(&mut conn, request).await?
+            };
+            if !go_on {
+                // A transfer cut by revocation has sent its final error (`Conn::stop_error`).
+                if conn.revoked() {
+                    self.count_revoked();
+                }
+                return Ok(());
             }
+        }
+    }
+
+    /// Serves a transfer request on the data runtime (`server::data`): the session and its
+    /// connection move there for the transfer and come back with its outcome.
+    async fn transfer(self, conn: Conn, request: Request) -> Result<(Session, Conn, bool), ConnError> {
+        let state = self.state.clone();
+        let job = super::data::spawn(&state, async move {
+            let (mut session, mut conn) = (self, conn);
+            let go_on = session.dispatch(&mut conn, request).await;
+            (session, conn, go_on)
+        });
+        match job.await {
+            Ok((session, conn, go_on)) => Ok((session, conn, go_on?)),
+            // Only a shutdown of the data runtime (the server is exiting) ends the job early.
+            Err(e) => Err(ConnError::Io(std::io::Error::other(format!("transfer ended: {e}")))),
         }
     }
 
     /// Ends the session for shutdown (CTRL-SESS-3) or revocation (CTRL-SESS-7).
     async fn stopped(&self, conn: &mut Conn) -> Result<(), ConnError> {
         if conn.revoked() {
-            metrics::counter!(super::metrics::SESSIONS_REVOKED).increment(1);
-            Audit::new("session_revoked", &self.user, self.peer, "").emit();
-            return conn
-                .farewell(ErrorCode::NotAuthenticated, "session ended: the account was changed or deleted")
-                .await;
+            self.count_revoked();
         }
-        conn.farewell(ErrorCode::ShuttingDown, "server is shutting down").await
+        let (code, message) = conn.stop_error(false);
+        conn.farewell(code, message).await
+    }
+
+    fn count_revoked(&self) {
+        metrics::counter!(super::metrics::SESSIONS_REVOKED).increment(1);
+        Audit::new("session_revoked", &self.user, self.peer, "").emit();
     }
 
     /// Serves one request. `Ok(false)`: the session must end.

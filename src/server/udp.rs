@@ -184,7 +184,9 @@ impl Session {
                         return Ok(false);
                     }
                     Next::Stop => {
-                        conn.reply_error(ErrorCode::ShuttingDown, "server is shutting down; the transfer can be resumed").await?;
+                        // CTRL-SESS-3 or CTRL-SESS-7.
+                        let (code, message) = conn.stop_error(true);
+                        conn.reply_error(code, message).await?;
                         return Ok(false);
                     }
                 },
@@ -256,13 +258,28 @@ async fn receive(conn: &mut Conn, mut task: tokio::task::JoinHandle<Result<FlowE
     loop {
         tokio::select! {
             r = &mut task => {
-                let e = match r {
-                    Ok(Err(FlowError::Source(e))) => e,
-                    Ok(Err(e)) => TransferError::Io(std::io::Error::other(e.to_string())),
+                // An upload's flow has no file source: `Source` is its writer failing.
+                let (e, write_failed) = match r {
+                    Ok(Err(FlowError::Source(e))) => (e, true),
+                    Ok(Err(e)) => (TransferError::Io(std::io::Error::other(e.to_string())), false),
                     Ok(Ok(_)) => continue,
-                    Err(e) => TransferError::Io(std::io::Error::other(e)),
+                    Err(e) => (TransferError::Io(std::io::Error::other(e)), false),
                 };
                 tracing::debug!("UDP upload flow ended: {e}");
+                if write_failed {
+                    // UDP-END-7, UDP-END-4, CTRL-PUT-3: the file cannot be written (a full disk,
+                    // say). Say so now, so the client stops sending; its PutEnd or Abort gets
+                    // no reply.
+                    tracing::warn!("UDP upload failed: {e}");
+                    if let Err(ce) = conn.reply(&Reply::from(&e).into_response()).await {
+                        return Outcome::Lost(ce);
+                    }
+                    return match next_request(conn).await {
+                        Ok(Request::PutEnd { .. } | Request::Abort) => Outcome::Failed(e, true),
+                        Ok(_) => Outcome::FailedThenClosed(e),
+                        Err(_) => Outcome::FailedThenClosed(e),
+                    };
+                }
                 // The client may still end the upload; wait for the control connection.
                 return match next_request(conn).await {
                     Ok(Request::PutEnd { md5 }) => Outcome::PutEnd(md5),

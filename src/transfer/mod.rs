@@ -48,6 +48,22 @@ impl From<io::Error> for TransferError {
 }
 
 impl TransferError {
+    /// A copy for a second reader of the same failure (an I/O error keeps its kind and text).
+    pub fn duplicate(&self) -> TransferError {
+        match self {
+            TransferError::Io(e) => TransferError::Io(io::Error::new(e.kind(), e.to_string())),
+            TransferError::DiskFull => TransferError::DiskFull,
+            TransferError::ChunkCorrupt { offset } => TransferError::ChunkCorrupt { offset: *offset },
+            TransferError::OutOfOrder { expected, got } => TransferError::OutOfOrder { expected: *expected, got: *got },
+            TransferError::TooLarge { declared } => TransferError::TooLarge { declared: *declared },
+            TransferError::SourceChanged(s) => TransferError::SourceChanged(s.clone()),
+            TransferError::DigestMismatch { expected, got } => {
+                TransferError::DigestMismatch { expected: expected.clone(), got: got.clone() }
+            }
+            TransferError::Incomplete { expected, got } => TransferError::Incomplete { expected: *expected, got: *got },
+        }
+    }
+
     /// Classifies an I/O error, singling out a full disk.
     pub fn from_io(e: io::Error) -> TransferError {
         match e.raw_os_error() {

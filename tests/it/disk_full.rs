@@ -7,11 +7,13 @@ use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use support::*;
 use xfer::client::{TransferOptions, TransportChoice};
 use xfer::proto::ErrorCode;
-use xfer::transfer::progress::no_progress;
+use xfer::transfer::progress::{no_progress, Progress, ProgressFn};
 
 const PW: &str = "full-pw";
 
@@ -79,9 +81,10 @@ fn transfer(transport: TransportChoice, resume: bool) -> TransferOptions {
     TransferOptions { resume, transport, rate_limit: None }
 }
 
-/// Fills the disk during an upload, checks every promise, frees space and resumes.
-async fn upload_hits_full_disk(transport: TransportChoice) {
-    let (env, mnt) = env_on_tmpfs(24 * MIB);
+/// Fills the disk during an upload of `size` bytes, checks every promise, frees space and
+/// resumes.
+async fn upload_hits_full_disk(transport: TransportChoice, size: u64) {
+    let (env, mnt) = env_on_tmpfs(size + 16 * MIB);
     let srv = env.start();
     srv.add_user("alice", PW, 100 * MIB, None);
     srv.add_user("bob", PW, 100 * MIB, None);
@@ -89,14 +92,26 @@ async fn upload_hits_full_disk(transport: TransportChoice) {
     let small = env.local("small");
     let small_data = make_file(&small, MIB as usize, 1);
     bob.put(&small, "b", false, no_progress()).await.unwrap();
-    // Leave 4 MiB free, then upload 8 MiB.
+    // Leave 4 MiB free, then upload more.
     let filler = mnt.dir.join("filler");
     std::fs::write(&filler, vec![0u8; (mnt.avail() - 4 * MIB) as usize]).unwrap();
     let big = env.local("big");
-    let big_md5 = make_big_file(&big, 8 * MIB, 2);
+    let big_md5 = make_big_file(&big, size, 2);
     let mut alice = srv.connect("alice", PW).await;
-    let err = alice.put_with(&big, "big", &transfer(transport, false), no_progress()).await.unwrap_err();
+    let acked = Arc::new(AtomicU64::new(0));
+    let seen = acked.clone();
+    let progress: ProgressFn = Arc::new(move |p| {
+        if let Progress::Advance { done } = p {
+            seen.fetch_max(done, Ordering::Relaxed);
+        }
+    });
+    let err = alice.put_with(&big, "big", &transfer(transport, false), progress).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::DiskFull), "{err}");
+    // UDP-END-7: the server ends the flow when the write fails, instead of acking the rest of
+    // the file and refusing only its PutEnd (a client that got every ack reports all of it).
+    if matches!(transport, TransportChoice::Udp) {
+        assert!(acked.load(Ordering::Relaxed) < size, "the whole file was acked before DiskFull");
+    }
     assert!(!err.to_string().contains("--"), "library message names a flag: {err}");
     srv.assert_no_panics();
     // The partial is kept and charged; nothing stays reserved.
@@ -125,12 +140,14 @@ async fn upload_hits_full_disk(transport: TransportChoice) {
 
 #[tokio::test]
 async fn reports_disk_full_over_tcp_and_resumes_after() {
-    guard(upload_hits_full_disk(TransportChoice::Tcp)).await
+    guard(upload_hits_full_disk(TransportChoice::Tcp, 8 * MIB)).await
 }
 
+/// Over UDP the file is much larger than the free space, so a flow that kept acking after
+/// the failed write would show: the client would get to the end before hearing of it.
 #[tokio::test]
-async fn reports_disk_full_over_udp_and_resumes_after() {
-    guard(upload_hits_full_disk(TransportChoice::Udp)).await
+async fn reports_disk_full_over_udp_promptly_and_resumes_after() {
+    guard(upload_hits_full_disk(TransportChoice::Udp, 48 * MIB)).await
 }
 
 /// The upload's last byte takes the disk's last free page: the rename and the accounting

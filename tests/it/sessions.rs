@@ -321,6 +321,103 @@ async fn ends_live_sessions_after_user_del_and_user_passwd() {
     .await
 }
 
+/// One transfer of each kind, started on a raw connection and left in its data phase.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    TcpPut,
+    UdpPut,
+    TcpGet,
+    UdpGet,
+}
+
+/// Starts `cut` on `raw`; returns once the server is inside the transfer.
+async fn start_transfer(raw: &mut Raw, cut: Cut) {
+    use xfer::proto::{DataChunk, Transport};
+    match cut {
+        Cut::TcpPut => {
+            assert_eq!(raw.start_put("up-tcp", 4 * MIB, false).await, 0);
+            raw.send_chunk(&DataChunk::new(0, bytes::Bytes::from(vec![5u8; 64 * 1024]))).await;
+        }
+        Cut::UdpPut => {
+            let req = Request::Put { path: "up-udp".into(), size: 4 * MIB, resume: false, transport: Transport::Udp };
+            let r = raw.call(&req).await;
+            assert!(matches!(r, Response::UdpPutReady { .. }), "{r:?}");
+        }
+        Cut::TcpGet => {
+            raw.send_get("big").await;
+            let r = raw.recv().await;
+            assert!(matches!(r, Response::GetReady { .. }), "{r:?}");
+        }
+        Cut::UdpGet => {
+            let req = Request::GetUdp { path: "big".into(), held: vec![], held_md5: None, rate_limit: None };
+            let r = raw.call(&req).await;
+            assert!(matches!(r, Response::UdpGetReady { .. }), "{r:?}");
+        }
+    }
+}
+
+/// Reads what the server sends after a revocation until its final control reply: a TCP
+/// download's data frames are read slowly (bounded in count), so the download is still running
+/// when the revocation lands.
+async fn final_reply(raw: &mut Raw) -> Response {
+    for _ in 0..200 {
+        match raw.frame().await {
+            Ok(xfer::proto::Frame::Data(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(xfer::proto::Frame::Control(p)) => return xfer::proto::Frame::decode_control::<Response>(&p).unwrap(),
+            Err(e) => panic!("connection ended without a final reply: {e}"),
+        }
+    }
+    panic!("no final reply after 200 data frames");
+}
+
+#[tokio::test]
+async fn ends_transfers_with_not_authenticated_when_the_user_changes() {
+    // CTRL-SESS-7 during a transfer: TCP and UDP, upload and download, by `user passwd` and
+    // `user del`. The reply is NotAuthenticated (not ShuttingDown), the connection closes,
+    // and an upload's partial stays, charged, with nothing left reserved.
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 200 * MIB, None);
+        make_big_file(&srv.home("alice").join("big"), 64 * MIB, 9);
+        let cuts = [Cut::TcpPut, Cut::UdpPut, Cut::TcpGet, Cut::UdpGet];
+        for (n, cut) in cuts.into_iter().enumerate() {
+            let (old, new) = (format!("pw-{n}"), format!("pw-{}", n + 1));
+            let old = if n == 0 { PW.to_string() } else { old };
+            let mut raw = Raw::login(srv.addr, "alice", &old).await;
+            start_transfer(&mut raw, cut).await;
+            run_admin(&env, &["passwd", "alice"], Some(&new));
+            let last = final_reply(&mut raw).await;
+            assert_eq!(code(&last), Some(ErrorCode::NotAuthenticated), "{cut:?}: {last:?}");
+            if let Response::Error { message, .. } = &last {
+                assert!(message.contains("account was changed or deleted"), "{cut:?}: {message}");
+            }
+            raw.expect_closed().await;
+        }
+        assert!(wait_until(STEP, || srv.user("alice").reserved_bytes == 0).await, "reservations released");
+        let part = srv.home("alice").join(".up-tcp.xfer-part");
+        assert_eq!(file_len(&part), Some(64 * 1024), "the TCP upload's partial is kept");
+        assert!(srv.home("alice").join(".up-udp.xfer-part").exists(), "the UDP upload's partial is kept");
+        // `big` was planted beside the server, so it is on disk but not charged.
+        let (bytes, _) = disk_usage(&srv.home("alice"));
+        assert_eq!(srv.user("alice").used_bytes + 64 * MIB, bytes, "partials are charged");
+
+        // `user del` cuts a running upload the same way.
+        srv.add_user("bob", PW, 200 * MIB, None);
+        for cut in [Cut::TcpPut, Cut::UdpPut] {
+            let mut raw = Raw::login(srv.addr, "bob", PW).await;
+            start_transfer(&mut raw, cut).await;
+            run_admin(&env, &["del", "bob"], None);
+            let last = final_reply(&mut raw).await;
+            assert_eq!(code(&last), Some(ErrorCode::NotAuthenticated), "{cut:?}: {last:?}");
+            raw.expect_closed().await;
+            srv.add_user("bob", PW, 200 * MIB, None);
+        }
+        srv.assert_no_panics();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn rejects_inheriting_files_when_a_deleted_name_is_added_again() {
     guard(async {

@@ -152,7 +152,11 @@ impl Session {
                 None
             }
             Outcome::Idle => err(ErrorCode::IdleTimeout, "upload idle too long; resume it"),
-            Outcome::Stop => err(ErrorCode::ShuttingDown, "server is shutting down; resume the upload later"),
+            // CTRL-SESS-3 shutdown, or CTRL-SESS-7 revocation: NotAuthenticated, not ShuttingDown.
+            Outcome::Stop => {
+                let (code, message) = conn.stop_error(true);
+                err(code, message)
+            }
         };
         if let Some(reply) = reply {
             conn.reply(&reply).await?;
