@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::session::lock;
-use crate::store::Store;
+use crate::store::UserStore;
 
 /// How often the store is polled.
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(400);
@@ -82,7 +82,7 @@ impl Registry {
 }
 
 /// Polls `store` until `stop` turns true, applying every credential change to `registry`.
-pub(crate) async fn poll(store: Arc<Store>, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn poll(store: Arc<dyn UserStore>, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
     let s = store.clone();
     let mut seen = match tokio::task::spawn_blocking(move || s.latest_auth_generation()).await {
         Ok(Ok(g)) => g,
