@@ -230,8 +230,16 @@ where
 fn db(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         // Class 08 (connection exception) and 57 (operator intervention: shutdown).
-        Some(d) if !matches!(&d.code().code()[..2], "08" | "57") => StoreError::Postgres(d.message().to_owned()),
-        _ => StoreError::Unavailable(e.to_string()),
+        Some(d) if matches!(&d.code().code()[..2], "08" | "57") => StoreError::Unavailable(e.to_string()),
+        Some(d) => StoreError::Postgres(d.message().to_owned()),
+        None => {
+            let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+            if e.is_closed() || io {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Postgres(e.to_string())
+            }
+        }
     }
 }
 
@@ -352,8 +360,9 @@ async fn heartbeat(inner: Weak<Inner>) {
         let (owner, lease_ms, me) = (i.owner.clone(), i.lease_ms(), i.clone());
         let result = with_client(&i.pool, |c| async move {
             for table in ["reservations", "upload_claims"] {
-                let sql =
-                    format!("UPDATE {table} SET expires_at = now() + $2 * interval '1 millisecond' WHERE owner = $1");
+                let sql = format!(
+                    "UPDATE {table} SET expires_at = now() + $2::bigint * interval '1 millisecond' WHERE owner = $1"
+                );
                 c.execute(&sql, &[&owner, &lease_ms]).await.map_err(db)?;
             }
             reclaim(&c).await?;
@@ -519,14 +528,14 @@ impl UserStore for PgStore {
             let row = c
                 .query_opt(
                     "WITH r AS (
-                        UPDATE accounts SET reserved_bytes = reserved_bytes + $2, reserved_files = reserved_files + $3
+                        UPDATE accounts SET reserved_bytes = reserved_bytes + $2::bigint, reserved_files = reserved_files + $3::bigint
                         WHERE name = $1
-                          AND ($2 = 0 OR used_bytes::numeric + reserved_bytes + $2 <= quota_bytes)
-                          AND ($3 = 0 OR COALESCE(max_files, $4) IS NULL
-                               OR used_files::numeric + reserved_files + $3 <= COALESCE(max_files, $4))
+                          AND ($2::bigint = 0 OR used_bytes::numeric + reserved_bytes + $2::bigint <= quota_bytes)
+                          AND ($3::bigint = 0 OR COALESCE(max_files, $4::bigint) IS NULL
+                               OR used_files::numeric + reserved_files + $3::bigint <= COALESCE(max_files, $4::bigint))
                         RETURNING name)
                      INSERT INTO reservations (name, bytes, files, owner, expires_at)
-                     SELECT name, $2, $3, $5, now() + $6 * interval '1 millisecond' FROM r
+                     SELECT name, $2::bigint, $3::bigint, $5::text, now() + $6::bigint * interval '1 millisecond' FROM r
                      RETURNING id",
                     &[&n, &b, &f, &lim, &owner, &lease_ms],
                 )
@@ -662,7 +671,7 @@ impl UserStore for PgStore {
             let row = c
                 .query_opt(
                     "INSERT INTO upload_claims (name, path, owner, epoch, expires_at)
-                     VALUES ($1, $2, $3, nextval('upload_claims_epoch_seq'), now() + $4 * interval '1 millisecond')
+                     VALUES ($1, $2, $3, nextval('upload_claims_epoch_seq'), now() + $4::bigint * interval '1 millisecond')
                      ON CONFLICT (name, path) DO UPDATE
                         SET owner = excluded.owner, epoch = excluded.epoch, expires_at = excluded.expires_at
                         WHERE upload_claims.expires_at < now()
@@ -709,7 +718,7 @@ impl UserStore for PgStore {
                     "SELECT COALESCE(MAX(EXTRACT(EPOCH FROM (locked_until - now())) * 1000), 0)::bigint
                      FROM login_failures
                      WHERE key = ANY($1) AND locked_until > now()
-                       AND last_failure > now() - $2 * interval '1 millisecond'",
+                       AND last_failure > now() - $2::bigint * interval '1 millisecond'",
                     &[&keys.to_vec(), &forget],
                 )
                 .await
@@ -735,7 +744,7 @@ impl UserStore for PgStore {
                         "INSERT INTO login_failures (key, failures, last_failure, locked_until)
                          VALUES ($1, 1, now(), now())
                          ON CONFLICT (key) DO UPDATE SET
-                            failures = CASE WHEN login_failures.last_failure < now() - $2 * interval '1 millisecond'
+                            failures = CASE WHEN login_failures.last_failure < now() - $2::bigint * interval '1 millisecond'
                                             THEN 1 ELSE login_failures.failures + 1 END,
                             last_failure = now()
                          RETURNING failures",
@@ -746,14 +755,14 @@ impl UserStore for PgStore {
                 let failures = u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX);
                 let ms = i64::try_from(policy.lockout(failures).as_millis()).unwrap_or(i64::MAX);
                 c.execute(
-                    "UPDATE login_failures SET locked_until = now() + $2 * interval '1 millisecond' WHERE key = $1",
+                    "UPDATE login_failures SET locked_until = now() + $2::bigint * interval '1 millisecond' WHERE key = $1",
                     &[key, &ms],
                 )
                 .await
                 .map_err(db)?;
             }
             c.execute(
-                "DELETE FROM login_failures WHERE last_failure < now() - $1 * interval '1 millisecond'",
+                "DELETE FROM login_failures WHERE last_failure < now() - $1::bigint * interval '1 millisecond'",
                 &[&forget],
             )
             .await
