@@ -4,3 +4,4 @@
 mod harness;
 mod store_pg;
 mod store_servers;
+mod store_bench;
