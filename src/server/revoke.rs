@@ -90,9 +90,12 @@ pub(crate) async fn poll(store: Arc<dyn UserStore>, registry: Arc<Registry>, mut
     };
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A shared store also wakes the poller when a change is announced (STORE-REVOKE-1).
+    let signal = store.change_signal();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = announced(signal.as_deref()) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let s = store.clone();
@@ -116,6 +119,13 @@ pub(crate) async fn poll(store: Arc<dyn UserStore>, registry: Arc<Registry>, mut
                 "account added, deleted or given a new password"
             );
         }
+    }
+}
+
+async fn announced(signal: Option<&tokio::sync::Notify>) {
+    match signal {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 

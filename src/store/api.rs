@@ -67,6 +67,12 @@ pub trait UserStore: Send + Sync {
     /// "sqlite" or "postgres", for logs and health output.
     fn kind(&self) -> &'static str;
 
+    /// Woken when another process announces a credential change (STORE-REVOKE-1), so the
+    /// server need not wait for its next poll. `None`: polling only.
+    fn change_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// True when other servers share this store (so the shared throttle must be consulted).
     fn shared(&self) -> bool {
         false

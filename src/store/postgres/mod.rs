@@ -79,6 +79,8 @@ struct Inner {
     handle: Handle,
     /// Usage changes that could not be written yet; written by the next heartbeat.
     pending: Mutex<Vec<(String, i64, i64)>>,
+    /// Notified on every announced credential change (the listener task).
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -105,11 +107,13 @@ impl PgStore {
             throttle: opts.throttle,
             handle: rt.handle().clone(),
             pending: Mutex::default(),
+            changes: Arc::default(),
         });
         let store = PgStore { inner, rt: Some(rt) };
         store.run(|mut c| async move { schema::setup(&mut c).await.map_err(db) })?;
         if opts.heartbeat {
             store.inner.handle.spawn(heartbeat(Arc::downgrade(&store.inner)));
+            store.inner.handle.spawn(listen(url.to_owned(), Arc::downgrade(&store.inner)));
         }
         Ok(store)
     }
@@ -384,6 +388,46 @@ async fn heartbeat(inner: Weak<Inner>) {
             tracing::warn!("store heartbeat: {e}");
         }
     }
+}
+
+/// Listens on the credential channel (STORE-REVOKE-1) on a connection of its own and wakes
+/// the revocation poller on every announcement. A lost connection is made again after a
+/// second; meanwhile the poller's own interval is the fallback.
+async fn listen(url: String, inner: Weak<Inner>) {
+    loop {
+        let Some(changes) = inner.upgrade().map(|i| i.changes.clone()) else { return };
+        if let Err(e) = listen_once(&url, &changes).await {
+            tracing::debug!("credential change listener: {e}; polling meanwhile");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(url: &str, changes: &tokio::sync::Notify) -> Result<(), StoreError> {
+    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let (client, mut conn) = tokio::time::timeout(crate::pg::CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| StoreError::Unavailable("PostgreSQL did not answer in time".into()))?
+        .map_err(db)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        // Drives the connection (also for `client`) and forwards notifications.
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let listening = client.batch_execute(&format!("LISTEN {}", schema::AUTH_CHANNEL)).await.map_err(db);
+    if listening.is_ok() {
+        while rx.recv().await.is_some() {
+            changes.notify_one();
+        }
+    }
+    driver.abort();
+    listening.and(Err(StoreError::Unavailable("listener connection closed".into())))
 }
 
 impl UserStore for PgStore {
@@ -777,6 +821,10 @@ impl UserStore for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn change_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.inner.changes.clone())
     }
 }
 

@@ -59,9 +59,8 @@ fn bench_reservations() {
     println!("|---|---|---|---|");
     for servers in [1usize, 2] {
         let url = Postgres::shared().create_database();
-        let stores: Vec<Arc<dyn UserStore>> = (0..servers)
-            .map(|_| Arc::new(server_store(&url, Duration::from_secs(30))) as Arc<dyn UserStore>)
-            .collect();
+        let stores: Vec<Arc<dyn UserStore>> =
+            (0..servers).map(|_| Arc::new(server_store(&url, Duration::from_secs(30))) as Arc<dyn UserStore>).collect();
         stores[0].add_user("bench", "pw", fit * 1024, None).unwrap();
         let (n, refused, s) = run(&stores, threads, secs);
         println!("| PostgreSQL | {servers} x {threads} | {:.0} | {refused} |", n as f64 / s);

@@ -223,3 +223,25 @@ fn pg_down_is_a_clear_error_and_the_store_recovers() {
     let u = s.get_user("alice").unwrap().unwrap();
     assert_eq!((u.used_bytes, u.used_files, u.reserved_bytes), (MIB, 1, 0));
 }
+
+#[test]
+fn pg_credential_changes_are_announced_to_other_servers() {
+    // STORE-REVOKE-1: B's listener wakes on a change A makes; no poll is involved here.
+    let url = Postgres::shared().create_database();
+    let a = admin_store(&url);
+    let b = server_store(&url, Duration::from_secs(30));
+    let signal = b.change_signal().expect("a PostgreSQL server store listens");
+    a.add_user("alice", "pw", MIB, None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    // The listener may connect after the first change: repeat the change until one arrives.
+    let heard = rt.block_on(async {
+        for _ in 0..20 {
+            a.set_password("alice", "again").unwrap();
+            if tokio::time::timeout(Duration::from_millis(500), signal.notified()).await.is_ok() {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(heard, "no announcement reached the other server");
+}
