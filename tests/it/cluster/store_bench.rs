@@ -32,7 +32,7 @@ fn run(stores: &[Arc<dyn UserStore>], threads: usize, secs: u64) -> (u64, u64, f
                 let mut n = 0u64;
                 while Instant::now() < end {
                     match s.reserve("bench", 1024, 0) {
-                        Ok(r) if (n + t as u64) % 2 == 0 => r.commit(0, 0),
+                        Ok(r) if (n + t as u64).is_multiple_of(2) => r.commit(0, 0),
                         Ok(r) => r.release(),
                         Err(StoreError::QuotaBytes { .. }) => drop(refused.fetch_add(1, Ordering::Relaxed)),
                         Err(e) => panic!("{e}"),
@@ -72,7 +72,7 @@ fn bench_reservations() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Arc<dyn UserStore> = Arc::new(Store::open(&dir.path().join("x.db")).unwrap());
     sqlite.add_user("bench", "pw", fit * 1024, None).unwrap();
-    let (n, refused, s) = run(&[sqlite.clone()], threads, secs);
+    let (n, refused, s) = run(std::slice::from_ref(&sqlite), threads, secs);
     println!("| SQLite (embedded) | 1 x {threads} | {:.0} | {refused} |", n as f64 / s);
     assert_eq!(sqlite.get_user("bench").unwrap().unwrap().reserved_bytes, 0);
 }
