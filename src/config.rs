@@ -37,6 +37,37 @@ pub struct ServerConfig {
     pub log: LogSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[store]`: where users, quotas and the other shared state live (STORE-1). Without `url`,
+/// the embedded SQLite file in the root (the default); with a `postgres://` URL, a PostgreSQL
+/// database that several servers share. `XFER_STORE_URL` overrides `url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub url: Option<String>,
+    /// Lease of a reservation or upload claim held by a server (STORE-LEASE-2); 0 means the
+    /// default (30 s).
+    pub lease_secs: u64,
+}
+
+/// Environment variable that overrides `[store] url`.
+pub const STORE_URL_ENV: &str = "XFER_STORE_URL";
+
+impl StoreSection {
+    /// The PostgreSQL URL in force (the environment first), if any. Empty means none.
+    pub fn postgres_url(&self) -> Option<String> {
+        std::env::var(STORE_URL_ENV).ok().or_else(|| self.url.clone()).filter(|u| !u.trim().is_empty())
+    }
+
+    pub fn lease(&self) -> Duration {
+        match self.lease_secs {
+            0 => crate::store::postgres::DEFAULT_LEASE,
+            s => Duration::from_secs(s),
+        }
+    }
 }
 
 /// `[quota]`: server-wide quota rules (QUOTA-6, QUOTA-7).

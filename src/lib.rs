@@ -29,6 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod flow;
 pub mod home;
+pub mod pg;
 pub mod proto;
 pub mod server;
 pub mod size;

@@ -64,7 +64,7 @@ impl Default for ThrottlePolicy {
 
 impl ThrottlePolicy {
     /// Lockout after the `failures`-th consecutive failure.
-    fn lockout(&self, failures: u32) -> Duration {
+    pub(crate) fn lockout(&self, failures: u32) -> Duration {
         if failures <= self.free_failures {
             return Duration::ZERO;
         }
@@ -77,7 +77,7 @@ impl ThrottlePolicy {
         Duration::from_millis(ms)
     }
 
-    fn forget_after(&self) -> Duration {
+    pub(crate) fn forget_after(&self) -> Duration {
         Duration::from_secs(self.forget_after_secs)
     }
 }

@@ -63,6 +63,11 @@ impl From<StoreError> for Reply {
                 tracing::warn!("user store: {e}");
                 Reply::new(ErrorCode::DiskFull, "no space left on the server's disk")
             }
+            // STORE-PG-6: the shared store is down; the client may retry later.
+            StoreError::Unavailable(_) => {
+                tracing::warn!("{e}");
+                Reply::new(ErrorCode::Busy, "the user store is unavailable; try again later")
+            }
             other => Reply::internal(other),
         }
     }

@@ -67,10 +67,12 @@ impl Session {
     /// holding one, which would leave the upload writing where it cannot settle (CTRL-PUT-2).
     pub(crate) fn check_not_uploading(&self, path: &home::HomePath) -> Result<(), Reply> {
         let partial_of = path.partial_target();
-        let uploads = super::session::lock(&self.state.uploads);
-        let busy = uploads.iter().any(|(user, target)| {
-            user == &self.user && (partial_of.as_ref() == Some(target) || (target != path && target.starts_with(path)))
-        });
+        let uploads = self.state.store.claimed_paths(&self.user)?;
+        let root = home::HomePath::root();
+        let busy = uploads
+            .iter()
+            .filter_map(|p| home::HomePath::resolve(&root, p).ok())
+            .any(|target| partial_of.as_ref() == Some(&target) || (&target != path && target.starts_with(path)));
         if busy {
             return Err(Reply::new(ErrorCode::Busy, format!("{path} is in use by an upload in progress")));
         }

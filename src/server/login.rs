@@ -131,9 +131,28 @@ async fn login(
         }
     };
     let (st, name) = (state.clone(), user.clone());
-    let record = blocking(move || st.store.login_record(&name).map_err(Reply::internal)).await?;
+    let (shared_wait, record) = blocking(move || {
+        // STORE-THROTTLE-1: failures counted by every server sharing the store.
+        let wait = st.store.shared_lockout(&name, peer.ip())?;
+        Ok((wait, st.store.login_record(&name)?))
+    })
+    .await?;
+    if let Some(wait) = shared_wait {
+        drop(attempt);
+        note_refusal(state, "throttled", &user, peer);
+        let secs = wait.as_secs_f64().ceil() as u64;
+        return Err(Reply::new(ErrorCode::Throttled, format!("too many failed logins; try again in {secs} s")));
+    }
     let (hash, generation) = record.map_or((None, 0), |r| (Some(r.hash), r.generation));
-    if !state.hashing.verify(hash, password).await {
+    let ok = state.hashing.verify(hash, password).await;
+    if state.store.shared() {
+        let (st, name) = (state.clone(), user.clone());
+        let recorded = blocking(move || st.store.record_login(&name, peer.ip(), ok).map_err(Reply::from)).await;
+        if let Err(e) = recorded {
+            tracing::warn!("shared login throttle: {}", e.message);
+        }
+    }
+    if !ok {
         drop(attempt);
         note_refusal(state, "failed", &user, peer);
         return Err(Reply::new(ErrorCode::AuthFailed, "login failed: wrong user name or password"));

@@ -28,7 +28,6 @@ mod upload;
 
 pub use audit::{clean as escape_for_log, needs_escape};
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,8 +38,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::throttle::Throttle;
 use crate::config::{ConfigError, ServerConfig};
-use crate::home::{HomeError, HomePath};
-use crate::store::{Store, StoreError};
+use crate::home::HomeError;
+use crate::store::postgres::{PgOptions, PgStore};
+use crate::store::{Store, StoreError, UserStore};
 use crate::tls::{ServerIdentity, TlsSetupError};
 
 /// Errors preparing a server root.
@@ -120,7 +120,8 @@ impl RootLayout {
 
 /// State shared by every session.
 pub struct ServerState {
-    pub store: Arc<Store>,
+    /// The embedded SQLite store or the shared PostgreSQL one (`[store] url`, STORE-1).
+    pub store: Arc<dyn UserStore>,
     pub layout: RootLayout,
     pub config: ServerConfig,
     pub(crate) throttle: Mutex<Throttle>,
@@ -133,8 +134,6 @@ pub struct ServerState {
     /// Rate limit of log lines that peers can cause before logging in (OPS-LOG-2).
     pub(crate) log_budget: Mutex<audit::LineBudget>,
     pub(crate) tls: TlsAcceptor,
-    /// Upload targets being written, as (user, path); one writer per partial file.
-    pub(crate) uploads: Mutex<HashSet<(String, HomePath)>>,
     /// Live UDP flows, routed by id.
     pub(crate) flows: Arc<crate::flow::FlowTable>,
     /// The UDP socket on the control port's number, once `run` has bound it.
@@ -158,10 +157,9 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
-        let store =
-            Arc::new(Store::open(&layout.store())?.with_default_entry_limit(config.quota.default_entry_limit()));
+        let store = open_store(&config, &layout)?;
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
-        upload::sweep::at_start(&store, &layout, config.quota.partial_expiry())?;
+        upload::sweep::at_start(&*store, &layout, config.quota.partial_expiry())?;
         // Build the dummy hash now so the first unknown-user login costs what any login costs.
         crate::auth::verify_against_dummy("");
         let state = ServerState {
@@ -171,7 +169,6 @@ impl Server {
             revocations: Arc::default(),
             log_budget: Mutex::default(),
             tls: TlsAcceptor::from(identity.server_config()?),
-            uploads: Mutex::new(HashSet::new()),
             flows: Arc::default(),
             udp: std::sync::OnceLock::new(),
             metrics_addr: std::sync::OnceLock::new(),
@@ -181,6 +178,26 @@ impl Server {
             config,
         };
         Ok(Server { state: Arc::new(state), fingerprint: identity.fingerprint() })
+    }
+}
+
+/// Opens the store the config names (STORE-1): the shared PostgreSQL store when `[store] url`
+/// (or `XFER_STORE_URL`) is set, else the embedded SQLite file in the root.
+fn open_store(config: &ServerConfig, layout: &RootLayout) -> Result<Arc<dyn UserStore>, SetupError> {
+    let limit = config.quota.default_entry_limit();
+    match config.store.postgres_url() {
+        Some(url) => {
+            let opts = PgOptions {
+                lease: config.store.lease(),
+                heartbeat: true,
+                default_entry_limit: limit,
+                throttle: config.auth.clone(),
+            };
+            let store = PgStore::connect(&url, opts)?;
+            tracing::info!(store = %crate::pg::redact(&url), owner = store.owner(), "using the PostgreSQL store");
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(Store::open(&layout.store())?.with_default_entry_limit(limit))),
     }
 }
 

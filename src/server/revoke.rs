@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::session::lock;
-use crate::store::Store;
+use crate::store::UserStore;
 
 /// How often the store is polled.
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(400);
@@ -82,7 +82,7 @@ impl Registry {
 }
 
 /// Polls `store` until `stop` turns true, applying every credential change to `registry`.
-pub(crate) async fn poll(store: Arc<Store>, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn poll(store: Arc<dyn UserStore>, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
     let s = store.clone();
     let mut seen = match tokio::task::spawn_blocking(move || s.latest_auth_generation()).await {
         Ok(Ok(g)) => g,
@@ -90,9 +90,12 @@ pub(crate) async fn poll(store: Arc<Store>, registry: Arc<Registry>, mut stop: w
     };
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A shared store also wakes the poller when a change is announced (STORE-REVOKE-1).
+    let signal = store.change_signal();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = announced(signal.as_deref()) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let s = store.clone();
@@ -116,6 +119,13 @@ pub(crate) async fn poll(store: Arc<Store>, registry: Arc<Registry>, mut stop: w
                 "account added, deleted or given a new password"
             );
         }
+    }
+}
+
+async fn announced(signal: Option<&tokio::sync::Notify>) {
+    match signal {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,16 +9,20 @@
 //! in flight. A reservation succeeds only if `used + reserved + requested <= quota`, checked
 //! and applied in one transaction, so concurrent uploads can never overrun the quota.
 
+mod api;
+pub mod postgres;
 mod schema;
 mod sessions;
 #[cfg(test)]
 mod tests;
 mod usage;
 
+pub use api::{UploadClaim, UserStore};
 pub use usage::Reservation;
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use usage::Delta;
 
@@ -47,6 +51,12 @@ pub enum StoreError {
     Hash(String),
     #[error("resume map of {count} ranges refused: at most {max} are kept")]
     TooManyRanges { count: usize, max: usize },
+    /// The PostgreSQL store could not be reached or answered with an error (STORE-PG-6).
+    #[error("user store unavailable: {0}")]
+    Unavailable(String),
+    /// The PostgreSQL store answered, but refused the statement.
+    #[error("user store (PostgreSQL): {0}")]
+    Postgres(String),
 }
 
 /// One account as stored.
@@ -66,16 +76,25 @@ pub struct User {
 /// refused, so the store row a peer can make the server write stays small.
 pub const MAX_SAVED_RANGES: usize = crate::udp::ranges::MAX_RESUME_RANGES;
 
-/// Handle on the SQLite store. Cheap to share behind an `Arc`; all methods take `&self`.
+/// The embedded store: one SQLite file beside the homes (the default profile). Cheap to
+/// share behind an `Arc`; all methods take `&self`. It implements [`UserStore`].
 pub struct Store {
+    db: Arc<Db>,
+    /// Entry limit for users without `max_files` (QUOTA-6); `None` means none.
+    default_entry_limit: Option<u64>,
+    /// Upload targets being written, as (user, path): one writer per partial file. One
+    /// process serves a SQLite store, so the set lives in its memory.
+    claims: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// The connection and the usage changes not yet written; shared with the reservations.
+struct Db {
     // A std mutex rather than an async one: every call holds it for one short statement or
     // transaction, and the server calls the store from `spawn_blocking`, never across an
     // `.await`. Argon2 work is always done outside the lock.
     conn: Mutex<Connection>,
     /// Usage changes not yet written (see [`usage`]); lock before `conn`.
     pending: Mutex<Vec<(String, Delta)>>,
-    /// Entry limit for users without `max_files` (QUOTA-6); `None` means none.
-    default_entry_limit: Option<u64>,
 }
 
 const USER_COLUMNS: &str = "name, quota_bytes, max_files, used_bytes, used_files, reserved_bytes, reserved_files";
@@ -89,7 +108,8 @@ impl Store {
         if let Err(e) = schema::keep_headroom(&conn) {
             tracing::warn!("cannot keep free space in the user store: {e}");
         }
-        Ok(Store { conn: Mutex::new(conn), pending: Mutex::default(), default_entry_limit: None })
+        let db = Arc::new(Db { conn: Mutex::new(conn), pending: Mutex::default() });
+        Ok(Store { db, default_entry_limit: None, claims: Arc::default() })
     }
 
     /// Sets the entry limit for users without their own `max_files` (QUOTA-6).
@@ -224,6 +244,27 @@ impl Store {
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.db.conn()
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.db.write(f)
+    }
+
+    /// Read-modify-write of one user's usage counters; a missing user is left alone.
+    fn update_usage(&self, name: &str, change: impl FnOnce(&mut User)) -> Result<(), StoreError> {
+        self.write(|tx| {
+            if let Some(mut user) = fetch_user(tx, name)? {
+                change(&mut user);
+                write_usage(tx, &user)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Db {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic cannot leave a transaction open behind a poisoned lock (a dropped
         // `Transaction` rolls back, also while unwinding), so the connection stays usable.
         lock(&self.conn)
@@ -238,17 +279,6 @@ impl Store {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
-    }
-
-    /// Read-modify-write of one user's usage counters; a missing user is left alone.
-    fn update_usage(&self, name: &str, change: impl FnOnce(&mut User)) -> Result<(), StoreError> {
-        self.write(|tx| {
-            if let Some(mut user) = fetch_user(tx, name)? {
-                change(&mut user);
-                write_usage(tx, &user)?;
-            }
-            Ok(())
-        })
     }
 }
 

@@ -5,9 +5,7 @@
 //! so no settled upload or delete loses its accounting while the server runs; a restart
 //! reconciles with the disk anyway (OPS-USAGE-1).
 
-use std::sync::Arc;
-
-use super::{Store, StoreError};
+use super::{Db, Store, StoreError};
 
 /// A signed change to one user's four counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,21 +16,24 @@ pub(super) struct Delta {
     pub reserved_files: i64,
 }
 
+/// How a reservation ends: called once with the change to usage (`bytes_delta`,
+/// `files_delta`; zero for a release). Each store implementation supplies its own.
+pub(crate) type End = Box<dyn FnOnce(i64, i64) + Send + Sync>;
+
 /// Quota held for one upload or one `Mkdir` in flight (QUOTA-1). Ends exactly once
 /// (QUOTA-2): [`Reservation::commit`] consumes it; dropping it without a commit releases it
-/// with no change to usage. It holds the store, so no code path can forget it.
+/// with no change to usage. It holds its store, so no code path can forget it.
 #[must_use]
 pub struct Reservation {
-    store: Arc<Store>,
     user: String,
     bytes: u64,
     files: u64,
-    ended: bool,
+    end: Option<End>,
 }
 
 impl Reservation {
-    pub(super) fn new(store: Arc<Store>, user: String, bytes: u64, files: u64) -> Reservation {
-        Reservation { store, user, bytes, files, ended: false }
+    pub(crate) fn new(user: String, bytes: u64, files: u64, end: End) -> Reservation {
+        Reservation { user, bytes, files, end: Some(end) }
     }
 
     /// Bytes held.
@@ -55,16 +56,9 @@ impl Reservation {
     pub fn release(self) {}
 
     fn end(&mut self, bytes_delta: i64, files_delta: i64) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
+        if let Some(end) = self.end.take() {
+            end(bytes_delta, files_delta);
         }
-        let delta = Delta {
-            used_bytes: bytes_delta,
-            used_files: files_delta,
-            reserved_bytes: -to_signed(self.bytes),
-            reserved_files: -to_signed(self.files),
-        };
-        self.store.apply(&self.user, delta);
     }
 }
 
@@ -88,9 +82,9 @@ impl Store {
     /// Atomically reserves quota: checks `used + reserved + requested <= limit` for bytes and
     /// entries and raises `reserved_*`, in one transaction (QUOTA-1). The entry limit is the
     /// user's `max_files`, else the server-wide default (QUOTA-6).
-    pub fn reserve(self: &Arc<Self>, name: &str, bytes: u64, files: u64) -> Result<Reservation, StoreError> {
+    pub fn reserve(&self, name: &str, bytes: u64, files: u64) -> Result<Reservation, StoreError> {
         let default_limit = self.default_entry_limit;
-        self.write_with_pending(|tx| {
+        self.db.write_with_pending(|tx| {
             let mut user = super::fetch_user(tx, name)?.ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
             super::check_bytes(&user, bytes)?;
             super::check_files(&user, files, default_limit)?;
@@ -99,21 +93,33 @@ impl Store {
             super::write_usage(tx, &user)?;
             Ok(())
         })?;
-        Ok(Reservation::new(self.clone(), name.to_owned(), bytes, files))
+        let (db, user) = (self.db.clone(), name.to_owned());
+        let end: End = Box::new(move |bytes_delta, files_delta| {
+            let delta = Delta {
+                used_bytes: bytes_delta,
+                used_files: files_delta,
+                reserved_bytes: -to_signed(bytes),
+                reserved_files: -to_signed(files),
+            };
+            db.apply(&user, delta);
+        });
+        Ok(Reservation::new(name.to_owned(), bytes, files, end))
     }
 
     /// Applies a usage change outside any reservation (deletes, renames over a file, a swept
     /// partial). Clamps at zero; a no-op for a user deleted meanwhile. Never lost: see the
     /// module docs.
     pub fn adjust_usage(&self, name: &str, bytes_delta: i64, files_delta: i64) {
-        self.apply(name, Delta { used_bytes: bytes_delta, used_files: files_delta, ..Delta::default() });
+        self.db.apply(name, Delta { used_bytes: bytes_delta, used_files: files_delta, ..Delta::default() });
     }
 
     /// Changes not yet written to the store (non-zero only while its disk is full).
     pub fn pending_changes(&self) -> usize {
-        super::lock(&self.pending).len()
+        super::lock(&self.db.pending).len()
     }
+}
 
+impl Db {
     /// Writes `delta` with every pending one; keeps them all pending if that fails.
     pub(super) fn apply(&self, name: &str, delta: Delta) {
         let mut pending = super::lock(&self.pending);

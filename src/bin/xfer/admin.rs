@@ -7,7 +7,8 @@ use xfer::config::LogFormat;
 use xfer::home::Home;
 use xfer::server::{self, RootLayout, Server};
 use xfer::size::{format_quota, format_size, parse_quota};
-use xfer::store::Store;
+use xfer::store::postgres::{PgOptions, PgStore};
+use xfer::store::{Store, UserStore};
 use xfer::tls::format_fingerprint;
 
 use crate::args::UserCommand;
@@ -74,7 +75,19 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 /// Opens the store of a server root. Only `user add --init` creates one: any other command,
 /// or `add` on a directory that is not a server root (no `xfer.db`, no `xfer.toml`), is refused
 /// so a wrong `--root` never silently makes an empty store.
-fn open_store(root: &Path, init: bool) -> Result<(Store, RootLayout), CliError> {
+///
+/// With `--store URL` the PostgreSQL store is used and no root is touched: the homes belong to
+/// the servers (they create a home at its first login).
+fn open_store(root: &crate::args::RootArg, init: bool) -> Result<(Box<dyn UserStore>, Option<RootLayout>), CliError> {
+    if let Some(url) = root.store.as_deref().filter(|u| !u.trim().is_empty()) {
+        let store = PgStore::connect(url, PgOptions::default()).map_err(store_err)?;
+        return Ok((Box::new(store), None));
+    }
+    let (store, layout) = open_root_store(&root.root, init)?;
+    Ok((Box::new(store), Some(layout)))
+}
+
+fn open_root_store(root: &Path, init: bool) -> Result<(Store, RootLayout), CliError> {
     let layout = RootLayout::new(root);
     let is_root = layout.store().is_file() || root.join("xfer.toml").is_file();
     if !is_root && !init {
@@ -125,8 +138,15 @@ pub fn user(cmd: UserCommand, quiet: bool, json: bool) -> Result<(), CliError> {
         UserCommand::Add { name, quota, init, max_files, password_stdin, root } => {
             let quota = parse_quota(&quota).map_err(size_err)?;
             let password = new_password(password_stdin)?;
-            let (store, layout) = open_store(&root.root, init)?;
+            let (store, layout) = open_store(&root, init)?;
             store.add_user(&name, &password, quota, max_files).map_err(store_err)?;
+            let Some(layout) = layout else {
+                audit("user_add", &name);
+                return say(
+                    format!("added {name} with quota {}", format_quota(quota)),
+                    serde_json::json!({"ok": true, "op": "user add", "user": name, "quota_bytes": quota}),
+                );
+            };
             // A new account starts empty: files left under its name by an older account are
             // moved aside, never inherited (and never counted as 0 bytes).
             let old = layout
@@ -151,7 +171,7 @@ pub fn user(cmd: UserCommand, quiet: bool, json: bool) -> Result<(), CliError> {
         }
         UserCommand::Passwd { name, password_stdin, root } => {
             let password = new_password(password_stdin)?;
-            open_store(&root.root, false)?.0.set_password(&name, &password).map_err(store_err)?;
+            open_store(&root, false)?.0.set_password(&name, &password).map_err(store_err)?;
             audit("user_passwd", &name);
             say(
                 format!("password of {name} changed; a running server ends its sessions within a second"),
@@ -161,7 +181,7 @@ pub fn user(cmd: UserCommand, quiet: bool, json: bool) -> Result<(), CliError> {
         UserCommand::Quota { name, quota, max_files, root } => {
             let quota = parse_quota(&quota).map_err(size_err)?;
             let max_files = max_files.filter(|&n| n > 0);
-            open_store(&root.root, false)?.0.set_quota(&name, quota, max_files).map_err(store_err)?;
+            open_store(&root, false)?.0.set_quota(&name, quota, max_files).map_err(store_err)?;
             audit("user_quota", &name);
             say(
                 format!("quota of {name} set to {}", format_quota(quota)),
@@ -169,9 +189,13 @@ pub fn user(cmd: UserCommand, quiet: bool, json: bool) -> Result<(), CliError> {
             )
         }
         UserCommand::Del { name, root } => {
-            let (store, layout) = open_store(&root.root, false)?;
+            let (store, layout) = open_store(&root, false)?;
             store.delete_user(&name).map_err(store_err)?;
             audit("user_del", &name);
+            let Some(layout) = layout else {
+                let text = format!("deleted {name}; every server ends its sessions within a second");
+                return say(text, serde_json::json!({"ok": true, "op": "user del", "user": name}));
+            };
             let archived = layout
                 .archive_home(&name)
                 .map_err(|e| CliError::general(format!("deleted {name}, but its home: {e}")))?;
@@ -182,16 +206,17 @@ pub fn user(cmd: UserCommand, quiet: bool, json: bool) -> Result<(), CliError> {
             say(text, serde_json::json!({"ok": true, "op": "user del", "user": name, "archived_home": archived}))
         }
         UserCommand::List { root } => {
-            let (store, layout) = open_store(&root.root, false)?;
-            list_users(&store, &layout, json)
+            let (store, layout) = open_store(&root, false)?;
+            list_users(&*store, layout.as_ref(), json)
         }
     }
 }
 
-fn list_users(store: &Store, layout: &RootLayout, json: bool) -> Result<(), CliError> {
+fn list_users(store: &dyn UserStore, layout: Option<&RootLayout>, json: bool) -> Result<(), CliError> {
     let users = store.list_users().map_err(store_err)?;
-    // Partial uploads are measured on disk: they are part of USED, shown apart.
-    let partial = |name: &str| Home::open(&layout.home_of(name)).and_then(|h| h.usage()).ok().map(|u| u.partial_bytes);
+    // Partial uploads are measured on disk: they are part of USED, shown apart. Without a
+    // root (a shared store), the disk is the servers'.
+    let partial = |name: &str| Home::open(&layout?.home_of(name)).and_then(|h| h.usage()).ok().map(|u| u.partial_bytes);
     if json {
         let rows = users.iter().map(|u| {
             serde_json::json!({

@@ -152,6 +152,10 @@ pub struct RootArg {
     /// Server root
     #[arg(long, default_value = "xfer-data")]
     pub root: PathBuf,
+    /// Shared PostgreSQL store (postgres://USER@HOST:PORT/DB) instead of ROOT's; homes are
+    /// then left to the servers
+    #[arg(long, env = "XFER_STORE_URL", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 #[derive(Subcommand, Debug, Clone)]

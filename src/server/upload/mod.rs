@@ -17,37 +17,31 @@ use std::sync::Arc;
 use md5::Digest;
 
 use super::errors::{blocking, Reply};
-use super::session::{lock, Conn, Session};
+use super::session::{Conn, Session};
 use super::ServerState;
 use crate::conn::ConnError;
 use crate::home::{Home, HomePath};
 use crate::proto::control::Md5Digest;
 use crate::proto::{ErrorCode, Response, Transport};
-use crate::store::Reservation;
+use crate::store::{Reservation, UploadClaim};
 use crate::transfer::TransferError;
 
 pub(super) use open::Opened;
 
 /// Holds the (user, path) upload slot; released on drop. The partial sweep takes the same
 /// slot, so it never deletes a partial an upload is writing.
+/// The slot is a store claim (STORE-CLAIM-1), so with a shared store it is taken across
+/// servers.
 pub(super) struct UploadSlot {
-    state: Arc<ServerState>,
-    key: (String, HomePath),
+    _claim: UploadClaim,
 }
 
 impl UploadSlot {
     pub(super) fn acquire(state: &Arc<ServerState>, user: &str, target: &HomePath) -> Result<UploadSlot, Reply> {
-        let key = (user.to_string(), target.clone());
-        if !lock(&state.uploads).insert(key.clone()) {
-            return Err(Reply::new(ErrorCode::Busy, format!("an upload to {target} is already in progress")));
+        match state.store.claim_upload(user, &target.to_string())? {
+            Some(claim) => Ok(UploadSlot { _claim: claim }),
+            None => Err(Reply::new(ErrorCode::Busy, format!("an upload to {target} is already in progress"))),
         }
-        Ok(UploadSlot { state: state.clone(), key })
-    }
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        lock(&self.state.uploads).remove(&self.key);
     }
 }
 
@@ -132,9 +126,12 @@ impl Session {
                 format!("{target}: names ending in .xfer-part are reserved for partial uploads"),
             ));
         }
-        let slot = UploadSlot::acquire(&self.state, &self.user, &target)?;
         let ctx = self.ctx();
-        blocking(move || open::open_upload(&ctx, target, (size, resume, transport), slot)).await
+        blocking(move || {
+            let slot = UploadSlot::acquire(&ctx.state, &ctx.user, &target)?;
+            open::open_upload(&ctx, target, (size, resume, transport), slot)
+        })
+        .await
     }
 
     /// The settle phase: applies the outcome and sends the upload's final reply, if any.

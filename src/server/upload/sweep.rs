@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::UploadSlot;
 use crate::home::{Home, HomeError, HomePath};
 use crate::server::{RootLayout, ServerState, SetupError};
-use crate::store::Store;
+use crate::store::UserStore;
 
 /// Longest wait between two sweeps.
 const MAX_INTERVAL: Duration = Duration::from_secs(3600);
@@ -22,9 +22,14 @@ pub struct Swept {
     pub maps: u64,
 }
 
-/// Sweeps every home, then sets every user's usage to what its home holds and clears all
-/// reservations (OPS-USAGE-1). Used at start, when no upload runs.
-pub(in crate::server) fn at_start(store: &Store, layout: &RootLayout, max_age: Duration) -> Result<(), SetupError> {
+/// Sweeps every home, then sets every user's usage to what its home holds and clears the
+/// reservations (OPS-USAGE-1): all of them with the embedded store, only those whose lease
+/// expired with a shared one (STORE-LEASE-3). Used at start, when this server runs no upload.
+pub(in crate::server) fn at_start(
+    store: &dyn UserStore,
+    layout: &RootLayout,
+    max_age: Duration,
+) -> Result<(), SetupError> {
     let cutoff = cutoff(max_age);
     for user in store.list_users()? {
         let err = |source| SetupError::Home { user: user.name.clone(), source };
@@ -60,7 +65,7 @@ fn sweep_all(state: &Arc<ServerState>, max_age: Duration) {
         let name = user.name;
         let claim = |target: &HomePath| UploadSlot::acquire(state, &name, target).ok();
         let swept = Home::open(&state.layout.home_of(&name))
-            .and_then(|home| sweep_home(&home, &state.store, &name, cutoff, claim));
+            .and_then(|home| sweep_home(&home, &*state.store, &name, cutoff, claim));
         match swept {
             Ok(s) => log(&name, s),
             Err(e) => tracing::warn!(user = %name, "partial sweep: {e}"),
@@ -72,7 +77,7 @@ fn sweep_all(state: &Arc<ServerState>, max_age: Duration) {
 /// and the range maps whose partial is gone, each only while `claim` holds its upload slot.
 pub(in crate::server) fn sweep_home<G>(
     home: &Home,
-    store: &Store,
+    store: &dyn UserStore,
     user: &str,
     cutoff: i64,
     mut claim: impl FnMut(&HomePath) -> Option<G>,

@@ -2,3 +2,6 @@
 //! all on 127.0.0.1 and started by the tests (`support::cluster`).
 
 mod harness;
+mod store_bench;
+mod store_pg;
+mod store_servers;

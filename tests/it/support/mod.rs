@@ -37,6 +37,8 @@ pub use files::*;
 pub use in_process::*;
 pub use process::*;
 pub use raw::*;
+// The store methods tests call on `state.store` (a `dyn UserStore`).
+pub use xfer::store::UserStore;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
