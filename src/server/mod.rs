@@ -148,6 +148,9 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
+        // Object storage keeps its namespace in the PostgreSQL store; with the embedded SQLite
+        // store it is refused with a config error (STORE-OBJ-1).
+        config.storage.object_config(None, |k| std::env::var(k).ok())?;
         let store =
             Arc::new(Store::open(&layout.store())?.with_default_entry_limit(config.quota.default_entry_limit()));
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;

@@ -2,3 +2,4 @@
 //! all on 127.0.0.1 and started by the tests (`support::cluster`).
 
 mod harness;
+mod object_storage;
