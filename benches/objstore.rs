@@ -53,8 +53,14 @@ fn main() {
 
     let src_dir = tempfile::tempdir().unwrap();
     let src = src_dir.path().join("src.bin");
-    let data: Vec<u8> =
-        (0..mib * CHUNK).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[7]).collect();
+    let block: Vec<u8> = (0..CHUNK).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()[7]).collect();
+    let mut data = Vec::with_capacity(mib * CHUNK);
+    for i in 0..mib {
+        data.extend_from_slice(&block);
+        // No two chunks alike.
+        data[i * CHUNK] = i as u8;
+        data[i * CHUNK + 1] = (i >> 8) as u8;
+    }
     std::fs::write(&src, &data).unwrap();
     let digest: [u8; 16] = Md5::digest(&data).into();
     let op = raw(&rt, &config);
@@ -97,7 +103,7 @@ fn main() {
             s3.endpoint()
         );
         let out = src_dir.path().join("boto3.out");
-        let mut boto = |what: &str, file: &std::path::Path| {
+        let boto = |what: &str, file: &std::path::Path| {
             let ok = std::process::Command::new(&python).args(["-c", &script, what]).arg(file).status().unwrap();
             assert!(ok.success());
         };

@@ -7,8 +7,10 @@
 //! server can resume from it, and a writer that lost its claim cannot record anything. At the
 //! end the segments are composed server-side into a new blob, whose md5 was verified first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+
+use tokio::task::JoinHandle;
 
 use md5::{Digest, Md5};
 
@@ -24,6 +26,8 @@ pub const SEGMENT_SIZE: u64 = 8 << 20;
 pub(super) const MIN_SEGMENT_SIZE: u64 = 5 << 20;
 /// Segments being filled at once; bounds the spool to this many segments per upload.
 const MAX_OPEN_SEGMENTS: usize = 4;
+/// Complete segments being stored at once, while the next ones fill.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// A segment still being filled.
 struct Open {
@@ -42,6 +46,8 @@ pub(super) struct ObjectStaging {
     /// Recorded segments: index -> object key.
     recorded: BTreeMap<u64, String>,
     open: BTreeMap<u64, Open>,
+    /// Segments being stored: index, key and the task doing it.
+    in_flight: VecDeque<(u64, String, JoinHandle<Result<(), StorageError>>)>,
     /// md5 over `[0, .1)`, while this writer received the file in order from its start.
     hasher: Option<(Md5, u64)>,
 }
@@ -121,6 +127,7 @@ impl ObjectStaging {
             seg,
             recorded,
             open: BTreeMap::new(),
+            in_flight: VecDeque::new(),
             hasher,
         })
     }
@@ -129,31 +136,44 @@ impl ObjectStaging {
         self.size.div_ceil(self.seg)
     }
 
-    /// PUTs a complete segment, then records it under this writer's epoch.
+    /// Starts storing a complete segment: PUT, then the record under this writer's epoch, on
+    /// the runtime while more bytes arrive. At most [`MAX_IN_FLIGHT`] run at once.
     fn store_segment(&mut self, idx: u64, data: Vec<u8>) -> Result<(), StorageError> {
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.reap_one()?;
+        }
         let key = format!("staging/{}/{idx:08}.{}", self.upload, self.epoch);
-        let len = data.len() as i64;
-        let b = self.backend.clone();
-        let (upload, epoch) = (self.upload.clone(), self.epoch);
-        b.block(async {
-            b.op.write(&key, data).await.map_err(s3_err)?;
-            let c = b.client().await?;
-            let n = c
-                .execute(
-                    "WITH claim AS (UPDATE ns_uploads SET updated = $5 WHERE id = $1 AND epoch = $4 RETURNING id) \
-                     INSERT INTO ns_segments (upload, idx, len, key) SELECT id, $2, $3, $6 FROM claim \
-                     ON CONFLICT (upload, idx) DO UPDATE SET len = EXCLUDED.len, key = EXCLUDED.key",
-                    &[&upload, &(idx as i32), &len, &epoch, &now(), &key],
-                )
-                .await
-                .map_err(pg_err)?;
-            if n == 0 {
-                // Fenced: the object we wrote is an orphan for the sweep.
-                return Err(StorageError::Fenced(self.target.to_string()));
-            }
-            Ok(())
-        })?;
+        let job = store(
+            self.backend.clone(),
+            self.upload.clone(),
+            self.epoch,
+            self.target.to_string(),
+            idx,
+            key.clone(),
+            data,
+        );
+        self.in_flight.push_back((idx, key, self.backend.rt.spawn(job)));
+        Ok(())
+    }
+
+    /// Waits for the oldest segment in flight and records it as durable.
+    fn reap_one(&mut self) -> Result<(), StorageError> {
+        let Some((idx, key, job)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let done = self.backend.block(job).unwrap_or_else(|e| {
+            Err(StorageError::Unavailable { what: "object storage", detail: format!("segment upload stopped: {e}") })
+        });
+        done?;
         self.recorded.insert(idx, key);
+        Ok(())
+    }
+
+    /// Waits for every segment in flight.
+    fn drain(&mut self) -> Result<(), StorageError> {
+        while !self.in_flight.is_empty() {
+            self.reap_one()?;
+        }
         Ok(())
     }
 
@@ -273,6 +293,7 @@ impl Staging for ObjectStaging {
         self.size
     }
 
+    /// Recorded segments only: one still in flight may yet fail.
     fn durable(&self) -> RangeSet {
         let mut out = RangeSet::new();
         for &idx in self.recorded.keys() {
@@ -301,7 +322,8 @@ impl Staging for ObjectStaging {
             let seg_start = idx * self.seg;
             let seg_end = seg_start + seg_len(idx, self.seg, self.size);
             let piece_end = end.min(seg_end);
-            if !self.recorded.contains_key(&idx) {
+            let stored = self.recorded.contains_key(&idx) || self.in_flight.iter().any(|(i, ..)| *i == idx);
+            if !stored {
                 if !self.open.contains_key(&idx) && self.open.len() >= MAX_OPEN_SEGMENTS {
                     return Err(StorageError::InvalidWrite(format!(
                         "more than {MAX_OPEN_SEGMENTS} segments of {} open at once",
@@ -325,10 +347,12 @@ impl Staging for ObjectStaging {
 
     fn sync(&mut self) -> Result<RangeSet, StorageError> {
         // Only whole segments can be stored: a partly filled one stays in the spool.
+        self.drain()?;
         Ok(self.durable())
     }
 
     fn finish(mut self: Box<Self>, md5: &Md5Digest) -> Result<Option<u64>, StorageError> {
+        self.drain()?;
         let missing = (0..self.segments()).filter(|i| !self.recorded.contains_key(i)).count();
         if missing > 0 {
             return Err(StorageError::InvalidWrite(format!("{missing} segments of {} not stored", self.target)));
@@ -355,6 +379,35 @@ impl Staging for ObjectStaging {
         let _ = b.block(super::sweep::delete_garbage_keys(&b, &keys));
         published
     }
+}
+
+/// Stores one segment: the PUT, then its record, only while `epoch` holds the upload.
+async fn store(
+    b: Arc<ObjectBackend>,
+    upload: String,
+    epoch: i64,
+    target: String,
+    idx: u64,
+    key: String,
+    data: Vec<u8>,
+) -> Result<(), StorageError> {
+    let len = data.len() as i64;
+    b.op.write(&key, data).await.map_err(s3_err)?;
+    let c = b.client().await?;
+    let n = c
+        .execute(
+            "WITH claim AS (UPDATE ns_uploads SET updated = $5 WHERE id = $1 AND epoch = $4 RETURNING id) \
+             INSERT INTO ns_segments (upload, idx, len, key) SELECT id, $2, $3, $6 FROM claim \
+             ON CONFLICT (upload, idx) DO UPDATE SET len = EXCLUDED.len, key = EXCLUDED.key",
+            &[&upload, &(idx as i32), &len, &epoch, &now(), &key],
+        )
+        .await
+        .map_err(pg_err)?;
+    if n == 0 {
+        // Fenced: the object just written is an orphan for the sweep.
+        return Err(StorageError::Fenced(target));
+    }
+    Ok(())
 }
 
 /// Length of segment `idx` of a file of `size` bytes in segments of `seg`.

@@ -123,6 +123,14 @@ fn namespace_and_round_trip_in_the_s3_profile() {
         let e = home.stat(&path("/docs/big.bin")).unwrap();
         assert_eq!((e.kind, e.size), (EntryKind::File, file.len() as u64));
         assert_eq!(md5(&read_all(&home, &path("/docs/big.bin"))), md5(&file));
+        // One blob, composed from the segments, which are gone; its md5 is in its metadata.
+        let op = raw(&rt, s3, &root);
+        let blobs = keys(&rt, &op, "blobs/");
+        assert_eq!(blobs.len(), 1, "{blobs:?}");
+        assert!(keys(&rt, &op, "staging/").is_empty());
+        let meta = rt.block_on(op.stat(&blobs[0])).unwrap();
+        let kept = meta.user_metadata().and_then(|m| m.get("md5")).map(str::to_string);
+        assert_eq!(kept, Some(hex::encode(md5(&file))));
         // A ranged read across a segment boundary is byte-exact.
         let reader = home.open_reader(&path("/docs/big.bin")).unwrap();
         let mut mid = vec![0u8; 1000];
@@ -175,13 +183,14 @@ fn an_upload_cut_on_one_server_resumes_on_another_with_only_the_missing_bytes() 
     let mut on_a = a.home("ann").open_staging(&target, file.len() as u64, false).unwrap();
     // Two whole segments and half of the third reach A; the half is only in A's spool.
     write_from(&mut *on_a, &file[..(2 * SEG + SEG / 2) as usize], 0).unwrap();
+    on_a.sync().unwrap();
     assert_eq!(on_a.durable().iter().collect::<Vec<_>>(), [(0, 2 * SEG)]);
 
     let mut on_b = b.home("ann").open_staging(&target, file.len() as u64, true).unwrap();
     assert_eq!(on_b.durable().iter().collect::<Vec<_>>(), [(0, 2 * SEG)]);
     // A still runs but has lost the upload: completing a segment is refused.
     let rest = (2 * SEG + SEG / 2) as usize;
-    let fenced = write_from(&mut *on_a, &file[..(3 * SEG) as usize], rest);
+    let fenced = write_from(&mut *on_a, &file[..(3 * SEG) as usize], rest).and_then(|_| on_a.sync());
     assert!(matches!(fenced, Err(StorageError::Fenced(_))), "{fenced:?}");
     drop(on_a);
 
@@ -206,9 +215,10 @@ fn s3_down_mid_upload_keeps_ls_working_and_the_upload_resumes() {
     let target = path("/up.bin");
     let mut staging = home.open_staging(&target, file.len() as u64, false).unwrap();
     write_from(&mut *staging, &file[..SEG as usize], 0).unwrap();
+    staging.sync().unwrap();
 
     s3.kill();
-    let failed = write_from(&mut *staging, &file[..(2 * SEG) as usize], SEG as usize);
+    let failed = write_from(&mut *staging, &file[..(2 * SEG) as usize], SEG as usize).and_then(|_| staging.sync());
     let err = failed.expect_err("a segment PUT with S3 down must fail");
     assert!(matches!(err, StorageError::Unavailable { what: "object storage", .. }), "{err:?}");
     assert!(err.to_string().contains("object storage unavailable"), "{err}");
@@ -268,6 +278,7 @@ fn the_sweep_collects_expired_uploads_garbage_and_orphans() {
     let file = data((SEG + 10) as usize, 6);
     let mut left = home.open_staging(&path("/abandoned"), file.len() as u64, false).unwrap();
     write_from(&mut *left, &file[..SEG as usize], 0).unwrap();
+    left.sync().unwrap();
     drop(left);
     rt.block_on(op.write("staging/orphan/00000000.1", vec![1u8; 10])).unwrap();
     rt.block_on(op.write("blobs/orphan", vec![2u8; 10])).unwrap();
