@@ -251,6 +251,47 @@ impl Staging for LocalStaging {
     }
 }
 
+/// A stored file is a download source like a local one.
+impl crate::transfer::source::ReadAt for Box<dyn BlobReader> {
+    fn fill_at(&self, buf: &mut [u8], pos: u64, _size: u64) -> Result<(), crate::transfer::TransferError> {
+        self.read_exact_at(buf, pos).map_err(transfer_error)
+    }
+}
+
+/// The transfer's view of a storage error.
+fn transfer_error(e: StorageError) -> crate::transfer::TransferError {
+    use crate::transfer::TransferError;
+    match e {
+        StorageError::SourceChanged(s) => TransferError::SourceChanged(s),
+        StorageError::Home(HomeError::DiskFull) => TransferError::DiskFull,
+        StorageError::Home(HomeError::Io { source, .. }) => TransferError::from_io(source),
+        other => TransferError::Io(io::Error::other(other.to_string())),
+    }
+}
+
+/// The md5 state after the first `len` bytes of a stored file (a resumed download's prefix).
+pub fn hash_blob_prefix(reader: &dyn BlobReader, len: u64) -> Result<Md5, StorageError> {
+    if len > reader.size() {
+        return Err(StorageError::SourceChanged(format!("expected at least {len} bytes, found {}", reader.size())));
+    }
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        reader.read_exact_at(&mut buf[..n], pos)?;
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(hasher)
+}
+
+/// md5 and size of a whole file, read in 1 MiB pieces.
+pub fn hash_blob(reader: &dyn BlobReader) -> Result<(Md5Digest, u64), StorageError> {
+    let size = reader.size();
+    Ok((hash_blob_prefix(reader, size)?.finalize().into(), size))
+}
+
 /// md5 of the first `size` bytes of `file`.
 fn hash_reader(file: &std::fs::File, size: u64) -> Result<Md5Digest, StorageError> {
     let mut hasher = Md5::new();
