@@ -35,6 +35,9 @@ struct Open {
     filled: RangeSet,
 }
 
+/// A segment being stored: its index, its key and the task storing it.
+type InFlight = (u64, String, JoinHandle<Result<(), StorageError>>);
+
 pub(super) struct ObjectStaging {
     backend: Arc<ObjectBackend>,
     home: String,
@@ -47,7 +50,7 @@ pub(super) struct ObjectStaging {
     recorded: BTreeMap<u64, String>,
     open: BTreeMap<u64, Open>,
     /// Segments being stored: index, key and the task doing it.
-    in_flight: VecDeque<(u64, String, JoinHandle<Result<(), StorageError>>)>,
+    in_flight: VecDeque<InFlight>,
     /// md5 over `[0, .1)`, while this writer received the file in order from its start.
     hasher: Option<(Md5, u64)>,
 }
