@@ -396,7 +396,7 @@ impl Storage for ObjectStorage {
                 return Err(HomeError::IsADirectory(p.to_string()).into());
             };
             let etag = self.blob_etag(&**c, &blob).await?;
-            Ok(Box::new(ObjectReader { backend: self.backend.clone(), key: blob_key(&blob), etag, size: row.size })
+            Ok(Box::new(ObjectReader::new(self.backend.clone(), blob_key(&blob), etag, row.size))
                 as Box<dyn BlobReader>)
         })
     }
@@ -435,12 +435,84 @@ impl ObjectStorage {
     }
 }
 
-/// Reads one immutable blob, each read guarded by the ETag it had when opened (STORE-OBJ-6).
+/// Bytes fetched per ranged read; the next window is fetched while this one is consumed.
+const READ_WINDOW: u64 = 8 << 20;
+
+/// Reads one immutable blob, each ranged read guarded by the ETag it had when opened
+/// (STORE-OBJ-6). Sequential reads are served from a window of [`READ_WINDOW`] bytes, with the
+/// next window already being fetched.
 struct ObjectReader {
     backend: Arc<ObjectBackend>,
     key: String,
     etag: String,
     size: u64,
+    ahead: std::sync::Mutex<ReadAhead>,
+}
+
+type Fetch = tokio::task::JoinHandle<Result<Vec<u8>, StorageError>>;
+
+#[derive(Default)]
+struct ReadAhead {
+    /// The window in hand: its start and bytes.
+    window: Option<(u64, Vec<u8>)>,
+    /// The next window being fetched: its start and the task.
+    next: Option<(u64, Fetch)>,
+}
+
+impl ObjectReader {
+    fn new(backend: Arc<ObjectBackend>, key: String, etag: String, size: u64) -> ObjectReader {
+        ObjectReader { backend, key, etag, size, ahead: Default::default() }
+    }
+
+    /// Starts fetching the window at `start`.
+    fn fetch(&self, start: u64) -> Fetch {
+        let end = (start + READ_WINDOW).min(self.size);
+        let (op, key, etag) = (self.backend.op.clone(), self.key.clone(), self.etag.clone());
+        self.backend.rt.spawn(async move {
+            let data = op.read_with(&key).range(start..end).if_match(&etag).await.map_err(read_err)?;
+            if data.len() as u64 != end - start {
+                return Err(StorageError::SourceChanged(format!(
+                    "read {} of {} bytes at {start}",
+                    data.len(),
+                    end - start
+                )));
+            }
+            Ok(data.to_vec())
+        })
+    }
+
+    /// The window starting at `start`, from the prefetch if it is that one.
+    fn window_at(&self, ahead: &mut ReadAhead, start: u64) -> Result<(), StorageError> {
+        if ahead.window.as_ref().is_some_and(|(s, _)| *s == start) {
+            return Ok(());
+        }
+        let job = match ahead.next.take() {
+            Some((s, job)) if s == start => job,
+            other => {
+                if let Some((_, stale)) = other {
+                    stale.abort();
+                }
+                self.fetch(start)
+            }
+        };
+        let data = self.backend.block(job).unwrap_or_else(|e| {
+            Err(StorageError::Unavailable { what: "object storage", detail: format!("read stopped: {e}") })
+        })?;
+        ahead.window = Some((start, data));
+        let next = start + READ_WINDOW;
+        if next < self.size {
+            ahead.next = Some((next, self.fetch(next)));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        if let Some((_, job)) = self.ahead.get_mut().ok().and_then(|a| a.next.take()) {
+            job.abort();
+        }
+    }
 }
 
 impl BlobReader for ObjectReader {
@@ -453,20 +525,22 @@ impl BlobReader for ObjectReader {
         if end > self.size {
             return Err(StorageError::SourceChanged(format!("file has {} bytes, not {end}", self.size)));
         }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let data = self
-            .backend
-            .block(self.backend.op.read_with(&self.key).range(pos..end).if_match(&self.etag))
-            .map_err(read_err)?;
-        if data.len() != buf.len() {
-            return Err(StorageError::SourceChanged(format!("read {} of {} bytes at {pos}", data.len(), buf.len())));
-        }
-        let mut at = 0;
-        for chunk in data {
-            buf[at..at + chunk.len()].copy_from_slice(&chunk);
-            at += chunk.len();
+        let mut ahead = self.ahead.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut at = pos;
+        while at < end {
+            let start = at / READ_WINDOW * READ_WINDOW;
+            self.window_at(&mut ahead, start)?;
+            let Some((_, data)) = &ahead.window else {
+                return Err(StorageError::SourceChanged(format!("no bytes at {at}")));
+            };
+            let piece_end = end.min(start + data.len() as u64);
+            let from = (at - start) as usize;
+            let to = (piece_end - start) as usize;
+            if to <= from {
+                return Err(StorageError::SourceChanged(format!("no bytes at {at}")));
+            }
+            buf[(at - pos) as usize..(piece_end - pos) as usize].copy_from_slice(&data[from..to]);
+            at = piece_end;
         }
         Ok(())
     }

@@ -236,8 +236,8 @@ fn s3_down_mid_upload_keeps_ls_working_and_the_upload_resumes() {
     assert_eq!(read_all(&home, &path("/kept")), b"kept before the outage");
 }
 
-/// STORE-OBJ-6: a ranged read is guarded by the ETag the blob had when opened; an object
-/// replaced underneath is refused, never mixed in.
+/// STORE-OBJ-6: ranged reads are guarded by the ETag the blob had when opened; an object
+/// replaced underneath fails the next range fetched, and is never mixed in.
 #[test]
 fn a_replaced_object_is_never_mixed_into_a_ranged_read() {
     let (pg, s3, rt) = (Postgres::shared(), S3::shared(), runtime());
@@ -245,20 +245,24 @@ fn a_replaced_object_is_never_mixed_into_a_ranged_read() {
     let db = pg.create_database();
     let b = server(&rt, s3, &root, &db, "a");
     let home = b.home("ann");
-    let file = data(100_000, 4);
+    // Three read windows of 8 MiB and a bit.
+    let file = data((24 << 20) + 1, 4);
     put(&home, "/f", &file);
     let reader = home.open_reader(&path("/f")).unwrap();
-    let mut first = vec![0u8; 50_000];
+    let mut first = vec![0u8; 1 << 20];
     reader.read_exact_at(&mut first, 0).unwrap();
-    assert_eq!(first, file[..50_000]);
+    assert_eq!(first, file[..1 << 20]);
 
     let op = raw(&rt, s3, &root);
     let blobs = keys(&rt, &op, "blobs/");
     assert_eq!(blobs.len(), 1, "{blobs:?}");
-    rt.block_on(op.write(&blobs[0], data(100_000, 5))).unwrap();
-    let mut rest = vec![0u8; 50_000];
-    let got = reader.read_exact_at(&mut rest, 50_000);
+    rt.block_on(op.write(&blobs[0], data(file.len(), 5))).unwrap();
+    let mut later = vec![0u8; 1 << 20];
+    let got = reader.read_exact_at(&mut later, 16 << 20);
     assert!(matches!(got, Err(StorageError::SourceChanged(_))), "{got:?}");
+    // A reader opened now still expects the ETag PostgreSQL recorded: the tampered object is refused.
+    let fresh = home.open_reader(&path("/f")).unwrap();
+    assert!(matches!(fresh.read_exact_at(&mut later, 0), Err(StorageError::SourceChanged(_))));
 }
 
 /// STORE-OBJ-7: expired uploads, removed and replaced blobs, finished segments and orphaned
