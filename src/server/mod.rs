@@ -149,8 +149,15 @@ impl Server {
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
         // Object storage keeps its namespace in the PostgreSQL store; with the embedded SQLite
-        // store it is refused with a config error (STORE-OBJ-1).
-        config.storage.object_config(None, |k| std::env::var(k).ok())?;
+        // store it is refused with a config error (STORE-OBJ-1). Uploads and UDP transfers
+        // still use the local home, so it is refused with the PostgreSQL store as well.
+        let store_url: Option<&str> = None;
+        if config.storage.object_config(store_url, |k| std::env::var(k).ok())?.is_some() {
+            return Err(ConfigError::Invalid(
+                "[storage] kind = \"s3\" is not available yet: uploads are stored on local disk only".into(),
+            )
+            .into());
+        }
         let store =
             Arc::new(Store::open(&layout.store())?.with_default_entry_limit(config.quota.default_entry_limit()));
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
