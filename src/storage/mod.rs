@@ -314,3 +314,58 @@ pub(crate) fn check_md5(expected: &Md5Digest, got: &Md5Digest) -> Result<(), Sto
         Err(StorageError::DigestMismatch { expected: hex::encode(expected), got: hex::encode(got) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> (tempfile::TempDir, LocalStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Arc::new(Home::open(dir.path()).unwrap());
+        (dir, LocalStorage::new(home))
+    }
+
+    fn path(p: &str) -> HomePath {
+        HomePath::resolve(&HomePath::root(), p).unwrap()
+    }
+
+    #[test]
+    fn local_staging_resumes_its_durable_prefix_and_publishes_only_a_verified_file() {
+        let (_dir, s) = local();
+        let body = b"hello, storage".to_vec();
+        let md5: Md5Digest = Md5::digest(&body).into();
+        let mut st = s.open_staging(&path("/f"), body.len() as u64, false).unwrap();
+        st.write_at(0, &body[..5]).unwrap();
+        assert_eq!(st.sync().unwrap().iter().collect::<Vec<_>>(), [(0, 5)]);
+        assert!(matches!(st.write_at(10, b"too long!"), Err(StorageError::InvalidWrite(_))));
+        drop(st);
+        assert_eq!(s.partials().unwrap().len(), 1);
+
+        let mut st = s.open_staging(&path("/f"), body.len() as u64, true).unwrap();
+        assert_eq!(st.durable().iter().collect::<Vec<_>>(), [(0, 5)]);
+        // The rest arrives out of order: the md5 is then read back from the partial.
+        st.write_at(9, &body[9..]).unwrap();
+        st.write_at(5, &body[5..9]).unwrap();
+        assert!(matches!(st.finish(&[0; 16]), Err(StorageError::DigestMismatch { .. })));
+        assert!(s.stat(&path("/f")).is_err(), "an unverified file became visible");
+
+        let mut st = s.open_staging(&path("/f"), body.len() as u64, true).unwrap();
+        assert_eq!(st.durable().covered(), body.len() as u64);
+        st.write_at(0, &body).unwrap();
+        assert_eq!(st.finish(&md5).unwrap(), None);
+        let reader = s.open_reader(&path("/f")).unwrap();
+        assert_eq!(hash_blob(&*reader).unwrap(), (md5, body.len() as u64));
+        let mut past = [0u8; 4];
+        assert!(matches!(reader.read_exact_at(&mut past, 12), Err(StorageError::SourceChanged(_))));
+        assert_eq!(s.discard_staging(&path("/f")).unwrap(), 0);
+    }
+
+    #[test]
+    fn storage_errors_keep_their_meaning_for_transfers() {
+        use crate::transfer::TransferError;
+        assert!(matches!(transfer_error(StorageError::SourceChanged("x".into())), TransferError::SourceChanged(_)));
+        assert!(matches!(transfer_error(HomeError::DiskFull.into()), TransferError::DiskFull));
+        let outage = StorageError::Unavailable { what: "object storage", detail: "connection refused".into() };
+        assert!(matches!(transfer_error(outage), TransferError::Io(e) if e.to_string().contains("object storage")));
+    }
+}
