@@ -315,7 +315,8 @@ impl Staging for ObjectStaging {
             if *next == pos {
                 h.update(data);
                 *next = end;
-            } else if end > *next {
+            } else if !data.is_empty() {
+                // A gap, or bytes written again: the md5 is read back from what is stored.
                 self.hasher = None;
             }
         }
