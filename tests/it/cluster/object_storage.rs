@@ -395,3 +395,70 @@ fn out_of_order_writes_are_spooled_within_a_bound_and_verified() {
     let refused = (0..8).map(|i| sparse.write_at(i * SEG + 1, b"x")).find(|r| r.is_err());
     assert!(matches!(refused, Some(Err(StorageError::InvalidWrite(_)))), "{refused:?}");
 }
+
+/// The file the killed writer uploads: four segments and a bit.
+fn killed_file() -> Vec<u8> {
+    data((4 * SEG + 77) as usize, 10)
+}
+
+/// Not a test: the writer process that `an_upload_survives_kill_9_of_its_server` kills. It
+/// stores two segments and a half of [`killed_file`] as server "a", then waits to be killed
+/// (at most 60 s). Does nothing unless started by that test.
+#[test]
+#[ignore]
+fn killed_writer_process() {
+    let (Ok(db), Ok(endpoint), Ok(root)) =
+        (std::env::var("XFER_KILLED_DB"), std::env::var("XFER_KILLED_S3"), std::env::var("XFER_KILLED_ROOT"))
+    else {
+        return;
+    };
+    let rt = runtime();
+    let c = ObjectConfig {
+        endpoint,
+        bucket: S3_BUCKET.into(),
+        region: "us-east-1".into(),
+        root,
+        access_key_id: S3_ACCESS_KEY.into(),
+        secret_access_key: S3_SECRET_KEY.into(),
+    };
+    let pool = xfer::pg::connect(&db).unwrap();
+    let b = rt.block_on(ObjectBackend::with_segment_size(&c, pool, "a", SEG)).unwrap();
+    let file = killed_file();
+    let mut staging = b.home("ann").open_staging(&path("/killed.bin"), file.len() as u64, false).unwrap();
+    write_from(&mut *staging, &file[..(2 * SEG + SEG / 2) as usize], 0).unwrap();
+    staging.sync().unwrap();
+    println!("xfer-killed-writer-ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// STORE-OBJ-3, -4: kill -9 of the process writing an upload; another server resumes it from
+/// the recorded segments, receives only the missing bytes, and the md5 verifies.
+#[test]
+fn an_upload_survives_kill_9_of_its_server() {
+    use std::io::BufRead;
+    let (pg, s3, rt) = (Postgres::shared(), S3::shared(), runtime());
+    let root = s3.unique_root();
+    let db = pg.create_database();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "cluster::object_storage::killed_writer_process", "--nocapture"])
+        .env("XFER_KILLED_DB", &db)
+        .env("XFER_KILLED_S3", s3.endpoint())
+        .env("XFER_KILLED_ROOT", &root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let ready = out.lines().take(100).map_while(Result::ok).any(|l| l.contains("xfer-killed-writer-ready"));
+    assert!(ready, "the writer process did not get its segments stored");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let b = server(&rt, s3, &root, &db, "b");
+    let file = killed_file();
+    let mut staging = b.home("ann").open_staging(&path("/killed.bin"), file.len() as u64, true).unwrap();
+    assert_eq!(staging.durable().iter().collect::<Vec<_>>(), [(0, 2 * SEG)]);
+    let sent = write_missing(&mut *staging, &file);
+    assert_eq!(sent, file.len() as u64 - 2 * SEG);
+    staging.finish(&md5(&file)).unwrap();
+    assert_eq!(md5(&read_all(&b.home("ann"), &path("/killed.bin"))), md5(&file));
+}
