@@ -22,6 +22,8 @@ pub enum ConfigError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {source}")]
     Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid config: {0}")]
+    Invalid(String),
 }
 
 /// Server configuration (`[server]`, `[auth]`, `[log]` and `[admin]` tables).
@@ -39,6 +41,8 @@ pub struct ServerConfig {
     pub admin: AdminSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub storage: StorageSection,
 }
 
 /// `[store]`: where users, quotas and the other shared state live (STORE-1). Without `url`,
@@ -159,6 +163,85 @@ pub struct AdminSection {
     pub metrics_listen: String,
 }
 
+/// `[storage]`: where file bytes live (STORE-OBJ-*). `kind = "local"` (the default) keeps
+/// each home on the server's disk; `kind = "s3"` keeps the namespace in the PostgreSQL store
+/// and the bytes in an S3-compatible bucket. Every S3 key can also come from the environment
+/// (`XFER_S3_ENDPOINT`, `XFER_S3_BUCKET`, `XFER_S3_REGION`, `XFER_S3_ROOT`,
+/// `XFER_S3_ACCESS_KEY_ID`, `XFER_S3_SECRET_ACCESS_KEY`), which wins over the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub kind: StorageKind,
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// Key prefix inside the bucket.
+    pub root: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            kind: StorageKind::Local,
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            root: "/".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        }
+    }
+}
+
+/// Which storage holds the homes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    #[default]
+    Local,
+    S3,
+}
+
+impl StorageSection {
+    /// The object store to use, if any, with the environment applied (`env` looks a name up).
+    /// S3 needs the PostgreSQL store for its namespace: `store_url` is the `[store] url`.
+    pub fn object_config(
+        &self,
+        store_url: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::storage::object::ObjectConfig>, ConfigError> {
+        if self.kind == StorageKind::Local {
+            return Ok(None);
+        }
+        if !store_url.is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid(
+                "[storage] kind = \"s3\" keeps its namespace in PostgreSQL and needs [store] url = \"postgres://...\""
+                    .into(),
+            ));
+        }
+        let pick = |var: &str, file: &str| env(var).unwrap_or_else(|| file.to_string());
+        let c = crate::storage::object::ObjectConfig {
+            endpoint: pick("XFER_S3_ENDPOINT", &self.endpoint),
+            bucket: pick("XFER_S3_BUCKET", &self.bucket),
+            region: pick("XFER_S3_REGION", &self.region),
+            root: pick("XFER_S3_ROOT", &self.root),
+            access_key_id: pick("XFER_S3_ACCESS_KEY_ID", &self.access_key_id),
+            secret_access_key: pick("XFER_S3_SECRET_ACCESS_KEY", &self.secret_access_key),
+        };
+        for (key, value) in [("endpoint", &c.endpoint), ("bucket", &c.bucket), ("access_key_id", &c.access_key_id)] {
+            if value.is_empty() {
+                return Err(ConfigError::Invalid(format!("[storage] kind = \"s3\" needs {key}")));
+            }
+        }
+        if c.secret_access_key.is_empty() {
+            return Err(ConfigError::Invalid("[storage] kind = \"s3\" needs secret_access_key".into()));
+        }
+        Ok(Some(c))
+    }
+}
+
 impl ServerSection {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
@@ -266,6 +349,31 @@ mod tests {
         assert_eq!(c.server.max_sessions_per_user, 32);
         let json: ServerConfig = toml::from_str("[server]\n[log]\nformat = \"json\"\n").unwrap();
         assert_eq!(json.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn s3_storage_needs_the_postgres_store_and_takes_keys_from_the_environment() {
+        let c = ServerConfig::embedded();
+        assert_eq!(c.storage.kind, StorageKind::Local);
+        assert!(c.storage.object_config(None, |_| None).unwrap().is_none());
+        let s3: ServerConfig = toml::from_str(
+            "[server]\n[storage]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:8333\"\nbucket = \"b\"\n\
+             access_key_id = \"file-key\"\nsecret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        let err = s3.storage.object_config(None, |_| None).unwrap_err().to_string();
+        assert!(err.contains("[store] url"), "{err}");
+        assert!(s3.storage.object_config(Some("sqlite.db"), |_| None).is_err());
+        let env = |k: &str| (k == "XFER_S3_ACCESS_KEY_ID").then(|| "env-key".to_string());
+        let o = s3.storage.object_config(Some("postgres://x@h/db"), env).unwrap().unwrap();
+        assert_eq!(
+            (o.endpoint.as_str(), o.bucket.as_str(), o.access_key_id.as_str()),
+            ("http://127.0.0.1:8333", "b", "env-key")
+        );
+        assert_eq!(o.region, "us-east-1");
+        let no_bucket: ServerConfig = toml::from_str("[server]\n[storage]\nkind = \"s3\"\n").unwrap();
+        let err = no_bucket.storage.object_config(Some("postgres://x@h/db"), |_| None).unwrap_err().to_string();
+        assert!(err.contains("endpoint"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! proto/           wire format, no I/O: control messages (serde + bincode), frame codec,
 //!                  data-chunk header; normative text in proto-spec/
 //! store/           SQLite user store: argon2id hashes, quotas, usage, reservations
+//! storage/         where files live, behind one trait: the local home, or a PostgreSQL
+//!                  namespace over immutable S3 objects (OpenDAL)
+//! pg               the PostgreSQL pool of a server process
 //! auth/            password hashing and brute-force throttling (pure, clock injected)
 //! home/            per-user home jail on capability handles (cap-std): path rules and file ops
 //! transfer/        chunking, crc32/md5 pipelines, partial files and resume; transport-agnostic
@@ -33,6 +36,7 @@ pub mod pg;
 pub mod proto;
 pub mod server;
 pub mod size;
+pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod transfer;

@@ -2,6 +2,7 @@
 
 use crate::home::{HomeError, PathError};
 use crate::proto::{ErrorCode, Response};
+use crate::storage::StorageError;
 use crate::store::StoreError;
 use crate::transfer::TransferError;
 
@@ -50,6 +51,23 @@ impl From<HomeError> for Reply {
 impl From<PathError> for Reply {
     fn from(e: PathError) -> Reply {
         Reply::from(HomeError::Path(e))
+    }
+}
+
+impl From<StorageError> for Reply {
+    fn from(e: StorageError) -> Reply {
+        match e {
+            StorageError::Home(e) => Reply::from(e),
+            // STORE-OBJ-8: an outage is named, its details stay in the log.
+            StorageError::Unavailable { what, ref detail } => {
+                tracing::warn!("{what} unavailable: {detail}");
+                Reply::new(ErrorCode::Busy, format!("{what} unavailable; try again later"))
+            }
+            StorageError::Fenced(_) => Reply::new(ErrorCode::Busy, e.to_string()),
+            StorageError::SourceChanged(_) => Reply::new(ErrorCode::SourceChanged, e.to_string()),
+            StorageError::DigestMismatch { .. } => Reply::new(ErrorCode::DigestMismatch, e.to_string()),
+            StorageError::InvalidWrite(_) => Reply::new(ErrorCode::BadRequest, e.to_string()),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use super::errors::{blocking, Reply};
 use super::session::Session;
 use crate::home::{self, EntryKind as HomeKind};
 use crate::proto::{Entry, EntryKind, ErrorCode, Request, Response};
+use crate::storage::Storage;
 
 impl Session {
     /// Serves one request that is neither a transfer nor a goodbye.
@@ -13,22 +14,22 @@ impl Session {
             Request::Pwd => Ok(Response::Pwd { path: self.cwd.to_string() }),
             Request::Cd { path } => {
                 let target = self.resolve(&path)?;
-                let home = self.home.clone();
+                let storage = self.storage.clone();
                 let t = target.clone();
-                blocking(move || home.check_dir(&t).map_err(Reply::from)).await?;
+                blocking(move || storage.check_dir(&t).map_err(Reply::from)).await?;
                 self.cwd = target;
                 Ok(Response::Pwd { path: self.cwd.to_string() })
             }
             Request::List { path } => {
                 let target = self.resolve(&path)?;
-                let home = self.home.clone();
-                let entries = blocking(move || list_or_stat(&home, &target)).await?;
+                let storage = self.storage.clone();
+                let entries = blocking(move || list_or_stat(&*storage, &target)).await?;
                 Ok(Response::Listing { entries })
             }
             Request::Stat { path } => {
                 let target = self.resolve(&path)?;
-                let home = self.home.clone();
-                let entry = blocking(move || home.stat(&target).map_err(Reply::from)).await?;
+                let storage = self.storage.clone();
+                let entry = blocking(move || storage.stat(&target).map_err(Reply::from)).await?;
                 Ok(Response::Stat { entry: wire_entry(entry) })
             }
             Request::Mkdir { path } => self.mkdir(&path).await,
@@ -38,8 +39,8 @@ impl Session {
                 if target.is_root() {
                     return Err(Reply::new(ErrorCode::InvalidPath, "cannot remove the home directory"));
                 }
-                let home = self.home.clone();
-                blocking(move || home.remove_dir(&target).map_err(Reply::from)).await?;
+                let storage = self.storage.clone();
+                blocking(move || storage.remove_dir(&target).map_err(Reply::from)).await?;
                 self.release_usage(0, 1).await?;
                 Ok(Response::Ok)
             }
@@ -47,10 +48,10 @@ impl Session {
             Request::Df => self.df().await,
             Request::Sum { path } => {
                 let target = self.resolve(&path)?;
-                let home = self.home.clone();
+                let storage = self.storage.clone();
                 blocking(move || {
-                    let (file, _) = home.open_read(&target)?;
-                    let (md5, size) = crate::transfer::hash_file(&file)?;
+                    let reader = storage.open_reader(&target)?;
+                    let (md5, size) = crate::storage::hash_blob(&*reader)?;
                     Ok(Response::Sum { md5, size })
                 })
                 .await
@@ -83,10 +84,10 @@ impl Session {
     async fn mkdir(&mut self, path: &str) -> Result<Response, Reply> {
         let target = self.resolve(path)?;
         refuse_partial_name(&target)?;
-        let (home, store, user) = (self.home.clone(), self.state.store.clone(), self.user.clone());
+        let (storage, store, user) = (self.storage.clone(), self.state.store.clone(), self.user.clone());
         blocking(move || {
             let reservation = store.reserve(&user, 0, 1)?;
-            home.mkdir(&target)?;
+            storage.mkdir(&target)?;
             reservation.commit(0, 1);
             Ok(Response::Ok)
         })
@@ -98,13 +99,13 @@ impl Session {
     async fn remove(&mut self, path: &str) -> Result<Response, Reply> {
         let target = self.resolve(path)?;
         self.check_not_uploading(&target)?;
-        let (home, store, user) = (self.home.clone(), self.state.store.clone(), self.user.clone());
+        let (storage, store, user) = (self.storage.clone(), self.state.store.clone(), self.user.clone());
         blocking(move || {
-            let entry = home.stat(&target)?;
+            let entry = storage.stat(&target)?;
             if entry.kind == HomeKind::Dir {
                 return Err(Reply::new(ErrorCode::IsADirectory, format!("is a directory: {target} (use rmdir)")));
             }
-            let freed = home.remove_file(&target)?;
+            let freed = storage.remove_file(&target)?;
             store.adjust_usage(&user, -(freed as i64), -i64::from(entry.kind == HomeKind::File));
             if let Some(of) = target.partial_target() {
                 if let Err(e) = store.delete_ranges(&user, &of.to_string()) {
@@ -126,8 +127,8 @@ impl Session {
         refuse_partial_name(&to)?;
         self.check_not_uploading(&from)?;
         self.check_not_uploading(&to)?;
-        let home = self.home.clone();
-        let replaced = blocking(move || home.rename(&from, &to).map_err(Reply::from)).await?;
+        let storage = self.storage.clone();
+        let replaced = blocking(move || storage.rename(&from, &to).map_err(Reply::from)).await?;
         if let Some(bytes) = replaced {
             self.release_usage(bytes, 1).await?;
         }
@@ -174,10 +175,10 @@ fn refuse_partial_name(path: &home::HomePath) -> Result<(), Reply> {
 }
 
 /// `ls` of a directory lists it; `ls` of anything else describes just that entry.
-fn list_or_stat(home: &home::Home, target: &home::HomePath) -> Result<Vec<Entry>, Reply> {
-    let entry = home.stat(target)?;
+fn list_or_stat(storage: &dyn Storage, target: &home::HomePath) -> Result<Vec<Entry>, Reply> {
+    let entry = storage.stat(target)?;
     if entry.kind == HomeKind::Dir {
-        Ok(home.list(target)?.into_iter().map(wire_entry).collect())
+        Ok(storage.list(target)?.into_iter().map(wire_entry).collect())
     } else {
         Ok(vec![wire_entry(entry)])
     }

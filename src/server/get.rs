@@ -8,7 +8,8 @@ use super::session::{Conn, Session};
 use crate::conn::ConnError;
 use crate::proto::control::Md5Digest;
 use crate::proto::{ErrorCode, Response};
-use crate::transfer::{self, spawn_reader, SourceItem};
+use crate::storage::BlobReader;
+use crate::transfer::{spawn_reader, SourceItem};
 
 impl Session {
     /// Serves one `Get`. Returns `Ok(false)` when the session must end afterwards.
@@ -63,11 +64,12 @@ impl Session {
         path: &str,
         offset: u64,
         prefix_md5: Option<Md5Digest>,
-    ) -> Result<(std::fs::File, u64, Md5), Reply> {
+    ) -> Result<(Box<dyn BlobReader>, u64, Md5), Reply> {
         let target = self.resolve(path)?;
-        let home = self.home.clone();
+        let storage = self.storage.clone();
         blocking(move || {
-            let (file, size) = home.open_read(&target)?;
+            let file = storage.open_reader(&target)?;
+            let size = file.size();
             if offset > size {
                 return Err(source_changed(format!(
                     "the local partial file has {offset} bytes but {target} has only {size}"
@@ -79,7 +81,7 @@ impl Session {
             let Some(expected) = prefix_md5 else {
                 return Err(Reply::new(ErrorCode::BadRequest, "resume offset given without a prefix digest"));
             };
-            let hasher = transfer::hash_prefix(&file, offset)?;
+            let hasher = crate::storage::hash_blob_prefix(&*file, offset)?;
             if <[u8; 16]>::from(hasher.clone().finalize()) != expected {
                 return Err(source_changed(format!(
                     "the first {offset} bytes of {target} differ from the local partial file"

@@ -169,14 +169,15 @@ async fn login(
     })?;
     let (registration, revoked) = state.revocations.register(&user, generation);
     let dir = state.layout.home_of(&user);
-    let home = blocking(move || Home::open(&dir).map_err(Reply::from)).await?;
+    let home = Arc::new(blocking(move || Home::open(&dir).map_err(Reply::from)).await?);
     super::metrics::login("ok");
     Audit::new("login", &user, peer, "/").message("logged in").emit();
     Ok(Session {
         state: state.clone(),
         user,
         peer,
-        home: Arc::new(home),
+        storage: Arc::new(crate::storage::LocalStorage::new(home.clone())),
+        home,
         cwd: HomePath::root(),
         secret,
         flow_ids: Default::default(),

@@ -157,6 +157,16 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
+        // Object storage keeps its namespace in the PostgreSQL store; with the embedded SQLite
+        // store it is refused with a config error (STORE-OBJ-1). Uploads and UDP transfers
+        // still use the local home, so it is refused with the PostgreSQL store as well.
+        let store_url = config.store.postgres_url();
+        if config.storage.object_config(store_url.as_deref(), |k| std::env::var(k).ok())?.is_some() {
+            return Err(ConfigError::Invalid(
+                "[storage] kind = \"s3\" is not available yet: uploads are stored on local disk only".into(),
+            )
+            .into());
+        }
         let store = open_store(&config, &layout)?;
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
         upload::sweep::at_start(&*store, &layout, config.quota.partial_expiry())?;

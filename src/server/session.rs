@@ -148,6 +148,8 @@ pub(crate) struct Session {
     pub user: String,
     pub peer: SocketAddr,
     pub home: Arc<Home>,
+    /// The namespace of the home, for the file operations.
+    pub storage: Arc<dyn crate::storage::Storage>,
     pub cwd: HomePath,
     /// Exported from this session's TLS connection; keys its UDP flows (UDP-SEAL-1).
     pub secret: crate::udp::seal::SessionSecret,

@@ -26,8 +26,8 @@ pub enum SourceItem {
 /// Starts reading `file` (positioned anywhere) from `offset` to `size`. `hasher` must already
 /// cover bytes `[0, offset)`. A file that turns out shorter than `size` yields
 /// `TransferError::SourceChanged`.
-pub fn spawn_reader(
-    file: std::fs::File,
+pub fn spawn_reader<R: ReadAt>(
+    file: R,
     offset: u64,
     size: u64,
     hasher: Md5,
@@ -41,8 +41,8 @@ pub fn spawn_reader(
     rx
 }
 
-fn read_loop(
-    file: std::fs::File,
+fn read_loop<R: ReadAt>(
+    file: R,
     offset: u64,
     size: u64,
     mut hasher: Md5,
@@ -52,7 +52,7 @@ fn read_loop(
     while pos < size {
         let n = (size - pos).min(CHUNK_SIZE as u64) as usize;
         let mut buf = BytesMut::zeroed(n);
-        read_source_at(&file, &mut buf, pos, size)?;
+        file.fill_at(&mut buf, pos, size)?;
         hasher.update(&buf);
         let chunk = DataChunk::new(pos, buf.freeze());
         pos += n as u64;
@@ -62,6 +62,18 @@ fn read_loop(
     }
     let _ = tx.blocking_send(Ok(SourceItem::Done { md5: hasher.finalize().into() }));
     Ok(())
+}
+
+/// Positioned reads of what is sent: a local file, or a stored file of any storage.
+pub trait ReadAt: Send + 'static {
+    /// Fills `buf` from `pos`; running out of source before `size` means it changed.
+    fn fill_at(&self, buf: &mut [u8], pos: u64, size: u64) -> Result<(), TransferError>;
+}
+
+impl ReadAt for std::fs::File {
+    fn fill_at(&self, buf: &mut [u8], pos: u64, size: u64) -> Result<(), TransferError> {
+        read_source_at(self, buf, pos, size)
+    }
 }
 
 /// Fills `buf` from `file` at `pos` (by position; the cursor is not used). Running out of file

@@ -394,7 +394,7 @@ fn defined_ids() -> BTreeSet<String> {
     ids
 }
 
-const ID_PREFIXES: [&str; 4] = ["CTRL-", "QUOTA-", "OPS-", "UDP-"];
+const ID_PREFIXES: [&str; 5] = ["CTRL-", "QUOTA-", "OPS-", "UDP-", "STORE-"];
 
 /// `PREFIX-...-N` with upper-case words and a numeric last part.
 fn is_requirement_id(s: &str) -> bool {
