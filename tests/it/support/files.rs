@@ -82,14 +82,26 @@ fn disk_walk(dir: &Path) -> (u64, u64, u64) {
     let (mut bytes, mut files, mut dirs) = (0, 0, 0);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
+        // A server may rename or remove entries while a test samples the tree: an entry that
+        // vanished between the listing and its stat is skipped, any other error is a failure.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if gone(&e) && d != dir => continue,
+            Err(e) => panic!("{}: {e}", d.display()),
+        };
+        for e in entries {
             let e = e.unwrap();
             let ft = e.file_type().unwrap();
             if ft.is_dir() {
                 dirs += 1;
                 stack.push(e.path());
             } else if ft.is_file() {
-                bytes += e.metadata().unwrap().len();
+                match e.metadata() {
+                    Ok(m) => bytes += m.len(),
+                    Err(err) if gone(&err) => continue,
+                    Err(err) => panic!("{}: {err}", e.path().display()),
+                }
                 files += 1;
             }
         }
