@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::conn::{Batch, ConnError, FrameReader, FrameWriter};
-use crate::proto::{Entry, ErrorCode, Frame, Request, Response, PROTOCOL_VERSION};
+use crate::proto::{Entry, ErrorCode, Frame, Request, Response, TreeEntry, PROTOCOL_VERSION};
 use crate::tls::{client_config, format_fingerprint, Fingerprint, PinnedVerifier, SERVER_NAME};
 use crate::transfer::TransferError;
 use greeting::{Expect, Greeting};
@@ -314,6 +314,28 @@ impl Client {
     pub async fn sum(&mut self, path: &str) -> Result<([u8; 16], u64), ClientError> {
         match self.call(&Request::Sum { path: path.to_string() }).await? {
             Response::Sum { md5, size } => Ok((md5, size)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets a remote file's mtime and, with `mode`, its permission bits (CTRL-ATTR-1).
+    pub async fn set_attrs(&mut self, path: &str, mtime: i64, mode: Option<u32>) -> Result<(), ClientError> {
+        self.call_ok(Request::SetAttrs { path: path.to_string(), mtime, mode }).await
+    }
+
+    /// Every entry beneath a remote directory in one request (CTRL-TREE-1); a path that is not
+    /// a directory gives one entry under its own name.
+    pub async fn walk(&mut self, path: &str) -> Result<Vec<TreeEntry>, ClientError> {
+        match self.call(&Request::Walk { path: path.to_string() }).await? {
+            Response::Tree { entries } => Ok(entries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The remote entries matching a glob pattern, expanded by the server (CTRL-GLOB-1).
+    pub async fn glob(&mut self, pattern: &str) -> Result<Vec<TreeEntry>, ClientError> {
+        match self.call(&Request::Glob { pattern: pattern.to_string() }).await? {
+            Response::Tree { entries } => Ok(entries),
             other => Err(unexpected(other)),
         }
     }

@@ -136,6 +136,7 @@ impl Change {
             Request::Remove { path } => ("rm", shown(path), None),
             Request::Rmdir { path } => ("rmdir", shown(path), None),
             Request::Rename { from, to } => ("mv", shown(from), Some(shown(to))),
+            Request::SetAttrs { path, .. } => ("setattr", shown(path), None),
             _ => return None,
         };
         Some(Change { event, path, to })

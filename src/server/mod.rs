@@ -15,6 +15,7 @@ mod login;
 mod metrics;
 mod revoke;
 mod session;
+mod tree;
 mod udp;
 mod upload;
 

@@ -12,7 +12,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use xfer::proto::codec::{encode_control, encode_data, FRAME_CONTROL};
 use xfer::proto::control::{ByteRange, Md5Digest};
-use xfer::proto::{DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport};
+use xfer::proto::{DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport, TreeEntry};
 
 // ---- Variant indices, written out so that the compiler checks they are exhaustive ----
 
@@ -36,6 +36,9 @@ fn request_index(r: &Request) -> u32 {
         Request::Abort => 14,
         Request::Bye => 15,
         Request::GetUdp { .. } => 16,
+        Request::SetAttrs { .. } => 17,
+        Request::Walk { .. } => 18,
+        Request::Glob { .. } => 19,
     }
 }
 
@@ -56,6 +59,7 @@ fn response_index(r: &Response) -> u32 {
         Response::Error { .. } => 11,
         Response::UdpPutReady { .. } => 12,
         Response::UdpGetReady { .. } => 13,
+        Response::Tree { .. } => 14,
     }
 }
 
@@ -88,10 +92,11 @@ fn error_index(c: ErrorCode) -> u32 {
         IdleTimeout => 22,
         ShuttingDown => 23,
         UnsupportedTransport => 24,
+        TooManyEntries => 25,
     }
 }
 
-const ALL_ERROR_CODES: [ErrorCode; 25] = {
+const ALL_ERROR_CODES: [ErrorCode; 26] = {
     use ErrorCode::*;
     [
         BadRequest,
@@ -119,6 +124,7 @@ const ALL_ERROR_CODES: [ErrorCode; 25] = {
         IdleTimeout,
         ShuttingDown,
         UnsupportedTransport,
+        TooManyEntries,
     ]
 };
 
@@ -165,6 +171,11 @@ fn entry() -> impl Strategy<Value = Entry> {
     (text(), entry_kind(), size(), any::<i64>()).prop_map(|(name, kind, size, mtime)| Entry { name, kind, size, mtime })
 }
 
+fn tree_entry() -> impl Strategy<Value = TreeEntry> {
+    (text(), entry_kind(), size(), any::<i64>(), any::<u32>())
+        .prop_map(|(path, kind, size, mtime, mode)| TreeEntry { path, kind, size, mtime, mode })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (text(), text()).prop_map(|(user, password)| Request::Auth { user, password }),
@@ -191,6 +202,10 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Bye),
         (text(), byte_ranges(), proptest::option::of(md5()), proptest::option::of(size()))
             .prop_map(|(path, held, held_md5, rate_limit)| Request::GetUdp { path, held, held_md5, rate_limit }),
+        (text(), any::<i64>(), proptest::option::of(any::<u32>()))
+            .prop_map(|(path, mtime, mode)| Request::SetAttrs { path, mtime, mode }),
+        text().prop_map(|path| Request::Walk { path }),
+        text().prop_map(|pattern| Request::Glob { pattern }),
     ]
 }
 
@@ -220,6 +235,7 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<u64>(), byte_ranges(), proptest::option::of(md5()))
             .prop_map(|(flow, held, held_md5)| Response::UdpPutReady { flow, held, held_md5 }),
         (any::<u64>(), size()).prop_map(|(flow, size)| Response::UdpGetReady { flow, size }),
+        vec(tree_entry(), 0..8).prop_map(|entries| Response::Tree { entries }),
     ]
 }
 

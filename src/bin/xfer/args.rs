@@ -81,6 +81,31 @@ pub enum Command {
         #[command(flatten)]
         opts: CopyArgs,
     },
+    /// Make DST like SRC: copy what is missing or differs (size and mtime, or md5 with
+    /// --checksum); one side is remote, written :PATH or USER@HOST:PATH
+    Sync {
+        /// Source directory (local, or remote as :PATH)
+        src: String,
+        /// Destination directory (local, or remote as :PATH)
+        dst: String,
+        /// Compare md5 digests instead of size and modification time
+        #[arg(short = 'c', long)]
+        checksum: bool,
+        /// Delete files and directories in DST that SRC does not have
+        #[arg(long)]
+        delete: bool,
+        /// Print what would be done and change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Keep the permission bits too (the modification time is always kept)
+        #[arg(short = 'p', long)]
+        preserve: bool,
+        /// Go on past files that fail; exit non-zero at the end with a summary
+        #[arg(short = 'k', long)]
+        keep_going: bool,
+        #[command(flatten)]
+        via: TransportArgs,
+    },
     /// List a directory (dotfiles and partial transfers only with -a)
     #[command(disable_help_flag = true)]
     Ls {
@@ -235,6 +260,9 @@ pub struct CopyArgs {
     /// Never replace an existing destination file
     #[arg(short = 'n', long)]
     pub no_clobber: bool,
+    /// Keep the permission bits too (the modification time is always kept)
+    #[arg(short = 'p', long)]
+    pub preserve: bool,
     #[command(flatten)]
     pub via: TransportArgs,
 }

@@ -4,6 +4,7 @@
 mod address;
 mod admin;
 mod args;
+mod attrs;
 mod completion;
 mod error;
 mod escape;
@@ -13,6 +14,7 @@ mod progress;
 mod remote;
 mod session;
 mod shell;
+mod sync;
 mod transfers;
 mod tree;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use xfer::client::{local, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
-use xfer::proto::{EntryKind, ErrorCode};
+use xfer::proto::{EntryKind, ErrorCode, TreeEntry};
 use xfer::size::format_size;
 use xfer::transfer::{hex_digest, TransferError};
 
@@ -17,15 +17,17 @@ use crate::remote::Ui;
 use crate::session::Session;
 use crate::{output, progress, tree};
 
-/// Takes `USER@HOST:` off the remote path arguments of put and get; every remote argument must
-/// name the same login.
+/// Takes `USER@HOST:` off the remote path arguments of put, get and sync; every remote argument
+/// must name the same login. A sync argument keeps a leading `:` to mark its side as remote.
 pub fn take_login(cmd: &mut Command) -> Result<Option<(String, String)>, CliError> {
+    let sync = matches!(cmd, Command::Sync { .. });
     let remote_args: Vec<&mut String> = match cmd {
         Command::Put { paths, .. } if paths.len() > 1 => paths.last_mut().into_iter().collect(),
         Command::Get { paths, .. } => {
             let n = if paths.len() > 1 { paths.len() - 1 } else { paths.len() };
             paths.iter_mut().take(n).collect()
         }
+        Command::Sync { src, dst, .. } => vec![src, dst],
         _ => return Ok(None),
     };
     let mut login = None;
@@ -36,7 +38,7 @@ pub fn take_login(cmd: &mut Command) -> Result<Option<(String, String)>, CliErro
                 return Err(CliError::usage("all remote paths must name the same USER@HOST"));
             }
             login = Some(l);
-            *arg = parsed.path;
+            *arg = if sync { format!(":{}", parsed.path) } else { parsed.path };
         }
     }
     Ok(login)
@@ -56,7 +58,7 @@ fn remote_name(path: &str) -> Result<String, CliError> {
     }
 }
 
-fn join_remote(dir: &str, name: &str) -> String {
+pub(crate) fn join_remote(dir: &str, name: &str) -> String {
     match dir.trim_end_matches('/') {
         "" if dir.starts_with('/') => format!("/{name}"),
         "" => name.to_string(),
@@ -93,14 +95,14 @@ fn partial_mismatch(e: &ClientError) -> bool {
 
 /// One file to move.
 #[derive(Clone, Copy)]
-enum Op<'a> {
+pub(crate) enum Op<'a> {
     Put { local: &'a Path, remote: &'a str },
     Get { remote: &'a str, local: &'a Path },
 }
 
 /// One transfer with progress; a mismatching partial is discarded and the transfer run again
 /// unless `-c` asked for a strict resume.
-async fn with_resume(
+pub(crate) async fn with_resume(
     client: &mut Client,
     op: Op<'_>,
     label: &str,
@@ -130,9 +132,9 @@ async fn with_resume(
     }
 }
 
-struct Timed {
-    summary: TransferSummary,
-    secs: f64,
+pub(crate) struct Timed {
+    pub summary: TransferSummary,
+    pub secs: f64,
 }
 
 /// Uploads the sources: files, `-` (standard input, spooled to a temporary file to learn its
@@ -260,8 +262,10 @@ pub async fn put_file(
     if opts.no_clobber && remote_kind(client, remote).await?.is_some() {
         return Err(CliError::new(ExitCode::Exists, format!("{remote}: exists on the server (refusing to overwrite)")));
     }
+    let meta = std::fs::metadata(local).map_err(|e| CliError::local(local, e))?;
     let label = format!("put {}", local.display());
     let t = with_resume(client, Op::Put { local, remote }, &label, opts, ui).await?;
+    crate::attrs::keep_remote(client, remote, &meta, opts.preserve).await?;
     report(ui, "uploaded", &local.display().to_string(), remote, &t)
 }
 
@@ -300,17 +304,19 @@ pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui:
         if opts.recursive && remote_kind(client, source).await? == Some(EntryKind::Dir) {
             tree::get_tree(client, source, &local, opts, ui).await?;
         } else {
-            get_file(client, source, &local, opts, ui).await?;
+            get_file(client, source, &local, None, opts, ui).await?;
         }
     }
     Ok(())
 }
 
-/// Downloads one file to a checked local destination.
+/// Downloads one file to a checked local destination and gives it the remote mtime (and mode
+/// with `-p`), from `known` when the caller listed it already.
 pub async fn get_file(
     client: &mut Client,
     remote: &str,
     local: &Path,
+    known: Option<&TreeEntry>,
     opts: &CopyArgs,
     ui: &Ui,
 ) -> Result<(), CliError> {
@@ -323,6 +329,13 @@ pub async fn get_file(
             e
         }
     })?;
+    let entry = match known {
+        Some(e) => Some(e.clone()),
+        None => crate::attrs::remote_entry(client, remote).await?,
+    };
+    if let Some(e) = entry {
+        crate::attrs::keep_local(&dest, e.mtime, opts.preserve.then_some(e.mode))?;
+    }
     report(ui, "downloaded", remote, &local.display().to_string(), &t)
 }
 

@@ -130,11 +130,12 @@ fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
-fn is_partial(name: &str) -> bool {
+pub fn is_partial(name: &str) -> bool {
     name.starts_with('.') && (name.ends_with(".xfer-part") || name.ends_with(".xfer-part.ranges"))
 }
 
-/// Downloads the remote tree at `remote` into `local`, creating directories as needed.
+/// Downloads the remote tree at `remote` into `local`, creating directories as needed. The
+/// tree is listed with one `Walk` (CTRL-TREE-1); files get the remote mtime (and mode with -p).
 pub async fn get_tree(
     client: &mut Client,
     remote: &str,
@@ -142,37 +143,37 @@ pub async fn get_tree(
     opts: &CopyArgs,
     ui: &Ui,
 ) -> Result<(), CliError> {
-    let mut stack = vec![(remote.to_string(), local.to_path_buf())];
-    let mut dirs = 0;
-    while let Some((rdir, dir)) = stack.pop() {
-        dirs += 1;
-        if dirs > MAX_DIRS {
-            return Err(CliError::general(format!("{remote}: more than {MAX_DIRS} directories")));
+    let entries = client.walk(remote).await.map_err(|e| CliError::from(e).context(remote))?;
+    local_dir(local)?;
+    for e in &entries {
+        let Some(rel) = safe_rel(&e.path) else {
+            return Err(CliError::new(ExitCode::Protocol, format!("{remote}: the server listed a bad path {:?}", e.path)));
+        };
+        if rel.iter().any(|c| is_partial(c)) {
+            continue;
         }
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(CliError::local(&dir, "exists and is not a directory")),
-            Err(_) => std::fs::create_dir(&dir).map_err(|e| CliError::local(&dir, e))?,
+        let rpath = format!("{}/{}", remote.trim_end_matches('/'), e.path);
+        let path = rel.iter().fold(local.to_path_buf(), |p, c| p.join(c));
+        match e.kind {
+            EntryKind::Dir => local_dir(&path)?,
+            EntryKind::File => get_file(client, &rpath, &path, Some(e), opts, ui).await?,
+            _ => ui.note(format!("{rpath}: not a regular file; skipped")),
         }
-        let mut entries = client.list(&rdir).await.map_err(|e| CliError::from(e).context(&rdir))?;
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut subdirs = Vec::new();
-        for e in entries.into_iter().filter(|e| !is_partial(&e.name)) {
-            if !is_plain_name(&e.name) {
-                return Err(CliError::new(
-                    ExitCode::Protocol,
-                    format!("{rdir}: the server listed a bad name {:?}", e.name),
-                ));
-            }
-            let rpath = format!("{}/{}", rdir.trim_end_matches('/'), e.name);
-            let path = dir.join(&e.name);
-            match e.kind {
-                EntryKind::Dir => subdirs.push((rpath, path)),
-                EntryKind::File => get_file(client, &rpath, &path, opts, ui).await?,
-                _ => ui.note(format!("{rpath}: not a regular file; skipped")),
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
     }
     Ok(())
+}
+
+/// Creates the local directory `dir` unless it is one already; never replaces anything.
+pub fn local_dir(dir: &Path) -> Result<(), CliError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(CliError::local(dir, "exists and is not a directory")),
+        Err(_) => std::fs::create_dir(dir).map_err(|e| CliError::local(dir, e)),
+    }
+}
+
+/// The components of a relative path the server listed, if each is a plain name.
+pub fn safe_rel(path: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.iter().all(|p| is_plain_name(p)).then_some(parts)
 }

@@ -1,0 +1,56 @@
+//! Modification time and mode kept across a transfer (CTRL-ATTR-1): the source's mtime always,
+//! its permission bits with `-p`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use xfer::client::Client;
+use xfer::proto::{ErrorCode, TreeEntry};
+
+use crate::error::CliError;
+
+/// The permission bits kept with `-p`.
+const MODE_BITS: u32 = 0o777;
+
+/// Gives the remote file `remote` the mtime (and with `preserve` the mode) of the local file
+/// behind `meta`. A server that predates `SetAttrs` answers `BadRequest`: the file stays as
+/// uploaded.
+pub async fn keep_remote(
+    client: &mut Client,
+    remote: &str,
+    meta: &std::fs::Metadata,
+    preserve: bool,
+) -> Result<(), CliError> {
+    let mode = preserve.then_some(meta.mode() & MODE_BITS);
+    match client.set_attrs(remote, meta.mtime(), mode).await {
+        Err(e) if e.code() == Some(ErrorCode::BadRequest) => Ok(()),
+        other => other.map_err(|e| CliError::from(e).context(remote)),
+    }
+}
+
+/// The remote entry at `remote` with its mtime and mode, or None from a server that predates
+/// `Walk`.
+pub async fn remote_entry(client: &mut Client, remote: &str) -> Result<Option<TreeEntry>, CliError> {
+    match client.walk(remote).await {
+        Ok(mut entries) if entries.len() == 1 => Ok(entries.pop()),
+        Ok(_) => Ok(None),
+        Err(e) if e.code() == Some(ErrorCode::BadRequest) => Ok(None),
+        Err(e) => Err(CliError::from(e).context(remote)),
+    }
+}
+
+/// Sets the local file's mtime to `mtime` and, when given, its permission bits.
+pub fn keep_local(path: &Path, mtime: i64, mode: Option<u32>) -> Result<(), CliError> {
+    let file = std::fs::File::open(path).map_err(|e| CliError::local(path, e))?;
+    let at = if mtime >= 0 {
+        UNIX_EPOCH + Duration::from_secs(mtime as u64)
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(mtime.unsigned_abs())).unwrap_or(UNIX_EPOCH)
+    };
+    file.set_modified(at).map_err(|e| CliError::local(path, e))?;
+    if let Some(mode) = mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS)).map_err(|e| CliError::local(path, e))?;
+    }
+    Ok(())
+}
