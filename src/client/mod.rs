@@ -101,6 +101,15 @@ pub struct Client {
     peer: std::net::SocketAddr,
     /// Exported from the TLS session; keys UDP flows (UDP-SEAL-1).
     secret: crate::udp::seal::SessionSecret,
+    /// Attributes the upload in progress gives its file (CTRL-ATTR-2), until sent.
+    attrs_pending: Option<FileAttrs>,
+}
+
+/// What `SetAttrs` writes: the source's mtime, and its permission bits when kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileAttrs {
+    pub mtime: i64,
+    pub mode: Option<u32>,
 }
 
 /// Which transport carries a transfer's data, as chosen by the user.
@@ -189,6 +198,7 @@ impl Client {
             greeting: Greeting::new(),
             peer,
             secret,
+            attrs_pending: None,
         })
     }
 
@@ -320,7 +330,33 @@ impl Client {
 
     /// Sets a remote file's mtime and, with `mode`, its permission bits (CTRL-ATTR-1).
     pub async fn set_attrs(&mut self, path: &str, mtime: i64, mode: Option<u32>) -> Result<(), ClientError> {
-        self.call_ok(Request::SetAttrs { path: path.to_string(), mtime, mode }).await
+        self.call_ok(Request::SetAttrs { path: path.to_string(), mtime, mode, upload_md5: None }).await
+    }
+
+    /// Uploads like [`Client::put_with`] and gives the new file `attrs` (CTRL-ATTR-2): a small
+    /// upload carries its `SetAttrs` in the same flight, a larger one sends it after `PutDone`.
+    /// A server that predates `SetAttrs` answers `BadRequest`; the file is then kept as uploaded.
+    pub async fn put_keeping(
+        &mut self,
+        local: &std::path::Path,
+        remote: &str,
+        opts: &TransferOptions,
+        attrs: FileAttrs,
+        progress: crate::transfer::ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        self.attrs_pending = Some(attrs);
+        let result = self.put_with(local, remote, opts, progress).await;
+        let pending = self.attrs_pending.take();
+        let summary = result?;
+        if let Some(a) = pending {
+            let req =
+                Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(summary.md5) };
+            match self.call_ok(req).await {
+                Err(e) if e.code() == Some(ErrorCode::BadRequest) => {}
+                other => other?,
+            }
+        }
+        Ok(summary)
     }
 
     /// Every entry beneath a remote directory in one request (CTRL-TREE-1); a path that is not

@@ -108,6 +108,13 @@ impl Client {
             batch.data(&DataChunk::new(0, data));
         }
         batch.control(&Request::PutEnd { md5 }).map_err(ConnError::from)?;
+        // CTRL-ATTR-2: the file's attributes ride along, applied only if this upload commits.
+        let attrs = self.attrs_pending.take();
+        if let Some(a) = attrs {
+            let req = Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(md5) };
+            batch.control(&req).map_err(ConnError::from)?;
+        }
+        let behind = usize::from(attrs.is_some());
         progress(Progress::Start { total: size, offset: 0 });
         self.writer.write_batch(batch).await.map_err(ConnError::from)?;
         self.settle_greeting().await?;
@@ -117,14 +124,25 @@ impl Client {
                 self.broken = true;
                 return Err(unexpected(other));
             }
-            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, frames + 1).await),
+            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, frames + 1 + behind).await),
             Err(e) => return Err(e),
         }
         progress(Progress::Advance { done: size });
         progress(Progress::Verifying);
-        match self.read_reply().await? {
-            Response::PutDone { size: s, md5: m } if s == size && m == md5 => {}
-            other => return Err(unexpected(other)),
+        match self.read_reply().await {
+            Ok(Response::PutDone { size: s, md5: m }) if s == size && m == md5 => {}
+            Ok(other) => return Err(unexpected(other)),
+            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, behind).await),
+            Err(e) => return Err(e),
+        }
+        if attrs.is_some() {
+            match self.read_reply().await {
+                Ok(Response::Ok) => {}
+                // A server that predates SetAttrs: the file stays as uploaded.
+                Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {}
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) => return Err(e),
+            }
         }
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: 0, md5, transport: Transport::Tcp, udp_stats: None })

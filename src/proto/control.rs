@@ -88,11 +88,13 @@ pub enum Request {
         rate_limit: Option<u64>,
     },
     /// Sets a regular file's modification time and, with `mode`, its permission bits
-    /// (CTRL-MSG-34, CTRL-ATTR-1).
+    /// (CTRL-MSG-34, CTRL-ATTR-1). With `upload_md5`, only if this session's latest upload
+    /// committed `path` with that digest (CTRL-ATTR-2), so it can be sent behind `PutEnd`.
     SetAttrs {
         path: String,
         mtime: i64,
         mode: Option<u32>,
+        upload_md5: Option<Md5Digest>,
     },
     /// Every entry beneath a directory in one reply (CTRL-MSG-35, CTRL-TREE-1).
     Walk {

@@ -58,7 +58,7 @@ impl Session {
                     })
                     .await
             }
-            Request::SetAttrs { path, mtime, mode } => self.set_attrs(&path, mtime, mode).await,
+            Request::SetAttrs { path, mtime, mode, .. } => self.set_attrs(&path, mtime, mode).await,
             Request::Walk { path } => self.walk(&path).await,
             Request::Glob { pattern } => self.glob(&pattern).await,
             Request::Auth { .. } => Err(Reply::new(ErrorCode::BadRequest, "already logged in")),

@@ -202,8 +202,8 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Bye),
         (text(), byte_ranges(), proptest::option::of(md5()), proptest::option::of(size()))
             .prop_map(|(path, held, held_md5, rate_limit)| Request::GetUdp { path, held, held_md5, rate_limit }),
-        (text(), any::<i64>(), proptest::option::of(any::<u32>()))
-            .prop_map(|(path, mtime, mode)| Request::SetAttrs { path, mtime, mode }),
+        (text(), any::<i64>(), proptest::option::of(any::<u32>()), proptest::option::of(md5()))
+            .prop_map(|(path, mtime, mode, upload_md5)| Request::SetAttrs { path, mtime, mode, upload_md5 }),
         text().prop_map(|path| Request::Walk { path }),
         text().prop_map(|pattern| Request::Glob { pattern }),
     ]

@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use xfer::client::Client;
+use xfer::client::{Client, FileAttrs};
 use xfer::proto::{ErrorCode, TreeEntry};
 
 use crate::error::CliError;
@@ -13,20 +13,10 @@ use crate::error::CliError;
 /// The permission bits kept with `-p`.
 const MODE_BITS: u32 = 0o777;
 
-/// Gives the remote file `remote` the mtime (and with `preserve` the mode) of the local file
-/// behind `meta`. A server that predates `SetAttrs` answers `BadRequest`: the file stays as
-/// uploaded.
-pub async fn keep_remote(
-    client: &mut Client,
-    remote: &str,
-    meta: &std::fs::Metadata,
-    preserve: bool,
-) -> Result<(), CliError> {
-    let mode = preserve.then_some(meta.mode() & MODE_BITS);
-    match client.set_attrs(remote, meta.mtime(), mode).await {
-        Err(e) if e.code() == Some(ErrorCode::BadRequest) => Ok(()),
-        other => other.map_err(|e| CliError::from(e).context(remote)),
-    }
+/// What an upload of `local` gives the remote file: its mtime, and its mode with `preserve`.
+pub fn of_local(local: &Path, preserve: bool) -> Result<FileAttrs, CliError> {
+    let meta = std::fs::metadata(local).map_err(|e| CliError::local(local, e))?;
+    Ok(FileAttrs { mtime: meta.mtime(), mode: preserve.then_some(meta.mode() & MODE_BITS) })
 }
 
 /// The remote entry at `remote` with its mtime and mode, or None from a server that predates

@@ -274,10 +274,8 @@ async fn execute(
         (Direction::Pull { local, .. }, Action::Mkdir(rel)) => tree::local_dir(&local.join(rel)),
         (Direction::Push { local, remote }, Action::Copy { rel, .. }) => {
             let (from, to) = (local.join(rel), join_remote(remote, rel));
-            let meta = std::fs::metadata(&from).map_err(|e| CliError::local(&from, e))?;
             let label = format!("put {rel}");
-            with_resume(client, Op::Put { local: &from, remote: &to }, &label, &opts, ui).await?;
-            attrs::keep_remote(client, &to, &meta, args.preserve).await
+            with_resume(client, Op::Put { local: &from, remote: &to }, &label, &opts, ui).await.map(|_| ())
         }
         (Direction::Pull { remote, local }, Action::Copy { rel, .. }) => {
             let (from, to) = (join_remote(remote, rel), local.join(rel));

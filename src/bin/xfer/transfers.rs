@@ -114,7 +114,10 @@ pub(crate) async fn with_resume(
         let (bar, progress) = progress::start(label, ui.progress, ui.quiet, &ui.in_flight);
         let t0 = Instant::now();
         let result = match op {
-            Op::Put { local, remote } => client.put_with(local, remote, &topts, progress).await,
+            Op::Put { local, remote } => {
+                let attrs = crate::attrs::of_local(local, opts.preserve)?;
+                client.put_keeping(local, remote, &topts, attrs, progress).await
+            }
             Op::Get { remote, local } => client.get_with(remote, local, &topts, progress).await,
         };
         bar.finish_and_clear();
@@ -262,10 +265,8 @@ pub async fn put_file(
     if opts.no_clobber && remote_kind(client, remote).await?.is_some() {
         return Err(CliError::new(ExitCode::Exists, format!("{remote}: exists on the server (refusing to overwrite)")));
     }
-    let meta = std::fs::metadata(local).map_err(|e| CliError::local(local, e))?;
     let label = format!("put {}", local.display());
     let t = with_resume(client, Op::Put { local, remote }, &label, opts, ui).await?;
-    crate::attrs::keep_remote(client, remote, &meta, opts.preserve).await?;
     report(ui, "uploaded", &local.display().to_string(), remote, &t)
 }
 
