@@ -9,6 +9,7 @@ mod completion;
 mod error;
 mod escape;
 mod exit_codes;
+mod glob;
 mod output;
 mod progress;
 mod remote;

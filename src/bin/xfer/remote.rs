@@ -93,7 +93,11 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
         }
         Command::Ls { path, long, human, by_time, by_size, reverse, all, help: _ } => {
             let style = ListStyle { long, human, by_time, by_size, reverse, all };
-            let entries = session.client().await?.list(path.as_deref().unwrap_or("")).await?;
+            let client = session.client().await?;
+            let entries = match path.as_deref() {
+                Some(p) if crate::glob::is_pattern(p) => crate::glob::as_entries(crate::glob::expand(client, p).await?),
+                p => client.list(p.unwrap_or("")).await?,
+            };
             list(output::arrange(entries, style), style, ui)
         }
         Command::Pwd => {
@@ -116,10 +120,17 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
         }
         Command::Rm { path, recursive } => {
             let client = session.client().await?;
-            if recursive {
-                tree::rm_r(client, &path).await?;
-            } else {
-                client.remove(&path).await?;
+            let targets = crate::glob::expand_all(client, vec![path.clone()]).await?;
+            // Deepest first, so a match inside another matched directory goes before it.
+            for target in targets.iter().rev() {
+                if recursive {
+                    tree::rm_r(client, target).await?;
+                } else {
+                    match client.remove(target).await {
+                        Err(e) if crate::glob::is_pattern(&path) => return Err(CliError::from(e).context(target)),
+                        other => other?,
+                    }
+                }
             }
             done(ui, "rm", &path)
         }

@@ -285,6 +285,7 @@ async fn put_stdin(client: &mut Client, remote: &str, opts: &CopyArgs, ui: &Ui) 
 pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
     let (sources, target) = split_sources(paths);
     let client = session.client().await?;
+    let sources = crate::glob::expand_all(client, sources).await?;
     if target.as_deref() == Some("-") {
         if sources.len() != 1 || opts.recursive {
             return Err(CliError::usage("get ... -: standard output takes exactly one file"));
