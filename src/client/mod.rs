@@ -103,6 +103,9 @@ pub struct Client {
     secret: crate::udp::seal::SessionSecret,
     /// Attributes the upload in progress gives its file (CTRL-ATTR-2), until sent.
     attrs_pending: Option<FileAttrs>,
+    /// Ask for the file's entry behind the next TCP `Get` (CTRL-ATTR-3), and what came back.
+    walk_behind_get: bool,
+    walked: Option<TreeEntry>,
 }
 
 /// What `SetAttrs` writes: the source's mtime, and its permission bits when kept.
@@ -199,6 +202,8 @@ impl Client {
             peer,
             secret,
             attrs_pending: None,
+            walk_behind_get: false,
+            walked: None,
         })
     }
 
@@ -349,14 +354,46 @@ impl Client {
         let pending = self.attrs_pending.take();
         let summary = result?;
         if let Some(a) = pending {
-            let req =
-                Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(summary.md5) };
+            let req = Request::SetAttrs {
+                path: remote.to_string(),
+                mtime: a.mtime,
+                mode: a.mode,
+                upload_md5: Some(summary.md5),
+            };
             match self.call_ok(req).await {
                 Err(e) if e.code() == Some(ErrorCode::BadRequest) => {}
                 other => other?,
             }
         }
         Ok(summary)
+    }
+
+    /// Downloads like [`Client::get_with`] and also returns the remote file's entry, with its
+    /// mtime and mode (CTRL-ATTR-3): a download over TCP asks for it in the same flight as its
+    /// `Get`, one over UDP with a `Walk` afterwards. `None` from a server that predates `Walk`.
+    pub async fn get_keeping(
+        &mut self,
+        remote: &str,
+        local: &std::path::Path,
+        opts: &TransferOptions,
+        progress: crate::transfer::ProgressFn,
+    ) -> Result<(TransferSummary, Option<TreeEntry>), ClientError> {
+        self.walk_behind_get = true;
+        self.walked = None;
+        let result = self.get_with(remote, local, opts, progress).await;
+        self.walk_behind_get = false;
+        let walked = self.walked.take();
+        let summary = result?;
+        let entry = match walked {
+            Some(e) => Some(e),
+            None => match self.walk(remote).await {
+                Ok(mut entries) if entries.len() == 1 => entries.pop(),
+                Ok(_) => None,
+                Err(e) if e.code() == Some(ErrorCode::BadRequest) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok((summary, entry))
     }
 
     /// Every entry beneath a remote directory in one request (CTRL-TREE-1); a path that is not

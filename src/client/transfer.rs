@@ -111,7 +111,8 @@ impl Client {
         // CTRL-ATTR-2: the file's attributes ride along, applied only if this upload commits.
         let attrs = self.attrs_pending.take();
         if let Some(a) = attrs {
-            let req = Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(md5) };
+            let req =
+                Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(md5) };
             batch.control(&req).map_err(ConnError::from)?;
         }
         let behind = usize::from(attrs.is_some());
@@ -218,6 +219,16 @@ impl Client {
         err
     }
 
+    /// Reads the reply to a `Walk` sent behind a `Get` (CTRL-ATTR-3) and keeps its one entry.
+    /// A server that predates `Walk` answers `BadRequest`: the entry stays unknown.
+    async fn read_walk_behind(&mut self) {
+        match self.read_reply().await {
+            Ok(Response::Tree { mut entries }) if entries.len() == 1 => self.walked = entries.pop(),
+            Ok(_) | Err(ClientError::Server { .. }) => {}
+            Err(_) => self.broken = true,
+        }
+    }
+
     /// Abandons an accepted upload before or during streaming; the server keeps its partial.
     pub(super) async fn abort_put(&mut self) -> Result<(), ClientError> {
         self.writer.write_control(&Request::Abort).await.map_err(ConnError::from)?;
@@ -270,6 +281,12 @@ impl Client {
         }
         let req = Request::Get { path: remote.to_string(), offset, prefix_md5, transport: Transport::Tcp };
         batch.control(&req).map_err(ConnError::from)?;
+        // CTRL-ATTR-3: the file's mtime and mode are asked for in the same flight; the server
+        // answers after the download's final reply.
+        let walk_behind = std::mem::take(&mut self.walk_behind_get);
+        if walk_behind {
+            batch.control(&Request::Walk { path: remote.to_string() }).map_err(ConnError::from)?;
+        }
         self.writer.write_batch(batch).await.map_err(ConnError::from)?;
         if abort_udp_first {
             self.read_udp_get_end().await?;
@@ -280,13 +297,19 @@ impl Client {
                 if offset == 0 {
                     let _ = std::fs::remove_file(&partial);
                 }
+                if walk_behind && matches!(other, Err(ClientError::Server { .. })) {
+                    self.read_walk_behind().await;
+                }
                 return Err(other.map_or_else(|e| e, unexpected));
             }
         };
         progress(Progress::Start { total: size, offset });
         let result = self.receive_get(file, offset, size, hasher, &progress).await;
-        if result.is_err() {
-            self.broken = true;
+        match &result {
+            Err(ClientError::Server { .. }) if walk_behind => self.read_walk_behind().await,
+            Err(_) => self.broken = true,
+            Ok(_) if walk_behind => self.read_walk_behind().await,
+            Ok(_) => {}
         }
         let (server_md5, written_md5) = result?;
         progress(Progress::Verifying);

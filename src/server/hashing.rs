@@ -22,7 +22,11 @@ pub(crate) struct Hashing {
 impl Hashing {
     pub fn new(parallel: usize) -> Hashing {
         let parallel = parallel.max(1);
-        Hashing { slots: Arc::new(Semaphore::new(parallel)), spaces: Arc::default(), files: Arc::new(Semaphore::new(parallel)) }
+        Hashing {
+            slots: Arc::new(Semaphore::new(parallel)),
+            spaces: Arc::default(),
+            files: Arc::new(Semaphore::new(parallel)),
+        }
     }
 
     /// Runs `job` (a file digest) in `spawn_blocking` once one of the bounded file-hashing

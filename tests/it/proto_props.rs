@@ -12,7 +12,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use xfer::proto::codec::{encode_control, encode_data, FRAME_CONTROL};
 use xfer::proto::control::{ByteRange, Md5Digest};
-use xfer::proto::{DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport, TreeEntry};
+use xfer::proto::{
+    DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport, TreeEntry,
+};
 
 // ---- Variant indices, written out so that the compiler checks they are exhaustive ----
 
@@ -172,8 +174,13 @@ fn entry() -> impl Strategy<Value = Entry> {
 }
 
 fn tree_entry() -> impl Strategy<Value = TreeEntry> {
-    (text(), entry_kind(), size(), any::<i64>(), any::<u32>())
-        .prop_map(|(path, kind, size, mtime, mode)| TreeEntry { path, kind, size, mtime, mode })
+    (text(), entry_kind(), size(), any::<i64>(), any::<u32>()).prop_map(|(path, kind, size, mtime, mode)| TreeEntry {
+        path,
+        kind,
+        size,
+        mtime,
+        mode,
+    })
 }
 
 fn request() -> impl Strategy<Value = Request> {

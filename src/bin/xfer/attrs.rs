@@ -5,8 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use xfer::client::{Client, FileAttrs};
-use xfer::proto::{ErrorCode, TreeEntry};
+use xfer::client::FileAttrs;
 
 use crate::error::CliError;
 
@@ -19,17 +18,6 @@ pub fn of_local(local: &Path, preserve: bool) -> Result<FileAttrs, CliError> {
     Ok(FileAttrs { mtime: meta.mtime(), mode: preserve.then_some(meta.mode() & MODE_BITS) })
 }
 
-/// The remote entry at `remote` with its mtime and mode, or None from a server that predates
-/// `Walk`.
-pub async fn remote_entry(client: &mut Client, remote: &str) -> Result<Option<TreeEntry>, CliError> {
-    match client.walk(remote).await {
-        Ok(mut entries) if entries.len() == 1 => Ok(entries.pop()),
-        Ok(_) => Ok(None),
-        Err(e) if e.code() == Some(ErrorCode::BadRequest) => Ok(None),
-        Err(e) => Err(CliError::from(e).context(remote)),
-    }
-}
-
 /// Sets the local file's mtime to `mtime` and, when given, its permission bits.
 pub fn keep_local(path: &Path, mtime: i64, mode: Option<u32>) -> Result<(), CliError> {
     let file = std::fs::File::open(path).map_err(|e| CliError::local(path, e))?;
@@ -40,7 +28,8 @@ pub fn keep_local(path: &Path, mtime: i64, mode: Option<u32>) -> Result<(), CliE
     };
     file.set_modified(at).map_err(|e| CliError::local(path, e))?;
     if let Some(mode) = mode {
-        file.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS)).map_err(|e| CliError::local(path, e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode & MODE_BITS))
+            .map_err(|e| CliError::local(path, e))?;
     }
     Ok(())
 }

@@ -65,8 +65,14 @@ type Tree = BTreeMap<String, Item>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
     Mkdir(String),
-    Copy { rel: String, size: u64 },
-    Delete { rel: String, dir: bool },
+    Copy {
+        rel: String,
+        size: u64,
+    },
+    Delete {
+        rel: String,
+        dir: bool,
+    },
     /// The two sides disagree on what a path is (file against directory).
     Conflict(String),
 }
@@ -143,7 +149,10 @@ async fn remote_tree(client: &mut Client, path: &str) -> Result<Option<Tree>, Cl
     let mut tree = Tree::new();
     for e in client.walk(path).await.map_err(|e| CliError::from(e).context(path))? {
         let Some(parts) = tree::safe_rel(&e.path) else {
-            return Err(CliError::new(ExitCode::Protocol, format!("{path}: the server listed a bad path {:?}", e.path)));
+            return Err(CliError::new(
+                ExitCode::Protocol,
+                format!("{path}: the server listed a bad path {:?}", e.path),
+            ));
         };
         if parts.iter().any(|p| tree::is_partial(p)) {
             continue;
@@ -188,7 +197,10 @@ fn local_tree(root: &Path) -> Result<Option<Tree>, CliError> {
             let size = if kind == Kind::File { meta.len() } else { 0 };
             tree.insert(child, Item { kind, size, mtime: meta.mtime(), mode: meta.mode() & 0o7777 });
             if tree.len() > MAX_ENTRIES {
-                return Err(CliError::new(ExitCode::TooMany, format!("{}: more than {MAX_ENTRIES} entries", root.display())));
+                return Err(CliError::new(
+                    ExitCode::TooMany,
+                    format!("{}: more than {MAX_ENTRIES} entries", root.display()),
+                ));
             }
         }
     }
@@ -197,7 +209,12 @@ fn local_tree(root: &Path) -> Result<Option<Tree>, CliError> {
 
 /// Files on both sides with the same size whose md5 digests match (`--checksum`). One `Sum`
 /// per such file.
-async fn matching_digests(client: &mut Client, dir: &Direction, src: &Tree, dst: &Tree) -> Result<HashSet<String>, CliError> {
+async fn matching_digests(
+    client: &mut Client,
+    dir: &Direction,
+    src: &Tree,
+    dst: &Tree,
+) -> Result<HashSet<String>, CliError> {
     let (local_root, remote_root) = match dir {
         Direction::Push { local, remote } | Direction::Pull { remote, local } => (local, remote),
     };
@@ -281,7 +298,7 @@ async fn execute(
             let (from, to) = (join_remote(remote, rel), local.join(rel));
             let dest = local::download_target(&to, false)?;
             let label = format!("get {rel}");
-            with_resume(client, Op::Get { remote: &from, local: &dest }, &label, &opts, ui).await?;
+            with_resume(client, Op::Get { remote: &from, local: &dest, entry: false }, &label, &opts, ui).await?;
             let item = src.get(rel).copied();
             match item {
                 Some(i) => attrs::keep_local(&dest, i.mtime, args.preserve.then_some(i.mode)),

@@ -96,8 +96,16 @@ fn partial_mismatch(e: &ClientError) -> bool {
 /// One file to move.
 #[derive(Clone, Copy)]
 pub(crate) enum Op<'a> {
-    Put { local: &'a Path, remote: &'a str },
-    Get { remote: &'a str, local: &'a Path },
+    Put {
+        local: &'a Path,
+        remote: &'a str,
+    },
+    /// `entry`: also learn the remote file's mtime and mode (CTRL-ATTR-3).
+    Get {
+        remote: &'a str,
+        local: &'a Path,
+        entry: bool,
+    },
 }
 
 /// One transfer with progress; a mismatching partial is discarded and the transfer run again
@@ -116,15 +124,18 @@ pub(crate) async fn with_resume(
         let result = match op {
             Op::Put { local, remote } => {
                 let attrs = crate::attrs::of_local(local, opts.preserve)?;
-                client.put_keeping(local, remote, &topts, attrs, progress).await
+                client.put_keeping(local, remote, &topts, attrs, progress).await.map(|s| (s, None))
             }
-            Op::Get { remote, local } => client.get_with(remote, local, &topts, progress).await,
+            Op::Get { remote, local, entry: false } => {
+                client.get_with(remote, local, &topts, progress).await.map(|s| (s, None))
+            }
+            Op::Get { remote, local, entry: true } => client.get_keeping(remote, local, &topts, progress).await,
         };
         bar.finish_and_clear();
         match result {
-            Ok(s) => {
+            Ok((s, entry)) => {
                 ui.in_flight.end();
-                return Ok(Timed { summary: s, secs: t0.elapsed().as_secs_f64() });
+                return Ok(Timed { summary: s, secs: t0.elapsed().as_secs_f64(), entry });
             }
             Err(e) if topts.resume && !opts.resume && partial_mismatch(&e) => {
                 ui.note(format!("{label}: the partial transfer does not match the source; starting over"));
@@ -138,6 +149,8 @@ pub(crate) async fn with_resume(
 pub(crate) struct Timed {
     pub summary: TransferSummary,
     pub secs: f64,
+    /// The remote file's entry, when a download asked for it.
+    pub entry: Option<TreeEntry>,
 }
 
 /// Uploads the sources: files, `-` (standard input, spooled to a temporary file to learn its
@@ -324,18 +337,15 @@ pub async fn get_file(
 ) -> Result<(), CliError> {
     let dest = local::download_target(local, opts.no_clobber)?;
     let label = format!("get {remote}");
-    let t = with_resume(client, Op::Get { remote, local: &dest }, &label, opts, ui).await.map_err(|e| {
+    let op = Op::Get { remote, local: &dest, entry: known.is_none() };
+    let t = with_resume(client, op, &label, opts, ui).await.map_err(|e| {
         if e.server_code == Some(ErrorCode::IsADirectory) && !opts.recursive {
             e.with_note("use -r to download a tree")
         } else {
             e
         }
     })?;
-    let entry = match known {
-        Some(e) => Some(e.clone()),
-        None => crate::attrs::remote_entry(client, remote).await?,
-    };
-    if let Some(e) = entry {
+    if let Some(e) = known.or(t.entry.as_ref()) {
         crate::attrs::keep_local(&dest, e.mtime, opts.preserve.then_some(e.mode))?;
     }
     report(ui, "downloaded", remote, &local.display().to_string(), &t)
@@ -345,7 +355,7 @@ async fn get_stdout(client: &mut Client, remote: &str, opts: &CopyArgs, ui: &Ui)
     let dir = tempfile::tempdir().map_err(|e| CliError::local(&std::env::temp_dir(), e))?;
     let dest = dir.path().join("download");
     let label = format!("get {remote}");
-    let t = with_resume(client, Op::Get { remote, local: &dest }, &label, opts, ui).await?;
+    let t = with_resume(client, Op::Get { remote, local: &dest, entry: false }, &label, opts, ui).await?;
     let mut file = std::fs::File::open(&dest).map_err(|e| CliError::local(&dest, e))?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut file, &mut out).and_then(|_| std::io::Write::flush(&mut out)).map_err(CliError::stdout)?;

@@ -147,7 +147,10 @@ pub async fn get_tree(
     local_dir(local)?;
     for e in &entries {
         let Some(rel) = safe_rel(&e.path) else {
-            return Err(CliError::new(ExitCode::Protocol, format!("{remote}: the server listed a bad path {:?}", e.path)));
+            return Err(CliError::new(
+                ExitCode::Protocol,
+                format!("{remote}: the server listed a bad path {:?}", e.path),
+            ));
         };
         if rel.iter().any(|c| is_partial(c)) {
             continue;
