@@ -22,6 +22,7 @@ mod quota;
 mod resume;
 mod round_trips;
 mod sessions;
+mod sync;
 mod udp_e2e;
 mod udp_flow_sim;
 mod udp_props;

@@ -359,7 +359,7 @@ fn can_round_trip_every_error_code() {
         assert_eq!(Frame::decode_control::<Response>(payload), Ok(resp));
     }
     // One past the last code does not decode.
-    let past = [11u32.to_be_bytes(), 25u32.to_be_bytes(), [0; 4], [0; 4]].concat();
+    let past = [11u32.to_be_bytes(), 26u32.to_be_bytes(), [0; 4], [0; 4]].concat();
     assert!(Frame::decode_control::<Response>(&past).is_err());
 }
 

@@ -84,15 +84,17 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
     let (src, dst) = match &dir {
         Direction::Push { local, remote } => {
             let src = local_tree(local)?.ok_or_else(|| CliError::local(local, "no such directory"))?;
-            (src, remote_tree(client, remote).await?.unwrap_or_default())
+            (src, remote_tree(client, remote).await?)
         }
         Direction::Pull { remote, local } => {
             let src = remote_tree(client, remote)
                 .await?
                 .ok_or_else(|| CliError::new(ExitCode::RemotePath, format!("{remote}: no such remote directory")))?;
-            (src, local_tree(local)?.unwrap_or_default())
+            (src, local_tree(local)?)
         }
     };
+    let dst_missing = dst.is_none();
+    let dst = dst.unwrap_or_default();
     let same_md5 = if args.checksum { matching_digests(client, &dir, &src, &dst).await? } else { HashSet::new() };
     let actions = plan(&src, &dst, args.delete, |rel, s, d| {
         if args.checksum {
@@ -107,7 +109,7 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
         .count()
         .saturating_sub(actions.iter().filter(|a| matches!(a, Action::Copy { .. } | Action::Conflict(_))).count());
     let mut tally = Tally { unchanged, ..Tally::default() };
-    if !args.dry_run {
+    if !args.dry_run && dst_missing {
         prepare_top(client, &dir).await?;
     }
     for action in &actions {
@@ -383,12 +385,7 @@ fn finish(t: &Tally, actions: &[Action], dry_run: bool, ui: &Ui) -> Result<(), C
         );
     }
     if t.failed > 0 && !dry_run {
-        let code = if actions.iter().any(|a| matches!(a, Action::Conflict(_))) && t.failed == 1 {
-            ExitCode::Exists
-        } else {
-            ExitCode::Partial
-        };
-        return Err(CliError::new(code, format!("sync: {} of {} steps failed", t.failed, actions.len())));
+        return Err(CliError::new(ExitCode::Partial, format!("sync: {} of {} steps failed", t.failed, actions.len())));
     }
     Ok(())
 }
