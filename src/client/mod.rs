@@ -6,6 +6,7 @@ pub mod fallback;
 mod greeting;
 pub mod known_hosts;
 pub mod local;
+mod pace;
 mod transfer;
 mod udp;
 
@@ -106,6 +107,8 @@ pub struct Client {
     /// Ask for the file's entry behind the next TCP `Get` (CTRL-ATTR-3), and what came back.
     walk_behind_get: bool,
     walked: Option<TreeEntry>,
+    /// The rate limit of the transfer in progress, for TCP pacing (CTRL-XFER-9).
+    tcp_rate: Option<u64>,
 }
 
 /// What `SetAttrs` writes: the source's mtime, and its permission bits when kept.
@@ -130,7 +133,7 @@ pub enum TransportChoice {
 pub struct TransferOptions {
     pub resume: bool,
     pub transport: TransportChoice,
-    /// Cap on the UDP sending rate in bytes per second.
+    /// Cap on the rate in bytes per second, on every transport (UDP-CTRL-3, CTRL-XFER-9).
     pub rate_limit: Option<u64>,
 }
 
@@ -204,6 +207,7 @@ impl Client {
             attrs_pending: None,
             walk_behind_get: false,
             walked: None,
+            tcp_rate: None,
         })
     }
 

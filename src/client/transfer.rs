@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
+use super::pace::{self, Pacer};
 use super::{unexpected, Client, ClientError, TransferOptions, TransportChoice};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
@@ -117,6 +118,7 @@ impl Client {
         }
         let behind = usize::from(attrs.is_some());
         progress(Progress::Start { total: size, offset: 0 });
+        pace::pace(&mut self.tcp_rate.map(Pacer::new), size).await;
         self.writer.write_batch(batch).await.map_err(ConnError::from)?;
         self.settle_greeting().await?;
         match self.read_reply().await {
@@ -174,6 +176,7 @@ impl Client {
         progress: &ProgressFn,
     ) -> Result<Md5Digest, ClientError> {
         let mut chunks = spawn_reader(file, offset, size, hasher);
+        let mut pacer = self.tcp_rate.map(Pacer::new);
         loop {
             let item = tokio::select! {
                 item = chunks.recv() => item,
@@ -181,6 +184,11 @@ impl Client {
             };
             match item {
                 Some(Ok(SourceItem::Chunk(chunk))) => {
+                    // CTRL-XFER-9: each frame waits until the limit allows it.
+                    tokio::select! {
+                        _ = pace::pace(&mut pacer, chunk.data.len() as u64) => {}
+                        frame = self.reader.read_frame() => return Err(self.early_reply(frame).await),
+                    }
                     self.writer.write_data(&chunk).await.map_err(ConnError::from)?;
                     progress(Progress::Advance { done: chunk.end() });
                 }
@@ -358,9 +366,13 @@ impl Client {
     ) -> Result<(Md5Digest, Md5Digest), ClientError> {
         let mut check = ChunkCheck::new(offset, size);
         let mut writer = spawn_writer(file, hasher);
+        let mut pacer = self.tcp_rate.map(Pacer::new);
         let outcome: Result<Md5Digest, ClientError> = loop {
             match self.reader.read_frame().await {
                 Ok(Frame::Data(chunk)) => {
+                    // CTRL-XFER-9: reading no faster than the limit holds the server back
+                    // through TCP flow control.
+                    pace::pace(&mut pacer, chunk.data.len() as u64).await;
                     let end = chunk.end();
                     if let Err(e) = check.accept(&chunk) {
                         break Err(e.into());

@@ -130,6 +130,7 @@ impl Client {
         opts: &TransferOptions,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
+        self.tcp_rate = opts.rate_limit;
         // UDP-FALLBACK-4: a small file is done sooner over the control connection.
         if opts.transport == TransportChoice::Tcp || super::transfer::small_upload(local, opts) {
             progress(Progress::Via(Transport::Tcp));
@@ -154,6 +155,7 @@ impl Client {
         opts: &TransferOptions,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
+        self.tcp_rate = opts.rate_limit;
         if opts.transport == TransportChoice::Tcp {
             progress(Progress::Via(Transport::Tcp));
             return self.get(remote, local, opts.resume, progress).await;

@@ -17,6 +17,7 @@ mod disk_full;
 mod e2e;
 mod integrity;
 mod jail;
+mod pacing;
 mod proto_props;
 mod quota;
 mod resume;

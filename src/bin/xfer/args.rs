@@ -238,8 +238,7 @@ pub struct TransportArgs {
     /// falling back to TCP when UDP is blocked or does clearly worse)
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
-    /// Cap the rate in bytes per second (units: K, M, G, e.g. 50M); UDP only for now, so with
-    /// a limit auto never falls back to (unlimited) TCP
+    /// Cap the rate in bytes per second (units: K, M, G, e.g. 50M), on UDP and TCP alike
     #[arg(long, value_parser = parse_rate)]
     pub rate_limit: Option<u64>,
 }

@@ -75,15 +75,13 @@ pub async fn remote_kind(client: &mut Client, path: &str) -> Result<Option<Entry
     }
 }
 
-/// Resume choice: a rate limit never falls back to (unpaced) TCP.
+/// Resume and transport choice; the rate limit paces every transport (CTRL-XFER-9), so a
+/// fallback from UDP to TCP stays within it.
 fn transfer_options(opts: &CopyArgs) -> Result<TransferOptions, CliError> {
-    let transport = match (opts.via.transport, opts.via.rate_limit) {
-        (TransportArg::Tcp, Some(_)) => {
-            return Err(CliError::usage("--rate-limit paces UDP only for now; drop --transport tcp or the limit"))
-        }
-        (TransportArg::Auto, Some(_)) | (TransportArg::Udp, _) => TransportChoice::Udp,
-        (TransportArg::Auto, None) => TransportChoice::Auto,
-        (TransportArg::Tcp, None) => TransportChoice::Tcp,
+    let transport = match opts.via.transport {
+        TransportArg::Udp => TransportChoice::Udp,
+        TransportArg::Auto => TransportChoice::Auto,
+        TransportArg::Tcp => TransportChoice::Tcp,
     };
     Ok(TransferOptions { resume: !opts.no_resume, transport, rate_limit: opts.via.rate_limit })
 }
