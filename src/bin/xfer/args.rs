@@ -103,6 +103,9 @@ pub enum Command {
         /// Go on past files that fail; exit non-zero at the end with a summary
         #[arg(short = 'k', long)]
         keep_going: bool,
+        /// Files in flight at once, each over its own session of the same login
+        #[arg(short = 'j', long, default_value_t = DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
         #[command(flatten)]
         via: TransportArgs,
     },
@@ -244,7 +247,7 @@ pub struct TransportArgs {
 }
 
 /// Options shared by put and get.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct CopyArgs {
     /// Copy directories and everything under them
     #[arg(short = 'r', short_alias = 'R', long)]
@@ -262,8 +265,32 @@ pub struct CopyArgs {
     /// Keep the permission bits too (the modification time is always kept)
     #[arg(short = 'p', long)]
     pub preserve: bool,
+    /// Files in flight at once, each over its own session of the same login
+    #[arg(short = 'j', long, default_value_t = DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Go on past files that fail; exit non-zero at the end with a summary
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
     #[command(flatten)]
     pub via: TransportArgs,
+}
+
+/// Files in flight at once unless `-j` says otherwise.
+pub const DEFAULT_PARALLEL: u16 = 4;
+
+impl Default for CopyArgs {
+    fn default() -> CopyArgs {
+        CopyArgs {
+            recursive: false,
+            resume: false,
+            no_resume: false,
+            no_clobber: false,
+            preserve: false,
+            parallel: DEFAULT_PARALLEL,
+            keep_going: false,
+            via: TransportArgs::default(),
+        }
+    }
 }
 
 /// How progress is shown on stderr.

@@ -11,6 +11,7 @@ mod escape;
 mod exit_codes;
 mod glob;
 mod output;
+mod pool;
 mod progress;
 mod remote;
 mod session;

@@ -87,8 +87,9 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
     match cmd {
         Command::Put { paths, opts, dereference } => transfers::put(session, paths, &opts, dereference, ui).await,
         Command::Get { paths, opts } => transfers::get(session, paths, &opts, ui).await,
-        Command::Sync { src, dst, checksum, delete, dry_run, preserve, keep_going, via } => {
-            let args = crate::sync::SyncArgs { src, dst, checksum, delete, dry_run, preserve, keep_going, via };
+        Command::Sync { src, dst, checksum, delete, dry_run, preserve, keep_going, parallel, via } => {
+            let args =
+                crate::sync::SyncArgs { src, dst, checksum, delete, dry_run, preserve, keep_going, parallel, via };
             crate::sync::run(session, args, ui).await
         }
         Command::Ls { path, long, human, by_time, by_size, reverse, all, help: _ } => {

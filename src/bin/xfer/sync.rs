@@ -7,17 +7,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use xfer::client::{local, Client};
-use xfer::proto::{EntryKind, ErrorCode};
+use xfer::client::Client;
+use xfer::proto::{EntryKind, ErrorCode, TreeEntry};
 use xfer::size::format_size;
 
 use crate::args::{CopyArgs, TransportArgs};
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
+use crate::pool::Job;
 use crate::remote::Ui;
 use crate::session::Session;
-use crate::transfers::{join_remote, with_resume, Op};
-use crate::{attrs, output, tree};
+use crate::transfers::join_remote;
+use crate::{output, tree};
 
 /// Entries one side of a sync may hold at most (the server's `Walk` bound, CTRL-TREE-2).
 const MAX_ENTRIES: usize = 100_000;
@@ -31,6 +32,7 @@ pub struct SyncArgs {
     pub dry_run: bool,
     pub preserve: bool,
     pub keep_going: bool,
+    pub parallel: u16,
     pub via: TransportArgs,
 }
 
@@ -109,16 +111,53 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
         .count()
         .saturating_sub(actions.iter().filter(|a| matches!(a, Action::Copy { .. } | Action::Conflict(_))).count());
     let mut tally = Tally { unchanged, ..Tally::default() };
-    if !args.dry_run && dst_missing {
-        prepare_top(client, &dir).await?;
-    }
-    for action in &actions {
-        if args.dry_run {
+    if args.dry_run {
+        for action in &actions {
             tally.count(action);
             dry_line(action, ui)?;
-            continue;
         }
-        match execute(client, &dir, action, &src, &args, ui).await {
+        return finish(&tally, &actions, true, ui);
+    }
+    if dst_missing {
+        prepare_top(client, &dir).await?;
+    }
+    // Directories (and conflicts) first, in order; then the copies, several at once; then the
+    // deletions, deepest first.
+    let (copies, steps): (Vec<&Action>, Vec<&Action>) = actions.iter().partition(|a| matches!(a, Action::Copy { .. }));
+    let (deletions, steps): (Vec<&Action>, Vec<&Action>) =
+        steps.into_iter().partition(|a| matches!(a, Action::Delete { .. }));
+    run_steps(session, &dir, &steps, &src, &args, &mut tally, ui).await?;
+    let opts = CopyArgs {
+        preserve: args.preserve,
+        parallel: args.parallel,
+        keep_going: args.keep_going,
+        via: args.via.clone(),
+        ..CopyArgs::default()
+    };
+    let jobs: Vec<Job> = copies.iter().filter_map(|a| job(&dir, a, &src)).collect();
+    let failed = crate::pool::run(session, jobs, &opts, ui).await?;
+    for a in &copies {
+        tally.count(a);
+    }
+    tally.copied -= failed;
+    tally.failed += failed;
+    run_steps(session, &dir, &deletions, &src, &args, &mut tally, ui).await?;
+    finish(&tally, &actions, false, ui)
+}
+
+/// Runs `steps` in order on the main session, counting what they did.
+async fn run_steps(
+    session: &mut Session,
+    dir: &Direction,
+    steps: &[&Action],
+    src: &Tree,
+    args: &SyncArgs,
+    tally: &mut Tally,
+    ui: &Ui,
+) -> Result<(), CliError> {
+    for action in steps {
+        let client = session.client().await?;
+        match execute(client, dir, action, src, args, ui).await {
             Ok(()) => tally.count(action),
             Err(e) if args.keep_going && !e.is_connection_loss() => {
                 eprintln!("xfer: {}", crate::escape::terminal_safe(&e.message));
@@ -127,7 +166,28 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
             Err(e) => return Err(e),
         }
     }
-    finish(&tally, &actions, args.dry_run, ui)
+    Ok(())
+}
+
+/// The transfer a copy step needs.
+fn job(dir: &Direction, action: &Action, src: &Tree) -> Option<Job> {
+    let Action::Copy { rel, size } = action else { return None };
+    Some(match dir {
+        Direction::Push { local, remote } => {
+            Job::Put { local: local.join(rel), remote: join_remote(remote, rel), size: *size }
+        }
+        Direction::Pull { remote, local } => {
+            let item = src.get(rel)?;
+            let known = TreeEntry {
+                path: rel.clone(),
+                kind: EntryKind::File,
+                size: item.size,
+                mtime: item.mtime,
+                mode: item.mode,
+            };
+            Job::Get { remote: join_remote(remote, rel), local: local.join(rel), known: Some(known) }
+        }
+    })
 }
 
 /// Exactly one side is remote: `:PATH` (the login's `USER@HOST:` was taken off already).
@@ -276,11 +336,10 @@ async fn execute(
     client: &mut Client,
     dir: &Direction,
     action: &Action,
-    src: &Tree,
-    args: &SyncArgs,
-    ui: &Ui,
+    _src: &Tree,
+    _args: &SyncArgs,
+    _ui: &Ui,
 ) -> Result<(), CliError> {
-    let opts = CopyArgs { preserve: args.preserve, via: args.via.clone(), ..CopyArgs::default() };
     match (dir, action) {
         (_, Action::Conflict(rel)) => Err(CliError::new(
             ExitCode::Exists,
@@ -291,22 +350,7 @@ async fn execute(
             client.mkdir(&path).await.map_err(|e| CliError::from(e).context(&path))
         }
         (Direction::Pull { local, .. }, Action::Mkdir(rel)) => tree::local_dir(&local.join(rel)),
-        (Direction::Push { local, remote }, Action::Copy { rel, .. }) => {
-            let (from, to) = (local.join(rel), join_remote(remote, rel));
-            let label = format!("put {rel}");
-            with_resume(client, Op::Put { local: &from, remote: &to }, &label, &opts, ui).await.map(|_| ())
-        }
-        (Direction::Pull { remote, local }, Action::Copy { rel, .. }) => {
-            let (from, to) = (join_remote(remote, rel), local.join(rel));
-            let dest = local::download_target(&to, false)?;
-            let label = format!("get {rel}");
-            with_resume(client, Op::Get { remote: &from, local: &dest, entry: false }, &label, &opts, ui).await?;
-            let item = src.get(rel).copied();
-            match item {
-                Some(i) => attrs::keep_local(&dest, i.mtime, args.preserve.then_some(i.mode)),
-                None => Ok(()),
-            }
-        }
+        (_, Action::Copy { rel, .. }) => Err(CliError::general(format!("{rel}: copies go through the pool"))),
         (Direction::Push { remote, .. }, Action::Delete { rel, dir }) => {
             let path = join_remote(remote, rel);
             let r = if *dir { client.rmdir(&path).await } else { client.remove(&path).await };

@@ -13,6 +13,7 @@ use crate::address::remote_arg;
 use crate::args::{Command, CopyArgs, TransportArg};
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
+use crate::pool::Job;
 use crate::remote::Ui;
 use crate::session::Session;
 use crate::{output, progress, tree};
@@ -172,6 +173,7 @@ pub async fn put(
     if let Some(t) = &target {
         check_dir_target(t, target_is_dir, sources.len(), "remote")?;
     }
+    let mut jobs = Vec::new();
     for source in &sources {
         if source == "-" {
             let remote = target
@@ -196,13 +198,13 @@ pub async fn put(
             if !opts.recursive {
                 return Err(CliError::local(local, "is a directory; use -r to upload a tree"));
             }
-            tree::put_tree(client, local, &remote, opts, dereference, ui).await?;
+            tree::put_tree(client, local, &remote, dereference, &mut jobs, ui).await?;
         } else {
             refuse_ambiguous_target(local, sources.len(), target.as_deref(), target_is_dir)?;
-            put_file(client, local, &remote, opts, ui).await?;
+            jobs.push(Job::Put { local: local.to_path_buf(), remote, size: meta.len() });
         }
     }
-    Ok(())
+    crate::pool::run_all(session, jobs, opts, ui).await
 }
 
 /// One regular file to a target that is not marked as a directory: the upload needs no lookup
@@ -307,20 +309,31 @@ pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui:
     if let Some(t) = &target {
         check_dir_target(t, target_is_dir, sources.len(), "local")?;
     }
+    if let ([source], false) = (sources.as_slice(), opts.recursive) {
+        // One file: no lookup first, and the remote entry comes with the download.
+        let local = local_for(source, target.as_deref(), target_is_dir)?;
+        return get_file(client, source, &local, None, opts, ui).await;
+    }
+    let mut jobs = Vec::new();
     for source in &sources {
-        let name = remote_name(source)?;
-        let local = match &target {
-            Some(t) if target_is_dir => Path::new(t).join(&name),
-            Some(t) => PathBuf::from(t),
-            None => PathBuf::from(&name),
-        };
+        let local = local_for(source, target.as_deref(), target_is_dir)?;
         if opts.recursive && remote_kind(client, source).await? == Some(EntryKind::Dir) {
-            tree::get_tree(client, source, &local, opts, ui).await?;
+            tree::get_tree(client, source, &local, &mut jobs, ui).await?;
         } else {
-            get_file(client, source, &local, None, opts, ui).await?;
+            jobs.push(Job::Get { remote: source.clone(), local, known: None });
         }
     }
-    Ok(())
+    crate::pool::run_all(session, jobs, opts, ui).await
+}
+
+/// Where a downloaded `source` goes: into the target directory, onto the target, or here.
+fn local_for(source: &str, target: Option<&str>, target_is_dir: bool) -> Result<PathBuf, CliError> {
+    let name = remote_name(source)?;
+    Ok(match target {
+        Some(t) if target_is_dir => Path::new(t).join(&name),
+        Some(t) => PathBuf::from(t),
+        None => PathBuf::from(&name),
+    })
 }
 
 /// Downloads one file to a checked local destination and gives it the remote mtime (and mode

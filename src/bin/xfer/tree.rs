@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use xfer::client::Client;
 use xfer::proto::{EntryKind, ErrorCode};
 
-use crate::args::CopyArgs;
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
+use crate::pool::Job;
 use crate::remote::Ui;
-use crate::transfers::{get_file, put_file, remote_kind};
+use crate::transfers::remote_kind;
 
 /// Directories visited by one walk at most, so a link loop under `-L` ends.
 const MAX_DIRS: usize = 100_000;
@@ -66,14 +66,15 @@ pub async fn rm_r(client: &mut Client, path: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Uploads the tree at `local` as `remote`. Symlinks inside it are skipped unless
-/// `dereference`; FIFOs, sockets and devices are always skipped.
+/// Creates the remote directories of the tree at `local` as `remote` and adds its files to
+/// `jobs`. Symlinks inside it are skipped unless `dereference`; FIFOs, sockets and devices are
+/// always skipped.
 pub async fn put_tree(
     client: &mut Client,
     local: &Path,
     remote: &str,
-    opts: &CopyArgs,
     dereference: bool,
+    jobs: &mut Vec<Job>,
     ui: &Ui,
 ) -> Result<(), CliError> {
     let mut stack = vec![(local.to_path_buf(), remote.to_string())];
@@ -101,7 +102,7 @@ pub async fn put_tree(
             if meta.is_dir() {
                 subdirs.push((path, rpath));
             } else if meta.is_file() {
-                put_file(client, &path, &rpath, opts, ui).await?;
+                jobs.push(Job::Put { local: path, remote: rpath, size: meta.len() });
             } else {
                 ui.note(format!("{}: not a regular file; skipped", path.display()));
             }
@@ -134,13 +135,14 @@ pub fn is_partial(name: &str) -> bool {
     name.starts_with('.') && (name.ends_with(".xfer-part") || name.ends_with(".xfer-part.ranges"))
 }
 
-/// Downloads the remote tree at `remote` into `local`, creating directories as needed. The
-/// tree is listed with one `Walk` (CTRL-TREE-1); files get the remote mtime (and mode with -p).
+/// Creates the local directories of the remote tree at `remote` in `local` and adds its files
+/// to `jobs`. The tree is listed with one `Walk` (CTRL-TREE-1); each job carries the remote
+/// entry, so its file gets the remote mtime (and mode with -p) without asking again.
 pub async fn get_tree(
     client: &mut Client,
     remote: &str,
     local: &Path,
-    opts: &CopyArgs,
+    jobs: &mut Vec<Job>,
     ui: &Ui,
 ) -> Result<(), CliError> {
     let entries = client.walk(remote).await.map_err(|e| CliError::from(e).context(remote))?;
@@ -159,7 +161,7 @@ pub async fn get_tree(
         let path = rel.iter().fold(local.to_path_buf(), |p, c| p.join(c));
         match e.kind {
             EntryKind::Dir => local_dir(&path)?,
-            EntryKind::File => get_file(client, &rpath, &path, Some(e), opts, ui).await?,
+            EntryKind::File => jobs.push(Job::Get { remote: rpath, local: path, known: Some(e.clone()) }),
             _ => ui.note(format!("{rpath}: not a regular file; skipped")),
         }
     }
