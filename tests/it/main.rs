@@ -18,6 +18,7 @@ mod e2e;
 mod integrity;
 mod jail;
 mod pacing;
+mod parallel;
 mod proto_props;
 mod quota;
 mod resume;
