@@ -321,6 +321,11 @@ impl Client {
         self.call_ok(Request::Rename { from: from.to_string(), to: to.to_string() }).await
     }
 
+    /// Copies a remote file inside the home (CTRL-COPY-1).
+    pub async fn copy(&mut self, from: &str, to: &str) -> Result<(), ClientError> {
+        self.call_ok(Request::Copy { from: from.to_string(), to: to.to_string() }).await
+    }
+
     /// Usage and quota as the server's `Df` reply.
     pub async fn df(&mut self) -> Result<Response, ClientError> {
         match self.call(&Request::Df).await? {

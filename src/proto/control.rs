@@ -105,6 +105,12 @@ pub enum Request {
     Glob {
         pattern: String,
     },
+    /// Copies a regular file inside the home, charged like an upload (CTRL-MSG-39,
+    /// CTRL-COPY-1).
+    Copy {
+        from: String,
+        to: String,
+    },
 }
 
 /// Server to client.

@@ -149,6 +149,7 @@ impl Change {
             Request::Rmdir { path } => ("rmdir", shown(path), None),
             Request::Rename { from, to } => ("mv", shown(from), Some(shown(to))),
             Request::SetAttrs { path, .. } => ("setattr", shown(path), None),
+            Request::Copy { from, to } => ("cp", shown(from), Some(shown(to))),
             _ => return None,
         };
         Some(Change { event, path, to })

@@ -61,6 +61,7 @@ impl Session {
             Request::SetAttrs { path, mtime, mode, .. } => self.set_attrs(&path, mtime, mode).await,
             Request::Walk { path } => self.walk(&path).await,
             Request::Glob { pattern } => self.glob(&pattern).await,
+            Request::Copy { from, to } => self.copy(&from, &to).await,
             Request::Auth { .. } => Err(Reply::new(ErrorCode::BadRequest, "already logged in")),
             Request::PutEnd { .. } | Request::Abort => Err(Reply::new(ErrorCode::BadRequest, "no upload in progress")),
             Request::Bye | Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. } => {

@@ -5,6 +5,7 @@
 //! resolves, then gives sessions a grace period to save their partial files.
 
 mod audit;
+mod copy;
 mod dispatch;
 mod errors;
 mod files;

@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod cli;
 mod cluster;
+mod copy;
 mod crash;
 mod disk_full;
 mod e2e;

@@ -41,6 +41,7 @@ fn request_index(r: &Request) -> u32 {
         Request::SetAttrs { .. } => 17,
         Request::Walk { .. } => 18,
         Request::Glob { .. } => 19,
+        Request::Copy { .. } => 20,
     }
 }
 
@@ -213,6 +214,7 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(path, mtime, mode, upload_md5)| Request::SetAttrs { path, mtime, mode, upload_md5 }),
         text().prop_map(|path| Request::Walk { path }),
         text().prop_map(|pattern| Request::Glob { pattern }),
+        (text(), text()).prop_map(|(from, to)| Request::Copy { from, to }),
     ]
 }
 

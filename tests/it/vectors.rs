@@ -689,7 +689,7 @@ fn accepts_preamble_of_any_version_for_the_session_to_judge() {
 #[test]
 fn rejects_unknown_variant_indices() {
     let be = |n: u32| n.to_be_bytes().to_vec();
-    assert!(matches!(Frame::decode_control::<Request>(&be(20)), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Frame::decode_control::<Request>(&be(21)), Err(DecodeError::Malformed(_))));
     assert!(matches!(Frame::decode_control::<Response>(&be(15)), Err(DecodeError::Malformed(_))));
     assert!(matches!(Frame::decode_control::<Request>(&be(u32::MAX)), Err(DecodeError::Malformed(_))));
     // Error { code: 26, message: "" }: one past TooManyEntries.

@@ -157,6 +157,8 @@ pub enum Command {
     Rmdir { path: String },
     /// Rename or move within the home
     Mv { from: String, to: String },
+    /// Copy a remote file within the home (TO may be a directory); charged to the quota
+    Cp { from: String, to: String },
     /// Show type, size and modification time
     Stat { path: String },
     /// Show usage and quota

@@ -143,6 +143,23 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
             session.client().await?.rename(&from, &to).await?;
             done(ui, "mv", &to)
         }
+        Command::Cp { from, to } => {
+            let client = session.client().await?;
+            let name = from.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+            let to = if to.ends_with('/') { format!("{to}{name}") } else { to };
+            match client.copy(&from, &to).await {
+                // TO is a directory: the copy goes into it, as cp does.
+                Err(e) if e.code() == Some(xfer::proto::ErrorCode::IsADirectory) && !name.is_empty() => {
+                    let inside = format!("{}/{name}", to.trim_end_matches('/'));
+                    client.copy(&from, &inside).await?;
+                    done(ui, "cp", &inside)
+                }
+                other => {
+                    other?;
+                    done(ui, "cp", &to)
+                }
+            }
+        }
         Command::Stat { path } => {
             let e = session.client().await?.stat(&path).await?;
             if ui.json {
