@@ -121,7 +121,7 @@ impl Pattern {
         let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
         let literal = parts.iter().take_while(|p| !is_glob(p)).count();
         let rest = &parts[literal..];
-        if rest.iter().any(|p| *p == "..") {
+        if rest.contains(&"..") {
             return Err(Reply::new(ErrorCode::InvalidPath, format!("{pattern}: '..' after a wildcard")));
         }
         let prefix = if pattern.starts_with('/') { "/" } else { "" };

@@ -484,7 +484,7 @@ async fn rejects_a_download_aimed_at_a_spoofed_victim_address() {
         let mut i = 0u64;
         while tokio::time::Instant::now() < until {
             let mut out = vec![seal(PacketKind::PathResponse, &challenge)];
-            if i % 20 == 0 {
+            if i.is_multiple_of(20) {
                 out.push(seal(PacketKind::Hello, &hello));
             }
             let ack =
