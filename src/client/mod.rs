@@ -3,14 +3,16 @@
 //! renders anything itself.
 
 pub mod fallback;
+mod files;
 mod greeting;
 pub mod known_hosts;
 pub mod local;
 mod pace;
+mod partial;
 mod transfer;
 mod udp;
 
-pub use udp::{format_range_map, parse_range_map};
+pub use partial::{format_range_map, parse_range_map, partial_path};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +28,8 @@ use crate::transfer::TransferError;
 use greeting::{Expect, Greeting};
 use known_hosts::KnownHosts;
 
-pub use transfer::{partial_path, TransferSummary, SMALL_TRANSFER_MAX};
+pub use files::SMALL_TRANSFER_MAX;
+pub use transfer::TransferSummary;
 
 /// Client failures, each rendered as one line by the CLI.
 #[derive(Debug, thiserror::Error)]

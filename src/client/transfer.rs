@@ -4,13 +4,14 @@
 //! the whole-file md5 matches; `resume` continues from that partial after checking its prefix
 //! against the server's file by md5.
 
-use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use md5::{Digest, Md5};
 
+use super::files::{open_source, SMALL_TRANSFER_MAX};
 use super::pace::{self, Pacer};
-use super::{unexpected, Client, ClientError, TransferOptions, TransportChoice};
+use super::partial::{self, open_local_partial, partial_path};
+use super::{unexpected, Client, ClientError};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
 use crate::proto::{DataChunk, ErrorCode, Frame, Request, Response, Transport, CHUNK_SIZE};
@@ -26,27 +27,6 @@ pub struct TransferSummary {
     pub transport: Transport,
     /// What the UDP sender saw, when this end sent over UDP (an upload).
     pub udp_stats: Option<crate::udp::sender::SenderStats>,
-}
-
-/// Files up to this size go over the control connection under `auto` (UDP-FALLBACK-4), and
-/// their uploads send the data without waiting for `PutReady` (CTRL-PUT-7). Setting up a UDP
-/// flow costs about three round trips more than the TCP path; in that time a fresh TCP
-/// connection in slow start (10 segments, doubling) moves about 100 KB.
-pub const SMALL_TRANSFER_MAX: u64 = 128 * 1024;
-
-/// Whether `auto` sends a file of `size` bytes over TCP rather than UDP (UDP-FALLBACK-4).
-pub(super) fn small_goes_over_tcp(opts: &TransferOptions, size: u64) -> bool {
-    opts.transport == TransportChoice::Auto && size <= SMALL_TRANSFER_MAX
-}
-
-/// Whether `local` is a file that `auto` sends over TCP (UDP-FALLBACK-4). A file that cannot
-/// be read is left to the transfer to report.
-pub(super) fn small_upload(local: &Path, opts: &TransferOptions) -> bool {
-    std::fs::metadata(local).is_ok_and(|m| m.is_file() && small_goes_over_tcp(opts, m.len()))
-}
-
-pub(super) fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
-    move |source| ClientError::Local { path: path.to_path_buf(), source }
 }
 
 impl Client {
@@ -321,12 +301,7 @@ impl Client {
         }
         let (server_md5, written_md5) = result?;
         progress(Progress::Verifying);
-        if let Err(e) = transfer::check_digest(&server_md5, &written_md5) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
-        }
-        std::fs::rename(&partial, local).map_err(local_err(local))?;
-        sync_parent(local);
+        partial::commit(&partial, local, size, &server_md5, &written_md5)?;
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp, udp_stats: None })
     }
@@ -412,48 +387,6 @@ async fn read_small(file: std::fs::File, size: u64) -> Result<bytes::Bytes, Clie
     Ok(read.await.map_err(|e| TransferError::Io(std::io::Error::other(e)))??)
 }
 
-/// Opens a regular file to upload; returns it with its size.
-pub(super) fn open_source(local: &Path) -> Result<(std::fs::File, u64), ClientError> {
-    let file = std::fs::File::open(local).map_err(local_err(local))?;
-    let meta = file.metadata().map_err(local_err(local))?;
-    if !meta.is_file() {
-        return Err(ClientError::Local {
-            path: local.to_path_buf(),
-            source: std::io::Error::other("not a regular file"),
-        });
-    }
-    Ok((file, meta.len()))
-}
-
-/// Where a download of `local` is written until verified.
-pub fn partial_path(local: &Path) -> PathBuf {
-    let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    local.with_file_name(format!(".{name}.xfer-part"))
-}
-
-/// Opens (or creates, or truncates) the local partial and hashes its prefix when resuming.
-async fn open_local_partial(partial: &Path, resume: bool) -> Result<(std::fs::File, u64, Md5), ClientError> {
-    let path = partial.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        if resume {
-            super::udp::trim_to_map_prefix(&path).map_err(local_err(&path))?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(!resume)
-            .open(&path)
-            .map_err(local_err(&path))?;
-        let offset = file.metadata().map_err(local_err(&path))?.len();
-        let hasher = if offset > 0 { transfer::hash_prefix(&file, offset)? } else { Md5::new() };
-        file.seek(SeekFrom::Start(offset)).map_err(local_err(&path))?;
-        Ok((file, offset, hasher))
-    })
-    .await
-    .map_err(|e| ClientError::Transfer(TransferError::Io(std::io::Error::other(e))))?
-}
-
 /// Checks that our file starts with the bytes the server already holds (CTRL-RESUME-2).
 async fn check_local_prefix(
     file: &std::fs::File,
@@ -475,12 +408,4 @@ async fn check_local_prefix(
         .into());
     }
     Ok(hasher)
-}
-
-/// fsyncs the directory holding `path` so the rename survives a crash (best effort).
-pub(super) fn sync_parent(path: &Path) {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
