@@ -126,7 +126,7 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
     let (copies, steps): (Vec<&Action>, Vec<&Action>) = actions.iter().partition(|a| matches!(a, Action::Copy { .. }));
     let (deletions, steps): (Vec<&Action>, Vec<&Action>) =
         steps.into_iter().partition(|a| matches!(a, Action::Delete { .. }));
-    run_steps(session, &dir, &steps, &src, &args, &mut tally, ui).await?;
+    run_steps(session, &dir, &steps, &args, &mut tally).await?;
     let opts = CopyArgs {
         preserve: args.preserve,
         parallel: args.parallel,
@@ -141,7 +141,7 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
     }
     tally.copied -= failed;
     tally.failed += failed;
-    run_steps(session, &dir, &deletions, &src, &args, &mut tally, ui).await?;
+    run_steps(session, &dir, &deletions, &args, &mut tally).await?;
     finish(&tally, &actions, false, ui)
 }
 
@@ -150,14 +150,12 @@ async fn run_steps(
     session: &mut Session,
     dir: &Direction,
     steps: &[&Action],
-    src: &Tree,
     args: &SyncArgs,
     tally: &mut Tally,
-    ui: &Ui,
 ) -> Result<(), CliError> {
     for action in steps {
         let client = session.client().await?;
-        match execute(client, dir, action, src, args, ui).await {
+        match execute(client, dir, action).await {
             Ok(()) => tally.count(action),
             Err(e) if args.keep_going && !e.is_connection_loss() => {
                 eprintln!("xfer: {}", crate::escape::terminal_safe(&e.message));
@@ -332,14 +330,8 @@ async fn prepare_top(client: &mut Client, dir: &Direction) -> Result<(), CliErro
     }
 }
 
-async fn execute(
-    client: &mut Client,
-    dir: &Direction,
-    action: &Action,
-    _src: &Tree,
-    _args: &SyncArgs,
-    _ui: &Ui,
-) -> Result<(), CliError> {
+/// One step that is not a copy (copies go through the pool).
+async fn execute(client: &mut Client, dir: &Direction, action: &Action) -> Result<(), CliError> {
     match (dir, action) {
         (_, Action::Conflict(rel)) => Err(CliError::new(
             ExitCode::Exists,
