@@ -224,7 +224,7 @@ mod tests {
     fn rejects_escapes_and_dotdot_after_a_wildcard() {
         let root = HomePath::root();
         assert_eq!(Pattern::parse(&root, "../*").unwrap_err().code, ErrorCode::PathEscapes);
-        assert_eq!(Pattern::parse(&root, "a*/../../x").unwrap_err().code, ErrorCode::InvalidPath);
+        assert_eq!(Pattern::parse(&root, "a*/../x").unwrap_err().code, ErrorCode::InvalidPath);
         assert_eq!(Pattern::parse(&root, "a\nb*").unwrap_err().code, ErrorCode::InvalidPath);
     }
 
