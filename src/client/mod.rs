@@ -3,13 +3,16 @@
 //! renders anything itself.
 
 pub mod fallback;
+mod files;
 mod greeting;
 pub mod known_hosts;
 pub mod local;
+mod pace;
+mod partial;
 mod transfer;
 mod udp;
 
-pub use udp::{format_range_map, parse_range_map};
+pub use partial::{format_range_map, parse_range_map, partial_path};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,13 +22,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::conn::{Batch, ConnError, FrameReader, FrameWriter};
-use crate::proto::{Entry, ErrorCode, Frame, Request, Response, PROTOCOL_VERSION};
+use crate::proto::{Entry, ErrorCode, Frame, Request, Response, TreeEntry, PROTOCOL_VERSION};
 use crate::tls::{client_config, format_fingerprint, Fingerprint, PinnedVerifier, SERVER_NAME};
 use crate::transfer::TransferError;
 use greeting::{Expect, Greeting};
 use known_hosts::KnownHosts;
 
-pub use transfer::{partial_path, TransferSummary, SMALL_TRANSFER_MAX};
+pub use files::SMALL_TRANSFER_MAX;
+pub use transfer::TransferSummary;
 
 /// Client failures, each rendered as one line by the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,20 @@ pub struct Client {
     peer: std::net::SocketAddr,
     /// Exported from the TLS session; keys UDP flows (UDP-SEAL-1).
     secret: crate::udp::seal::SessionSecret,
+    /// Attributes the upload in progress gives its file (CTRL-ATTR-2), until sent.
+    attrs_pending: Option<FileAttrs>,
+    /// Ask for the file's entry behind the next TCP `Get` (CTRL-ATTR-3), and what came back.
+    walk_behind_get: bool,
+    walked: Option<TreeEntry>,
+    /// The rate limit of the transfer in progress, for TCP pacing (CTRL-XFER-9).
+    tcp_rate: Option<u64>,
+}
+
+/// What `SetAttrs` writes: the source's mtime, and its permission bits when kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileAttrs {
+    pub mtime: i64,
+    pub mode: Option<u32>,
 }
 
 /// Which transport carries a transfer's data, as chosen by the user.
@@ -118,7 +136,7 @@ pub enum TransportChoice {
 pub struct TransferOptions {
     pub resume: bool,
     pub transport: TransportChoice,
-    /// Cap on the UDP sending rate in bytes per second.
+    /// Cap on the rate in bytes per second, on every transport (UDP-CTRL-3, CTRL-XFER-9).
     pub rate_limit: Option<u64>,
 }
 
@@ -189,6 +207,10 @@ impl Client {
             greeting: Greeting::new(),
             peer,
             secret,
+            attrs_pending: None,
+            walk_behind_get: false,
+            walked: None,
+            tcp_rate: None,
         })
     }
 
@@ -302,6 +324,11 @@ impl Client {
         self.call_ok(Request::Rename { from: from.to_string(), to: to.to_string() }).await
     }
 
+    /// Copies a remote file inside the home (CTRL-COPY-1).
+    pub async fn copy(&mut self, from: &str, to: &str) -> Result<(), ClientError> {
+        self.call_ok(Request::Copy { from: from.to_string(), to: to.to_string() }).await
+    }
+
     /// Usage and quota as the server's `Df` reply.
     pub async fn df(&mut self) -> Result<Response, ClientError> {
         match self.call(&Request::Df).await? {
@@ -314,6 +341,86 @@ impl Client {
     pub async fn sum(&mut self, path: &str) -> Result<([u8; 16], u64), ClientError> {
         match self.call(&Request::Sum { path: path.to_string() }).await? {
             Response::Sum { md5, size } => Ok((md5, size)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets a remote file's mtime and, with `mode`, its permission bits (CTRL-ATTR-1).
+    pub async fn set_attrs(&mut self, path: &str, mtime: i64, mode: Option<u32>) -> Result<(), ClientError> {
+        self.call_ok(Request::SetAttrs { path: path.to_string(), mtime, mode, upload_md5: None }).await
+    }
+
+    /// Uploads like [`Client::put_with`] and gives the new file `attrs` (CTRL-ATTR-2): a small
+    /// upload carries its `SetAttrs` in the same flight, a larger one sends it after `PutDone`.
+    /// A server that predates `SetAttrs` answers `BadRequest`; the file is then kept as uploaded.
+    pub async fn put_keeping(
+        &mut self,
+        local: &std::path::Path,
+        remote: &str,
+        opts: &TransferOptions,
+        attrs: FileAttrs,
+        progress: crate::transfer::ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        self.attrs_pending = Some(attrs);
+        let result = self.put_with(local, remote, opts, progress).await;
+        let pending = self.attrs_pending.take();
+        let summary = result?;
+        if let Some(a) = pending {
+            let req = Request::SetAttrs {
+                path: remote.to_string(),
+                mtime: a.mtime,
+                mode: a.mode,
+                upload_md5: Some(summary.md5),
+            };
+            match self.call_ok(req).await {
+                Err(e) if e.code() == Some(ErrorCode::BadRequest) => {}
+                other => other?,
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Downloads like [`Client::get_with`] and also returns the remote file's entry, with its
+    /// mtime and mode (CTRL-ATTR-3): a download over TCP asks for it in the same flight as its
+    /// `Get`, one over UDP with a `Walk` afterwards. `None` from a server that predates `Walk`.
+    pub async fn get_keeping(
+        &mut self,
+        remote: &str,
+        local: &std::path::Path,
+        opts: &TransferOptions,
+        progress: crate::transfer::ProgressFn,
+    ) -> Result<(TransferSummary, Option<TreeEntry>), ClientError> {
+        self.walk_behind_get = true;
+        self.walked = None;
+        let result = self.get_with(remote, local, opts, progress).await;
+        self.walk_behind_get = false;
+        let walked = self.walked.take();
+        let summary = result?;
+        let entry = match walked {
+            Some(e) => Some(e),
+            None => match self.walk(remote).await {
+                Ok(mut entries) if entries.len() == 1 => entries.pop(),
+                Ok(_) => None,
+                Err(e) if e.code() == Some(ErrorCode::BadRequest) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok((summary, entry))
+    }
+
+    /// Every entry beneath a remote directory in one request (CTRL-TREE-1); a path that is not
+    /// a directory gives one entry under its own name.
+    pub async fn walk(&mut self, path: &str) -> Result<Vec<TreeEntry>, ClientError> {
+        match self.call(&Request::Walk { path: path.to_string() }).await? {
+            Response::Tree { entries } => Ok(entries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The remote entries matching a glob pattern, expanded by the server (CTRL-GLOB-1).
+    pub async fn glob(&mut self, pattern: &str) -> Result<Vec<TreeEntry>, ClientError> {
+        match self.call(&Request::Glob { pattern: pattern.to_string() }).await? {
+            Response::Tree { entries } => Ok(entries),
             other => Err(unexpected(other)),
         }
     }

@@ -4,12 +4,14 @@
 //! the whole-file md5 matches; `resume` continues from that partial after checking its prefix
 //! against the server's file by md5.
 
-use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use md5::{Digest, Md5};
 
-use super::{unexpected, Client, ClientError, TransferOptions, TransportChoice};
+use super::files::{open_source, SMALL_TRANSFER_MAX};
+use super::pace::{self, Pacer};
+use super::partial::{self, open_local_partial, partial_path};
+use super::{unexpected, Client, ClientError};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
 use crate::proto::{DataChunk, ErrorCode, Frame, Request, Response, Transport, CHUNK_SIZE};
@@ -25,27 +27,6 @@ pub struct TransferSummary {
     pub transport: Transport,
     /// What the UDP sender saw, when this end sent over UDP (an upload).
     pub udp_stats: Option<crate::udp::sender::SenderStats>,
-}
-
-/// Files up to this size go over the control connection under `auto` (UDP-FALLBACK-4), and
-/// their uploads send the data without waiting for `PutReady` (CTRL-PUT-7). Setting up a UDP
-/// flow costs about three round trips more than the TCP path; in that time a fresh TCP
-/// connection in slow start (10 segments, doubling) moves about 100 KB.
-pub const SMALL_TRANSFER_MAX: u64 = 128 * 1024;
-
-/// Whether `auto` sends a file of `size` bytes over TCP rather than UDP (UDP-FALLBACK-4).
-pub(super) fn small_goes_over_tcp(opts: &TransferOptions, size: u64) -> bool {
-    opts.transport == TransportChoice::Auto && size <= SMALL_TRANSFER_MAX
-}
-
-/// Whether `local` is a file that `auto` sends over TCP (UDP-FALLBACK-4). A file that cannot
-/// be read is left to the transfer to report.
-pub(super) fn small_upload(local: &Path, opts: &TransferOptions) -> bool {
-    std::fs::metadata(local).is_ok_and(|m| m.is_file() && small_goes_over_tcp(opts, m.len()))
-}
-
-pub(super) fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
-    move |source| ClientError::Local { path: path.to_path_buf(), source }
 }
 
 impl Client {
@@ -108,7 +89,16 @@ impl Client {
             batch.data(&DataChunk::new(0, data));
         }
         batch.control(&Request::PutEnd { md5 }).map_err(ConnError::from)?;
+        // CTRL-ATTR-2: the file's attributes ride along, applied only if this upload commits.
+        let attrs = self.attrs_pending.take();
+        if let Some(a) = attrs {
+            let req =
+                Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(md5) };
+            batch.control(&req).map_err(ConnError::from)?;
+        }
+        let behind = usize::from(attrs.is_some());
         progress(Progress::Start { total: size, offset: 0 });
+        pace::pace(&mut self.tcp_rate.map(Pacer::new), size).await;
         self.writer.write_batch(batch).await.map_err(ConnError::from)?;
         self.settle_greeting().await?;
         match self.read_reply().await {
@@ -117,14 +107,25 @@ impl Client {
                 self.broken = true;
                 return Err(unexpected(other));
             }
-            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, frames + 1).await),
+            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, frames + 1 + behind).await),
             Err(e) => return Err(e),
         }
         progress(Progress::Advance { done: size });
         progress(Progress::Verifying);
-        match self.read_reply().await? {
-            Response::PutDone { size: s, md5: m } if s == size && m == md5 => {}
-            other => return Err(unexpected(other)),
+        match self.read_reply().await {
+            Ok(Response::PutDone { size: s, md5: m }) if s == size && m == md5 => {}
+            Ok(other) => return Err(unexpected(other)),
+            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, behind).await),
+            Err(e) => return Err(e),
+        }
+        if attrs.is_some() {
+            match self.read_reply().await {
+                Ok(Response::Ok) => {}
+                // A server that predates SetAttrs: the file stays as uploaded.
+                Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {}
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) => return Err(e),
+            }
         }
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: 0, md5, transport: Transport::Tcp, udp_stats: None })
@@ -155,6 +156,7 @@ impl Client {
         progress: &ProgressFn,
     ) -> Result<Md5Digest, ClientError> {
         let mut chunks = spawn_reader(file, offset, size, hasher);
+        let mut pacer = self.tcp_rate.map(Pacer::new);
         loop {
             let item = tokio::select! {
                 item = chunks.recv() => item,
@@ -162,6 +164,11 @@ impl Client {
             };
             match item {
                 Some(Ok(SourceItem::Chunk(chunk))) => {
+                    // CTRL-XFER-9: each frame waits until the limit allows it.
+                    tokio::select! {
+                        _ = pace::pace(&mut pacer, chunk.data.len() as u64) => {}
+                        frame = self.reader.read_frame() => return Err(self.early_reply(frame).await),
+                    }
                     self.writer.write_data(&chunk).await.map_err(ConnError::from)?;
                     progress(Progress::Advance { done: chunk.end() });
                 }
@@ -200,6 +207,16 @@ impl Client {
             self.broken = true;
         }
         err
+    }
+
+    /// Reads the reply to a `Walk` sent behind a `Get` (CTRL-ATTR-3) and keeps its one entry.
+    /// A server that predates `Walk` answers `BadRequest`: the entry stays unknown.
+    async fn read_walk_behind(&mut self) {
+        match self.read_reply().await {
+            Ok(Response::Tree { mut entries }) if entries.len() == 1 => self.walked = entries.pop(),
+            Ok(_) | Err(ClientError::Server { .. }) => {}
+            Err(_) => self.broken = true,
+        }
     }
 
     /// Abandons an accepted upload before or during streaming; the server keeps its partial.
@@ -254,6 +271,12 @@ impl Client {
         }
         let req = Request::Get { path: remote.to_string(), offset, prefix_md5, transport: Transport::Tcp };
         batch.control(&req).map_err(ConnError::from)?;
+        // CTRL-ATTR-3: the file's mtime and mode are asked for in the same flight; the server
+        // answers after the download's final reply.
+        let walk_behind = std::mem::take(&mut self.walk_behind_get);
+        if walk_behind {
+            batch.control(&Request::Walk { path: remote.to_string() }).map_err(ConnError::from)?;
+        }
         self.writer.write_batch(batch).await.map_err(ConnError::from)?;
         if abort_udp_first {
             self.read_udp_get_end().await?;
@@ -264,22 +287,23 @@ impl Client {
                 if offset == 0 {
                     let _ = std::fs::remove_file(&partial);
                 }
+                if walk_behind && matches!(other, Err(ClientError::Server { .. })) {
+                    self.read_walk_behind().await;
+                }
                 return Err(other.map_or_else(|e| e, unexpected));
             }
         };
         progress(Progress::Start { total: size, offset });
         let result = self.receive_get(file, offset, size, hasher, &progress).await;
-        if result.is_err() {
-            self.broken = true;
+        match &result {
+            Err(ClientError::Server { .. }) if walk_behind => self.read_walk_behind().await,
+            Err(_) => self.broken = true,
+            Ok(_) if walk_behind => self.read_walk_behind().await,
+            Ok(_) => {}
         }
         let (server_md5, written_md5) = result?;
         progress(Progress::Verifying);
-        if let Err(e) = transfer::check_digest(&server_md5, &written_md5) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
-        }
-        std::fs::rename(&partial, local).map_err(local_err(local))?;
-        sync_parent(local);
+        partial::commit(&partial, local, size, &server_md5, &written_md5)?;
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp, udp_stats: None })
     }
@@ -319,9 +343,13 @@ impl Client {
     ) -> Result<(Md5Digest, Md5Digest), ClientError> {
         let mut check = ChunkCheck::new(offset, size);
         let mut writer = spawn_writer(file, hasher);
+        let mut pacer = self.tcp_rate.map(Pacer::new);
         let outcome: Result<Md5Digest, ClientError> = loop {
             match self.reader.read_frame().await {
                 Ok(Frame::Data(chunk)) => {
+                    // CTRL-XFER-9: reading no faster than the limit holds the server back
+                    // through TCP flow control.
+                    pace::pace(&mut pacer, chunk.data.len() as u64).await;
                     let end = chunk.end();
                     if let Err(e) = check.accept(&chunk) {
                         break Err(e.into());
@@ -361,48 +389,6 @@ async fn read_small(file: std::fs::File, size: u64) -> Result<bytes::Bytes, Clie
     Ok(read.await.map_err(|e| TransferError::Io(std::io::Error::other(e)))??)
 }
 
-/// Opens a regular file to upload; returns it with its size.
-pub(super) fn open_source(local: &Path) -> Result<(std::fs::File, u64), ClientError> {
-    let file = std::fs::File::open(local).map_err(local_err(local))?;
-    let meta = file.metadata().map_err(local_err(local))?;
-    if !meta.is_file() {
-        return Err(ClientError::Local {
-            path: local.to_path_buf(),
-            source: std::io::Error::other("not a regular file"),
-        });
-    }
-    Ok((file, meta.len()))
-}
-
-/// Where a download of `local` is written until verified.
-pub fn partial_path(local: &Path) -> PathBuf {
-    let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    local.with_file_name(format!(".{name}.xfer-part"))
-}
-
-/// Opens (or creates, or truncates) the local partial and hashes its prefix when resuming.
-async fn open_local_partial(partial: &Path, resume: bool) -> Result<(std::fs::File, u64, Md5), ClientError> {
-    let path = partial.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        if resume {
-            super::udp::trim_to_map_prefix(&path).map_err(local_err(&path))?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(!resume)
-            .open(&path)
-            .map_err(local_err(&path))?;
-        let offset = file.metadata().map_err(local_err(&path))?.len();
-        let hasher = if offset > 0 { transfer::hash_prefix(&file, offset)? } else { Md5::new() };
-        file.seek(SeekFrom::Start(offset)).map_err(local_err(&path))?;
-        Ok((file, offset, hasher))
-    })
-    .await
-    .map_err(|e| ClientError::Transfer(TransferError::Io(std::io::Error::other(e))))?
-}
-
 /// Checks that our file starts with the bytes the server already holds (CTRL-RESUME-2).
 async fn check_local_prefix(
     file: &std::fs::File,
@@ -424,12 +410,4 @@ async fn check_local_prefix(
         .into());
     }
     Ok(hasher)
-}
-
-/// fsyncs the directory holding `path` so the rename survives a crash (best effort).
-pub(super) fn sync_parent(path: &Path) {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }

@@ -5,7 +5,7 @@
 //! mid-transfer, resuming from what already arrived.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,24 +13,38 @@ use md5::Digest;
 use tokio::sync::watch;
 
 use super::fallback::{first_reply_deadline, DegradeMonitor};
-use super::transfer::{local_err, open_source, partial_path, sync_parent};
+use super::files::{local_err, open_source, small_goes_over_tcp, small_upload};
+use super::partial::{self, map_writer, open_partial_with_map, partial_path, ranges_path};
 use super::{unexpected, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
-use crate::flow::sink::{spawn_sink, PersistFn};
+use crate::flow::sink::spawn_sink;
 use crate::flow::source::BlockSource;
 use crate::flow::{demux, UdpIo};
 use crate::flow::{drive, FileEnd, FlowEnd, FlowError, FlowShared, FlowTable};
-use crate::proto::control::{ByteRange, Md5Digest};
+use crate::proto::control::Md5Digest;
 use crate::proto::{Request, Response, Transport};
 use crate::transfer::{self, Progress, ProgressFn, TransferError};
 use crate::udp::flow::{Direction, Flow, FlowConfig, FlowTiming, Side};
 use crate::udp::ranges::RangeSet;
-use crate::udp::ranges::MAX_RESUME_RANGES;
 use crate::udp::receiver::ReceiverConfig;
 use crate::udp::seal::FlowKeys;
 use crate::udp::sender::SenderConfig;
 
 /// How often progress is reported and the flow's health is checked.
 const TICK: Duration = Duration::from_millis(100);
+
+/// How a UDP attempt ended: done, or handed over to TCP.
+enum Attempt {
+    Done(TransferSummary),
+    FallBack(Fallback),
+}
+
+/// How the data phase of a UDP download ended.
+enum DataEnd {
+    /// `GetEnd` with the server's md5.
+    Finished(Md5Digest),
+    FallBack(Fallback),
+    Failed(ClientError),
+}
 
 /// Why a UDP attempt handed over to TCP.
 struct Fallback {
@@ -130,19 +144,20 @@ impl Client {
         opts: &TransferOptions,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
+        self.tcp_rate = opts.rate_limit;
         // UDP-FALLBACK-4: a small file is done sooner over the control connection.
-        if opts.transport == TransportChoice::Tcp || super::transfer::small_upload(local, opts) {
+        if opts.transport == TransportChoice::Tcp || small_upload(local, opts) {
             progress(Progress::Via(Transport::Tcp));
             return self.put(local, remote, opts.resume, progress).await;
         }
         match self.put_udp(local, remote, opts, &progress).await? {
-            Ok(summary) => Ok(summary),
-            Err(fb) if opts.transport == TransportChoice::Auto => {
+            Attempt::Done(summary) => Ok(summary),
+            Attempt::FallBack(fb) if opts.transport == TransportChoice::Auto => {
                 tracing::info!("falling back to TCP: {}", fb.reason);
                 progress(Progress::Via(Transport::Tcp));
                 self.put(local, remote, opts.resume || fb.progressed, progress).await
             }
-            Err(fb) => Err(ClientError::Udp(fb.reason)),
+            Attempt::FallBack(fb) => Err(ClientError::Udp(fb.reason)),
         }
     }
 
@@ -154,18 +169,19 @@ impl Client {
         opts: &TransferOptions,
         progress: ProgressFn,
     ) -> Result<TransferSummary, ClientError> {
+        self.tcp_rate = opts.rate_limit;
         if opts.transport == TransportChoice::Tcp {
             progress(Progress::Via(Transport::Tcp));
             return self.get(remote, local, opts.resume, progress).await;
         }
         match self.get_udp(remote, local, opts, &progress).await? {
-            Ok(summary) => Ok(summary),
-            Err(fb) if opts.transport == TransportChoice::Auto => {
+            Attempt::Done(summary) => Ok(summary),
+            Attempt::FallBack(fb) if opts.transport == TransportChoice::Auto => {
                 tracing::info!("falling back to TCP: {}", fb.reason);
                 progress(Progress::Via(Transport::Tcp));
                 self.get(remote, local, opts.resume || fb.progressed, progress).await
             }
-            Err(fb) => Err(ClientError::Udp(fb.reason)),
+            Attempt::FallBack(fb) => Err(ClientError::Udp(fb.reason)),
         }
     }
 
@@ -175,14 +191,16 @@ impl Client {
         remote: &str,
         opts: &TransferOptions,
         progress: &ProgressFn,
-    ) -> Result<Result<TransferSummary, Fallback>, ClientError> {
+    ) -> Result<Attempt, ClientError> {
         let (file, size) = open_source(local)?;
         let req = Request::Put { path: remote.to_string(), size, resume: opts.resume, transport: Transport::Udp };
         let asked = Instant::now();
         let (flow, held, held_md5) = match self.call(&req).await {
             Ok(Response::UdpPutReady { flow, held, held_md5 }) => (flow, held, held_md5),
             Ok(other) => return Err(unexpected(other)),
-            Err(e) if no_udp(&e) => return Ok(Err(Fallback { reason: e.to_string(), progressed: false })),
+            Err(e) if no_udp(&e) => {
+                return Ok(Attempt::FallBack(Fallback { reason: e.to_string(), progressed: false }))
+            }
             Err(e) => return Err(e),
         };
         let control_rtt = asked.elapsed();
@@ -212,7 +230,11 @@ impl Client {
                         let progressed = flow.counters().0 > held.covered();
                         drop(flow);
                         self.abort_put().await?;
-                        return fail(e, progressed).map(Err);
+                        return match fail(e, progressed) {
+                            DataEnd::FallBack(fb) => Ok(Attempt::FallBack(fb)),
+                            DataEnd::Failed(e) => Err(e),
+                            DataEnd::Finished(_) => Err(ClientError::Udp("the flow stopped".into())),
+                        };
                     }
                     Err(e) => return Err(TransferError::Io(std::io::Error::other(e)).into()),
                 },
@@ -223,7 +245,7 @@ impl Client {
                     if let Some(reason) = monitor.observe(Instant::now(), acked, sent, lost).filter(|_| auto) {
                         flow.stop().await;
                         self.abort_put().await?;
-                        return Ok(Err(Fallback { reason, progressed: true }));
+                        return Ok(Attempt::FallBack(Fallback { reason, progressed: true }));
                     }
                 }
             }
@@ -238,7 +260,13 @@ impl Client {
             other => return Err(unexpected(other)),
         }
         progress(Progress::Finish);
-        Ok(Ok(TransferSummary { size, resumed_from: held.covered(), md5, transport: Transport::Udp, udp_stats: stats }))
+        Ok(Attempt::Done(TransferSummary {
+            size,
+            resumed_from: held.covered(),
+            md5,
+            transport: Transport::Udp,
+            udp_stats: stats,
+        }))
     }
 
     async fn get_udp(
@@ -247,7 +275,7 @@ impl Client {
         local: &Path,
         opts: &TransferOptions,
         progress: &ProgressFn,
-    ) -> Result<Result<TransferSummary, Fallback>, ClientError> {
+    ) -> Result<Attempt, ClientError> {
         let partial = partial_path(local);
         let map_path = ranges_path(&partial);
         let (file, held) = open_partial_with_map(&partial, &map_path, opts.resume).await?;
@@ -262,7 +290,9 @@ impl Client {
         let (flow, size) = match self.call(&req).await {
             Ok(Response::UdpGetReady { flow, size }) => (flow, size),
             Ok(other) => return Err(unexpected(other)),
-            Err(e) if no_udp(&e) => return Ok(Err(Fallback { reason: e.to_string(), progressed: false })),
+            Err(e) if no_udp(&e) => {
+                return Ok(Attempt::FallBack(Fallback { reason: e.to_string(), progressed: false }))
+            }
             Err(e) => {
                 if held.is_empty() {
                     let _ = std::fs::remove_file(&partial);
@@ -271,10 +301,10 @@ impl Client {
             }
         };
         // UDP-FALLBACK-4: a small file is done sooner over the control connection.
-        if held.is_empty() && super::transfer::small_goes_over_tcp(opts, size) {
+        if held.is_empty() && small_goes_over_tcp(opts, size) {
             drop(file);
             progress(Progress::Via(Transport::Tcp));
-            return self.get_small_instead(remote, local, progress.clone()).await.map(Ok);
+            return self.get_small_instead(remote, local, progress.clone()).await.map(Attempt::Done);
         }
         let control_rtt = asked.elapsed();
         let persist = map_writer(map_path.clone(), size);
@@ -288,26 +318,26 @@ impl Client {
         let auto = opts.transport == TransportChoice::Auto;
         let mut monitor = DegradeMonitor::new(Instant::now(), held.covered());
         let mut tick = tokio::time::interval(TICK);
-        let outcome: Result<Md5Digest, Result<Fallback, ClientError>> = loop {
+        let outcome = loop {
             tokio::select! {
                 r = &mut flow.task => match r {
-                    Ok(Ok(_)) => break Err(Err(ClientError::Udp("the flow stopped".into()))),
+                    Ok(Ok(_)) => break DataEnd::Failed(ClientError::Udp("the flow stopped".into())),
                     Ok(Err(e)) => {
                         let progressed = flow.counters().0 > held.covered();
-                        break Err(fail(e, progressed));
+                        break fail(e, progressed);
                     }
-                    Err(e) => break Err(Err(TransferError::Io(std::io::Error::other(e)).into())),
+                    Err(e) => break DataEnd::Failed(TransferError::Io(std::io::Error::other(e)).into()),
                 },
                 r = self.read_response() => match r {
-                    Ok(Response::GetEnd { md5 }) => break Ok(md5),
-                    Ok(other) => break Err(Err(unexpected(other))),
-                    Err(e) => break Err(Err(e)),
+                    Ok(Response::GetEnd { md5 }) => break DataEnd::Finished(md5),
+                    Ok(other) => break DataEnd::Failed(unexpected(other)),
+                    Err(e) => break DataEnd::Failed(e),
                 },
                 _ = tick.tick() => {
                     let (held_now, numbered, missing) = flow.counters();
                     progress(Progress::Advance { done: held_now });
                     if let Some(reason) = monitor.observe(Instant::now(), held_now, numbered, missing).filter(|_| auto) {
-                        break Err(Ok(Fallback { reason, progressed: true }));
+                        break DataEnd::FallBack(Fallback { reason, progressed: true });
                     }
                 }
             }
@@ -315,35 +345,32 @@ impl Client {
         flow.stop().await;
         let done = sink.finish().await;
         let server_md5 = match outcome {
-            Ok(md5) => md5,
+            DataEnd::Finished(md5) => md5,
             // The server ended the download with an error reply, or the connection broke:
             // there is nothing to abort.
-            Err(Err(e @ (ClientError::Server { .. } | ClientError::Conn(_)))) => {
+            DataEnd::Failed(e @ (ClientError::Server { .. } | ClientError::Conn(_))) => {
                 if matches!(e, ClientError::Conn(_)) {
                     self.broken = true;
                 }
                 return Err(e);
             }
-            Err(end) => {
+            DataEnd::Failed(e) => {
                 self.abort_get().await?;
-                return end.map(Err);
+                return Err(e);
+            }
+            DataEnd::FallBack(fb) => {
+                self.abort_get().await?;
+                return Ok(Attempt::FallBack(fb));
             }
         };
         let done = done?;
         progress(Progress::Verifying);
         let ours =
             done.md5.ok_or(TransferError::Incomplete { expected: size, got: done.written.contiguous_from(0) })?;
-        if let Err(e) = transfer::check_digest(&server_md5, &ours) {
-            let _ = std::fs::remove_file(&partial);
-            let _ = std::fs::remove_file(&map_path);
-            return Err(e.into());
-        }
-        done.file.set_len(size).map_err(local_err(&partial))?;
-        std::fs::rename(&partial, local).map_err(local_err(local))?;
-        let _ = std::fs::remove_file(&map_path);
-        sync_parent(local);
+        drop(done.file);
+        partial::commit(&partial, local, size, &server_md5, &ours)?;
         progress(Progress::Finish);
-        Ok(Ok(TransferSummary {
+        Ok(Attempt::Done(TransferSummary {
             size,
             resumed_from: held.covered(),
             md5: ours,
@@ -375,10 +402,10 @@ fn no_udp(e: &ClientError) -> bool {
 }
 
 /// A failed flow: no path and stalls hand over to TCP (for `auto`), the rest are errors.
-fn fail(e: FlowError, progressed: bool) -> Result<Fallback, ClientError> {
+fn fail(e: FlowError, progressed: bool) -> DataEnd {
     match e {
-        FlowError::Source(t) => Err(t.into()),
-        other => Ok(Fallback { reason: other.to_string(), progressed }),
+        FlowError::Source(t) => DataEnd::Failed(t.into()),
+        other => DataEnd::FallBack(Fallback { reason: other.to_string(), progressed }),
     }
 }
 
@@ -406,99 +433,4 @@ async fn hash_held(file: &std::fs::File, held: &RangeSet) -> Result<Option<Md5Di
         .await
         .map_err(|e| TransferError::Io(std::io::Error::other(e)))??;
     Ok(Some(h.finalize().into()))
-}
-
-/// Where the range map of a partial download is kept (UDP-RESUME-1).
-pub fn ranges_path(partial: &Path) -> PathBuf {
-    let mut name = partial.as_os_str().to_os_string();
-    name.push(".ranges");
-    PathBuf::from(name)
-}
-
-/// Reads a range map file (see [`parse_range_map`]).
-pub fn read_map(path: &Path) -> Option<(u64, Vec<ByteRange>)> {
-    parse_range_map(&std::fs::read_to_string(path).ok()?)
-}
-
-/// Parses a range map: `xfer-ranges 1 SIZE`, then `START END` lines; `None` if any line is
-/// malformed. Public for the decoder fuzz targets.
-pub fn parse_range_map(text: &str) -> Option<(u64, Vec<ByteRange>)> {
-    let mut lines = text.lines();
-    let size = lines.next()?.strip_prefix("xfer-ranges 1 ")?.parse().ok()?;
-    let mut ranges = Vec::new();
-    for l in lines {
-        let (s, e) = l.split_once(' ')?;
-        ranges.push((s.parse().ok()?, e.parse().ok()?));
-    }
-    Some((size, ranges))
-}
-
-/// The text of a range map, as [`parse_range_map`] reads it.
-pub fn format_range_map(size: u64, ranges: impl Iterator<Item = ByteRange>) -> String {
-    let mut text = format!("xfer-ranges 1 {size}\n");
-    for (s, e) in ranges {
-        text.push_str(&format!("{s} {e}\n"));
-    }
-    text
-}
-
-/// Persists a download's range map atomically (write, fsync, rename).
-fn map_writer(path: PathBuf, size: u64) -> PersistFn {
-    Box::new(move |held: &RangeSet| {
-        use std::io::Write;
-        // UDP-RESUME-7: a bounded subset of what is held, which is always safe.
-        let text = format_range_map(size, held.lowest(MAX_RESUME_RANGES).iter());
-        let tmp = path.with_extension("ranges.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-}
-
-/// Opens the partial of a UDP download and what it holds: the saved map, or the whole partial
-/// when it came from a TCP download.
-async fn open_partial_with_map(
-    partial: &Path,
-    map_path: &Path,
-    resume: bool,
-) -> Result<(std::fs::File, RangeSet), ClientError> {
-    let (partial, map_path) = (partial.to_path_buf(), map_path.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(!resume)
-            .open(&partial)
-            .map_err(local_err(&partial))?;
-        if !resume {
-            let _ = std::fs::remove_file(&map_path);
-            return Ok((file, RangeSet::new()));
-        }
-        let len = file.metadata().map_err(local_err(&partial))?.len();
-        let held = match read_map(&map_path) {
-            // A map claiming bytes past the partial's end is stale: nothing counts (UDP-RESUME-4).
-            Some((_, ranges)) if ranges.iter().all(|r| r.1 <= len) => RangeSet::from_ranges(ranges),
-            Some(_) => RangeSet::new(),
-            None => RangeSet::from_ranges([(0, len)]),
-        };
-        Ok((file, held))
-    })
-    .await
-    .map_err(|e| ClientError::Transfer(TransferError::Io(std::io::Error::other(e))))?
-}
-
-/// Before a TCP download resumes a partial: keep only the map's contiguous prefix and drop the
-/// map, so the partial's length is again what is held (UDP-RESUME-3).
-pub fn trim_to_map_prefix(partial: &Path) -> std::io::Result<()> {
-    let map_path = ranges_path(partial);
-    let Some((_, ranges)) = read_map(&map_path) else { return Ok(()) };
-    let prefix = RangeSet::from_ranges(ranges).contiguous_from(0);
-    let f = std::fs::OpenOptions::new().write(true).open(partial)?;
-    if f.metadata()?.len() > prefix {
-        f.set_len(prefix)?;
-    }
-    f.sync_all()?;
-    std::fs::remove_file(map_path)
 }

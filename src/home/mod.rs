@@ -9,8 +9,10 @@
 mod path;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 pub use path::{HomePath, PathError};
+pub use tree::TreeItem;
 
 use cap_std::fs::{Dir, FileType, Metadata, MetadataExt, OpenOptions, OpenOptionsExt};
 use std::ffi::OsString;

@@ -87,6 +87,30 @@ pub enum Request {
         held_md5: Option<Md5Digest>,
         rate_limit: Option<u64>,
     },
+    /// Sets a regular file's modification time and, with `mode`, its permission bits
+    /// (CTRL-MSG-34, CTRL-ATTR-1). With `upload_md5`, only if this session's latest upload
+    /// committed `path` with that digest (CTRL-ATTR-2), so it can be sent behind `PutEnd`.
+    SetAttrs {
+        path: String,
+        mtime: i64,
+        mode: Option<u32>,
+        upload_md5: Option<Md5Digest>,
+    },
+    /// Every entry beneath a directory in one reply (CTRL-MSG-35, CTRL-TREE-1).
+    Walk {
+        path: String,
+    },
+    /// The entries whose paths match a glob pattern, expanded in the home (CTRL-MSG-36,
+    /// CTRL-GLOB-1).
+    Glob {
+        pattern: String,
+    },
+    /// Copies a regular file inside the home, charged like an upload (CTRL-MSG-39,
+    /// CTRL-COPY-1).
+    Copy {
+        from: String,
+        to: String,
+    },
 }
 
 /// Server to client.
@@ -154,6 +178,10 @@ pub enum Response {
         flow: u64,
         size: u64,
     },
+    /// Reply to `Walk` and `Glob` (CTRL-MSG-37).
+    Tree {
+        entries: Vec<TreeEntry>,
+    },
 }
 
 /// Error codes (CTRL-ERR-1). Append-only; the index is the wire value.
@@ -184,6 +212,8 @@ pub enum ErrorCode {
     IdleTimeout,
     ShuttingDown,
     UnsupportedTransport,
+    /// A `Walk` or `Glob` reply would exceed its bound (CTRL-TREE-2, CTRL-GLOB-2).
+    TooManyEntries,
 }
 
 /// Kind of a directory entry.
@@ -203,4 +233,16 @@ pub struct Entry {
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
+}
+
+/// One entry of a `Tree` reply (CTRL-MSG-38): `path` is relative to the walked directory for
+/// `Walk` and a home path (starting with `/`) for `Glob`; `mode` holds the permission bits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+    pub mode: u32,
 }

@@ -8,7 +8,7 @@ pub mod control;
 pub mod error;
 
 pub use codec::{DataChunk, Frame, FrameDecoder, MAX_FRAME_LEN, MAX_PRELOGIN_FRAME_LEN};
-pub use control::{Entry, EntryKind, ErrorCode, Request, Response, Transport};
+pub use control::{Entry, EntryKind, ErrorCode, Request, Response, Transport, TreeEntry};
 pub use error::DecodeError;
 
 /// Protocol version spoken by this build (CTRL-HELLO-1).

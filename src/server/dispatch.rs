@@ -31,6 +31,10 @@ pub(crate) struct Tally {
     tx: u64,
     ready: Option<Ready>,
     last: Option<Final>,
+    /// The digest of the upload that just committed, from its `PutDone`.
+    committed_md5: Option<crate::proto::control::Md5Digest>,
+    /// The latest upload of this session, if it committed: its target and digest (CTRL-ATTR-2).
+    pub last_upload: Option<(crate::home::HomePath, crate::proto::control::Md5Digest)>,
 }
 
 impl Tally {
@@ -50,7 +54,10 @@ impl Tally {
             }
             Response::GetReady { .. } => self.ready = Some(Ready::Get),
             Response::UdpGetReady { size, .. } => self.ready = Some(Ready::GetUdp { size: *size }),
-            Response::PutDone { size, .. } => self.last = Some(Final::Done { size: *size }),
+            Response::PutDone { size, md5 } => {
+                self.last = Some(Final::Done { size: *size });
+                self.committed_md5 = Some(*md5);
+            }
             Response::GetEnd { .. } => self.last = Some(Final::Done { size: 0 }),
             Response::Ok => self.last = Some(Final::Aborted),
             Response::Error { code, .. } => self.last = Some(Final::Failed(*code)),
@@ -78,12 +85,17 @@ impl TransferWatch {
     pub fn start_holding(conn: &mut Conn, op: &'static str, transport: Transport, held: u64) -> TransferWatch {
         conn.tally.ready = None;
         conn.tally.last = None;
+        conn.tally.committed_md5 = None;
         let gauge = metrics::gauge!(ACTIVE_TRANSFERS, "direction" => direction(op));
         TransferWatch { op, transport, rx: conn.tally.rx, tx: conn.tally.tx, held, _active: GaugeGuard::new(gauge) }
     }
 
     /// Writes the audit line and counts the bytes moved.
-    pub fn finish(self, conn: &Conn, session: &Session, path: &str) {
+    pub fn finish(self, conn: &mut Conn, session: &Session, path: &str) {
+        if self.op == "put" {
+            let md5 = conn.tally.committed_md5.take();
+            conn.tally.last_upload = md5.and_then(|m| session.resolve(path).ok().map(|p| (p, m)));
+        }
         let t = &conn.tally;
         let result = match (t.ready, t.last) {
             (_, Some(Final::Done { .. })) => "ok".to_string(),
@@ -136,6 +148,8 @@ impl Change {
             Request::Remove { path } => ("rm", shown(path), None),
             Request::Rmdir { path } => ("rmdir", shown(path), None),
             Request::Rename { from, to } => ("mv", shown(from), Some(shown(to))),
+            Request::SetAttrs { path, .. } => ("setattr", shown(path), None),
+            Request::Copy { from, to } => ("cp", shown(from), Some(shown(to))),
             _ => return None,
         };
         Some(Change { event, path, to })

@@ -49,13 +49,20 @@ impl Session {
             Request::Sum { path } => {
                 let target = self.resolve(&path)?;
                 let storage = self.storage.clone();
-                blocking(move || {
-                    let reader = storage.open_reader(&target)?;
-                    let (md5, size) = crate::storage::hash_blob(&*reader)?;
-                    Ok(Response::Sum { md5, size })
-                })
-                .await
+                // CTRL-SUM-1: digests run off the async workers, a bounded number at once.
+                self.state
+                    .hashing
+                    .file_job(move || {
+                        let reader = storage.open_reader(&target)?;
+                        let (md5, size) = crate::storage::hash_blob(&*reader)?;
+                        Ok(Response::Sum { md5, size })
+                    })
+                    .await
             }
+            Request::SetAttrs { path, mtime, mode, .. } => self.set_attrs(&path, mtime, mode).await,
+            Request::Walk { path } => self.walk(&path).await,
+            Request::Glob { pattern } => self.glob(&pattern).await,
+            Request::Copy { from, to } => self.copy(&from, &to).await,
             Request::Auth { .. } => Err(Reply::new(ErrorCode::BadRequest, "already logged in")),
             Request::PutEnd { .. } | Request::Abort => Err(Reply::new(ErrorCode::BadRequest, "no upload in progress")),
             Request::Bye | Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. } => {

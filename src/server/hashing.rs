@@ -20,6 +20,8 @@ pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(500);
 pub(crate) struct Hashing {
     slots: Arc<Semaphore>,
     spaces: Arc<Mutex<Spaces>>,
+    /// File digests asked for by `Sum` (CTRL-SUM-1): as many at once as password checks.
+    files: Arc<Semaphore>,
 }
 
 #[derive(Default)]
@@ -34,7 +36,27 @@ struct Spaces {
 
 impl Hashing {
     pub fn new(parallel: usize) -> Hashing {
-        Hashing { slots: Arc::new(Semaphore::new(parallel.max(1))), spaces: Arc::default() }
+        let parallel = parallel.max(1);
+        Hashing {
+            slots: Arc::new(Semaphore::new(parallel)),
+            spaces: Arc::default(),
+            files: Arc::new(Semaphore::new(parallel)),
+        }
+    }
+
+    /// Runs `job` (a file digest) in `spawn_blocking` once one of the bounded file-hashing
+    /// slots is free (CTRL-SUM-1); the wait is bounded by the session's own timeouts.
+    pub async fn file_job<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, super::errors::Reply> + Send + 'static,
+    ) -> Result<T, super::errors::Reply> {
+        let permit = self.files.clone().acquire_owned().await.map_err(super::errors::Reply::internal)?;
+        super::errors::blocking(move || {
+            let out = job();
+            drop(permit);
+            out
+        })
+        .await
     }
 
     /// Checks `password` against `hash` (`None`: an unknown user, checked against the dummy

@@ -12,6 +12,7 @@
 //! behind transfer work (issue 9 §5, BENCHMARKS.md "Control latency under load").
 
 mod audit;
+mod copy;
 mod data;
 mod dispatch;
 mod errors;
@@ -23,6 +24,7 @@ mod login;
 mod metrics;
 mod revoke;
 mod session;
+mod tree;
 mod udp;
 mod upload;
 

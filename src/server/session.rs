@@ -349,6 +349,11 @@ impl Session {
                 watch.finish(conn, self, &path);
                 go_on
             }
+            Request::SetAttrs { ref path, upload_md5: Some(md5), .. } if !self.committed(conn, path, md5) => {
+                let msg = "no committed upload of this file in this session to give these attributes to";
+                conn.reply_error(ErrorCode::SourceChanged, msg).await?;
+                Ok(true)
+            }
             other => {
                 let change = super::dispatch::Change::of(&other, self);
                 let resp = self.file_op(other).await.unwrap_or_else(Reply::into_response);
@@ -359,6 +364,12 @@ impl Session {
                 Ok(true)
             }
         }
+    }
+
+    /// True if this session's latest upload committed `path` with digest `md5` (CTRL-ATTR-2).
+    fn committed(&self, conn: &Conn, path: &str, md5: crate::proto::control::Md5Digest) -> bool {
+        let target = self.resolve(path).ok();
+        conn.tally.last_upload.as_ref().is_some_and(|(p, m)| Some(p) == target.as_ref() && *m == md5)
     }
 
     /// Resolves a client path against the working directory.

@@ -791,3 +791,31 @@ fn ctrl_c_keeps_the_partial_says_how_much_and_exits_130() {
     assert!(out.assert_ok().stderr.contains("resumed at"), "{}", out.stderr);
     assert_eq!(md5_file(&env.local("big.bin")), want);
 }
+
+#[test]
+fn shell_up_arrow_recalls_a_command_from_the_previous_session() {
+    use expectrl::Expect;
+    let env = TestEnv::new();
+    env.configure(&[]);
+    add_user(&env, "alice", "1GiB", PW).assert_ok();
+    let srv = env.start();
+    let addr = srv.addr_string();
+    make_file(&srv.home("alice").join("marker.txt"), 10, 1);
+    let mut p = pty_shell(&env, &addr);
+    p.expect("xfer:/> ").expect("prompt");
+    p.send_line("stat marker.txt").unwrap();
+    p.expect("marker.txt file 10 bytes").expect("stat");
+    p.expect("xfer:/> ").unwrap();
+    p.send_line("exit").unwrap();
+    p.expect(expectrl::Eof).expect("shell exits");
+    // A new shell: the up arrow walks back through the previous one's commands (`exit` first).
+    let mut p = pty_shell(&env, &addr);
+    p.expect("xfer:/> ").expect("prompt");
+    p.send("\x1b[A").unwrap();
+    p.send("\x1b[A").unwrap();
+    p.send("\r").unwrap();
+    p.expect("marker.txt file 10 bytes").expect("the recalled command ran");
+    p.expect("xfer:/> ").unwrap();
+    p.send_line("exit").unwrap();
+    p.expect(expectrl::Eof).expect("shell exits");
+}

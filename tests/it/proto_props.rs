@@ -12,7 +12,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use xfer::proto::codec::{encode_control, encode_data, FRAME_CONTROL};
 use xfer::proto::control::{ByteRange, Md5Digest};
-use xfer::proto::{DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport};
+use xfer::proto::{
+    DataChunk, Entry, EntryKind, ErrorCode, Frame, FrameDecoder, Request, Response, Transport, TreeEntry,
+};
 
 // ---- Variant indices, written out so that the compiler checks they are exhaustive ----
 
@@ -36,6 +38,10 @@ fn request_index(r: &Request) -> u32 {
         Request::Abort => 14,
         Request::Bye => 15,
         Request::GetUdp { .. } => 16,
+        Request::SetAttrs { .. } => 17,
+        Request::Walk { .. } => 18,
+        Request::Glob { .. } => 19,
+        Request::Copy { .. } => 20,
     }
 }
 
@@ -56,6 +62,7 @@ fn response_index(r: &Response) -> u32 {
         Response::Error { .. } => 11,
         Response::UdpPutReady { .. } => 12,
         Response::UdpGetReady { .. } => 13,
+        Response::Tree { .. } => 14,
     }
 }
 
@@ -88,10 +95,11 @@ fn error_index(c: ErrorCode) -> u32 {
         IdleTimeout => 22,
         ShuttingDown => 23,
         UnsupportedTransport => 24,
+        TooManyEntries => 25,
     }
 }
 
-const ALL_ERROR_CODES: [ErrorCode; 25] = {
+const ALL_ERROR_CODES: [ErrorCode; 26] = {
     use ErrorCode::*;
     [
         BadRequest,
@@ -119,6 +127,7 @@ const ALL_ERROR_CODES: [ErrorCode; 25] = {
         IdleTimeout,
         ShuttingDown,
         UnsupportedTransport,
+        TooManyEntries,
     ]
 };
 
@@ -165,6 +174,16 @@ fn entry() -> impl Strategy<Value = Entry> {
     (text(), entry_kind(), size(), any::<i64>()).prop_map(|(name, kind, size, mtime)| Entry { name, kind, size, mtime })
 }
 
+fn tree_entry() -> impl Strategy<Value = TreeEntry> {
+    (text(), entry_kind(), size(), any::<i64>(), any::<u32>()).prop_map(|(path, kind, size, mtime, mode)| TreeEntry {
+        path,
+        kind,
+        size,
+        mtime,
+        mode,
+    })
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (text(), text()).prop_map(|(user, password)| Request::Auth { user, password }),
@@ -191,6 +210,11 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Bye),
         (text(), byte_ranges(), proptest::option::of(md5()), proptest::option::of(size()))
             .prop_map(|(path, held, held_md5, rate_limit)| Request::GetUdp { path, held, held_md5, rate_limit }),
+        (text(), any::<i64>(), proptest::option::of(any::<u32>()), proptest::option::of(md5()))
+            .prop_map(|(path, mtime, mode, upload_md5)| Request::SetAttrs { path, mtime, mode, upload_md5 }),
+        text().prop_map(|path| Request::Walk { path }),
+        text().prop_map(|pattern| Request::Glob { pattern }),
+        (text(), text()).prop_map(|(from, to)| Request::Copy { from, to }),
     ]
 }
 
@@ -220,6 +244,7 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<u64>(), byte_ranges(), proptest::option::of(md5()))
             .prop_map(|(flow, held, held_md5)| Response::UdpPutReady { flow, held, held_md5 }),
         (any::<u64>(), size()).prop_map(|(flow, size)| Response::UdpGetReady { flow, size }),
+        vec(tree_entry(), 0..8).prop_map(|entries| Response::Tree { entries }),
     ]
 }
 
@@ -336,7 +361,7 @@ fn can_round_trip_every_error_code() {
         assert_eq!(Frame::decode_control::<Response>(payload), Ok(resp));
     }
     // One past the last code does not decode.
-    let past = [11u32.to_be_bytes(), 25u32.to_be_bytes(), [0; 4], [0; 4]].concat();
+    let past = [11u32.to_be_bytes(), 26u32.to_be_bytes(), [0; 4], [0; 4]].concat();
     assert!(Frame::decode_control::<Response>(&past).is_err());
 }
 

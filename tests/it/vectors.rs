@@ -689,11 +689,11 @@ fn accepts_preamble_of_any_version_for_the_session_to_judge() {
 #[test]
 fn rejects_unknown_variant_indices() {
     let be = |n: u32| n.to_be_bytes().to_vec();
-    assert!(matches!(Frame::decode_control::<Request>(&be(17)), Err(DecodeError::Malformed(_))));
-    assert!(matches!(Frame::decode_control::<Response>(&be(14)), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Frame::decode_control::<Request>(&be(21)), Err(DecodeError::Malformed(_))));
+    assert!(matches!(Frame::decode_control::<Response>(&be(15)), Err(DecodeError::Malformed(_))));
     assert!(matches!(Frame::decode_control::<Request>(&be(u32::MAX)), Err(DecodeError::Malformed(_))));
-    // Error { code: 25, message: "" }: one past UnsupportedTransport.
-    let err = [be(11), be(25), 0u64.to_be_bytes().to_vec()].concat();
+    // Error { code: 26, message: "" }: one past TooManyEntries.
+    let err = [be(11), be(26), 0u64.to_be_bytes().to_vec()].concat();
     assert!(matches!(Frame::decode_control::<Response>(&err), Err(DecodeError::Malformed(_))));
     let ok = [be(11), be(24), 0u64.to_be_bytes().to_vec()].concat();
     assert_eq!(

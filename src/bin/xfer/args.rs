@@ -81,6 +81,34 @@ pub enum Command {
         #[command(flatten)]
         opts: CopyArgs,
     },
+    /// Make DST like SRC: copy what is missing or differs (size and mtime, or md5 with
+    /// --checksum); one side is remote, written :PATH or USER@HOST:PATH
+    Sync {
+        /// Source directory (local, or remote as :PATH)
+        src: String,
+        /// Destination directory (local, or remote as :PATH)
+        dst: String,
+        /// Compare md5 digests instead of size and modification time
+        #[arg(short = 'c', long)]
+        checksum: bool,
+        /// Delete files and directories in DST that SRC does not have
+        #[arg(long)]
+        delete: bool,
+        /// Print what would be done and change nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Keep the permission bits too (the modification time is always kept)
+        #[arg(short = 'p', long)]
+        preserve: bool,
+        /// Go on past files that fail; exit non-zero at the end with a summary
+        #[arg(short = 'k', long)]
+        keep_going: bool,
+        /// Files in flight at once, each over its own session of the same login
+        #[arg(short = 'j', long, default_value_t = DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
+        #[command(flatten)]
+        via: TransportArgs,
+    },
     /// List a directory (dotfiles and partial transfers only with -a)
     #[command(disable_help_flag = true)]
     Ls {
@@ -129,6 +157,8 @@ pub enum Command {
     Rmdir { path: String },
     /// Rename or move within the home
     Mv { from: String, to: String },
+    /// Copy a remote file within the home (TO may be a directory); charged to the quota
+    Cp { from: String, to: String },
     /// Show type, size and modification time
     Stat { path: String },
     /// Show usage and quota
@@ -217,14 +247,13 @@ pub struct TransportArgs {
     /// falling back to TCP when UDP is blocked or does clearly worse)
     #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
     pub transport: TransportArg,
-    /// Cap the rate in bytes per second (units: K, M, G, e.g. 50M); UDP only for now, so with
-    /// a limit auto never falls back to (unlimited) TCP
+    /// Cap the rate in bytes per second (units: K, M, G, e.g. 50M), on UDP and TCP alike
     #[arg(long, value_parser = parse_rate)]
     pub rate_limit: Option<u64>,
 }
 
 /// Options shared by put and get.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct CopyArgs {
     /// Copy directories and everything under them
     #[arg(short = 'r', short_alias = 'R', long)]
@@ -239,8 +268,35 @@ pub struct CopyArgs {
     /// Never replace an existing destination file
     #[arg(short = 'n', long)]
     pub no_clobber: bool,
+    /// Keep the permission bits too (the modification time is always kept)
+    #[arg(short = 'p', long)]
+    pub preserve: bool,
+    /// Files in flight at once, each over its own session of the same login
+    #[arg(short = 'j', long, default_value_t = DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Go on past files that fail; exit non-zero at the end with a summary
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
     #[command(flatten)]
     pub via: TransportArgs,
+}
+
+/// Files in flight at once unless `-j` says otherwise.
+pub const DEFAULT_PARALLEL: u16 = 4;
+
+impl Default for CopyArgs {
+    fn default() -> CopyArgs {
+        CopyArgs {
+            recursive: false,
+            resume: false,
+            no_resume: false,
+            no_clobber: false,
+            preserve: false,
+            parallel: DEFAULT_PARALLEL,
+            keep_going: false,
+            via: TransportArgs::default(),
+        }
+    }
 }
 
 /// How progress is shown on stderr.

@@ -14,8 +14,8 @@ use crate::session::Session;
 
 /// Words the shell understands, for completing the first word.
 pub const COMMANDS: &[&str] = &[
-    "cd", "df", "exit", "get", "help", "lcd", "lls", "lpwd", "ls", "mkdir", "mv", "put", "pwd", "quit", "rm", "rmdir",
-    "stat", "sum",
+    "cd", "cp", "df", "exit", "get", "help", "lcd", "lls", "lpwd", "ls", "mkdir", "mv", "put", "pwd", "quit", "rm",
+    "rmdir", "stat", "sum", "sync",
 ];
 
 pub struct ShellHelper {

@@ -139,6 +139,7 @@ fn from_server(code: ErrorCode, message: &str) -> CliError {
         AlreadyExists => ExitCode::Exists,
         PathEscapes | PermissionDenied => ExitCode::Denied,
         QuotaExceeded | FileQuotaExceeded | TooLarge | DiskFull => ExitCode::Quota,
+        TooManyEntries => ExitCode::TooMany,
         ChunkCorrupt | DigestMismatch | SourceChanged => ExitCode::Integrity,
         Busy | IdleTimeout | ShuttingDown => ExitCode::Busy,
         BadRequest | UnsupportedVersion | UnsupportedTransport => ExitCode::Protocol,

@@ -30,6 +30,10 @@ pub enum ExitCode {
     Exists = 12,
     /// The server is busy, shutting down, or timed the session out: try again.
     Busy = 13,
+    /// A listing or glob matched more entries than one reply may carry.
+    TooMany = 14,
+    /// Some files of a run with `--keep-going` failed; the others were transferred.
+    Partial = 15,
     /// Interrupted by Ctrl-C (SIGINT); partial transfers are kept.
     Interrupted = 130,
 }

@@ -4,15 +4,19 @@
 mod address;
 mod admin;
 mod args;
+mod attrs;
 mod completion;
 mod error;
 mod escape;
 mod exit_codes;
+mod glob;
 mod output;
+mod pool;
 mod progress;
 mod remote;
 mod session;
 mod shell;
+mod sync;
 mod transfers;
 mod tree;
 

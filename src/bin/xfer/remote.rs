@@ -87,9 +87,18 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
     match cmd {
         Command::Put { paths, opts, dereference } => transfers::put(session, paths, &opts, dereference, ui).await,
         Command::Get { paths, opts } => transfers::get(session, paths, &opts, ui).await,
+        Command::Sync { src, dst, checksum, delete, dry_run, preserve, keep_going, parallel, via } => {
+            let args =
+                crate::sync::SyncArgs { src, dst, checksum, delete, dry_run, preserve, keep_going, parallel, via };
+            crate::sync::run(session, args, ui).await
+        }
         Command::Ls { path, long, human, by_time, by_size, reverse, all, help: _ } => {
             let style = ListStyle { long, human, by_time, by_size, reverse, all };
-            let entries = session.client().await?.list(path.as_deref().unwrap_or("")).await?;
+            let client = session.client().await?;
+            let entries = match path.as_deref() {
+                Some(p) if crate::glob::is_pattern(p) => crate::glob::as_entries(crate::glob::expand(client, p).await?),
+                p => client.list(p.unwrap_or("")).await?,
+            };
             list(output::arrange(entries, style), style, ui)
         }
         Command::Pwd => {
@@ -112,10 +121,17 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
         }
         Command::Rm { path, recursive } => {
             let client = session.client().await?;
-            if recursive {
-                tree::rm_r(client, &path).await?;
-            } else {
-                client.remove(&path).await?;
+            let targets = crate::glob::expand_all(client, vec![path.clone()]).await?;
+            // Deepest first, so a match inside another matched directory goes before it.
+            for target in targets.iter().rev() {
+                if recursive {
+                    tree::rm_r(client, target).await?;
+                } else {
+                    match client.remove(target).await {
+                        Err(e) if crate::glob::is_pattern(&path) => return Err(CliError::from(e).context(target)),
+                        other => other?,
+                    }
+                }
             }
             done(ui, "rm", &path)
         }
@@ -126,6 +142,23 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
         Command::Mv { from, to } => {
             session.client().await?.rename(&from, &to).await?;
             done(ui, "mv", &to)
+        }
+        Command::Cp { from, to } => {
+            let client = session.client().await?;
+            let name = from.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+            let to = if to.ends_with('/') { format!("{to}{name}") } else { to };
+            match client.copy(&from, &to).await {
+                // TO is a directory: the copy goes into it, as cp does.
+                Err(e) if e.code() == Some(xfer::proto::ErrorCode::IsADirectory) && !name.is_empty() => {
+                    let inside = format!("{}/{name}", to.trim_end_matches('/'));
+                    client.copy(&from, &inside).await?;
+                    done(ui, "cp", &inside)
+                }
+                other => {
+                    other?;
+                    done(ui, "cp", &to)
+                }
+            }
         }
         Command::Stat { path } => {
             let e = session.client().await?.stat(&path).await?;

@@ -98,6 +98,11 @@ impl Session {
         Session { target, password, client: None, cwd: None }
     }
 
+    /// Another session of the same login in the same directory, not connected yet.
+    pub fn sibling(&self) -> Session {
+        Session { target: self.target.clone(), password: self.password.clone(), client: None, cwd: self.cwd.clone() }
+    }
+
     /// The logged-in client, connecting (and restoring the directory) if needed.
     pub async fn client(&mut self) -> Result<&mut Client, CliError> {
         if self.client.as_ref().is_some_and(|c| !c.is_usable()) {

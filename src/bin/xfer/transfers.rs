@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use xfer::client::{local, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
-use xfer::proto::{EntryKind, ErrorCode};
+use xfer::proto::{EntryKind, ErrorCode, TreeEntry};
 use xfer::size::format_size;
 use xfer::transfer::{hex_digest, TransferError};
 
@@ -13,19 +13,22 @@ use crate::address::remote_arg;
 use crate::args::{Command, CopyArgs, TransportArg};
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
+use crate::pool::Job;
 use crate::remote::Ui;
 use crate::session::Session;
 use crate::{output, progress, tree};
 
-/// Takes `USER@HOST:` off the remote path arguments of put and get; every remote argument must
-/// name the same login.
+/// Takes `USER@HOST:` off the remote path arguments of put, get and sync; every remote argument
+/// must name the same login. A sync argument keeps a leading `:` to mark its side as remote.
 pub fn take_login(cmd: &mut Command) -> Result<Option<(String, String)>, CliError> {
+    let sync = matches!(cmd, Command::Sync { .. });
     let remote_args: Vec<&mut String> = match cmd {
         Command::Put { paths, .. } if paths.len() > 1 => paths.last_mut().into_iter().collect(),
         Command::Get { paths, .. } => {
             let n = if paths.len() > 1 { paths.len() - 1 } else { paths.len() };
             paths.iter_mut().take(n).collect()
         }
+        Command::Sync { src, dst, .. } => vec![src, dst],
         _ => return Ok(None),
     };
     let mut login = None;
@@ -36,7 +39,7 @@ pub fn take_login(cmd: &mut Command) -> Result<Option<(String, String)>, CliErro
                 return Err(CliError::usage("all remote paths must name the same USER@HOST"));
             }
             login = Some(l);
-            *arg = parsed.path;
+            *arg = if sync { format!(":{}", parsed.path) } else { parsed.path };
         }
     }
     Ok(login)
@@ -56,7 +59,7 @@ fn remote_name(path: &str) -> Result<String, CliError> {
     }
 }
 
-fn join_remote(dir: &str, name: &str) -> String {
+pub(crate) fn join_remote(dir: &str, name: &str) -> String {
     match dir.trim_end_matches('/') {
         "" if dir.starts_with('/') => format!("/{name}"),
         "" => name.to_string(),
@@ -73,15 +76,13 @@ pub async fn remote_kind(client: &mut Client, path: &str) -> Result<Option<Entry
     }
 }
 
-/// Resume choice: a rate limit never falls back to (unpaced) TCP.
+/// Resume and transport choice; the rate limit paces every transport (CTRL-XFER-9), so a
+/// fallback from UDP to TCP stays within it.
 fn transfer_options(opts: &CopyArgs) -> Result<TransferOptions, CliError> {
-    let transport = match (opts.via.transport, opts.via.rate_limit) {
-        (TransportArg::Tcp, Some(_)) => {
-            return Err(CliError::usage("--rate-limit paces UDP only for now; drop --transport tcp or the limit"))
-        }
-        (TransportArg::Auto, Some(_)) | (TransportArg::Udp, _) => TransportChoice::Udp,
-        (TransportArg::Auto, None) => TransportChoice::Auto,
-        (TransportArg::Tcp, None) => TransportChoice::Tcp,
+    let transport = match opts.via.transport {
+        TransportArg::Udp => TransportChoice::Udp,
+        TransportArg::Auto => TransportChoice::Auto,
+        TransportArg::Tcp => TransportChoice::Tcp,
     };
     Ok(TransferOptions { resume: !opts.no_resume, transport, rate_limit: opts.via.rate_limit })
 }
@@ -93,14 +94,22 @@ fn partial_mismatch(e: &ClientError) -> bool {
 
 /// One file to move.
 #[derive(Clone, Copy)]
-enum Op<'a> {
-    Put { local: &'a Path, remote: &'a str },
-    Get { remote: &'a str, local: &'a Path },
+pub(crate) enum Op<'a> {
+    Put {
+        local: &'a Path,
+        remote: &'a str,
+    },
+    /// `entry`: also learn the remote file's mtime and mode (CTRL-ATTR-3).
+    Get {
+        remote: &'a str,
+        local: &'a Path,
+        entry: bool,
+    },
 }
 
 /// One transfer with progress; a mismatching partial is discarded and the transfer run again
 /// unless `-c` asked for a strict resume.
-async fn with_resume(
+pub(crate) async fn with_resume(
     client: &mut Client,
     op: Op<'_>,
     label: &str,
@@ -112,14 +121,20 @@ async fn with_resume(
         let (bar, progress) = progress::start(label, ui.progress, ui.quiet, &ui.in_flight);
         let t0 = Instant::now();
         let result = match op {
-            Op::Put { local, remote } => client.put_with(local, remote, &topts, progress).await,
-            Op::Get { remote, local } => client.get_with(remote, local, &topts, progress).await,
+            Op::Put { local, remote } => {
+                let attrs = crate::attrs::of_local(local, opts.preserve)?;
+                client.put_keeping(local, remote, &topts, attrs, progress).await.map(|s| (s, None))
+            }
+            Op::Get { remote, local, entry: false } => {
+                client.get_with(remote, local, &topts, progress).await.map(|s| (s, None))
+            }
+            Op::Get { remote, local, entry: true } => client.get_keeping(remote, local, &topts, progress).await,
         };
         bar.finish_and_clear();
         match result {
-            Ok(s) => {
+            Ok((s, entry)) => {
                 ui.in_flight.end();
-                return Ok(Timed { summary: s, secs: t0.elapsed().as_secs_f64() });
+                return Ok(Timed { summary: s, secs: t0.elapsed().as_secs_f64(), entry });
             }
             Err(e) if topts.resume && !opts.resume && partial_mismatch(&e) => {
                 ui.note(format!("{label}: the partial transfer does not match the source; starting over"));
@@ -130,9 +145,11 @@ async fn with_resume(
     }
 }
 
-struct Timed {
-    summary: TransferSummary,
-    secs: f64,
+pub(crate) struct Timed {
+    pub summary: TransferSummary,
+    pub secs: f64,
+    /// The remote file's entry, when a download asked for it.
+    pub entry: Option<TreeEntry>,
 }
 
 /// Uploads the sources: files, `-` (standard input, spooled to a temporary file to learn its
@@ -156,6 +173,7 @@ pub async fn put(
     if let Some(t) = &target {
         check_dir_target(t, target_is_dir, sources.len(), "remote")?;
     }
+    let mut jobs = Vec::new();
     for source in &sources {
         if source == "-" {
             let remote = target
@@ -180,13 +198,13 @@ pub async fn put(
             if !opts.recursive {
                 return Err(CliError::local(local, "is a directory; use -r to upload a tree"));
             }
-            tree::put_tree(client, local, &remote, opts, dereference, ui).await?;
+            tree::put_tree(client, local, &remote, dereference, &mut jobs, ui).await?;
         } else {
             refuse_ambiguous_target(local, sources.len(), target.as_deref(), target_is_dir)?;
-            put_file(client, local, &remote, opts, ui).await?;
+            jobs.push(Job::Put { local: local.to_path_buf(), remote, size: meta.len() });
         }
     }
-    Ok(())
+    crate::pool::run_all(session, jobs, opts, ui).await
 }
 
 /// One regular file to a target that is not marked as a directory: the upload needs no lookup
@@ -280,6 +298,7 @@ async fn put_stdin(client: &mut Client, remote: &str, opts: &CopyArgs, ui: &Ui) 
 pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
     let (sources, target) = split_sources(paths);
     let client = session.client().await?;
+    let sources = crate::glob::expand_all(client, sources).await?;
     if target.as_deref() == Some("-") {
         if sources.len() != 1 || opts.recursive {
             return Err(CliError::usage("get ... -: standard output takes exactly one file"));
@@ -290,39 +309,56 @@ pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui:
     if let Some(t) = &target {
         check_dir_target(t, target_is_dir, sources.len(), "local")?;
     }
+    if let ([source], false) = (sources.as_slice(), opts.recursive) {
+        // One file: no lookup first, and the remote entry comes with the download.
+        let local = local_for(source, target.as_deref(), target_is_dir)?;
+        return get_file(client, source, &local, None, opts, ui).await;
+    }
+    let mut jobs = Vec::new();
     for source in &sources {
-        let name = remote_name(source)?;
-        let local = match &target {
-            Some(t) if target_is_dir => Path::new(t).join(&name),
-            Some(t) => PathBuf::from(t),
-            None => PathBuf::from(&name),
-        };
+        let local = local_for(source, target.as_deref(), target_is_dir)?;
         if opts.recursive && remote_kind(client, source).await? == Some(EntryKind::Dir) {
-            tree::get_tree(client, source, &local, opts, ui).await?;
+            tree::get_tree(client, source, &local, &mut jobs, ui).await?;
         } else {
-            get_file(client, source, &local, opts, ui).await?;
+            jobs.push(Job::Get { remote: source.clone(), local, known: None });
         }
     }
-    Ok(())
+    crate::pool::run_all(session, jobs, opts, ui).await
 }
 
-/// Downloads one file to a checked local destination.
+/// Where a downloaded `source` goes: into the target directory, onto the target, or here.
+fn local_for(source: &str, target: Option<&str>, target_is_dir: bool) -> Result<PathBuf, CliError> {
+    let name = remote_name(source)?;
+    Ok(match target {
+        Some(t) if target_is_dir => Path::new(t).join(&name),
+        Some(t) => PathBuf::from(t),
+        None => PathBuf::from(&name),
+    })
+}
+
+/// Downloads one file to a checked local destination and gives it the remote mtime (and mode
+/// with `-p`), from `known` when the caller listed it already.
 pub async fn get_file(
     client: &mut Client,
     remote: &str,
     local: &Path,
+    known: Option<&TreeEntry>,
     opts: &CopyArgs,
     ui: &Ui,
 ) -> Result<(), CliError> {
     let dest = local::download_target(local, opts.no_clobber)?;
     let label = format!("get {remote}");
-    let t = with_resume(client, Op::Get { remote, local: &dest }, &label, opts, ui).await.map_err(|e| {
+    let op = Op::Get { remote, local: &dest, entry: known.is_none() };
+    let t = with_resume(client, op, &label, opts, ui).await.map_err(|e| {
         if e.server_code == Some(ErrorCode::IsADirectory) && !opts.recursive {
             e.with_note("use -r to download a tree")
         } else {
             e
         }
     })?;
+    if let Some(e) = known.or(t.entry.as_ref()) {
+        crate::attrs::keep_local(&dest, e.mtime, opts.preserve.then_some(e.mode))?;
+    }
     report(ui, "downloaded", remote, &local.display().to_string(), &t)
 }
 
@@ -330,7 +366,7 @@ async fn get_stdout(client: &mut Client, remote: &str, opts: &CopyArgs, ui: &Ui)
     let dir = tempfile::tempdir().map_err(|e| CliError::local(&std::env::temp_dir(), e))?;
     let dest = dir.path().join("download");
     let label = format!("get {remote}");
-    let t = with_resume(client, Op::Get { remote, local: &dest }, &label, opts, ui).await?;
+    let t = with_resume(client, Op::Get { remote, local: &dest, entry: false }, &label, opts, ui).await?;
     let mut file = std::fs::File::open(&dest).map_err(|e| CliError::local(&dest, e))?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut file, &mut out).and_then(|_| std::io::Write::flush(&mut out)).map_err(CliError::stdout)?;

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use xfer::client::Client;
 use xfer::proto::{EntryKind, ErrorCode};
 
-use crate::args::CopyArgs;
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
+use crate::pool::Job;
 use crate::remote::Ui;
-use crate::transfers::{get_file, put_file, remote_kind};
+use crate::transfers::remote_kind;
 
 /// Directories visited by one walk at most, so a link loop under `-L` ends.
 const MAX_DIRS: usize = 100_000;
@@ -66,14 +66,15 @@ pub async fn rm_r(client: &mut Client, path: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Uploads the tree at `local` as `remote`. Symlinks inside it are skipped unless
-/// `dereference`; FIFOs, sockets and devices are always skipped.
+/// Creates the remote directories of the tree at `local` as `remote` and adds its files to
+/// `jobs`. Symlinks inside it are skipped unless `dereference`; FIFOs, sockets and devices are
+/// always skipped.
 pub async fn put_tree(
     client: &mut Client,
     local: &Path,
     remote: &str,
-    opts: &CopyArgs,
     dereference: bool,
+    jobs: &mut Vec<Job>,
     ui: &Ui,
 ) -> Result<(), CliError> {
     let mut stack = vec![(local.to_path_buf(), remote.to_string())];
@@ -101,7 +102,7 @@ pub async fn put_tree(
             if meta.is_dir() {
                 subdirs.push((path, rpath));
             } else if meta.is_file() {
-                put_file(client, &path, &rpath, opts, ui).await?;
+                jobs.push(Job::Put { local: path, remote: rpath, size: meta.len() });
             } else {
                 ui.note(format!("{}: not a regular file; skipped", path.display()));
             }
@@ -130,49 +131,54 @@ fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
-fn is_partial(name: &str) -> bool {
+pub fn is_partial(name: &str) -> bool {
     name.starts_with('.') && (name.ends_with(".xfer-part") || name.ends_with(".xfer-part.ranges"))
 }
 
-/// Downloads the remote tree at `remote` into `local`, creating directories as needed.
+/// Creates the local directories of the remote tree at `remote` in `local` and adds its files
+/// to `jobs`. The tree is listed with one `Walk` (CTRL-TREE-1); each job carries the remote
+/// entry, so its file gets the remote mtime (and mode with -p) without asking again.
 pub async fn get_tree(
     client: &mut Client,
     remote: &str,
     local: &Path,
-    opts: &CopyArgs,
+    jobs: &mut Vec<Job>,
     ui: &Ui,
 ) -> Result<(), CliError> {
-    let mut stack = vec![(remote.to_string(), local.to_path_buf())];
-    let mut dirs = 0;
-    while let Some((rdir, dir)) = stack.pop() {
-        dirs += 1;
-        if dirs > MAX_DIRS {
-            return Err(CliError::general(format!("{remote}: more than {MAX_DIRS} directories")));
+    let entries = client.walk(remote).await.map_err(|e| CliError::from(e).context(remote))?;
+    local_dir(local)?;
+    for e in &entries {
+        let Some(rel) = safe_rel(&e.path) else {
+            return Err(CliError::new(
+                ExitCode::Protocol,
+                format!("{remote}: the server listed a bad path {:?}", e.path),
+            ));
+        };
+        if rel.iter().any(|c| is_partial(c)) {
+            continue;
         }
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(CliError::local(&dir, "exists and is not a directory")),
-            Err(_) => std::fs::create_dir(&dir).map_err(|e| CliError::local(&dir, e))?,
+        let rpath = format!("{}/{}", remote.trim_end_matches('/'), e.path);
+        let path = rel.iter().fold(local.to_path_buf(), |p, c| p.join(c));
+        match e.kind {
+            EntryKind::Dir => local_dir(&path)?,
+            EntryKind::File => jobs.push(Job::Get { remote: rpath, local: path, known: Some(e.clone()) }),
+            _ => ui.note(format!("{rpath}: not a regular file; skipped")),
         }
-        let mut entries = client.list(&rdir).await.map_err(|e| CliError::from(e).context(&rdir))?;
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut subdirs = Vec::new();
-        for e in entries.into_iter().filter(|e| !is_partial(&e.name)) {
-            if !is_plain_name(&e.name) {
-                return Err(CliError::new(
-                    ExitCode::Protocol,
-                    format!("{rdir}: the server listed a bad name {:?}", e.name),
-                ));
-            }
-            let rpath = format!("{}/{}", rdir.trim_end_matches('/'), e.name);
-            let path = dir.join(&e.name);
-            match e.kind {
-                EntryKind::Dir => subdirs.push((rpath, path)),
-                EntryKind::File => get_file(client, &rpath, &path, opts, ui).await?,
-                _ => ui.note(format!("{rpath}: not a regular file; skipped")),
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
     }
     Ok(())
+}
+
+/// Creates the local directory `dir` unless it is one already; never replaces anything.
+pub fn local_dir(dir: &Path) -> Result<(), CliError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(CliError::local(dir, "exists and is not a directory")),
+        Err(_) => std::fs::create_dir(dir).map_err(|e| CliError::local(dir, e)),
+    }
+}
+
+/// The components of a relative path the server listed, if each is a plain name.
+pub fn safe_rel(path: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.iter().all(|p| is_plain_name(p)).then_some(parts)
 }

@@ -1,0 +1,191 @@
+//! Many files in flight: `-j N` runs the transfers of one command over N sessions of the same
+//! login at once (each its own connection, logged in once and counted against the per-user
+//! session cap like any other session). One total bar shows files, bytes, rate and ETA; each
+//! file still prints its own summary line. Errors are collected: without `--keep-going` the
+//! first failure stops new transfers from starting and is reported once the running ones end;
+//! with it every file is tried and the run ends with a summary and `Partial`.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use xfer::client::Client;
+use xfer::proto::{ErrorCode, TreeEntry};
+
+use crate::args::{CopyArgs, ProgressArg};
+use crate::error::CliError;
+use crate::exit_codes::ExitCode;
+use crate::remote::Ui;
+use crate::session::Session;
+use crate::transfers::{get_file, put_file};
+
+/// One file to move.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Put { local: PathBuf, remote: String, size: u64 },
+    Get { remote: String, local: PathBuf, known: Option<TreeEntry> },
+}
+
+impl Job {
+    fn size(&self) -> u64 {
+        match self {
+            Job::Put { size, .. } => *size,
+            Job::Get { known, .. } => known.as_ref().map_or(0, |e| e.size),
+        }
+    }
+
+    async fn run(&self, client: &mut Client, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
+        match self {
+            Job::Put { local, remote, .. } => put_file(client, local, remote, opts, ui).await,
+            Job::Get { remote, local, known } => get_file(client, remote, local, known.as_ref(), opts, ui).await,
+        }
+    }
+}
+
+/// What the workers share: the jobs left, the failures, and the total bar.
+struct Shared {
+    queue: Mutex<VecDeque<Job>>,
+    failures: Mutex<Vec<CliError>>,
+    total: ProgressBar,
+    keep_going: bool,
+    files: u64,
+    finished: AtomicU64,
+}
+
+impl Shared {
+    /// The next job, or None when all are taken or a failure stops the run.
+    fn next(&self) -> Option<Job> {
+        if !self.keep_going && !lock(&self.failures).is_empty() {
+            return None;
+        }
+        lock(&self.queue).pop_front()
+    }
+
+    fn give_back(&self, job: Job) {
+        lock(&self.queue).push_front(job);
+    }
+
+    fn done(&self, job: &Job, result: Result<(), CliError>) {
+        let n = self.finished.fetch_add(1, Ordering::Relaxed) + 1;
+        self.total.inc(job.size());
+        self.total.set_message(format!("{n}/{} files", self.files));
+        if let Err(e) = result {
+            if self.keep_going {
+                self.total.suspend(|| eprintln!("xfer: {}", crate::escape::terminal_safe(&e.message)));
+            }
+            lock(&self.failures).push(e);
+        }
+    }
+}
+
+/// Runs `jobs` with up to `opts.parallel` sessions; `main` serves when one is enough. Returns
+/// the number of failed files with `--keep-going` (each reported as it failed); without it, the
+/// first failure.
+pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -> Result<u64, CliError> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let workers = usize::from(opts.parallel).max(1).min(jobs.len());
+    let shared = Arc::new(Shared {
+        files: jobs.len() as u64,
+        total: total_bar(&jobs, ui, workers),
+        queue: Mutex::new(jobs.into()),
+        failures: Mutex::default(),
+        keep_going: opts.keep_going,
+        finished: AtomicU64::new(0),
+    });
+    // Per-file bars would fight over the terminal: with several in flight only the total shows.
+    let worker_ui = Ui {
+        progress: if workers > 1 && ui.progress == ProgressArg::Auto { ProgressArg::None } else { ui.progress },
+        ..ui.clone()
+    };
+    if workers > 1 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (shared, opts, ui, session) = (shared.clone(), opts.clone(), worker_ui.clone(), main.sibling());
+            set.spawn(work(session, shared, opts, ui));
+        }
+        while set.join_next().await.is_some() {}
+    }
+    // Sequential, and whatever workers that could not log in left behind.
+    let client = main.client().await?;
+    while let Some(job) = shared.next() {
+        let result = job.run(client, opts, &worker_ui).await;
+        let lost = result.as_ref().is_err_and(|e| e.is_connection_loss());
+        shared.done(&job, result);
+        if lost {
+            break;
+        }
+    }
+    shared.total.finish_and_clear();
+    finish(&shared)
+}
+
+/// One worker: its own session, jobs until none are left. A worker that cannot log in (the
+/// session cap, say) gives its job back and stops; the others, or the main session, take it.
+async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui) {
+    let mut served = 0;
+    while let Some(job) = shared.next() {
+        let client = match session.client().await {
+            Ok(c) => c,
+            Err(e) if served == 0 || e.server_code == Some(ErrorCode::Busy) => {
+                shared.give_back(job);
+                break;
+            }
+            Err(e) => {
+                shared.done(&job, Err(e));
+                break;
+            }
+        };
+        let result = job.run(client, &opts, &ui).await;
+        let lost = result.as_ref().is_err_and(|e| e.is_connection_loss());
+        shared.done(&job, result);
+        served += 1;
+        if lost {
+            session.drop_connection();
+        }
+    }
+    session.close().await;
+}
+
+/// The first failure, or with `--keep-going` how many failed.
+fn finish(shared: &Shared) -> Result<u64, CliError> {
+    let mut failures = std::mem::take(&mut *lock(&shared.failures));
+    match failures.len() {
+        0 => Ok(0),
+        _ if !shared.keep_going => Err(failures.remove(0)),
+        n => Ok(n as u64),
+    }
+}
+
+/// Runs `jobs` as [`run`] does; failures collected with `--keep-going` end in `Partial`.
+pub async fn run_all(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
+    let files = jobs.len();
+    match run(main, jobs, opts, ui).await? {
+        0 => Ok(()),
+        n => Err(CliError::new(ExitCode::Partial, format!("{n} of {files} files failed"))),
+    }
+}
+
+/// The total bar: in a terminal, unless `-q` or another progress mode; hidden for one file.
+fn total_bar(jobs: &[Job], ui: &Ui, workers: usize) -> ProgressBar {
+    let show = jobs.len() > 1 && !ui.quiet && ui.progress == ProgressArg::Auto && std::io::stderr().is_terminal();
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bytes = jobs.iter().map(Job::size).sum();
+    let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
+    let template = "total [{bar:30.green/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}";
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(format!("0/{} files, {workers} at once", jobs.len()));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
