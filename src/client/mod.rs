@@ -6,6 +6,7 @@ pub mod fallback;
 mod greeting;
 pub mod known_hosts;
 pub mod local;
+pub mod path_memory;
 mod transfer;
 mod udp;
 
@@ -101,6 +102,10 @@ pub struct Client {
     peer: std::net::SocketAddr,
     /// Exported from the TLS session; keys UDP flows (UDP-SEAL-1).
     secret: crate::udp::seal::SessionSecret,
+    /// The server as connected to (`HOST:PORT`), and what its last upload learnt of the
+    /// path (UDP-RATE-8).
+    server: String,
+    paths: path_memory::PathMemory,
 }
 
 /// Which transport carries a transfer's data, as chosen by the user.
@@ -189,6 +194,8 @@ impl Client {
             greeting: Greeting::new(),
             peer,
             secret,
+            server: opts.server.clone(),
+            paths: path_memory::PathMemory::new(&opts.config_dir),
         })
     }
 

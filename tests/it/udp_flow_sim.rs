@@ -22,6 +22,7 @@ use xfer::udp::flow::{Direction, Event, Flow, FlowConfig, FlowFailure, FlowTimin
 use xfer::udp::packet::{Ack, Header, PacketKind, HEADER_LEN, MIN_DATAGRAM, TAG_LEN};
 use xfer::udp::path::AMPLIFICATION_FACTOR;
 use xfer::udp::ranges::RangeSet;
+use xfer::udp::rate::{PathEstimate, StartHint};
 use xfer::udp::receiver::{AckRanges, ReceiverConfig};
 use xfer::udp::seal::{FlowKeys, EXPORT_LEN};
 use xfer::udp::sender::{SenderConfig, SenderStats};
@@ -94,6 +95,10 @@ struct Setup {
     rate_limit: Option<u64>,
     max_span: Option<u64>,
     ack_ranges: Option<AckRanges>,
+    /// What the sender knows of the path before it starts (UDP-RATE-7).
+    start_hint: StartHint,
+    /// Sample the bytes the receiver holds and the queue drops this often.
+    trace_every: Option<u64>,
 }
 
 impl Setup {
@@ -114,6 +119,8 @@ impl Setup {
             rate_limit: None,
             max_span: None,
             ack_ranges: None,
+            start_hint: StartHint::default(),
+            trace_every: None,
         }
     }
 }
@@ -134,6 +141,10 @@ struct Report {
     stats: Option<SenderStats>,
     /// The link model's counters in the direction of the data.
     fwd: ModelStats,
+    /// `(time, bytes the receiver holds, queue drops so far)` every `trace_every`.
+    trace: Vec<(u64, u64, u64)>,
+    /// The sender's estimate of the path at the end, to remember for the next flow.
+    estimate: Option<PathEstimate>,
 }
 
 impl Report {
@@ -192,6 +203,7 @@ impl Net {
     fn new(setup: Setup) -> Net {
         let base = Instant::now();
         let mut scfg = SenderConfig::new(setup.size, setup.held.clone());
+        scfg.start_hint = setup.start_hint;
         scfg.max_datagram = setup.max_datagram;
         scfg.rate_limit = setup.rate_limit;
         if let Some(span) = setup.max_span {
@@ -247,6 +259,7 @@ impl Net {
     }
 
     fn run(mut self) -> (Report, Net) {
+        let mut next_sample = 0;
         for iteration in 0.. {
             assert!(iteration < 50_000_000, "too many iterations");
             if self.now > self.setup.max_time || self.report.done_at.is_some() || self.report.failure.is_some() {
@@ -259,15 +272,21 @@ impl Net {
             self.deliver_due();
             self.step(true);
             self.step(false);
+            if let Some(every) = self.setup.trace_every.filter(|_| self.now >= next_sample) {
+                let held = self.receiving_end().receiver().map_or(0, |r| r.held().covered());
+                let fwd = if self.setup.download { &self.s2c } else { &self.c2s };
+                self.report.trace.push((self.now, held, fwd.stats.dropped_queue));
+                next_sample = (self.now / every + 1) * every;
+            }
             let Some(next) = self.next_event() else { break };
             self.now = self.now.max(next);
         }
         self.report.dropped_at_receiver = self.receiving_end().counters().dropped;
-        if let Some(s) = self.sending_end().sender() {
-            let st = s.stats();
+        if let Some((st, estimate)) = self.sending_end().sender().map(|s| (s.stats(), s.path_estimate())) {
             self.report.sent_bytes = st.sent_bytes;
             self.report.retransmitted = st.retransmitted_bytes;
             self.report.stats = Some(st);
+            self.report.estimate = estimate;
         }
         self.report.size = self.setup.size;
         self.report.fwd = if self.setup.download { self.s2c.stats } else { self.c2s.stats };
@@ -1076,4 +1095,85 @@ proptest! {
         let r = run(s);
         prop_assert!(r.done_at.is_some(), "not delivered: {:?}", r.failure);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Careful resume (UDP-RATE-7, UDP-RATE-8)
+
+/// Round trips from the first `Data` datagram to the first round trip whose delivery reaches
+/// 90% of `ceiling_mbit`, from a trace sampled every round trip.
+fn round_trips_to_90_percent(r: &Report, ceiling_mbit: f64, rtt: u64) -> Option<usize> {
+    let start = r.first_data_at.unwrap_or(0);
+    let trace: Vec<_> = r.trace.iter().filter(|s| s.0 >= start).collect();
+    trace
+        .windows(2)
+        .position(|w| {
+            let rate = (w[1].1 - w[0].1) as f64 * 8.0 / ((w[1].0 - w[0].0) as f64 / SEC as f64) / 1e6;
+            rate >= 0.9 * ceiling_mbit
+        })
+        .map(|i| ((trace[i + 1].0 - start) as f64 / rtt as f64).ceil() as usize)
+}
+
+/// An upload on a 100 ms path, traced every round trip, started from `hint`.
+fn traced_upload(rate_mbit: f64, hint: StartHint, seed: u64) -> Report {
+    let mut s = Setup::new(40 * MB, link(rate_mbit, 100.0, 0.0));
+    s.carry = false;
+    s.seed = seed;
+    s.start_hint = hint;
+    s.trace_every = Some(100 * MS);
+    let r = run(s);
+    assert_delivered(&r, "traced upload");
+    r
+}
+
+/// What the client remembers after a first upload to a 100 Mbit/s, 100 ms server.
+fn remembered_estimate() -> PathEstimate {
+    let first = traced_upload(100.0, StartHint::default(), 1);
+    let est = first.estimate.expect("a flow past Startup has an estimate");
+    assert!((est.rate as f64 * 8.0 / 1e6 - 100.0).abs() < 10.0, "estimate {est:?}");
+    est
+}
+
+#[test]
+fn a_remembered_estimate_reaches_90_percent_of_the_bottleneck_in_fewer_round_trips() {
+    let rtt = 100 * MS;
+    let ceiling = 100.0 * 1424.0 / 1472.0;
+    let est = remembered_estimate();
+    let cold = traced_upload(100.0, StartHint { rtt: Some(Duration::from_millis(100)), remembered: None }, 2);
+    let warm = traced_upload(100.0, StartHint { rtt: Some(Duration::from_millis(100)), remembered: Some(est) }, 2);
+    let (c, w) = (round_trips_to_90_percent(&cold, ceiling, rtt), round_trips_to_90_percent(&warm, ceiling, rtt));
+    eprintln!(
+        "90% of 100 Mbit/s at 100 ms: cold {c:?} round trips, resumed {w:?}; goodput {:.1} / {:.1} Mbit/s",
+        cold.goodput(),
+        warm.goodput()
+    );
+    let (c, w) = (c.expect("cold start never reached 90%"), w.expect("resumed start never reached 90%"));
+    assert!(w < c, "resumed {w} round trips, cold {c}");
+    assert!(warm.redundancy() <= cold.redundancy() + 0.001, "the jump cost {:.4}", warm.redundancy());
+}
+
+#[test]
+fn a_stale_estimate_keeps_loss_bounded_and_falls_back_within_a_few_round_trips() {
+    // Remembered at 100 Mbit/s; the path now carries 25.
+    let rtt = 100 * MS;
+    let est = remembered_estimate();
+    let cold = traced_upload(25.0, StartHint { rtt: Some(Duration::from_millis(100)), remembered: None }, 3);
+    let stale = traced_upload(25.0, StartHint { rtt: Some(Duration::from_millis(100)), remembered: Some(est) }, 3);
+    let start = stale.first_data_at.unwrap();
+    // The round trip after which the queue drops no more.
+    let drops = stale.fwd.dropped_queue;
+    let settled = stale.trace.iter().find(|s| s.2 == drops).map(|s| s.0.saturating_sub(start).div_ceil(rtt));
+    eprintln!(
+        "stale estimate (100 -> 25 Mbit/s): redundancy {:.4} (cold {:.4}), queue drops {drops} (cold {}), \
+         no drops after round trip {settled:?}, goodput {:.1} / cold {:.1} Mbit/s",
+        stale.redundancy(),
+        cold.redundancy(),
+        cold.fwd.dropped_queue,
+        stale.goodput(),
+        cold.goodput()
+    );
+    assert!(stale.redundancy() < 0.02, "redundancy {:.4}", stale.redundancy());
+    assert!(settled.is_some_and(|r| r <= 6), "drops went on until round trip {settled:?}");
+    let end = stale.estimate.expect("an estimate at the end");
+    assert!((end.rate as f64 * 8.0 / 1e6 - 25.0).abs() < 3.0, "fell back to {end:?}");
 }
