@@ -80,6 +80,8 @@ struct Setup {
     seed: u64,
     /// The client's first-reply deadline (UDP-FALLBACK-2).
     confirm_within: Duration,
+    /// Both ends fail when nothing authentic arrives for this long.
+    idle: Duration,
     /// At this time the NAT gives the client a new public address.
     rebind_at: Option<u64>,
     /// Flip one bit of a datagram in flight with this probability.
@@ -110,6 +112,7 @@ impl Setup {
             link,
             seed: 1,
             confirm_within: Duration::from_secs(10),
+            idle: FlowTiming::default().idle,
             rebind_at: None,
             tamper: 0.0,
             drop_first_data: false,
@@ -167,26 +170,21 @@ impl Report {
 }
 
 struct Packet {
+    /// Which of the flows sharing the link it belongs to.
+    pair: usize,
     to_server: bool,
     from: SocketAddr,
     dest: SocketAddr,
     bytes: Vec<u8>,
 }
 
-struct Net {
-    setup: Setup,
-    base: Instant,
-    now: u64,
+/// One transfer's two ends and what the harness tracks of them.
+struct Pair {
     client: Flow,
     server: Flow,
     /// The client's address as the server sees it (the NAT's mapping).
     client_public: SocketAddr,
-    c2s: LinkModel,
-    s2c: LinkModel,
-    queue: BTreeMap<(u64, u64), Packet>,
-    seq: u64,
     sink: Vec<u8>,
-    rng: Rng,
     /// Bytes the server received from and sent to each address.
     from_addr: HashMap<SocketAddr, u64>,
     to_addr: HashMap<SocketAddr, u64>,
@@ -194,14 +192,12 @@ struct Net {
     client_blocks: u64,
     server_blocks: u64,
     report: Report,
-    buf: Vec<u8>,
-    /// The block every goodput run sends (`carry` off).
-    zeros: Bytes,
+    /// Virtual time at which the client starts.
+    start: u64,
 }
 
-impl Net {
-    fn new(setup: Setup) -> Net {
-        let base = Instant::now();
+impl Pair {
+    fn new(setup: &Setup, seed: u64, base: Instant, start: u64) -> Pair {
         let mut scfg = SenderConfig::new(setup.size, setup.held.clone());
         scfg.start_hint = setup.start_hint;
         scfg.max_datagram = setup.max_datagram;
@@ -215,7 +211,7 @@ impl Net {
         }
         let (send, recv) = (Direction::Send(scfg), Direction::Recv(rcfg));
         let (cdir, sdir) = if setup.download { (recv, send) } else { (send, recv) };
-        let timing = FlowTiming { confirm_within: setup.confirm_within, ..FlowTiming::default() };
+        let timing = FlowTiming { confirm_within: setup.confirm_within, idle: setup.idle, ..FlowTiming::default() };
         let cfg = |side, direction, seed: u64| FlowConfig {
             id: FLOW_ID,
             side,
@@ -224,24 +220,17 @@ impl Net {
             max_segments: 10,
             seed: [seed as u8; 32],
         };
-        let client = Flow::new(cfg(Side::Client { server: server_addr() }, cdir, setup.seed), keys(setup.seed), base);
-        let server = Flow::new(cfg(Side::Server, sdir, setup.seed.wrapping_add(1)), keys(setup.seed), base);
+        let at = base + Duration::from_nanos(start);
+        let client = Flow::new(cfg(Side::Client { server: server_addr() }, cdir, seed), keys(seed), at);
+        let server = Flow::new(cfg(Side::Server, sdir, seed.wrapping_add(1)), keys(seed), at);
         let mut sink = vec![0u8; if setup.carry { setup.size as usize } else { 0 }];
         for (s, e) in setup.held.iter().filter(|_| setup.carry) {
             sink[s as usize..e as usize].copy_from_slice(&file_bytes(s, (e - s) as usize));
         }
-        Net {
-            c2s: LinkModel::new(setup.link.clone(), setup.seed.wrapping_mul(2)),
-            s2c: LinkModel::new(setup.link.clone(), setup.seed.wrapping_mul(2) | 1),
-            rng: Rng::new(setup.seed ^ 0xABCD),
-            setup,
-            base,
-            now: 0,
+        Pair {
             client,
             server,
             client_public: addr("192.0.2.1:40000"),
-            queue: BTreeMap::new(),
-            seq: 0,
             sink,
             from_addr: HashMap::new(),
             to_addr: HashMap::new(),
@@ -249,6 +238,54 @@ impl Net {
             client_blocks: 0,
             server_blocks: 0,
             report: Report::default(),
+            start,
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.report.done_at.is_some() || self.report.failure.is_some()
+    }
+}
+
+struct Net {
+    setup: Setup,
+    base: Instant,
+    now: u64,
+    /// The transfers sharing the link: one, or more for fairness runs.
+    pairs: Vec<Pair>,
+    c2s: LinkModel,
+    s2c: LinkModel,
+    queue: BTreeMap<(u64, u64), Packet>,
+    seq: u64,
+    rng: Rng,
+    buf: Vec<u8>,
+    /// The block every goodput run sends (`carry` off).
+    zeros: Bytes,
+}
+
+impl Net {
+    fn new(setup: Setup) -> Net {
+        Net::sharing(setup, &[0])
+    }
+
+    /// Transfers like `setup`'s, one starting at each of `starts`, through one link.
+    fn sharing(setup: Setup, starts: &[u64]) -> Net {
+        let base = Instant::now();
+        let pairs = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| Pair::new(&setup, setup.seed.wrapping_add(7 * i as u64), base, start))
+            .collect();
+        Net {
+            c2s: LinkModel::new(setup.link.clone(), setup.seed.wrapping_mul(2)),
+            s2c: LinkModel::new(setup.link.clone(), setup.seed.wrapping_mul(2) | 1),
+            rng: Rng::new(setup.seed ^ 0xABCD),
+            setup,
+            base,
+            now: 0,
+            pairs,
+            queue: BTreeMap::new(),
+            seq: 0,
             buf: Vec::new(),
             zeros: Bytes::from(vec![0u8; BLOCK as usize]),
         }
@@ -258,64 +295,99 @@ impl Net {
         self.base + Duration::from_nanos(ns)
     }
 
-    fn run(mut self) -> (Report, Net) {
+    /// Runs until every transfer is over or the time limit; returns their reports.
+    fn run_all(mut self) -> (Vec<Report>, Net) {
         let mut next_sample = 0;
         for iteration in 0.. {
             assert!(iteration < 50_000_000, "too many iterations");
-            if self.now > self.setup.max_time || self.report.done_at.is_some() || self.report.failure.is_some() {
+            if self.now > self.setup.max_time || self.pairs.iter().all(Pair::over) {
                 break;
             }
             if self.setup.rebind_at.is_some_and(|t| self.now >= t) {
                 self.setup.rebind_at = None;
-                self.client_public = addr("192.0.2.1:50000");
+                self.pairs[0].client_public = addr("192.0.2.1:50000");
             }
             self.deliver_due();
-            self.step(true);
-            self.step(false);
+            for i in 0..self.pairs.len() {
+                if self.pairs[i].start <= self.now && !self.pairs[i].over() {
+                    self.step(i, true);
+                    self.step(i, false);
+                }
+            }
             if let Some(every) = self.setup.trace_every.filter(|_| self.now >= next_sample) {
-                let held = self.receiving_end().receiver().map_or(0, |r| r.held().covered());
-                let fwd = if self.setup.download { &self.s2c } else { &self.c2s };
-                self.report.trace.push((self.now, held, fwd.stats.dropped_queue));
+                let drops = if self.setup.download { &self.s2c } else { &self.c2s }.stats.dropped_queue;
+                for i in 0..self.pairs.len() {
+                    let held = self.receiving_end(i).receiver().map_or(0, |r| r.held().covered());
+                    self.pairs[i].report.trace.push((self.now, held, drops));
+                }
                 next_sample = (self.now / every + 1) * every;
             }
             let Some(next) = self.next_event() else { break };
             self.now = self.now.max(next);
         }
-        self.report.dropped_at_receiver = self.receiving_end().counters().dropped;
-        if let Some((st, estimate)) = self.sending_end().sender().map(|s| (s.stats(), s.path_estimate())) {
-            self.report.sent_bytes = st.sent_bytes;
-            self.report.retransmitted = st.retransmitted_bytes;
-            self.report.stats = Some(st);
-            self.report.estimate = estimate;
+        let fwd = if self.setup.download { self.s2c.stats } else { self.c2s.stats };
+        let mut reports = Vec::new();
+        for i in 0..self.pairs.len() {
+            let dropped = self.receiving_end(i).counters().dropped;
+            let sender = self.sending_end(i).sender().map(|s| (s.stats(), s.path_estimate()));
+            let p = &mut self.pairs[i];
+            let mut r = std::mem::take(&mut p.report);
+            r.dropped_at_receiver = dropped;
+            if let Some((st, estimate)) = sender {
+                r.sent_bytes = st.sent_bytes;
+                r.retransmitted = st.retransmitted_bytes;
+                r.stats = Some(st);
+                r.estimate = estimate;
+            }
+            r.size = self.setup.size;
+            r.fwd = fwd;
+            if r.done_at.is_some() && self.setup.carry {
+                let expected = file_bytes(0, self.setup.size as usize);
+                assert!(p.sink == expected, "the received file differs from the sent one");
+            }
+            reports.push(r);
         }
-        self.report.size = self.setup.size;
-        self.report.fwd = if self.setup.download { self.s2c.stats } else { self.c2s.stats };
-        if self.report.done_at.is_some() && self.setup.carry {
-            let expected = file_bytes(0, self.setup.size as usize);
-            assert!(self.sink == expected, "the received file differs from the sent one");
-        }
-        (std::mem::take(&mut self.report), self)
+        (reports, self)
     }
 
-    fn sending_end(&self) -> &Flow {
+    fn run(self) -> (Report, Net) {
+        let (mut reports, net) = self.run_all();
+        (reports.swap_remove(0), net)
+    }
+
+    fn sending_end(&self, i: usize) -> &Flow {
+        let p = &self.pairs[i];
         if self.setup.download {
-            &self.server
+            &p.server
         } else {
-            &self.client
+            &p.client
         }
     }
 
-    fn receiving_end(&self) -> &Flow {
+    fn receiving_end(&self, i: usize) -> &Flow {
+        let p = &self.pairs[i];
         if self.setup.download {
-            &self.client
+            &p.client
         } else {
-            &self.server
+            &p.server
         }
     }
 
     fn next_event(&self) -> Option<u64> {
-        let timers = [self.client.poll_timeout(), self.server.poll_timeout()];
-        let t = timers.into_iter().flatten().map(|t| t.saturating_duration_since(self.base).as_nanos() as u64).min();
+        let nanos = |t: Instant| t.saturating_duration_since(self.base).as_nanos() as u64;
+        let t = self
+            .pairs
+            .iter()
+            .filter(|p| !p.over())
+            .flat_map(|p| {
+                if p.start > self.now {
+                    [Some(p.start), None]
+                } else {
+                    [p.client.poll_timeout().map(nanos), p.server.poll_timeout().map(nanos)]
+                }
+            })
+            .flatten()
+            .min();
         let q = self.queue.keys().next().map(|k| k.0);
         match (t, q) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -330,23 +402,25 @@ impl Net {
                 break;
             }
             let mut p = entry.remove();
+            let pair = &mut self.pairs[p.pair];
             if p.to_server {
-                *self.from_addr.entry(p.from).or_default() += p.bytes.len() as u64;
-                self.server.handle_datagram(now, p.from, &mut p.bytes);
-            } else if p.dest == self.client_public {
-                self.client.handle_datagram(now, p.from, &mut p.bytes);
+                *pair.from_addr.entry(p.from).or_default() += p.bytes.len() as u64;
+                pair.server.handle_datagram(now, p.from, &mut p.bytes);
+            } else if p.dest == pair.client_public {
+                pair.client.handle_datagram(now, p.from, &mut p.bytes);
             }
         }
     }
 
     /// Runs one end's timers, sends and events.
-    fn step(&mut self, server: bool) {
+    fn step(&mut self, i: usize, server: bool) {
         let now = self.at(self.now);
-        let flow = if server { &mut self.server } else { &mut self.client };
+        let p = &mut self.pairs[i];
+        let (flow, next_block) =
+            if server { (&mut p.server, &mut p.server_blocks) } else { (&mut p.client, &mut p.client_blocks) };
         if flow.poll_timeout().is_some_and(|t| t <= now) {
             flow.handle_timeout(now);
         }
-        let next_block = if server { &mut self.server_blocks } else { &mut self.client_blocks };
         // Blocks come in order, as the file reader hands them in.
         while flow.needs_data().is_some() {
             let len = BLOCK.min(self.setup.size - *next_block);
@@ -360,55 +434,59 @@ impl Net {
         }
         let mut buf = std::mem::take(&mut self.buf);
         loop {
-            let flow = if server { &mut self.server } else { &mut self.client };
+            let p = &mut self.pairs[i];
+            let flow = if server { &mut p.server } else { &mut p.client };
             let Some(t) = flow.poll_transmit(now, &mut buf) else { break };
             let peer = flow.peer();
             let seg = t.segment_size.unwrap_or(t.size);
             for d in buf[..t.size].chunks(seg) {
                 if server {
-                    self.check_server_send(t.dest, d, peer);
+                    self.check_server_send(i, t.dest, d, peer);
                 }
-                self.send(server, t.dest, d.to_vec());
+                self.send(i, server, t.dest, d.to_vec());
             }
         }
         self.buf = buf;
-        self.take_events(server);
+        self.take_events(i, server);
     }
 
     /// UDP-VALID-5 and UDP-AMP-1, checked on every datagram the server sends.
-    fn check_server_send(&mut self, dest: SocketAddr, d: &[u8], peer: Option<SocketAddr>) {
+    fn check_server_send(&mut self, i: usize, dest: SocketAddr, d: &[u8], peer: Option<SocketAddr>) {
         let kind = Header::decode(d).unwrap().kind;
         if kind != PacketKind::PathChallenge {
             assert_eq!(Some(dest), peer, "{kind:?} to {dest}, which is not the validated address");
         }
-        let to = self.to_addr.entry(dest).or_default();
+        let p = &mut self.pairs[i];
+        let to = p.to_addr.entry(dest).or_default();
         *to += d.len() as u64;
         if peer != Some(dest) {
-            let from = self.from_addr.get(&dest).copied().unwrap_or(0);
+            let from = p.from_addr.get(&dest).copied().unwrap_or(0);
             assert!(*to <= AMPLIFICATION_FACTOR * from, "{to} bytes to {dest}, which sent {from}");
         }
     }
 
-    fn send(&mut self, from_server: bool, dest: SocketAddr, mut bytes: Vec<u8>) {
+    fn send(&mut self, i: usize, from_server: bool, dest: SocketAddr, mut bytes: Vec<u8>) {
         let kind = bytes[0];
+        let p = &mut self.pairs[i];
         if kind == PacketKind::Data as u8 {
-            self.data_sent += 1;
-            self.report.first_data_at.get_or_insert(self.now);
-            if self.setup.drop_first_data && self.data_sent == 1 {
+            p.data_sent += 1;
+            p.report.first_data_at.get_or_insert(self.now);
+            if self.setup.drop_first_data && p.data_sent == 1 {
                 return;
             }
         }
+        let from = if from_server { server_addr() } else { p.client_public };
         if self.rng.chance(self.setup.tamper) {
             let i = (self.rng.next_u64() % bytes.len() as u64) as usize;
             bytes[i] ^= 1 << (self.rng.next_u64() % 8);
         }
         let link = if from_server { &mut self.s2c } else { &mut self.c2s };
         let Verdict::Deliver { due, dup_due, .. } = link.on_packet(self.now, bytes.len()) else { return };
-        let from = if from_server { server_addr() } else { self.client_public };
+        let to_server = !from_server;
         if let Some(d) = dup_due {
-            self.push(d, Packet { to_server: !from_server, from, dest, bytes: bytes.clone() });
+            self.push(d, Packet { pair: i, to_server, from, dest, bytes: bytes.clone() });
         }
-        self.push(due, Packet { to_server: !from_server, from, dest, bytes });
+        self.push(due, Packet { pair: i, to_server, from, dest, bytes });
     }
 
     fn push(&mut self, at: u64, p: Packet) {
@@ -416,19 +494,21 @@ impl Net {
         self.queue.insert((at, self.seq), p);
     }
 
-    fn take_events(&mut self, server: bool) {
+    fn take_events(&mut self, i: usize, server: bool) {
+        let now = self.now;
+        let p = &mut self.pairs[i];
         loop {
-            let flow = if server { &mut self.server } else { &mut self.client };
+            let flow = if server { &mut p.server } else { &mut p.client };
             let Some(ev) = flow.poll_event() else { break };
             match ev {
                 Event::Write { .. } if !self.setup.carry => {}
                 Event::Write { offset, data } => {
-                    self.sink[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                    p.sink[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
                 }
-                Event::Done => self.report.done_at = Some(self.now),
-                Event::Failed(f) => self.report.failure = Some(f),
-                Event::Confirmed => self.report.confirmed_at = Some(self.now),
-                Event::Validated(a) => self.report.validated.push((self.now, a)),
+                Event::Done => p.report.done_at = Some(now),
+                Event::Failed(f) => p.report.failure = Some(f),
+                Event::Confirmed => p.report.confirmed_at = Some(now),
+                Event::Validated(a) => p.report.validated.push((now, a)),
             }
         }
     }
@@ -999,6 +1079,29 @@ fn shallow_queue_overflow_is_recovered() {
     assert!(split.redundancy() < 0.1, "redundancy {:.4}", split.redundancy());
 }
 
+#[test]
+fn two_flows_share_a_bottleneck() {
+    // Two uploads through one 100 Mbit/s, 50 ms link, the second 2 s after the first; their
+    // shares counted from 10 s to 40 s.
+    let mut s = Setup::new(10_000 * MB, link(100.0, 50.0, 0.0));
+    s.carry = false;
+    s.max_time = 40 * SEC;
+    s.trace_every = Some(SEC);
+    let (reports, _) = Net::sharing(s, &[0, 2 * SEC]).run_all();
+    let held_between = |r: &Report| {
+        let at = |t: u64| r.trace.iter().find(|s| s.0 >= t).map_or(0, |s| s.1);
+        let end = r.trace.last().expect("traced").1;
+        (end - at(10 * SEC)) as f64
+    };
+    let (x, y) = (held_between(&reports[0]), held_between(&reports[1]));
+    let share = x / (x + y);
+    let total = (x + y) * 8.0 / 30.0 / 1e6;
+    eprintln!("fairness: first flow's share {share:.3}, together {total:.1} Mbit/s");
+    assert!(reports.iter().all(|r| r.failure.is_none()));
+    assert!((1.0 / 3.0..=2.0 / 3.0).contains(&share), "share {share:.3}");
+    assert!(total > 85.0, "together only {total:.1} Mbit/s");
+}
+
 /// Cells of the benchmark matrix (benches/scenarios/matrix.sh) in virtual time: 20 s of the
 /// link's rate each, where the sender must reach 0.93 of the payload ceiling C (here the link
 /// counts datagram bytes: C = rate x (1 - loss) x 1424 / 1472) with redundancy within 1.2x the
@@ -1050,8 +1153,9 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Whatever the link does (within a flow's 15 s idle limit for outages), both directions
-    /// deliver byte for byte and end.
+    /// Whatever the link does, both directions deliver byte for byte and end. The idle limit
+    /// is lifted: the link model draws bursts per packet, so at PTO pace a burst of a heavily
+    /// lossy link can silence it for longer than 15 s, and failing then is the flow's rule.
     #[test]
     fn random_links_always_deliver_exactly(
         seed in any::<u64>(),
@@ -1092,6 +1196,7 @@ proptest! {
         s.rate_limit = rate_limit;
         s.held = RangeSet::from_ranges(held.into_iter().map(|(s, l)| (s.min(size), (s + l).min(size))));
         s.max_time = 3_600 * SEC;
+        s.idle = Duration::from_secs(3_600);
         let r = run(s);
         prop_assert!(r.done_at.is_some(), "not delivered: {:?}", r.failure);
     }
