@@ -9,6 +9,7 @@ pub mod known_hosts;
 pub mod local;
 mod pace;
 mod partial;
+pub mod path_memory;
 mod transfer;
 mod udp;
 
@@ -105,6 +106,10 @@ pub struct Client {
     peer: std::net::SocketAddr,
     /// Exported from the TLS session; keys UDP flows (UDP-SEAL-1).
     secret: crate::udp::seal::SessionSecret,
+    /// The server as connected to (`HOST:PORT`), and what its last upload learnt of the
+    /// path (UDP-RATE-8).
+    server: String,
+    paths: path_memory::PathMemory,
     /// Attributes the upload in progress gives its file (CTRL-ATTR-2), until sent.
     attrs_pending: Option<FileAttrs>,
     /// Ask for the file's entry behind the next TCP `Get` (CTRL-ATTR-3), and what came back.
@@ -207,6 +212,8 @@ impl Client {
             greeting: Greeting::new(),
             peer,
             secret,
+            server: opts.server.clone(),
+            paths: path_memory::PathMemory::new(&opts.config_dir),
             attrs_pending: None,
             walk_behind_get: false,
             walked: None,

@@ -25,6 +25,7 @@ use crate::proto::{Request, Response, Transport};
 use crate::transfer::{self, Progress, ProgressFn, TransferError};
 use crate::udp::flow::{Direction, Flow, FlowConfig, FlowTiming, Side};
 use crate::udp::ranges::RangeSet;
+use crate::udp::rate::StartHint;
 use crate::udp::receiver::ReceiverConfig;
 use crate::udp::seal::FlowKeys;
 use crate::udp::sender::SenderConfig;
@@ -212,6 +213,9 @@ impl Client {
         let mut cfg = SenderConfig::new(size, held.clone());
         cfg.rate_limit = opts.rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
+        // UDP-RATE-8: start from what the last upload to this server learnt; the sender uses
+        // it only once an RTT agrees, and at half its rate for a round trip (UDP-RATE-7).
+        cfg.start_hint = StartHint { rtt: Some(control_rtt), remembered: self.paths.recall(&self.server) };
         let source = BlockSource::spawn(file.try_clone().map_err(local_err(local))?, size, held.clone());
         let timing = flow_timing(opts, control_rtt);
         let mut flow = ClientFlow::start(self, flow, Direction::Send(cfg), FileEnd::Source(source), timing)
@@ -250,8 +254,16 @@ impl Client {
                 }
             }
         };
-        let stats = flow.shared.lock().sender().map(|s| s.stats());
+        let (stats, estimate) = {
+            let f = flow.shared.lock();
+            (f.sender().map(|s| s.stats()), f.sender().and_then(|s| s.path_estimate()))
+        };
         drop(flow);
+        if let Some(e) = estimate {
+            if let Err(err) = self.paths.remember(&self.server, e) {
+                tracing::debug!("not remembering the path estimate: {err}");
+            }
+        }
         progress(Progress::Advance { done: size });
         self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
         progress(Progress::Verifying);

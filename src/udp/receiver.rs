@@ -14,7 +14,7 @@
 //! An ack lists at most [`MAX_ACK_RANGES`] held ranges. When more are held, the protocol's rule
 //! (UDP-ACK-2, [`AckRanges::LowestAndHighest`]) lists the lowest half and the highest half, so
 //! the newest holes are always reported. Listing only the lowest ones ([`AckRanges::Lowest`],
-//! kept for comparison in `tests/it/udp_sim.rs`) lets a sender learn of at most 64 holes per round
+//! kept for comparison in `tests/it/udp_flow_sim.rs`) lets a sender learn of at most 64 holes per round
 //! trip, which caps goodput on lossy paths with a large bandwidth-delay product.
 
 use std::time::{Duration, Instant};

@@ -30,6 +30,5 @@ mod sync;
 mod udp_e2e;
 mod udp_flow_sim;
 mod udp_props;
-mod udp_sim;
 mod udp_vectors;
 mod vectors;

@@ -534,3 +534,33 @@ async fn rejects_a_download_request_with_too_many_held_ranges() {
     })
     .await
 }
+
+/// UDP-RATE-8: an upload leaves its path estimate in `CONFIG_DIR/udp_paths` under the server
+/// it went to; the next upload starts from it (validated by the sender, UDP-RATE-7) and is
+/// byte-exact; a file of garbage in its place only means a cold start.
+#[tokio::test]
+async fn uploads_remember_the_path_per_server_and_start_the_next_from_it() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        let memory = env.config_dir.join(xfer::client::path_memory::FILE_NAME);
+        let mut c = srv.connect("alice", PW).await;
+        let data = make_file(&env.local("big"), 32 * MIB as usize, 11);
+        put(&mut c, &env.local("big"), "first", &udp()).await;
+        let text = std::fs::read_to_string(&memory).expect("the estimate was remembered");
+        let line = text.lines().find(|l| l.starts_with(&format!("{} ", srv.addr_string())));
+        let fields: Vec<u64> =
+            line.expect("a line for this server").split(' ').skip(1).map(|f| f.parse().unwrap()).collect();
+        assert!(fields[0] > 0 && fields[1] > 0, "{text}");
+        let remembered = xfer::client::path_memory::PathMemory::new(&env.config_dir).recall(&srv.addr_string());
+        assert!(remembered.is_some(), "{text}");
+        let second = put(&mut c, &env.local("big"), "second", &udp()).await;
+        assert_eq!(second.md5, md5_bytes(&data));
+        std::fs::write(&memory, b"\xff\xfe garbage\nnot a line at all\n").unwrap();
+        let third = put(&mut c, &env.local("big"), "third", &udp()).await;
+        assert_eq!(third.md5, md5_bytes(&data));
+        assert_eq!(std::fs::read(srv.home("alice").join("third")).unwrap(), data);
+    })
+    .await;
+}

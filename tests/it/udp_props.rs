@@ -11,6 +11,8 @@
 //!   panics on sequences of arbitrary, authentic or replayed datagrams from any address, sends
 //!   data, probes and acks only to its peer (UDP-VALID-5) and never more than 3 times what an
 //!   address that is not validated sent it (UDP-AMP-1);
+//! - `RangeSet` agrees with a bitmap under any inserts and removals, and a receiver's ack
+//!   describes exactly what it holds (UDP-ACK-2, UDP-ACK-3);
 //! - every fuzz target holds on its checked-in seeds (`fuzz/seeds/`, regression inputs
 //!   included), and the seeds derived from the vectors are up to date.
 
@@ -377,4 +379,136 @@ proptest! {
 fn can_run_the_flow_path_on_a_handshake_from_the_vectors() {
     // A Hello, then the PathResponse, to the upload server, from the same address.
     flow_datagram(&framed(&[(4, vector_bytes("udp-hello.hex")), (4, vector_bytes("udp-path-response.hex"))]));
+}
+
+// ---------------------------------------------------------------------------------------
+// Held ranges and acks
+
+use std::time::Instant;
+use xfer::udp::ranges::RangeSet;
+use xfer::udp::receiver::{AckRanges, DataVerdict, Receiver, ReceiverConfig};
+
+/// The ranges of a bitmap, as `(start, end)` runs.
+fn runs(bits: &[bool]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bits.len() {
+        if bits[i] {
+            let start = i;
+            while i < bits.len() && bits[i] {
+                i += 1;
+            }
+            out.push((start as u64, i as u64));
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+const MODEL_LEN: u64 = 160;
+const ACK_MODEL_LEN: u64 = 1000;
+
+fn check_against_bitmap(set: &RangeSet, bits: &[bool]) -> Result<(), TestCaseError> {
+    let model = runs(bits);
+    prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.clone());
+    prop_assert_eq!(set.covered(), bits.iter().filter(|&&b| b).count() as u64);
+    prop_assert_eq!(set.len(), model.len());
+    prop_assert_eq!(set.is_empty(), model.is_empty());
+    prop_assert_eq!(set.first(), model.first().copied());
+    for a in 0..MODEL_LEN {
+        let held_from = (a..MODEL_LEN).take_while(|&i| bits[i as usize]).count() as u64;
+        prop_assert_eq!(set.contiguous_from(a), a + held_from);
+        let from: Vec<_> = model.iter().copied().filter(|&(s, _)| s >= a).collect();
+        prop_assert_eq!(set.iter_from(a).collect::<Vec<_>>(), from);
+        for b in a..=MODEL_LEN {
+            let all = (a..b).all(|i| bits[i as usize]);
+            prop_assert_eq!(set.contains(a, b), all, "contains({}, {})", a, b);
+        }
+        let limit = (a + 37).min(MODEL_LEN);
+        let gap = (a..limit).find(|&i| !bits[i as usize]).map(|s| {
+            let e = (s..limit).find(|&i| bits[i as usize]).unwrap_or(limit);
+            (s, e)
+        });
+        prop_assert_eq!(set.first_gap(a, limit), gap);
+    }
+    for size in [0, 1, MODEL_LEN / 2, MODEL_LEN] {
+        let inverse: Vec<bool> = bits[..size as usize].iter().map(|b| !b).collect();
+        prop_assert_eq!(set.gaps(size), runs(&inverse));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// RangeSet agrees with a bitmap under any sequence of inserts and removals.
+    #[test]
+    fn range_set_matches_a_bitmap(ops in prop::collection::vec((any::<bool>(), 0..MODEL_LEN, 0..MODEL_LEN), 0..40)) {
+        let mut set = RangeSet::new();
+        let mut bits = vec![false; MODEL_LEN as usize];
+        for (insert, a, b) in ops {
+            let (s, e) = (a.min(b), a.max(b));
+            let changed = (s..e).filter(|&i| bits[i as usize] != insert).count() as u64;
+            for i in s..e {
+                bits[i as usize] = insert;
+            }
+            let reported = if insert { set.insert(s, e) } else { set.remove(s, e) };
+            prop_assert_eq!(reported, changed);
+        }
+        check_against_bitmap(&set, &bits)?;
+        let rebuilt = RangeSet::from_ranges(runs(&bits).into_iter().rev());
+        prop_assert_eq!(rebuilt, set);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Whatever a receiver holds, its ack decodes, describes only held bytes, and (with the
+    /// lowest ranges) everything it does not list above its last range.
+    #[test]
+    fn acks_describe_what_is_held(
+        pieces in prop::collection::vec((0..ACK_MODEL_LEN, 1u64..4), 0..500),
+        split in any::<bool>(),
+    ) {
+        let now = Instant::now();
+        let mut cfg = ReceiverConfig::new(ACK_MODEL_LEN, RangeSet::new());
+        cfg.ack_ranges = if split { AckRanges::LowestAndHighest } else { AckRanges::Lowest };
+        cfg.ack_every = 1;
+        let mut r = Receiver::new(cfg, now);
+        let mut bits = vec![false; ACK_MODEL_LEN as usize];
+        for (pn, &(offset, len)) in pieces.iter().enumerate() {
+            let len = len.min(ACK_MODEL_LEN - offset) as u16;
+            let verdict = r.handle_data(now, pn as u64, offset, len, 100);
+            let new = (offset..offset + u64::from(len)).any(|i| !bits[i as usize]);
+            prop_assert_eq!(verdict, if new { DataVerdict::New } else { DataVerdict::Duplicate });
+            for i in offset..offset + u64::from(len) {
+                bits[i as usize] = true;
+            }
+        }
+        let mut ack = Ack::default();
+        if pieces.is_empty() {
+            prop_assert!(!r.poll_ack(now, &mut ack));
+            return Ok(());
+        }
+        prop_assert!(r.poll_ack(now, &mut ack));
+        let mut wire = Vec::new();
+        ack.encode(&mut wire);
+        let mut back = Ack::default();
+        prop_assert!(back.decode_into(&wire).is_ok());
+        prop_assert_eq!(&back, &ack);
+        prop_assert_eq!(ack.cumulative, bits.iter().take_while(|&&b| b).count() as u64);
+        let model = runs(&bits);
+        let above: Vec<_> = model.into_iter().filter(|&(s, _)| s > ack.cumulative).collect();
+        if above.len() <= xfer::udp::packet::MAX_ACK_RANGES || !split {
+            let n = above.len().min(xfer::udp::packet::MAX_ACK_RANGES);
+            prop_assert_eq!(&ack.ranges[..], &above[..n]);
+        } else {
+            let half = xfer::udp::packet::MAX_ACK_RANGES / 2;
+            prop_assert_eq!(&ack.ranges[..half], &above[..half]);
+            prop_assert_eq!(&ack.ranges[half..], &above[above.len() - half..]);
+        }
+        prop_assert_eq!(r.is_complete(), bits.iter().all(|&b| b));
+    }
 }

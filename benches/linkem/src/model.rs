@@ -22,7 +22,7 @@
 //! and everything leaving the serialiser inside the `outage` window is lost.
 //!
 //! This one file is the link model of both linkem and the xfer simulation
-//! (`tests/udp_sim.rs` and `tests/udp_flow_sim.rs` include it by path), so it
+//! (`tests/it/udp_flow_sim.rs` includes it by path), so it
 //! uses nothing but `core`/`std`.
 //!
 //! No allocation happens after construction.
