@@ -177,7 +177,7 @@ impl Server {
         };
         let store = open_store(&config, &layout)?;
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
-        upload::sweep::at_start(&*store, &layout, config.quota.partial_expiry())?;
+        upload::sweep::at_start(&*store, objects.as_ref(), &layout, config.quota.partial_expiry())?;
         // Build the dummy hash now so the first unknown-user login costs what any login costs.
         crate::auth::verify_against_dummy("");
         let state = ServerState {
