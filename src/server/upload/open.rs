@@ -131,8 +131,15 @@ fn open_staging(
     plan: &Plan,
 ) -> Result<(Box<dyn Staging>, Md5), Reply> {
     let mut staging = ctx.storage.open_staging(target, size, resume)?;
-    if staging.durable().contiguous_from(0) != plan.found {
-        return Err(Reply::new(ErrorCode::Busy, "partial upload changed while opening it"));
+    let found = staging.durable().contiguous_from(0);
+    if found != plan.found {
+        // Object storage starts over when the earlier upload was of another size: what it
+        // held is gone, and so is its charge. The retry opens what is there now.
+        let gone = plan.found.saturating_sub(found);
+        if gone > 0 {
+            ctx.state.store.adjust_usage(&ctx.user, -(gone as i64), 0);
+        }
+        return Err(Reply::new(ErrorCode::Busy, "partial upload changed while opening it; try again"));
     }
     if plan.keep < plan.found {
         staging.cut(plan.keep)?;

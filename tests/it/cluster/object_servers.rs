@@ -28,11 +28,17 @@ fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
 
 /// A root whose config names the shared store `url` and the bucket root `s3_root` of `s3`.
 fn s3_env(url: &str, s3: &S3, s3_root: &str) -> TestEnv {
+    s3_env_with(url, s3, s3_root, &[])
+}
+
+/// As [`s3_env`], with more config edits.
+fn s3_env_with(url: &str, s3: &S3, s3_root: &str, edits: &[(&str, &str)]) -> TestEnv {
     let env = TestEnv::new();
     std::fs::create_dir_all(&env.root).unwrap();
-    let config = config_with(&[("shutdown_grace_secs", "3")])
-        .replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\nlease_secs = 2\n"), 1)
-        .replacen(
+    let mut all = vec![("shutdown_grace_secs", "3")];
+    all.extend_from_slice(edits);
+    let config =
+        config_with(&all).replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\nlease_secs = 2\n"), 1).replacen(
             "kind = \"local\"\n",
             &format!(
                 "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\nroot = \"{s3_root}\"\n\
@@ -292,6 +298,51 @@ async fn s3_stopped_mid_upload_is_a_clear_error_ls_works_and_the_upload_resumes(
         assert_eq!(md5_file(&back), md5_bytes(&data));
         let u = srv.user("alice");
         assert_eq!((u.used_bytes, u.reserved_bytes), (2 * data.len() as u64, 0));
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_sweep_collects_an_expired_s3_upload_and_releases_its_charge() {
+    // QUOTA-7, STORE-OBJ-7: an upload left unfinished expires; its segments go, and so does
+    // its charge, while a finished file stays.
+    guard(async {
+        let s3 = S3::shared();
+        let (url, root) = (Postgres::shared().create_database(), s3.unique_root());
+        let env = s3_env_with(&url, s3, &root, &[("partial_expiry_secs", "5")]);
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        let mut c = srv.connect("alice", PW).await;
+        let local = env.local("small");
+        let small = make_file(&local, MIB as usize, 4);
+        c.put_with(&local, "kept", &opts(TransportChoice::Tcp, false), no_progress()).await.unwrap();
+        let size = 2 * SEG;
+        let data = pseudo_random(size as usize, 8);
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        assert_eq!(raw.start_put("/left", size, false).await, 0);
+        raw.send_range(&data, 0, (SEG + SEG / 2) as usize).await;
+        drop(raw);
+        let charged = wait_until(Duration::from_secs(20), || srv.user("alice").used_bytes == MIB + SEG).await;
+        assert!(charged, "the kept segment is charged: {:?}", srv.user("alice"));
+        let ns = Arc::new(namespace(&url, s3, &root));
+        let probe = ns.clone();
+        let gone = off(move || {
+            wait_until_blocking(Duration::from_secs(30), || {
+                probe.backend().home("alice").staged_len(&path("/left")).unwrap().is_none()
+            })
+        })
+        .await;
+        assert!(gone, "the expired upload was swept");
+        let released = wait_until(Duration::from_secs(10), || {
+            let u = srv.user("alice");
+            (u.used_bytes, u.used_files, u.reserved_bytes) == (MIB, 1, 0)
+        })
+        .await;
+        assert!(released, "its charge was released: {:?}", srv.user("alice"));
+        let back = env.local("back");
+        c.get_with("kept", &back, &opts(TransportChoice::Tcp, false), no_progress()).await.unwrap();
+        assert_eq!(md5_file(&back), md5_bytes(&small));
         srv.assert_no_panics();
     })
     .await
