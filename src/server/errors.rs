@@ -101,6 +101,10 @@ impl From<&TransferError> for Reply {
     fn from(e: &TransferError) -> Reply {
         let code = match e {
             TransferError::Io(_) => return Reply::internal(e),
+            // STORE-OBJ-8: an outage is named; the upload resumes once it is back.
+            TransferError::Unavailable(what) => {
+                return Reply::new(ErrorCode::Busy, format!("{what} unavailable; try again later"))
+            }
             TransferError::DiskFull => ErrorCode::DiskFull,
             TransferError::ChunkCorrupt { .. } => ErrorCode::ChunkCorrupt,
             TransferError::OutOfOrder { .. } | TransferError::Incomplete { .. } => ErrorCode::BadRequest,

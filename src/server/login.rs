@@ -172,11 +172,16 @@ async fn login(
     let home = Arc::new(blocking(move || Home::open(&dir).map_err(Reply::from)).await?);
     super::metrics::login("ok");
     Audit::new("login", &user, peer, "/").message("logged in").emit();
+    // STORE-OBJ-1: `[storage] kind = "s3"` keeps the home in object storage.
+    let storage: Arc<dyn crate::storage::Storage> = match &state.objects {
+        Some(objects) => Arc::new(objects.backend().home(&user)),
+        None => Arc::new(crate::storage::LocalStorage::new(home.clone())),
+    };
     Ok(Session {
         state: state.clone(),
         user,
         peer,
-        storage: Arc::new(crate::storage::LocalStorage::new(home.clone())),
+        storage,
         home,
         cwd: HomePath::root(),
         secret,

@@ -41,6 +41,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::throttle::Throttle;
 use crate::config::{ConfigError, ServerConfig};
 use crate::home::HomeError;
+use crate::storage::object::ObjectService;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::{Store, StoreError, UserStore};
 use crate::tls::{ServerIdentity, TlsSetupError};
@@ -58,6 +59,8 @@ pub enum SetupError {
     Tls(#[from] TlsSetupError),
     #[error("home of {user}: {source}")]
     Home { user: String, source: HomeError },
+    #[error("object storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// Paths inside a server root.
@@ -144,6 +147,8 @@ pub struct ServerState {
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// The data runtime of the current `run`, if it could be started.
     pub(crate) data: Mutex<Option<tokio::runtime::Handle>>,
+    /// `[storage] kind = "s3"`: homes are object storage (STORE-OBJ-*), else the local disk.
+    pub(crate) objects: Option<ObjectService>,
 }
 
 /// A prepared server: state plus what `serve` prints at start.
@@ -159,19 +164,22 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
-        // Object storage keeps its namespace in the PostgreSQL store; with the embedded SQLite
-        // store it is refused with a config error (STORE-OBJ-1). Uploads and UDP transfers
-        // still use the local home, so it is refused with the PostgreSQL store as well.
+        // Object storage keeps its namespace in PostgreSQL: without a PostgreSQL `[store] url`
+        // it is refused with a config error (STORE-OBJ-1).
         let store_url = config.store.postgres_url();
-        if config.storage.object_config(store_url.as_deref(), |k| std::env::var(k).ok())?.is_some() {
-            return Err(ConfigError::Invalid(
-                "[storage] kind = \"s3\" is not available yet: uploads are stored on local disk only".into(),
-            )
-            .into());
-        }
+        let objects = match (config.storage.object_config(store_url.as_deref(), |k| std::env::var(k).ok())?, &store_url)
+        {
+            (Some(c), Some(url)) => {
+                let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+                let service = ObjectService::start(&c, url, &id)?;
+                tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, "using object storage");
+                Some(service)
+            }
+            _ => None,
+        };
         let store = open_store(&config, &layout)?;
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
-        upload::sweep::at_start(&*store, &layout, config.quota.partial_expiry())?;
+        upload::sweep::at_start(&*store, objects.as_ref(), &layout, config.quota.partial_expiry())?;
         // Build the dummy hash now so the first unknown-user login costs what any login costs.
         crate::auth::verify_against_dummy("");
         let state = ServerState {
@@ -185,6 +193,7 @@ impl Server {
             udp: std::sync::OnceLock::new(),
             metrics_addr: std::sync::OnceLock::new(),
             data: Mutex::new(None),
+            objects,
             store,
             layout,
             config,

@@ -39,6 +39,13 @@ impl Drop for FlowGuard {
 
 impl Session {
     fn udp_socket(&self) -> Result<Arc<UdpIo>, Reply> {
+        // STORE-OBJ-9: flows read and write local files; object-storage homes go over TCP.
+        if self.state.objects.is_some() {
+            return Err(Reply::new(
+                ErrorCode::UnsupportedTransport,
+                "this server keeps files in object storage and transfers them over TCP only",
+            ));
+        }
         self.state.udp.get().cloned().ok_or_else(|| {
             Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use the TCP transport")
         })
@@ -86,13 +93,17 @@ impl Session {
             Ok(io) => io,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
-        let (upload, file, _, held) = match self.prepare_put(&path, size, resume, Transport::Udp).await {
-            Ok(x) => x,
+        let (upload, file, held) = match self.prepare_put(&path, size, resume, Transport::Udp).await {
+            Ok((upload, super::upload::Body::File(file), _, held)) => (upload, file, held),
+            // A UDP upload always opens the partial file; dropping the upload releases it.
+            Ok(_) => {
+                return conn.reply(&Reply::internal("a UDP upload without a file").into_response()).await.map(|_| true)
+            }
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
         let held_md5 = match hash_held(&file, &held).await {
             Ok(m) => m,
-            Err(e) => return self.finish_put(conn, upload, Outcome::Failed(e, false)).await,
+            Err(e) => return self.finish_put(conn, upload, None, Outcome::Failed(e, false)).await,
         };
         let persist = self.persist_fn(&upload.target.to_string(), size);
         let sink = spawn_sink(file, size, held.clone(), persist);
@@ -106,7 +117,7 @@ impl Session {
         drop(guard);
         drop(shared);
         let end = settle_sink(end, sink, size).await;
-        self.finish_put(conn, upload, end).await
+        self.finish_put(conn, upload, None, end).await
     }
 
     fn persist_fn(&self, path: &str, size: u64) -> PersistFn {

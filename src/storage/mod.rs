@@ -85,6 +85,9 @@ pub trait Storage: Send + Sync {
     fn open_staging(&self, p: &HomePath, size: u64, resume: bool) -> Result<Box<dyn Staging>, StorageError>;
     /// Discards the staging of `p`, if any; returns the bytes freed.
     fn discard_staging(&self, p: &HomePath) -> Result<u64, StorageError>;
+    /// Bytes an unfinished upload to `p` holds from its start on (what a TCP resume can
+    /// keep), or `None` if there is none (CTRL-RESUME-1).
+    fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError>;
 }
 
 /// Positioned reads of one file as it was when opened.
@@ -110,6 +113,13 @@ pub trait Staging: Send {
     /// Verifies that the whole file is present and hashes to `md5`, then makes it visible at
     /// its path atomically. Returns the size of a regular file that was replaced.
     fn finish(self: Box<Self>, md5: &Md5Digest) -> Result<Option<u64>, StorageError>;
+    /// Keeps only the durable bytes `[0, len)` (a resume that starts over part of the file).
+    fn cut(&mut self, len: u64) -> Result<(), StorageError>;
+    /// The md5 state over the durable prefix `[0, len)`. Writes that then continue at `len`
+    /// in order keep a running md5, so [`Staging::finish`] need not read the file back.
+    fn hash_prefix(&mut self, len: u64) -> Result<Md5, StorageError>;
+    /// Bytes the staging holds against the quota now, or `None` if it is gone.
+    fn held(&self) -> Option<u64>;
 }
 
 /// The embedded profile: the cap-std home on local disk.
@@ -170,6 +180,9 @@ impl Storage for LocalStorage {
     }
     fn discard_staging(&self, p: &HomePath) -> Result<u64, StorageError> {
         Ok(self.home.discard_partial(p)?)
+    }
+    fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError> {
+        Ok(self.home.partial_len(p)?)
     }
 }
 
@@ -250,6 +263,31 @@ impl Staging for LocalStaging {
         check_md5(md5, &got)?;
         Ok(self.home.finish_partial(&self.target)?)
     }
+    fn cut(&mut self, len: u64) -> Result<(), StorageError> {
+        self.file.set_len(len)?;
+        self.file.sync_all()?;
+        self.written = RangeSet::new();
+        if len > 0 {
+            self.written.insert(0, len);
+        }
+        self.durable = self.written.clone();
+        self.hasher = (len == 0).then(|| (Md5::new(), 0));
+        Ok(())
+    }
+    fn hash_prefix(&mut self, len: u64) -> Result<Md5, StorageError> {
+        if !self.durable.contains(0, len) && len > 0 {
+            return Err(StorageError::InvalidWrite(format!("{len} bytes are not staged")));
+        }
+        let h = hash_file_prefix(&self.file, len)?;
+        self.hasher = Some((h.clone(), len));
+        Ok(h)
+    }
+    fn held(&self) -> Option<u64> {
+        // Measured through the open handle: a link count of 0 means the partial is gone.
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().ok()?;
+        (meta.nlink() > 0).then_some(meta.len())
+    }
 }
 
 /// A stored file is a download source like a local one.
@@ -260,12 +298,16 @@ impl crate::transfer::source::ReadAt for Box<dyn BlobReader> {
 }
 
 /// The transfer's view of a storage error.
-fn transfer_error(e: StorageError) -> crate::transfer::TransferError {
+pub(crate) fn transfer_error(e: StorageError) -> crate::transfer::TransferError {
     use crate::transfer::TransferError;
     match e {
         StorageError::SourceChanged(s) => TransferError::SourceChanged(s),
         StorageError::Home(HomeError::DiskFull) => TransferError::DiskFull,
         StorageError::Home(HomeError::Io { source, .. }) => TransferError::from_io(source),
+        StorageError::Unavailable { what, detail } => {
+            tracing::warn!("{what} unavailable: {detail}");
+            TransferError::Unavailable(what.to_string())
+        }
         other => TransferError::Io(io::Error::other(other.to_string())),
     }
 }
@@ -295,6 +337,11 @@ pub fn hash_blob(reader: &dyn BlobReader) -> Result<(Md5Digest, u64), StorageErr
 
 /// md5 of the first `size` bytes of `file`.
 fn hash_reader(file: &std::fs::File, size: u64) -> Result<Md5Digest, StorageError> {
+    Ok(hash_file_prefix(file, size)?.finalize().into())
+}
+
+/// md5 state over the first `size` bytes of `file`.
+fn hash_file_prefix(file: &std::fs::File, size: u64) -> Result<Md5, StorageError> {
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0;
@@ -304,7 +351,7 @@ fn hash_reader(file: &std::fs::File, size: u64) -> Result<Md5Digest, StorageErro
         hasher.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(hasher.finalize().into())
+    Ok(hasher)
 }
 
 /// Compares the announced md5 with the one computed.
@@ -367,6 +414,6 @@ mod tests {
         assert!(matches!(transfer_error(StorageError::SourceChanged("x".into())), TransferError::SourceChanged(_)));
         assert!(matches!(transfer_error(HomeError::DiskFull.into()), TransferError::DiskFull));
         let outage = StorageError::Unavailable { what: "object storage", detail: "connection refused".into() };
-        assert!(matches!(transfer_error(outage), TransferError::Io(e) if e.to_string().contains("object storage")));
+        assert!(matches!(transfer_error(outage), TransferError::Unavailable(w) if w == "object storage"));
     }
 }

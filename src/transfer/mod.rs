@@ -38,6 +38,10 @@ pub enum TransferError {
     DigestMismatch { expected: String, got: String },
     #[error("transfer ended at {got} of {expected} bytes")]
     Incomplete { expected: u64, got: u64 },
+    /// A storage back end (the object store, PostgreSQL) is down; what was durable stays
+    /// for a resume (STORE-OBJ-8).
+    #[error("{0} unavailable")]
+    Unavailable(String),
 }
 
 /// Every I/O error is classified, so a full disk is `DiskFull` wherever it happens.
@@ -61,6 +65,7 @@ impl TransferError {
                 TransferError::DigestMismatch { expected: expected.clone(), got: got.clone() }
             }
             TransferError::Incomplete { expected, got } => TransferError::Incomplete { expected: *expected, got: *got },
+            TransferError::Unavailable(what) => TransferError::Unavailable(what.clone()),
         }
     }
 

@@ -11,6 +11,7 @@ mod receive;
 mod resume;
 mod settle;
 pub(super) mod sweep;
+mod writer;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use crate::proto::{ErrorCode, Response, Transport};
 use crate::store::{Reservation, UploadClaim};
 use crate::transfer::TransferError;
 
-pub(super) use open::Opened;
+pub(super) use open::{Body, Opened};
 
 /// Holds the (user, path) upload slot; released on drop. The partial sweep takes the same
 /// slot, so it never deletes a partial an upload is writing.
@@ -48,6 +49,7 @@ impl UploadSlot {
 /// What the blocking parts of the lifecycle need.
 pub(super) struct Ctx {
     pub home: Arc<Home>,
+    pub storage: Arc<dyn crate::storage::Storage>,
     pub state: Arc<ServerState>,
     pub user: String,
 }
@@ -61,8 +63,9 @@ pub(in crate::server) struct Upload {
     /// The partial file did not exist before this upload (its entry is reserved).
     partial_new: bool,
     reservation: Reservation,
-    /// A second handle on the partial, to measure what was kept even if its name changed.
-    partial: std::fs::File,
+    /// UDP: a second handle on the partial file, to measure what was kept even if its name
+    /// changed. TCP measures through its staging.
+    partial: Option<std::fs::File>,
     _slot: UploadSlot,
 }
 
@@ -81,7 +84,12 @@ pub(in crate::server) enum Outcome {
 
 impl Session {
     fn ctx(&self) -> Ctx {
-        Ctx { home: self.home.clone(), state: self.state.clone(), user: self.user.clone() }
+        Ctx {
+            home: self.home.clone(),
+            storage: self.storage.clone(),
+            state: self.state.clone(),
+            user: self.user.clone(),
+        }
     }
 
     /// Serves one `Put` over TCP. Returns `Ok(false)` when the session must end afterwards.
@@ -92,20 +100,25 @@ impl Session {
         size: u64,
         resume: bool,
     ) -> Result<bool, ConnError> {
-        let (upload, file, hasher, _) = match self.prepare_put(&path, size, resume, Transport::Tcp).await {
-            Ok(x) => x,
+        let (upload, staging, hasher) = match self.prepare_put(&path, size, resume, Transport::Tcp).await {
+            Ok((upload, Body::Staging(staging), hasher, _)) => (upload, staging, hasher),
+            // A TCP upload always opens a staging; dropping the upload releases it.
+            Ok((_, Body::File(_), ..)) => {
+                conn.reply(&Reply::internal("a TCP upload without a staging").into_response()).await?;
+                return Ok(true);
+            }
             Err(reply) => {
                 conn.reply(&reply.into_response()).await?;
                 return Ok(true);
             }
         };
-        let prefix_md5 = (upload.offset > 0).then(|| hasher.clone().finalize().into());
+        let prefix_md5 = (upload.offset > 0).then(|| hasher.finalize().into());
         let ready = conn.reply(&Response::PutReady { offset: upload.offset, prefix_md5 }).await;
-        let end = match ready {
-            Ok(()) => receive::receive(conn, &upload, file, hasher).await,
-            Err(e) => Outcome::Lost(e),
+        let (staging, end) = match ready {
+            Ok(()) => receive::receive(conn, &upload, staging).await,
+            Err(e) => (Some(staging), Outcome::Lost(e)),
         };
-        self.finish_put(conn, upload, end).await
+        self.finish_put(conn, upload, staging, end).await
     }
 
     /// The open phase: checks the target, takes the upload slot, reserves and opens.
@@ -135,10 +148,17 @@ impl Session {
     }
 
     /// The settle phase: applies the outcome and sends the upload's final reply, if any.
-    pub(super) async fn finish_put(&self, conn: &mut Conn, upload: Upload, end: Outcome) -> Result<bool, ConnError> {
+    /// `staging` is the TCP upload's, `None` over UDP (or if its writer thread died).
+    pub(super) async fn finish_put(
+        &self,
+        conn: &mut Conn,
+        upload: Upload,
+        staging: Option<Box<dyn crate::storage::Staging>>,
+        end: Outcome,
+    ) -> Result<bool, ConnError> {
         let ctx = self.ctx();
         let (how, md5) = settle::how(&end);
-        let settled = blocking(move || settle::settle(&ctx, upload, how, md5)).await;
+        let settled = blocking(move || settle::settle(&ctx, upload, staging, how, md5)).await;
         let err = |code, message: &str| Some(Response::Error { code, message: message.to_string() });
         let reply = match &end {
             Outcome::PutEnd(_) | Outcome::Abort => Some(settled.unwrap_or_else(Reply::into_response)),

@@ -1,5 +1,6 @@
 //! Opening an upload (CTRL-PUT-2, CTRL-RESUME-1, QUOTA-1): decide how it resumes, reserve the
-//! quota it can consume, then open and cut the partial file.
+//! quota it can consume, then open and cut the partial upload: over TCP the storage's
+//! [`Staging`] (the partial file, or segment objects, STORE-OBJ-3), over UDP the partial file.
 
 use std::io::{Seek, SeekFrom};
 
@@ -10,12 +11,21 @@ use super::{Ctx, Upload, UploadSlot};
 use crate::home::{EntryKind, HomeError, HomePath};
 use crate::proto::{ErrorCode, Transport};
 use crate::server::errors::Reply;
+use crate::storage::{Staging, StorageError};
 use crate::transfer::{self, TransferError};
 use crate::udp::ranges::RangeSet;
 
-/// An opened upload: the upload, its partial file positioned after the kept bytes, the md5
-/// state over the TCP resume prefix, and the ranges already held.
-pub(in crate::server) type Opened = (Upload, std::fs::File, Md5, RangeSet);
+/// Where an upload's bytes go.
+pub(in crate::server) enum Body {
+    /// UDP: the partial file, positioned after the kept bytes.
+    File(std::fs::File),
+    /// TCP: the storage's staging, holding the kept prefix.
+    Staging(Box<dyn Staging>),
+}
+
+/// An opened upload: the upload, where its bytes go, the md5 state over the TCP resume
+/// prefix, and the ranges already held.
+pub(in crate::server) type Opened = (Upload, Body, Md5, RangeSet);
 
 /// Reserves and opens. Every failure after the reservation drops it, which releases it.
 pub(super) fn open_upload(
@@ -28,12 +38,25 @@ pub(super) fn open_upload(
     refuse_directory(ctx, &target)?;
     let key = target.to_string();
     let map = if resume { ctx.state.store.load_ranges(&ctx.user, &key)? } else { None };
-    let partial = ctx.home.partial_len(&target)?;
+    let partial = match transport {
+        Transport::Tcp => ctx.storage.staged_len(&target)?,
+        Transport::Udp => ctx.home.partial_len(&target)?,
+    };
     let plan = resume::decide(Ask { size, resume, transport, partial, map: map.as_ref() }).map_err(refusal)?;
     // QUOTA-1: the whole rest of the declared size, and an entry for a partial that does not
     // exist yet. An overwritten target keeps its charge until the rename (QUOTA-3).
     let reservation = ctx.state.store.reserve(&ctx.user, size - plan.keep, u64::from(partial.is_none()))?;
-    let (file, hasher) = open_partial(ctx, &target, resume, &plan, transport)?;
+    let (body, hasher, handle) = match transport {
+        Transport::Tcp => {
+            let (staging, hasher) = open_staging(ctx, &target, (size, resume), &plan)?;
+            (Body::Staging(staging), hasher, None)
+        }
+        Transport::Udp => {
+            let (file, hasher) = open_partial(ctx, &target, resume, &plan, transport)?;
+            let handle = file.try_clone().map_err(TransferError::from)?;
+            (Body::File(file), hasher, Some(handle))
+        }
+    };
     // The partial now holds `keep` bytes of the `partial` it had: release what was cut.
     let dropped = partial.unwrap_or(0).saturating_sub(plan.keep);
     if dropped > 0 {
@@ -43,7 +66,6 @@ pub(super) fn open_upload(
     if plan.drop_map {
         ctx.state.store.delete_ranges(&ctx.user, &key)?;
     }
-    let handle = file.try_clone().map_err(TransferError::from)?;
     let upload = Upload {
         target,
         size,
@@ -53,13 +75,13 @@ pub(super) fn open_upload(
         partial: handle,
         _slot: slot,
     };
-    Ok((upload, file, hasher, plan.held))
+    Ok((upload, body, hasher, plan.held))
 }
 
 fn refuse_directory(ctx: &Ctx, target: &HomePath) -> Result<(), Reply> {
-    match ctx.home.stat(target) {
+    match ctx.storage.stat(target) {
         Ok(e) if e.kind == EntryKind::Dir => Err(HomeError::IsADirectory(target.to_string()).into()),
-        Ok(_) | Err(HomeError::NotFound(_)) => Ok(()),
+        Ok(_) | Err(StorageError::Home(HomeError::NotFound(_))) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -99,4 +121,32 @@ fn open_partial(
     };
     file.seek(SeekFrom::Start(plan.keep)).map_err(TransferError::from)?;
     Ok((file, hasher))
+}
+
+/// Opens the staging of a TCP upload, cuts it to `keep` bytes and hashes that prefix.
+fn open_staging(
+    ctx: &Ctx,
+    target: &HomePath,
+    (size, resume): (u64, bool),
+    plan: &Plan,
+) -> Result<(Box<dyn Staging>, Md5), Reply> {
+    let mut staging = ctx.storage.open_staging(target, size, resume)?;
+    let found = staging.durable().contiguous_from(0);
+    if found != plan.found {
+        // Object storage starts over when the earlier upload was of another size: what it
+        // held is gone, and so is its charge. The retry opens what is there now.
+        let gone = plan.found.saturating_sub(found);
+        if gone > 0 {
+            ctx.state.store.adjust_usage(&ctx.user, -(gone as i64), 0);
+        }
+        return Err(Reply::new(ErrorCode::Busy, "partial upload changed while opening it; try again"));
+    }
+    if plan.keep < plan.found {
+        staging.cut(plan.keep)?;
+    }
+    let hasher = match plan.keep {
+        0 => Md5::new(),
+        keep => staging.hash_prefix(keep)?,
+    };
+    Ok((staging, hasher))
 }

@@ -1,19 +1,24 @@
 //! The data phase of a TCP upload: checked chunks go to the writer thread until `PutEnd` or
-//! `Abort` (CTRL-PUT-3, CTRL-XFER-3).
+//! `Abort` (CTRL-PUT-3, CTRL-XFER-3). The md5 is verified when the staging finishes, in
+//! the settle phase (CTRL-PUT-4).
 
-use md5::Md5;
-
+use super::writer::StagingWriter;
 use super::{Outcome, Upload};
 use crate::conn::ConnError;
-use crate::proto::control::Md5Digest;
 use crate::proto::{Frame, Request};
 use crate::server::errors::Reply;
 use crate::server::session::{Conn, Next};
-use crate::transfer::{self, spawn_writer, ChunkCheck, TransferError};
+use crate::storage::Staging;
+use crate::transfer::{ChunkCheck, TransferError};
 
-pub(super) async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::File, hasher: Md5) -> Outcome {
+/// Returns the staging (unless its writer thread died) and how the data phase ended.
+pub(super) async fn receive(
+    conn: &mut Conn,
+    upload: &Upload,
+    staging: Box<dyn Staging>,
+) -> (Option<Box<dyn Staging>>, Outcome) {
     let mut check = ChunkCheck::new(upload.offset, upload.size);
-    let mut writer = spawn_writer(file, hasher);
+    let mut writer = StagingWriter::spawn(staging);
     let mut failure: Option<TransferError> = None;
     let end = loop {
         let next = match conn.next().await {
@@ -44,26 +49,20 @@ pub(super) async fn receive(conn: &mut Conn, upload: &Upload, file: std::fs::Fil
             }
         }
     };
-    let written = writer.finish().await;
-    match (failure, end) {
+    let (staging, written) = writer.finish().await;
+    let outcome = match (failure, end) {
         (Some(f), Outcome::PutEnd(_) | Outcome::Abort) => Outcome::Failed(f, true),
         // Reported already; the session ends without a second error for this upload.
         (Some(f), _) => Outcome::FailedThenClosed(f),
-        (_, Outcome::PutEnd(md5)) => match written {
-            Ok(w) => {
-                verify_end(&check, &md5, &w.md5).map_or_else(|e| Outcome::Failed(e, false), |_| Outcome::PutEnd(md5))
-            }
+        (_, Outcome::PutEnd(md5)) => match written.and_then(|()| check.ensure_complete()) {
+            Ok(()) => Outcome::PutEnd(md5),
             Err(e) => Outcome::Failed(e, false),
         },
         (_, other) => other,
-    }
+    };
+    (staging, outcome)
 }
 
 fn malformed() -> ConnError {
     ConnError::Decode(crate::proto::DecodeError::Malformed("expected a data frame, PutEnd or Abort".into()))
-}
-
-fn verify_end(check: &ChunkCheck, client_md5: &Md5Digest, server_md5: &Md5Digest) -> Result<(), TransferError> {
-    check.ensure_complete()?;
-    transfer::check_digest(client_md5, server_md5)
 }

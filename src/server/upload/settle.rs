@@ -9,6 +9,7 @@ use crate::home::HomePath;
 use crate::proto::control::Md5Digest;
 use crate::proto::Response;
 use crate::server::errors::Reply;
+use crate::storage::{Staging, StorageError};
 use crate::transfer::TransferError;
 
 /// What to do with the partial file.
@@ -32,25 +33,51 @@ fn discards_partial(e: &TransferError) -> bool {
     matches!(e, TransferError::TooLarge { .. } | TransferError::DigestMismatch { .. })
 }
 
-/// Settles; returns the reply for a normal ending.
-pub(super) fn settle(ctx: &Ctx, upload: Upload, how: How, md5: Option<Md5Digest>) -> Result<Response, Reply> {
+/// Settles; returns the reply for a normal ending. `staging` is the TCP upload's; a UDP
+/// upload settles its partial file through the home.
+pub(super) fn settle(
+    ctx: &Ctx,
+    upload: Upload,
+    staging: Option<Box<dyn Staging>>,
+    how: How,
+    md5: Option<Md5Digest>,
+) -> Result<Response, Reply> {
     match how {
-        How::Finish => finish(ctx, upload, md5.unwrap_or_default()),
+        How::Finish => finish(ctx, upload, staging, md5.unwrap_or_default()),
         How::Keep => {
-            keep(ctx, upload);
+            let held = measure(ctx, &upload, staging.as_deref());
+            keep(ctx, upload, held);
             Ok(Response::Ok)
         }
-        How::Discard => discard(ctx, upload),
+        How::Discard => {
+            drop(staging);
+            discard(ctx, upload)
+        }
     }
 }
 
-/// Renames the verified partial into place, then commits: the new file's bytes come in, the
-/// replaced file's go out, both only now (QUOTA-3).
-fn finish(ctx: &Ctx, upload: Upload, md5: Md5Digest) -> Result<Response, Reply> {
-    let replaced = match ctx.home.finish_partial(&upload.target) {
+/// Verifies the md5 and makes the file visible (the staging's finish over TCP, the rename of
+/// the partial over UDP), then commits: the new file's bytes come in, the replaced file's go
+/// out, both only now (QUOTA-3). A digest mismatch discards the partial (CTRL-PUT-4).
+fn finish(ctx: &Ctx, upload: Upload, staging: Option<Box<dyn Staging>>, md5: Md5Digest) -> Result<Response, Reply> {
+    let finished = match staging {
+        Some(staging) => staging.finish(&md5),
+        None => ctx.home.finish_partial(&upload.target).map_err(StorageError::from),
+    };
+    let replaced = match finished {
         Ok(replaced) => replaced,
+        Err(e @ StorageError::DigestMismatch { .. }) => {
+            let reply = Reply::from(e);
+            discard(ctx, upload)?;
+            return Err(reply);
+        }
         Err(e) => {
-            keep(ctx, upload);
+            // What the failed finish left is measured through the storage.
+            let held = match &upload.partial {
+                Some(_) => measure(ctx, &upload, None),
+                None => ctx.storage.staged_len(&upload.target).ok(),
+            };
+            keep(ctx, upload, held);
             return Err(e.into());
         }
     };
@@ -63,13 +90,30 @@ fn finish(ctx: &Ctx, upload: Upload, md5: Md5Digest) -> Result<Response, Reply> 
     Ok(Response::PutDone { size, md5 })
 }
 
+/// What the partial holds now: `Some(None)` if it is gone, `None` if that cannot be told.
+fn measure(ctx: &Ctx, upload: &Upload, staging: Option<&dyn Staging>) -> Option<Option<u64>> {
+    if let Some(staging) = staging {
+        return Some(staging.held());
+    }
+    let Some(file) = &upload.partial else {
+        // The staging's writer thread died: ask the storage.
+        return ctx.storage.staged_len(&upload.target).ok();
+    };
+    // Measured through the open handle: a link count of 0 means the partial is gone.
+    match file.metadata() {
+        Ok(meta) => Some((meta.nlink() > 0).then_some(meta.len())),
+        Err(e) => {
+            tracing::error!(path = %upload.target, "cannot measure a kept partial: {e}");
+            None
+        }
+    }
+}
+
 /// Leaves the partial for resume and counts what it holds as used (CTRL-PUT-5). What it holds
 /// never exceeds what was reserved: the data phase refuses bytes past the declared size.
-fn keep(ctx: &Ctx, upload: Upload) {
-    // Measured through the open handle: a link count of 0 means the partial is gone.
-    let (bytes, files) = match upload.partial.metadata() {
-        Ok(meta) => {
-            let len = (meta.nlink() > 0).then_some(meta.len());
+fn keep(ctx: &Ctx, upload: Upload, held: Option<Option<u64>>) {
+    let (bytes, files) = match held {
+        Some(len) => {
             let files = match (len, upload.partial_new) {
                 (Some(_), true) => 1,
                 (None, false) => -1,
@@ -78,10 +122,7 @@ fn keep(ctx: &Ctx, upload: Upload) {
             (signed(len.unwrap_or(0)) - signed(upload.offset), files)
         }
         // Cannot tell: charge everything that was reserved; a restart measures the disk.
-        Err(e) => {
-            tracing::error!(path = %upload.target, "cannot measure a kept partial: {e}");
-            (signed(upload.reservation.bytes()), signed(upload.reservation.files()))
-        }
+        None => (signed(upload.reservation.bytes()), signed(upload.reservation.files())),
     };
     tracing::info!(user = %ctx.user, path = %upload.target, "upload interrupted; partial kept");
     upload.reservation.commit(bytes, files);
@@ -89,8 +130,9 @@ fn keep(ctx: &Ctx, upload: Upload) {
 
 /// Deletes the partial and releases what it held.
 fn discard(ctx: &Ctx, upload: Upload) -> Result<Response, Reply> {
-    if let Err(e) = ctx.home.discard_partial(&upload.target) {
-        keep(ctx, upload);
+    if let Err(e) = ctx.storage.discard_staging(&upload.target) {
+        let held = measure(ctx, &upload, None);
+        keep(ctx, upload, held);
         return Err(e.into());
     }
     let target = upload.target.clone();

@@ -105,6 +105,53 @@ impl ObjectBackend {
     }
 }
 
+/// An [`ObjectBackend`] on a runtime of its own, for a server whose setup is synchronous and
+/// whose sessions call the storage from blocking threads.
+pub struct ObjectService {
+    backend: Arc<ObjectBackend>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl ObjectService {
+    /// Starts the runtime, connects to PostgreSQL at `url` and to the object store. Safe to
+    /// call from any thread, also inside another runtime.
+    pub fn start(config: &ObjectConfig, url: &str, server_id: &str) -> Result<ObjectService, StorageError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("xfer-objects")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::Unavailable { what: "object storage", detail: format!("no runtime: {e}") })?;
+        let pool = {
+            let _in = rt.enter();
+            crate::pg::connect(url)
+                .map_err(|e| StorageError::Unavailable { what: "PostgreSQL", detail: e.to_string() })?
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (config, id) = (config.clone(), server_id.to_string());
+        rt.spawn(async move {
+            let _ = tx.send(ObjectBackend::connect(&config, pool, &id).await);
+        });
+        let backend = rx.recv().unwrap_or_else(|_| {
+            Err(StorageError::Unavailable { what: "object storage", detail: "setup stopped".into() })
+        })?;
+        Ok(ObjectService { backend, rt: Some(rt) })
+    }
+
+    pub fn backend(&self) -> &Arc<ObjectBackend> {
+        &self.backend
+    }
+}
+
+impl Drop for ObjectService {
+    fn drop(&mut self) {
+        // Safe on any thread, also inside another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The HTTP client OpenDAL uses: reqwest on rustls with the ring provider (no aws-lc).
 fn install_transport() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -414,6 +461,37 @@ impl Storage for ObjectStorage {
             let freed = staging::drop_upload(&tx, &self.home, &p.to_string()).await?;
             tx.commit().await.map_err(pg_err)?;
             Ok(freed)
+        })
+    }
+
+    /// The recorded segments from the file's start on, without a gap.
+    fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError> {
+        self.backend.block(async {
+            let c = self.backend.client().await?;
+            let Some(up) = c
+                .query_opt(
+                    "SELECT id, size FROM ns_uploads WHERE home = $1 AND target = $2",
+                    &[&self.home, &p.to_string()],
+                )
+                .await
+                .map_err(pg_err)?
+            else {
+                return Ok(None);
+            };
+            let (id, size): (String, i64) = (up.get(0), up.get(1));
+            let segs = c
+                .query("SELECT idx, len FROM ns_segments WHERE upload = $1 ORDER BY idx", &[&id])
+                .await
+                .map_err(pg_err)?;
+            let seg = self.backend.segment_size;
+            let mut held = crate::udp::ranges::RangeSet::new();
+            for s in segs {
+                let (idx, len) = (s.get::<_, i32>(0) as u64, s.get::<_, i64>(1) as u64);
+                if len == (size.max(0) as u64).saturating_sub(idx * seg).min(seg) {
+                    held.insert(idx * seg, idx * seg + len);
+                }
+            }
+            Ok(Some(held.contiguous_from(0)))
         })
     }
 }

@@ -383,6 +383,46 @@ impl Staging for ObjectStaging {
         let _ = b.block(super::sweep::delete_garbage_keys(&b, &keys));
         published
     }
+
+    /// Forgets the segments from `len` on in this writer; their records are replaced when
+    /// they are stored again. `len` must be the end of a segment or of the file.
+    fn cut(&mut self, len: u64) -> Result<(), StorageError> {
+        self.drain()?;
+        let seg = self.seg;
+        self.recorded.retain(|&idx, _| idx * seg < len);
+        self.open.clear();
+        let kept = self.durable().contiguous_from(0);
+        if kept != len.min(self.size) && len > 0 {
+            return Err(StorageError::InvalidWrite(format!("cannot keep {len} bytes of {}", self.target)));
+        }
+        self.hasher = (len == 0).then(|| (Md5::new(), 0));
+        Ok(())
+    }
+
+    fn hash_prefix(&mut self, len: u64) -> Result<Md5, StorageError> {
+        if len > 0 && !self.durable().contains(0, len) {
+            return Err(StorageError::InvalidWrite(format!("{len} bytes of {} are not stored", self.target)));
+        }
+        let mut h = Md5::new();
+        let mut at = 0;
+        for (&idx, key) in &self.recorded {
+            if at >= len {
+                break;
+            }
+            let n = seg_len(idx, self.seg, self.size).min(len - at);
+            let data = self.backend.block(self.backend.op.read_with(key).range(0..n)).map_err(s3_err)?;
+            for chunk in data {
+                h.update(&chunk);
+            }
+            at += n;
+        }
+        self.hasher = Some((h.clone(), len));
+        Ok(h)
+    }
+
+    fn held(&self) -> Option<u64> {
+        Some(self.durable().covered())
+    }
 }
 
 /// Stores one segment: the PUT, then its record, only while `epoch` holds the upload.

@@ -2,6 +2,7 @@
 //! all on 127.0.0.1 and started by the tests (`support::cluster`).
 
 mod harness;
+mod object_servers;
 mod object_storage;
 mod store_bench;
 mod store_pg;
