@@ -95,6 +95,20 @@ async fn put_get_ls_mv_rm_through_a_server_in_the_s3_profile() {
         assert_eq!(disk_entries(&srv.home("alice")), (0, 0), "no byte on the server's disk");
         let names: Vec<(String, u64)> = c.list("/").await.unwrap().into_iter().map(|e| (e.name, e.size)).collect();
         assert_eq!(names, [("big".to_string(), data.len() as u64)]);
+        // STORE-OBJ-11: requests that only the local home serves are refused, never answered
+        // from the (empty) local directory.
+        let mut raw = srv.raw("alice", PW).await;
+        for req in [
+            Request::Walk { path: "/".into() },
+            Request::Glob { pattern: "*".into() },
+            Request::SetAttrs { path: "big".into(), mtime: 0, mode: None, upload_md5: None },
+            Request::Copy { from: "big".into(), to: "copy".into() },
+        ] {
+            match raw.call(&req).await {
+                Response::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest, "{req:?}"),
+                other => panic!("{req:?} answered {other:?} in the S3 profile"),
+            }
+        }
         c.mkdir("d").await.unwrap();
         c.rename("big", "d/moved").await.unwrap();
         let back = env.local("back");
