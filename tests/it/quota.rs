@@ -108,16 +108,7 @@ async fn never_exceeds_quota_under_parallel_uploads() {
                 r.map(|s| s.size).map_err(|e| e.code())
             }));
         }
-        let mut ok = 0u64;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(size) => {
-                    assert_eq!(size, MIB);
-                    ok += 1;
-                }
-                Err(code) => assert_eq!(code, Some(ErrorCode::QuotaExceeded), "only quota refusals expected"),
-            }
-        }
+        let ok = count_uploads_refused_only_by_quota(tasks, MIB).await;
         assert!(ok * MIB <= quota, "{ok} uploads of 1 MiB succeeded under a {quota} byte quota");
         assert_eq!(ok, 5, "refusals must not leak quota: five 1 MiB files fit in 5.5 MiB");
         let mut c = srv.connect("alice", PW).await;

@@ -177,16 +177,7 @@ async fn sixteen_uploads_across_two_s3_servers_never_overrun_one_quota() {
                 r.map(|s| s.size).map_err(|e| e.code())
             }));
         }
-        let mut ok = 0u64;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(size) => {
-                    assert_eq!(size, MIB);
-                    ok += 1;
-                }
-                Err(code) => assert_eq!(code, Some(ErrorCode::QuotaExceeded), "only quota refusals expected"),
-            }
-        }
+        let ok = count_uploads_refused_only_by_quota(tasks, MIB).await;
         stop.store(true, Ordering::SeqCst);
         let (samples, ns) = sampler.join().expect("sampler saw no overrun");
         assert!(samples > 0);

@@ -283,3 +283,22 @@ pub fn df_tuple(r: Response) -> (u64, u64, u64, Option<u64>, u64) {
         other => panic!("not a Df reply: {other:?}"),
     }
 }
+
+/// Waits for concurrent uploads of `size` bytes each and returns how many completed; every
+/// other one must have been refused for quota (QUOTA-1), nothing else.
+pub async fn count_uploads_refused_only_by_quota(
+    tasks: Vec<tokio::task::JoinHandle<Result<u64, Option<ErrorCode>>>>,
+    size: u64,
+) -> u64 {
+    let mut ok = 0u64;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(got) => {
+                assert_eq!(got, size);
+                ok += 1;
+            }
+            Err(code) => assert_eq!(code, Some(ErrorCode::QuotaExceeded), "only quota refusals expected"),
+        }
+    }
+    ok
+}
