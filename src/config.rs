@@ -68,7 +68,7 @@ impl StoreSection {
 
     pub fn lease(&self) -> Duration {
         match self.lease_secs {
-            0 => crate::store::postgres::DEFAULT_LEASE,
+            0 => crate::store::DEFAULT_LEASE,
             s => Duration::from_secs(s),
         }
     }
@@ -207,6 +207,7 @@ pub enum StorageKind {
 impl StorageSection {
     /// The object store to use, if any, with the environment applied (`env` looks a name up).
     /// S3 needs the PostgreSQL store for its namespace: `store_url` is the `[store] url`.
+    #[cfg(feature = "cluster")]
     pub fn object_config(
         &self,
         store_url: Option<&str>,
@@ -351,6 +352,7 @@ mod tests {
         assert_eq!(json.log.format, LogFormat::Json);
     }
 
+    #[cfg(feature = "cluster")]
     #[test]
     fn s3_storage_needs_the_postgres_store_and_takes_keys_from_the_environment() {
         let c = ServerConfig::embedded();

@@ -32,6 +32,7 @@ pub mod config;
 pub mod conn;
 pub mod flow;
 pub mod home;
+#[cfg(feature = "cluster")]
 pub mod pg;
 pub mod proto;
 pub mod server;

@@ -174,8 +174,9 @@ async fn login(
     Audit::new("login", &user, peer, "/").message("logged in").emit();
     // STORE-OBJ-1: `[storage] kind = "s3"` keeps the home in object storage.
     let storage: Arc<dyn crate::storage::Storage> = match &state.objects {
+        #[cfg(feature = "cluster")]
         Some(objects) => Arc::new(objects.backend().home(&user)),
-        None => Arc::new(crate::storage::LocalStorage::new(home.clone())),
+        _ => Arc::new(crate::storage::LocalStorage::new(home.clone())),
     };
     Ok(Session {
         state: state.clone(),

@@ -41,8 +41,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::throttle::Throttle;
 use crate::config::{ConfigError, ServerConfig};
 use crate::home::HomeError;
-use crate::storage::object::ObjectService;
-use crate::store::postgres::{PgOptions, PgStore};
+#[cfg(feature = "cluster")]
+pub(crate) use crate::storage::object::ObjectService;
 use crate::store::{Store, StoreError, UserStore};
 use crate::tls::{ServerIdentity, TlsSetupError};
 
@@ -151,6 +151,10 @@ pub struct ServerState {
     pub(crate) objects: Option<ObjectService>,
 }
 
+/// Without the cluster back ends no home is in object storage: this type has no values.
+#[cfg(not(feature = "cluster"))]
+pub(crate) enum ObjectService {}
+
 /// A prepared server: state plus what `serve` prints at start.
 pub struct Server {
     pub state: Arc<ServerState>,
@@ -164,19 +168,7 @@ impl Server {
         let layout = RootLayout::new(root);
         layout.create()?;
         let config = ServerConfig::load_or_init(root)?;
-        // Object storage keeps its namespace in PostgreSQL: without a PostgreSQL `[store] url`
-        // it is refused with a config error (STORE-OBJ-1).
-        let store_url = config.store.postgres_url();
-        let objects = match (config.storage.object_config(store_url.as_deref(), |k| std::env::var(k).ok())?, &store_url)
-        {
-            (Some(c), Some(url)) => {
-                let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-                let service = ObjectService::start(&c, url, &id)?;
-                tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, "using object storage");
-                Some(service)
-            }
-            _ => None,
-        };
+        let objects = open_objects(&config)?;
         let store = open_store(&config, &layout)?;
         let identity = ServerIdentity::load_or_create(&layout.tls_dir())?;
         upload::sweep::at_start(&*store, objects.as_ref(), &layout, config.quota.partial_expiry())?;
@@ -202,24 +194,62 @@ impl Server {
     }
 }
 
+/// Opens the object storage the config names, if any. It keeps its namespace in PostgreSQL:
+/// without a PostgreSQL `[store] url` it is refused with a config error (STORE-OBJ-1).
+#[cfg(feature = "cluster")]
+fn open_objects(config: &ServerConfig) -> Result<Option<ObjectService>, SetupError> {
+    let store_url = config.store.postgres_url();
+    match (config.storage.object_config(store_url.as_deref(), |k| std::env::var(k).ok())?, &store_url) {
+        (Some(c), Some(url)) => {
+            let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+            let service = ObjectService::start(&c, url, &id)?;
+            tracing::info!(endpoint = %c.endpoint, bucket = %c.bucket, "using object storage");
+            Ok(Some(service))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "cluster"))]
+fn open_objects(config: &ServerConfig) -> Result<Option<ObjectService>, SetupError> {
+    match config.storage.kind {
+        crate::config::StorageKind::Local => Ok(None),
+        crate::config::StorageKind::S3 => Err(ConfigError::Invalid(WITHOUT_CLUSTER.into()).into()),
+    }
+}
+
+/// Why a build without the cluster back ends refuses a cluster config.
+#[cfg(not(feature = "cluster"))]
+const WITHOUT_CLUSTER: &str =
+    "this build of xfer has no cluster back ends (built without the `cluster` feature): [store] url and [storage] kind = \"s3\" are unavailable";
+
 /// Opens the store the config names (STORE-1): the shared PostgreSQL store when `[store] url`
 /// (or `XFER_STORE_URL`) is set, else the embedded SQLite file in the root.
 fn open_store(config: &ServerConfig, layout: &RootLayout) -> Result<Arc<dyn UserStore>, SetupError> {
     let limit = config.quota.default_entry_limit();
     match config.store.postgres_url() {
-        Some(url) => {
-            let opts = PgOptions {
-                lease: config.store.lease(),
-                heartbeat: true,
-                default_entry_limit: limit,
-                throttle: config.auth.clone(),
-            };
-            let store = PgStore::connect(&url, opts)?;
-            tracing::info!(store = %crate::pg::redact(&url), owner = store.owner(), "using the PostgreSQL store");
-            Ok(Arc::new(store))
-        }
+        Some(url) => open_postgres(config, &url),
         None => Ok(Arc::new(Store::open(&layout.store())?.with_default_entry_limit(limit))),
     }
+}
+
+#[cfg(feature = "cluster")]
+fn open_postgres(config: &ServerConfig, url: &str) -> Result<Arc<dyn UserStore>, SetupError> {
+    use crate::store::postgres::{PgOptions, PgStore};
+    let opts = PgOptions {
+        lease: config.store.lease(),
+        heartbeat: true,
+        default_entry_limit: config.quota.default_entry_limit(),
+        throttle: config.auth.clone(),
+    };
+    let store = PgStore::connect(url, opts)?;
+    tracing::info!(store = %crate::pg::redact(url), owner = store.owner(), "using the PostgreSQL store");
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn open_postgres(_config: &ServerConfig, _url: &str) -> Result<Arc<dyn UserStore>, SetupError> {
+    Err(ConfigError::Invalid(WITHOUT_CLUSTER.into()).into())
 }
 
 /// Serves `listener` until `shutdown` completes, then waits up to the configured grace period

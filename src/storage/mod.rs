@@ -13,6 +13,7 @@
 //! inside an async task. The object implementation drives its async clients on the runtime
 //! handle it was made with.
 
+#[cfg(feature = "cluster")]
 pub mod object;
 
 use std::io;

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use super::{LoginRecord, Reservation, SavedRanges, Store, StoreError, User};
 
+/// Lease of a reservation or upload claim held by a server of a shared store unless configured
+/// (`[store] lease_secs`, STORE-LEASE-2).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 /// What every store implementation provides (STORE-1).
 pub trait UserStore: Send + Sync {
     /// Adds a user with an argon2id hash of `password`.

@@ -10,6 +10,7 @@
 //! and applied in one transaction, so concurrent uploads can never overrun the quota.
 
 mod api;
+#[cfg(feature = "cluster")]
 pub mod postgres;
 mod schema;
 mod sessions;
@@ -17,7 +18,7 @@ mod sessions;
 mod tests;
 mod usage;
 
-pub use api::{UploadClaim, UserStore};
+pub use api::{UploadClaim, UserStore, DEFAULT_LEASE};
 pub use usage::Reservation;
 
 use std::collections::HashSet;

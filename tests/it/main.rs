@@ -11,6 +11,7 @@ mod link_model;
 mod audit;
 mod auth;
 mod cli;
+#[cfg(feature = "cluster")]
 mod cluster;
 mod copy;
 mod crash;

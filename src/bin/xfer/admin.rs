@@ -7,7 +7,6 @@ use xfer::config::LogFormat;
 use xfer::home::Home;
 use xfer::server::{self, RootLayout, Server};
 use xfer::size::{format_quota, format_size, parse_quota};
-use xfer::store::postgres::{PgOptions, PgStore};
 use xfer::store::{Store, UserStore};
 use xfer::tls::format_fingerprint;
 
@@ -80,11 +79,21 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 /// the servers (they create a home at its first login).
 fn open_store(root: &crate::args::RootArg, init: bool) -> Result<(Box<dyn UserStore>, Option<RootLayout>), CliError> {
     if let Some(url) = root.store.as_deref().filter(|u| !u.trim().is_empty()) {
-        let store = PgStore::connect(url, PgOptions::default()).map_err(store_err)?;
-        return Ok((Box::new(store), None));
+        return Ok((open_postgres(url)?, None));
     }
     let (store, layout) = open_root_store(&root.root, init)?;
     Ok((Box::new(store), Some(layout)))
+}
+
+#[cfg(feature = "cluster")]
+fn open_postgres(url: &str) -> Result<Box<dyn UserStore>, CliError> {
+    use xfer::store::postgres::{PgOptions, PgStore};
+    Ok(Box::new(PgStore::connect(url, PgOptions::default()).map_err(store_err)?))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn open_postgres(_url: &str) -> Result<Box<dyn UserStore>, CliError> {
+    Err(CliError::new(ExitCode::Usage, "--store needs a build of xfer with the `cluster` feature"))
 }
 
 fn open_root_store(root: &Path, init: bool) -> Result<(Store, RootLayout), CliError> {

@@ -12,13 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::UploadSlot;
 use crate::home::{Home, HomePath};
+use crate::server::ObjectService;
 use crate::server::{RootLayout, ServerState, SetupError};
-use crate::storage::object::ObjectService;
 use crate::storage::{LocalStorage, Storage, StorageError};
 use crate::store::UserStore;
 
 /// How long a queued or orphaned object is kept before it is deleted, so that downloads
 /// still reading it can finish.
+#[cfg(feature = "cluster")]
 const OBJECT_GRACE: Duration = Duration::from_secs(3600);
 
 /// The storage of `user`'s home: object storage when configured, else the local home.
@@ -28,8 +29,9 @@ fn storage_of(
     user: &str,
 ) -> Result<Arc<dyn Storage>, StorageError> {
     match objects {
+        #[cfg(feature = "cluster")]
         Some(o) => Ok(Arc::new(o.backend().home(user))),
-        None => Ok(Arc::new(LocalStorage::new(Arc::new(Home::open(&layout.home_of(user))?)))),
+        _ => Ok(Arc::new(LocalStorage::new(Arc::new(Home::open(&layout.home_of(user))?)))),
     }
 }
 
@@ -105,6 +107,7 @@ fn sweep_all(state: &Arc<ServerState>, max_age: Duration) {
     // STORE-OBJ-7: queued and orphaned objects. Expired uploads were taken above, each under
     // its slot with its charge released; the backend's own pass only catches those left over
     // (an upload whose user is gone), so it gets twice the age.
+    #[cfg(feature = "cluster")]
     if let Some(objects) = &state.objects {
         match objects.backend().sweep(max_age.saturating_mul(2), OBJECT_GRACE) {
             Ok(s) if s.uploads > 0 || s.garbage > 0 || s.orphans > 0 => tracing::info!(

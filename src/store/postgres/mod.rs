@@ -34,8 +34,7 @@ use crate::auth::throttle::{source_of, ThrottlePolicy};
 pub const ATTEMPTS: u32 = 3;
 /// Longest a call's statements may take, once connected.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lease of a reservation or upload claim unless configured (`[store] lease_secs`).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+pub use super::DEFAULT_LEASE;
 
 /// How a [`PgStore`] behaves.
 #[derive(Debug, Clone)]

@@ -25,6 +25,7 @@ use xfer::proto::{DataChunk, ErrorCode, Frame, Request, Response, Transport, CHU
 use xfer::server::{self, Server, ServerState};
 use xfer::tls::{client_config, PinnedVerifier, SERVER_NAME};
 
+#[cfg(feature = "cluster")]
 pub mod cluster;
 mod files;
 pub mod flights;
