@@ -80,9 +80,11 @@ impl Session {
 
     /// Refuses to touch the partial file of an upload in progress, or to move a directory
     /// holding one, which would leave the upload writing where it cannot settle (CTRL-PUT-2).
-    pub(crate) fn check_not_uploading(&self, path: &home::HomePath) -> Result<(), Reply> {
+    /// The claims are a store call (possibly PostgreSQL): read off the async workers.
+    pub(crate) async fn check_not_uploading(&self, path: &home::HomePath) -> Result<(), Reply> {
         let partial_of = path.partial_target();
-        let uploads = self.state.store.claimed_paths(&self.user)?;
+        let (store, user) = (self.state.store.clone(), self.user.clone());
+        let uploads = blocking(move || store.claimed_paths(&user).map_err(Reply::from)).await?;
         let root = home::HomePath::root();
         let busy = uploads
             .iter()
@@ -112,7 +114,7 @@ impl Session {
     /// range map (QUOTA-4).
     async fn remove(&mut self, path: &str) -> Result<Response, Reply> {
         let target = self.resolve(path)?;
-        self.check_not_uploading(&target)?;
+        self.check_not_uploading(&target).await?;
         let (storage, store, user) = (self.storage.clone(), self.state.store.clone(), self.user.clone());
         blocking(move || {
             let entry = storage.stat(&target)?;
@@ -139,8 +141,8 @@ impl Session {
         }
         refuse_partial_name(&from)?;
         refuse_partial_name(&to)?;
-        self.check_not_uploading(&from)?;
-        self.check_not_uploading(&to)?;
+        self.check_not_uploading(&from).await?;
+        self.check_not_uploading(&to).await?;
         let storage = self.storage.clone();
         let replaced = blocking(move || storage.rename(&from, &to).map_err(Reply::from)).await?;
         if let Some(bytes) = replaced {
