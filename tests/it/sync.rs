@@ -399,3 +399,56 @@ fn a_no_change_sync_takes_a_few_round_trips_whatever_the_file_count() {
 fn direct(env: &TestEnv, srv: &TestServer, args: &[&str]) {
     cli(env, srv, args).assert_ok();
 }
+
+/// `sync -L`: a local source with a symlink to a file, one to a directory, a dangling link and
+/// a link loop. Without -L all four are skipped with a note (exit 0); with -L the targets'
+/// contents are copied under the links' names, and the dangling link and the loop are skipped.
+#[test]
+fn sync_skips_local_symlinks_unless_l_follows_them_and_ends_on_a_loop() {
+    let (env, srv) = setup();
+    let home = srv.home("alice");
+    let src = env.local("src");
+    make_tree(&src);
+    let outside = env.local("outside");
+    std::fs::create_dir_all(outside.join("dir/sub")).unwrap();
+    make_file(&outside.join("f.txt"), 7_000, 4);
+    make_file(&outside.join("dir/sub/g"), 300_000, 5);
+    set_mtime(&outside.join("f.txt"), OLD + 7);
+    std::os::unix::fs::symlink(outside.join("f.txt"), src.join("to-file")).unwrap();
+    std::os::unix::fs::symlink(outside.join("dir"), src.join("to-dir")).unwrap();
+    std::os::unix::fs::symlink("missing-target", src.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("..", src.join("d/loop")).unwrap();
+    let links = ["to-file", "to-dir", "dangling", "d/loop"];
+
+    let out = cli(&env, &srv, &["--json", "sync", "src", ":plain"]);
+    let s = json_summary(out.assert_ok());
+    assert_eq!((s["copied"].as_u64(), s["mkdirs"].as_u64()), (Some(3), Some(2)), "{s}");
+    for link in links {
+        let note = format!("xfer: src/{link}: symlink skipped (-L follows symlinks)");
+        assert!(out.stderr.contains(&note), "no note for {link}: {out:?}");
+        assert!(std::fs::symlink_metadata(home.join("plain").join(link)).is_err(), "{link} copied without -L");
+    }
+    assert_eq!(tree_of(&home.join("plain")), tree_of(&src));
+
+    let out = cli(&env, &srv, &["--json", "sync", "-L", "src", ":deref"]);
+    let s = json_summary(out.assert_ok());
+    // a, d/b, d/e/c, to-file, to-dir/sub/g; directories d, d/e, to-dir, to-dir/sub.
+    assert_eq!((s["copied"].as_u64(), s["mkdirs"].as_u64(), s["failed"].as_u64()), (Some(5), Some(4), Some(0)), "{s}");
+    let dst = home.join("deref");
+    assert_eq!(std::fs::read(dst.join("to-file")).unwrap(), std::fs::read(outside.join("f.txt")).unwrap());
+    assert_eq!(mtime(&dst.join("to-file")), OLD + 7, "the target's mtime");
+    assert!(std::fs::symlink_metadata(dst.join("to-file")).unwrap().is_file(), "a file, not a link");
+    assert_eq!(md5_file(&dst.join("to-dir/sub/g")), md5_file(&outside.join("dir/sub/g")));
+    assert!(std::fs::symlink_metadata(dst.join("dangling")).is_err());
+    assert!(std::fs::symlink_metadata(dst.join("d/loop")).is_err(), "the loop is not copied");
+    assert!(out.stderr.contains("dangling: symlink not followed"), "{out:?}");
+    assert!(out.stderr.contains("d/loop: symlink loop"), "{out:?}");
+    let s = json_summary(cli(&env, &srv, &["--json", "sync", "-L", "src", ":deref"]).assert_ok());
+    assert_eq!((s["copied"].as_u64(), s["unchanged"].as_u64()), (Some(0), Some(5)), "{s}");
+
+    // -L is about a local source; a pull is refused before anything happens.
+    let out = cli(&env, &srv, &["sync", "-L", ":deref", "back"]);
+    out.assert_one_line_error();
+    assert_eq!(exit_code(&out), Some(2), "{out:?}");
+    assert!(!env.local("back").exists());
+}

@@ -14,7 +14,7 @@ use xfer::proto::codec::{encode_control, encode_data, DATA_HEADER_LEN, FRAME_CON
 use xfer::proto::control::Md5Digest;
 use xfer::proto::{
     decode_preamble, encode_preamble, DataChunk, DecodeError, Entry, EntryKind, ErrorCode, Frame, FrameDecoder,
-    Request, Response, Transport, CHUNK_SIZE, MAX_FRAME_LEN, PREAMBLE_LEN, PROTOCOL_VERSION,
+    Request, Response, Transport, TreeEntry, CHUNK_SIZE, MAX_FRAME_LEN, PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 
 /// What a vector file must decode to.
@@ -89,6 +89,13 @@ fn expectations() -> Vec<(&'static str, Expected)> {
                 rate_limit: Some(12_500_000),
             }),
         ),
+        (
+            "request-set-attrs.hex",
+            Req(Request::SetAttrs { path: s("a.txt"), mtime: 1_700_000_000, mode: Some(0o640), upload_md5: None }),
+        ),
+        ("request-walk.hex", Req(Request::Walk { path: s("photos") })),
+        ("request-glob.hex", Req(Request::Glob { pattern: s("logs/**/*.gz") })),
+        ("request-copy.hex", Req(Request::Copy { from: s("a.txt"), to: s("backup/a.txt") })),
         ("response-ok.hex", Resp(Response::Ok)),
         ("response-authed.hex", Resp(Response::Authed { cwd: s("/") })),
         ("response-pwd.hex", Resp(Response::Pwd { path: s("/docs") })),
@@ -157,6 +164,22 @@ fn expectations() -> Vec<(&'static str, Expected)> {
             Resp(Response::UdpPutReady { flow: FLOW, held: vec![(0, 5)], held_md5: Some(md5(MD5_HELLO)) }),
         ),
         ("response-udp-get-ready.hex", Resp(Response::UdpGetReady { flow: FLOW, size: 0x0030_0000 })),
+        (
+            "response-tree.hex",
+            Resp(Response::Tree {
+                entries: vec![
+                    TreeEntry { path: s("d"), kind: EntryKind::Dir, size: 0, mtime: 1_700_000_000, mode: 0o755 },
+                    TreeEntry { path: s("d/a.txt"), kind: EntryKind::File, size: 5, mtime: -1, mode: 0o644 },
+                ],
+            }),
+        ),
+        (
+            "response-error-too-many-entries.hex",
+            Resp(Response::Error {
+                code: ErrorCode::TooManyEntries,
+                message: s("photos: more than 100000 entries, or too long a reply"),
+            }),
+        ),
         ("data-empty.hex", Data(DataChunk::new(0, Bytes::new()))),
         ("data-small.hex", Data(DataChunk::new(0x0010_0000, Bytes::from_static(b"hello")))),
     ]
@@ -345,6 +368,7 @@ fn accepts_only_vectors_with_requirement_and_value_headers() {
 fn covers_every_request_and_response_variant_and_data() {
     let mut requests = BTreeSet::new();
     let mut responses = BTreeSet::new();
+    let mut error_codes = BTreeSet::new();
     let mut data = 0;
     for (_, expected) in expectations() {
         match expected {
@@ -352,20 +376,82 @@ fn covers_every_request_and_response_variant_and_data() {
                 requests.insert(variant_index(&encode_control(&r)));
             }
             Expected::Response(r) => {
-                responses.insert(variant_index(&encode_control(&r)));
+                let frame = encode_control(&r);
+                if let Response::Error { .. } = r {
+                    error_codes.insert(u32::from_be_bytes(frame[9..13].try_into().expect("4 bytes")));
+                }
+                responses.insert(variant_index(&frame));
             }
             Expected::Data(_) => data += 1,
             Expected::Preamble(_) => {}
         }
     }
-    assert_eq!(requests, (0..17).collect(), "every Request variant needs a vector");
-    assert_eq!(responses, (0..14).collect(), "every Response variant needs a vector");
+    // The counts come from the decoder, not from this file: a variant appended to the enums
+    // without a vector here fails the test.
+    let request_count = variant_count::<Request>(|n| n.to_be_bytes().to_vec());
+    let response_count = variant_count::<Response>(|n| n.to_be_bytes().to_vec());
+    assert!(request_count >= 21 && response_count >= 15, "{request_count} requests, {response_count} responses");
+    assert_eq!(requests, (0..request_count).collect(), "every Request variant needs a vector");
+    assert_eq!(responses, (0..response_count).collect(), "every Response variant needs a vector");
+    // Error codes: not each one, but the newest, so an appended code comes with its vector.
+    let code_count = variant_count::<Response>(|n| error_with_code(n).to_vec());
+    assert!(code_count >= 26, "{code_count} error codes");
+    assert!(error_codes.contains(&(code_count - 1)), "the newest ErrorCode ({}) needs a vector", code_count - 1);
     assert!(data >= 2);
-    // The variant after the last one must not decode: the table above is complete.
-    let unknown = [17u32.to_be_bytes()].concat();
-    assert!(Frame::decode_control::<Request>(&unknown).is_err());
-    let unknown = [14u32.to_be_bytes()].concat();
-    assert!(Frame::decode_control::<Response>(&unknown).is_err());
+}
+
+/// `Response::Error { code, message: "" }` with the raw code index `code`.
+fn error_with_code(code: u32) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..4].copy_from_slice(&11u32.to_be_bytes());
+    out[4..8].copy_from_slice(&code.to_be_bytes());
+    out
+}
+
+/// Whether a decoding failure is an unknown variant index (CTRL-FRAME-4), as opposed to a body
+/// cut short: serde names the index it was given and the valid range.
+fn unknown_variant(err: &DecodeError, index: u32) -> bool {
+    matches!(err, DecodeError::Malformed(m) if m.contains(&format!("integer `{index}`")) && m.contains("variant index"))
+}
+
+/// The number of variants of an enum, found by decoding `bytes(n)` for n = 0, 1, ...: every
+/// known index decodes or fails for want of its fields; the first unknown one fails as an
+/// unknown variant, and so does every index after it that is tried.
+fn variant_count<T: serde::de::DeserializeOwned + std::fmt::Debug>(bytes: impl Fn(u32) -> Vec<u8>) -> u32 {
+    const MAX_VARIANTS: u32 = 1000;
+    for n in 0..MAX_VARIANTS {
+        match Frame::decode_control::<T>(&bytes(n)) {
+            Err(e) if unknown_variant(&e, n) => {
+                for later in [n + 1, n + 100, u32::MAX] {
+                    let e = Frame::decode_control::<T>(&bytes(later)).expect_err("past the last variant");
+                    assert!(unknown_variant(&e, later), "index {later}: {e:?}");
+                }
+                return n;
+            }
+            Ok(_) | Err(DecodeError::Malformed(_)) => {}
+            Err(e) => panic!("index {n}: {e:?}"),
+        }
+    }
+    panic!("no unknown variant index below {MAX_VARIANTS}");
+}
+
+#[test]
+fn tells_an_unknown_variant_from_a_body_cut_short() {
+    // Request 0 is Auth: its index alone is a body cut short, not an unknown variant.
+    let cut = Frame::decode_control::<Request>(&0u32.to_be_bytes()).expect_err("Auth has fields");
+    assert!(matches!(cut, DecodeError::Malformed(_)) && !unknown_variant(&cut, 0), "{cut:?}");
+    let count = variant_count::<Request>(|n| n.to_be_bytes().to_vec());
+    let unknown = Frame::decode_control::<Request>(&count.to_be_bytes()).expect_err("one past the last request");
+    assert!(unknown_variant(&unknown, count), "{unknown:?}");
+    // Request count - 1 exists: with its fields from its vector it decodes.
+    let last = expectations()
+        .into_iter()
+        .find_map(|(name, e)| match e {
+            Expected::Request(r) if variant_index(&encode_control(&r)) == count - 1 => Some(name),
+            _ => None,
+        })
+        .expect("a vector of the last request");
+    assert!(Frame::decode_control::<Request>(&control_payload(last)).is_ok(), "{last}");
 }
 
 /// The bincode variant index of an encoded control frame (CTRL-FRAME-4).
@@ -464,7 +550,7 @@ fn defines_every_requirement_the_code_relies_on() {
     required.extend(["OPS-AUDIT-1", "OPS-LOG-1", "OPS-LOG-2", "OPS-METRICS-1"].map(String::from));
     required.extend((1..=6).map(|n| format!("CTRL-PUT-{n}")));
     required.extend((1..=4).map(|n| format!("CTRL-GET-{n}")));
-    required.extend((1..=33).map(|n| format!("CTRL-MSG-{n}")));
+    required.extend((1..=39).map(|n| format!("CTRL-MSG-{n}")));
     // Cited by src/proto/control.rs and src/udp/.
     required.extend((1..=5).map(|n| format!("UDP-CTRL-{n}")));
     required.extend((1..=10).map(|n| format!("UDP-PKT-{n}")));

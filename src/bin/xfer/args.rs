@@ -103,6 +103,10 @@ pub enum Command {
         /// Go on past files that fail; exit non-zero at the end with a summary
         #[arg(short = 'k', long)]
         keep_going: bool,
+        /// Follow symlinks in a local SRC: copy the files and directories they point to (a
+        /// link loop is cut, a dangling link skipped). Without -L they are skipped with a note
+        #[arg(short = 'L', long)]
+        dereference: bool,
         /// Files in flight at once, each over its own session of the same login
         #[arg(short = 'j', long, default_value_t = DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallel: u16,
@@ -157,8 +161,16 @@ pub enum Command {
     Rmdir { path: String },
     /// Rename or move within the home
     Mv { from: String, to: String },
-    /// Copy a remote file within the home (TO may be a directory); charged to the quota
-    Cp { from: String, to: String },
+    /// Copy a remote file within the home (TO may be a directory); charged to the quota.
+    /// The copy gets the time of its making, as with cp, unless -p. A symlink FROM is refused,
+    /// even one inside the home: cp never follows links, so it has no -L (name the link's target)
+    Cp {
+        from: String,
+        to: String,
+        /// Keep the source's modification time and permission bits, as cp -p does
+        #[arg(short = 'p', long)]
+        preserve: bool,
+    },
     /// Show type, size and modification time
     Stat { path: String },
     /// Show usage and quota

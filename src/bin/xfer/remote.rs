@@ -1,7 +1,7 @@
 //! Client commands: connect and log in, then run one command (or many, from the shell).
 
 use xfer::client::Client;
-use xfer::proto::Response;
+use xfer::proto::{EntryKind, ErrorCode, Response};
 use xfer::size::{format_quota, format_size};
 use xfer::transfer::hex_digest;
 
@@ -87,9 +87,19 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
     match cmd {
         Command::Put { paths, opts, dereference } => transfers::put(session, paths, &opts, dereference, ui).await,
         Command::Get { paths, opts } => transfers::get(session, paths, &opts, ui).await,
-        Command::Sync { src, dst, checksum, delete, dry_run, preserve, keep_going, parallel, via } => {
-            let args =
-                crate::sync::SyncArgs { src, dst, checksum, delete, dry_run, preserve, keep_going, parallel, via };
+        Command::Sync { src, dst, checksum, delete, dry_run, preserve, keep_going, dereference, parallel, via } => {
+            let args = crate::sync::SyncArgs {
+                src,
+                dst,
+                checksum,
+                delete,
+                dry_run,
+                preserve,
+                keep_going,
+                dereference,
+                parallel,
+                via,
+            };
             crate::sync::run(session, args, ui).await
         }
         Command::Ls { path, long, human, by_time, by_size, reverse, all, help: _ } => {
@@ -143,22 +153,9 @@ pub async fn exec(session: &mut Session, cmd: Command, ui: &Ui) -> Result<(), Cl
             session.client().await?.rename(&from, &to).await?;
             done(ui, "mv", &to)
         }
-        Command::Cp { from, to } => {
-            let client = session.client().await?;
-            let name = from.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
-            let to = if to.ends_with('/') { format!("{to}{name}") } else { to };
-            match client.copy(&from, &to).await {
-                // TO is a directory: the copy goes into it, as cp does.
-                Err(e) if e.code() == Some(xfer::proto::ErrorCode::IsADirectory) && !name.is_empty() => {
-                    let inside = format!("{}/{name}", to.trim_end_matches('/'));
-                    client.copy(&from, &inside).await?;
-                    done(ui, "cp", &inside)
-                }
-                other => {
-                    other?;
-                    done(ui, "cp", &to)
-                }
-            }
+        Command::Cp { from, to, preserve } => {
+            let copied = copy(session.client().await?, &from, &to, preserve).await?;
+            done(ui, "cp", &copied)
         }
         Command::Stat { path } => {
             let e = session.client().await?.stat(&path).await?;
@@ -210,6 +207,49 @@ fn done(ui: &Ui, op: &str, path: &str) -> Result<(), CliError> {
     } else {
         Ok(())
     }
+}
+
+/// `xfer cp` (CTRL-COPY-1): copies the remote file `from` to `to`, or into `to` when it is a
+/// directory; returns the path of the copy. A symlink source is refused before anything is
+/// copied: cp never follows links, like the tree requests (CTRL-TREE-1). With `preserve` the
+/// copy then gets the source's mtime and permission bits (CTRL-ATTR-1); without it, the time of
+/// its making.
+async fn copy(client: &mut Client, from: &str, to: &str, preserve: bool) -> Result<String, CliError> {
+    let source = client.stat(from).await.map_err(|e| CliError::from(e).context(from))?;
+    match source.kind {
+        EntryKind::File => {}
+        EntryKind::Symlink => {
+            return Err(CliError::new(
+                ExitCode::RemotePath,
+                format!("{from}: a symlink; cp never follows one (name the file it points to)"),
+            ))
+        }
+        EntryKind::Dir => return Err(CliError::new(ExitCode::RemotePath, format!("{from}: a directory"))),
+        EntryKind::Other => return Err(CliError::new(ExitCode::RemotePath, format!("{from}: not a regular file"))),
+    }
+    // The permission bits are only in a Walk entry; for a file it is the one entry.
+    let attrs = if preserve {
+        match client.walk(from).await.map_err(|e| CliError::from(e).context(from))?.as_slice() {
+            [e] if e.kind == EntryKind::File => Some((e.mtime, e.mode)),
+            _ => return Err(CliError::new(ExitCode::RemotePath, format!("{from}: changed while being copied"))),
+        }
+    } else {
+        None
+    };
+    let name = from.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+    let mut target = if to.ends_with('/') { format!("{to}{name}") } else { to.to_string() };
+    match client.copy(from, &target).await {
+        // TO is a directory: the copy goes into it, as cp does.
+        Err(e) if e.code() == Some(ErrorCode::IsADirectory) && !name.is_empty() => {
+            target = format!("{}/{name}", target.trim_end_matches('/'));
+            client.copy(from, &target).await?;
+        }
+        other => other?,
+    }
+    if let Some((mtime, mode)) = attrs {
+        client.set_attrs(&target, mtime, Some(mode)).await.map_err(|e| CliError::from(e).context(&target))?;
+    }
+    Ok(target)
 }
 
 async fn df(client: &mut Client, ui: &Ui) -> Result<(), CliError> {

@@ -1,7 +1,9 @@
 //! `xfer sync SRC DST`: makes the directory DST like SRC, in either direction. The remote tree is
 //! listed with one `Walk` (CTRL-TREE-1), so a sync with nothing to do costs a `Stat` and a
 //! `Walk` after login. Files whose size and mtime match (or md5, with `--checksum`) are skipped;
-//! copied files get the source's mtime (and mode with `-p`).
+//! copied files get the source's mtime (and mode with `-p`). Symlinks in a local source are
+//! skipped with a note, or followed with `-L`: the files and directories they point to are
+//! copied under the link's name, a link back to a directory above it is cut.
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -32,6 +34,7 @@ pub struct SyncArgs {
     pub dry_run: bool,
     pub preserve: bool,
     pub keep_going: bool,
+    pub dereference: bool,
     pub parallel: u16,
     pub via: TransportArgs,
 }
@@ -56,7 +59,8 @@ struct Item {
 enum Kind {
     File,
     Dir,
-    /// Symlinks, devices, FIFOs, sockets: never copied, never followed.
+    /// Symlinks (unless a local source is read with `-L`), devices, FIFOs, sockets: never
+    /// copied.
     Other,
 }
 
@@ -82,17 +86,23 @@ enum Action {
 /// Runs a sync.
 pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), CliError> {
     let dir = direction(&args.src, &args.dst)?;
+    if args.dereference && matches!(dir, Direction::Pull { .. }) {
+        return Err(CliError::usage(
+            "-L follows symlinks of a local source; the server never follows symlinks in the home",
+        ));
+    }
+    let links = if args.dereference { Links::Follow } else { Links::Skip };
     let client = session.client().await?;
     let (src, dst) = match &dir {
         Direction::Push { local, remote } => {
-            let src = local_tree(local)?.ok_or_else(|| CliError::local(local, "no such directory"))?;
+            let src = local_tree(local, links, ui)?.ok_or_else(|| CliError::local(local, "no such directory"))?;
             (src, remote_tree(client, remote).await?)
         }
         Direction::Pull { remote, local } => {
             let src = remote_tree(client, remote)
                 .await?
                 .ok_or_else(|| CliError::new(ExitCode::RemotePath, format!("{remote}: no such remote directory")))?;
-            (src, local_tree(local)?)
+            (src, local_tree(local, Links::Describe, ui)?)
         }
     };
     let dst_missing = dst.is_none();
@@ -227,28 +237,64 @@ async fn remote_tree(client: &mut Client, path: &str) -> Result<Option<Tree>, Cl
     Ok(Some(tree))
 }
 
-/// The local tree under `root`, symlinks described and not followed, or None if missing.
-fn local_tree(root: &Path) -> Result<Option<Tree>, CliError> {
-    match std::fs::symlink_metadata(root) {
+/// What a local walk does with a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Links {
+    /// A destination: the link is an entry of its own (`Kind::Other`), never followed, so
+    /// `--delete` removes the link and not its target.
+    Describe,
+    /// A source without `-L`: as `Describe`, with a note that it is skipped.
+    Skip,
+    /// A source with `-L`: the link stands for what it points to. A dangling link, or one
+    /// leading back to a directory the walk is inside (a loop), is skipped with a note.
+    Follow,
+}
+
+/// The local tree under `root`, or None if missing; symlinks as `links` says.
+fn local_tree(root: &Path, links: Links, ui: &Ui) -> Result<Option<Tree>, CliError> {
+    let root_meta = if links == Links::Follow { std::fs::metadata(root) } else { std::fs::symlink_metadata(root) };
+    match root_meta {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(CliError::local(root, "not a directory")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(CliError::local(root, e)),
     }
+    let top = std::fs::canonicalize(root).map_err(|e| CliError::local(root, e))?;
     let mut tree = Tree::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
+    // Each directory to read with the real paths of the directories it lies in, itself
+    // included: a link to one of them is a loop.
+    let mut stack = vec![(root.to_path_buf(), String::new(), vec![top])];
+    while let Some((dir, rel, above)) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| CliError::local(&dir, e))? {
             let entry = entry.map_err(|e| CliError::local(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if tree::is_partial(&name) {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| CliError::local(&entry.path(), e))?;
+            let path = entry.path();
+            let mut meta = entry.metadata().map_err(|e| CliError::local(&path, e))?;
             let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            if meta.file_type().is_symlink() {
+                match links {
+                    Links::Describe => {}
+                    Links::Skip => ui.note(format!("{}: symlink skipped (-L follows symlinks)", path.display())),
+                    Links::Follow => match std::fs::metadata(&path) {
+                        Ok(target) => meta = target,
+                        Err(e) => ui.note(format!("{}: symlink not followed ({e}); skipped", path.display())),
+                    },
+                }
+            }
             let kind = if meta.is_dir() {
-                stack.push((entry.path(), child.clone()));
-                Kind::Dir
+                let real = std::fs::canonicalize(&path).map_err(|e| CliError::local(&path, e))?;
+                if above.contains(&real) {
+                    ui.note(format!("{}: symlink loop (leads back to {}); skipped", path.display(), real.display()));
+                    Kind::Other
+                } else {
+                    let mut inside = above.clone();
+                    inside.push(real);
+                    stack.push((path, child.clone(), inside));
+                    Kind::Dir
+                }
             } else if meta.is_file() {
                 Kind::File
             } else {
