@@ -435,4 +435,87 @@ mod tests {
         assert_eq!(done.md5, None);
         assert_eq!(done.written.iter().collect::<Vec<_>>(), vec![(4, 6)]);
     }
+
+    /// A real staging (the local one) behind the in-order target.
+    fn staging(dir: &std::path::Path, size: u64) -> (crate::storage::LocalStorage, StagingTarget) {
+        use crate::storage::Storage;
+        let home = Arc::new(crate::home::Home::open(dir).unwrap());
+        let storage = crate::storage::LocalStorage::new(home);
+        let p = crate::home::HomePath::resolve(&crate::home::HomePath::root(), "f").unwrap();
+        let st = storage.open_staging(&p, size, false).unwrap();
+        (storage, StagingTarget(st))
+    }
+
+    /// The real staging target, with the offsets it was written at seen from outside.
+    struct Watched(StagingTarget, Arc<Mutex<Vec<(u64, u64)>>>);
+
+    impl SinkTarget for Watched {
+        const IN_ORDER: bool = StagingTarget::IN_ORDER;
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TransferError> {
+            self.1.lock().unwrap().push((offset, offset + data.len() as u64));
+            self.0.write_at(offset, data)
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), TransferError> {
+            self.0.read_at(buf, offset)
+        }
+        fn sync(&mut self, written: &RangeSet, last: bool) -> Result<RangeSet, TransferError> {
+            self.0.sync(written, last)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_order_target_gets_its_bytes_in_order_and_the_whole_digest() {
+        // STORE-OBJ-9: chunks ahead of a hole wait in the sink; the staging sees one stream.
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"hello, in-order world".to_vec();
+        let (_storage, target) = staging(dir.path(), body.len() as u64);
+        let saved = Arc::new(Mutex::new(Vec::new()));
+        let s2 = saved.clone();
+        let persist: PersistFn = Box::new(move |r| {
+            s2.lock().unwrap().push(r.clone());
+            Ok(())
+        });
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let target = Watched(target, writes.clone());
+        let sink = spawn_sink_to(target, body.len() as u64, RangeSet::new(), (Md5::new(), 0), persist);
+        let q = sink.queue();
+        let b = Bytes::from(body.clone());
+        for (s, e) in [(12, 21), (5, 9), (7, 14), (0, 5), (9, 12)] {
+            q.write(s, b.slice(s as usize..e as usize)).unwrap();
+        }
+        drop(q);
+        let done = sink.finish().await.unwrap();
+        assert_eq!(done.md5, Some(<[u8; 16]>::from(Md5::digest(&body))));
+        assert_eq!(done.written.iter().collect::<Vec<_>>(), vec![(0, body.len() as u64)]);
+        assert_eq!(std::fs::read(dir.path().join(".f.xfer-part")).unwrap(), body);
+        let writes = writes.lock().unwrap().clone();
+        assert!(writes.windows(2).all(|w| w[0].1 == w[1].0), "not one stream: {writes:?}");
+        assert_eq!((writes[0].0, writes.last().unwrap().1), (0, body.len() as u64));
+        let last = saved.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last.iter().collect::<Vec<_>>(), vec![(0, body.len() as u64)], "the final map is what is durable");
+    }
+
+    #[tokio::test]
+    async fn a_client_spraying_offsets_ends_its_upload_instead_of_growing_memory() {
+        // STORE-OBJ-9: at most MAX_AHEAD bytes wait ahead of the first missing byte.
+        let dir = tempfile::tempdir().unwrap();
+        let size = 4 * MAX_AHEAD;
+        let (_storage, target) = staging(dir.path(), size);
+        let sink = spawn_sink_to(target, size, RangeSet::new(), (Md5::new(), 0), Box::new(|_| Ok(())));
+        let q = sink.queue();
+        let piece = Bytes::from(vec![7u8; 1 << 20]);
+        let mut refused = None;
+        for i in 1..=(MAX_AHEAD >> 20) + 1 {
+            if let Err(e) = q.write(i << 21, piece.clone()) {
+                refused = Some(e);
+                break;
+            }
+        }
+        drop(q);
+        let (target, end) = sink.finish_parts().await;
+        assert!(matches!(end, Err(TransferError::OutOfOrder { expected: 0, .. })), "{end:?}");
+        assert!(refused.is_none() || matches!(refused, Some(TransferError::OutOfOrder { .. })), "{refused:?}");
+        let held = target.expect("the staging comes back to settle").0.held();
+        assert_eq!(held, Some(0), "nothing was written past the hole");
+    }
 }
