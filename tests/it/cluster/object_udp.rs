@@ -140,7 +140,8 @@ async fn a_killed_udp_upload_resumes_over_udp_on_the_other_server_with_only_the_
         put.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let mut child = ChildGuard::spawn(put);
         let probe = staged.clone();
-        let grown = off(move || wait_until_blocking(Duration::from_secs(60), || probe().is_some_and(|n| n >= SEG))).await;
+        let grown =
+            off(move || wait_until_blocking(Duration::from_secs(60), || probe().is_some_and(|n| n >= SEG))).await;
         assert!(grown, "A recorded a segment: {:?}", off(staged.clone()).await);
         assert!(child.try_wait().is_none(), "test setup: the upload ended on its own");
         child.kill();
