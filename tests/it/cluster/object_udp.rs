@@ -135,7 +135,7 @@ async fn a_killed_udp_upload_resumes_over_udp_on_the_other_server_with_only_the_
             let ns = ns.clone();
             move || ns.backend().home("alice").staged_len(&path("/big")).unwrap()
         };
-        let args = ["put", "big", "--transport", "udp", "--rate-limit", "8M"];
+        let args = ["put", "big", "--transport", "udp", "--rate-limit", "4M"];
         let mut put = client_cmd(&a.addr_string(), "alice", PW, &env.config_dir, &env.work, &args);
         put.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let mut child = ChildGuard::spawn(put);
