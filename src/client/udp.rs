@@ -379,7 +379,7 @@ impl Client {
         progress(Progress::Verifying);
         let ours =
             done.md5.ok_or(TransferError::Incomplete { expected: size, got: done.written.contiguous_from(0) })?;
-        drop(done.file);
+        drop(done.target);
         partial::commit(&partial, local, size, &server_md5, &ours)?;
         progress(Progress::Finish);
         Ok(Attempt::Done(TransferSummary {

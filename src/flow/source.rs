@@ -1,4 +1,5 @@
-//! The sending side's file bytes: a blocking thread reads the file in order, hashes every byte
+//! The sending side's file bytes: a blocking thread reads the file (a local file, or a stored
+//! one through its [`crate::storage::BlobReader`], STORE-OBJ-9) in order, hashes every byte
 //! for the whole-file md5, and hands 1 MiB blocks ahead of the network to the flow, which
 //! keeps those the receiver does not hold yet, so retransmissions never touch the disk.
 
@@ -7,7 +8,7 @@ use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
 use crate::proto::control::Md5Digest;
-use crate::transfer::source::read_source_at;
+use crate::transfer::source::ReadAt;
 use crate::transfer::TransferError;
 use crate::udp::ranges::RangeSet;
 
@@ -30,8 +31,9 @@ pub struct BlockSource {
 }
 
 impl BlockSource {
-    /// Starts reading `file` of `size` bytes; blocks inside `held` are hashed but not kept.
-    pub fn spawn(file: std::fs::File, size: u64, held: RangeSet) -> BlockSource {
+    /// Starts reading `file` of `size` bytes; blocks inside `held` are hashed but not kept. A
+    /// file that changes under the reader ends the flow with `SourceChanged`.
+    pub fn spawn<R: ReadAt>(file: R, size: u64, held: RangeSet) -> BlockSource {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = read_loop(&file, size, &held, &tx) {
@@ -84,8 +86,8 @@ impl BlockSource {
     }
 }
 
-fn read_loop(
-    file: &std::fs::File,
+fn read_loop<R: ReadAt>(
+    file: &R,
     size: u64,
     held: &RangeSet,
     tx: &mpsc::Sender<Result<Item, TransferError>>,
@@ -95,7 +97,7 @@ fn read_loop(
     while pos < size {
         let n = (size - pos).min(BLOCK) as usize;
         let mut buf = BytesMut::zeroed(n);
-        read_source_at(file, &mut buf, pos, size)?;
+        file.fill_at(&mut buf, pos, size)?;
         hasher.update(&buf);
         let keep = !held.contains(pos, pos + n as u64);
         let item = Item::Block(pos, n as u64, keep.then(|| buf.freeze()));

@@ -1,6 +1,8 @@
 //! Transfers over a UDP flow (UDP-CTRL-*): the control connection accepts the transfer and
 //! names the flow; datagrams carry the data; the control connection ends it. Quotas, the jail,
-//! partial files and verification are the same as over TCP.
+//! partial files and verification are the same as over TCP, in both storage profiles: on
+//! local disk a flow writes the partial file, in object storage the upload's staging, and a
+//! download reads the file through the storage's reader (STORE-OBJ-9).
 
 use std::sync::Arc;
 
@@ -11,11 +13,12 @@ use super::errors::{blocking, Reply};
 use super::session::{Conn, Next, Session};
 use super::upload::Outcome;
 use crate::conn::ConnError;
-use crate::flow::sink::{spawn_sink, PersistFn, SinkHandle};
+use crate::flow::sink::{spawn_sink, spawn_sink_to, PersistFn, SinkHandle, SinkTarget, StagingTarget};
 use crate::flow::source::BlockSource;
 use crate::flow::{drive, FileEnd, FlowEnd, FlowError, FlowShared, UdpIo};
 use crate::proto::control::{ByteRange, Md5Digest};
 use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
+use crate::transfer::source::ReadAt;
 use crate::transfer::{self, TransferError};
 use crate::udp::flow::{Direction, Flow, FlowConfig, FlowTiming, Side};
 use crate::udp::ranges::{RangeSet, MAX_RESUME_RANGES};
@@ -39,13 +42,6 @@ impl Drop for FlowGuard {
 
 impl Session {
     fn udp_socket(&self) -> Result<Arc<UdpIo>, Reply> {
-        // STORE-OBJ-9: flows read and write local files; object-storage homes go over TCP.
-        if self.state.objects.is_some() {
-            return Err(Reply::new(
-                ErrorCode::UnsupportedTransport,
-                "this server keeps files in object storage and transfers them over TCP only",
-            ));
-        }
         self.state.udp.get().cloned().ok_or_else(|| {
             Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use the TCP transport")
         })
@@ -93,20 +89,45 @@ impl Session {
             Ok(io) => io,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
-        let (upload, file, held) = match self.prepare_put(&path, size, resume, Transport::Udp).await {
-            Ok((upload, super::upload::Body::File(file), _, held)) => (upload, file, held),
-            // A UDP upload always opens the partial file; dropping the upload releases it.
-            Ok(_) => {
-                return conn.reply(&Reply::internal("a UDP upload without a file").into_response()).await.map(|_| true)
-            }
+        let (upload, body, hasher, held) = match self.prepare_put(&path, size, resume, Transport::Udp).await {
+            Ok(opened) => opened,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
-        let held_md5 = match hash_held(&file, &held).await {
-            Ok(m) => m,
-            Err(e) => return self.finish_put(conn, upload, None, Outcome::Failed(e, false)).await,
-        };
         let persist = self.persist_fn(&upload.target.to_string(), size);
-        let sink = spawn_sink(file, size, held.clone(), persist);
+        match body {
+            super::upload::Body::File(file) => {
+                let held_md5 = match hash_held(&file, &held).await {
+                    Ok(m) => m,
+                    Err(e) => return self.finish_put(conn, upload, None, Outcome::Failed(e, false)).await,
+                };
+                let sink = spawn_sink(file, size, held.clone(), persist);
+                // The partial settles through the home; the writer's handle closes here.
+                let (end, _file) = self.put_flow(conn, io, sink, size, held, held_md5).await;
+                self.finish_put(conn, upload, None, end).await
+            }
+            super::upload::Body::Staging(staging) => {
+                // STORE-OBJ-9: what is held is the staging's durable prefix, hashed when it
+                // was opened; the flow's bytes go to the staging in order from there.
+                let held_md5 = (upload.offset > 0).then(|| hasher.clone().finalize().into());
+                let prefix = (hasher, upload.offset);
+                let sink = spawn_sink_to(StagingTarget(staging), size, held.clone(), prefix, persist);
+                let (end, target) = self.put_flow(conn, io, sink, size, held, held_md5).await;
+                self.finish_put(conn, upload, target.map(|t| t.0), end).await
+            }
+        }
+    }
+
+    /// The data phase of a UDP upload: the flow, until `PutEnd` or `Abort` and the writer has
+    /// finished. Returns how it ended and the writer's target.
+    async fn put_flow<T: SinkTarget>(
+        &mut self,
+        conn: &mut Conn,
+        io: Arc<UdpIo>,
+        sink: SinkHandle<T>,
+        size: u64,
+        held: RangeSet,
+        held_md5: Option<Md5Digest>,
+    ) -> (Outcome, Option<T>) {
         let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
         let (guard, task, shared) = self.start_flow(direction, FileEnd::Sink(sink.queue()), io);
         let ready = Response::UdpPutReady { flow: guard.id, held: held.iter().collect(), held_md5 };
@@ -116,8 +137,7 @@ impl Session {
         };
         drop(guard);
         drop(shared);
-        let end = settle_sink(end, sink, size).await;
-        self.finish_put(conn, upload, None, end).await
+        settle_sink(end, sink, size).await
     }
 
     fn persist_fn(&self, path: &str, size: u64) -> PersistFn {
@@ -205,30 +225,37 @@ impl Session {
         }
     }
 
-    /// Opens the file and checks the client's held ranges against it (UDP-RESUME-2).
+    /// Opens the file through the storage (a local file, or a blob whose reader fails with
+    /// `SourceChanged` if it is replaced, STORE-OBJ-9) and checks the client's held ranges
+    /// against it (UDP-RESUME-2).
     async fn prepare_get_udp(
         &self,
         path: &str,
         held: Vec<ByteRange>,
         held_md5: Option<Md5Digest>,
-    ) -> Result<(std::fs::File, u64, RangeSet), Reply> {
+    ) -> Result<(Box<dyn crate::storage::BlobReader>, u64, RangeSet), Reply> {
         let target = self.resolve(path)?;
-        let home = self.home.clone();
-        let (file, size) = blocking(move || home.open_read(&target).map_err(Reply::from)).await?;
-        let held = check_ranges(&held, size)?;
-        if held.is_empty() {
-            return Ok((file, size, held));
-        }
-        let Some(expected) = held_md5 else {
-            return Err(Reply::new(ErrorCode::BadRequest, "held ranges given without their digest"));
-        };
-        if hash_held(&file, &held).await? != Some(expected) {
-            return Err(Reply::new(
-                ErrorCode::SourceChanged,
-                format!("cannot resume: the bytes of {path} differ from the local partial file; download again without resuming"),
-            ));
-        }
-        Ok((file, size, held))
+        let storage = self.storage.clone();
+        let path = path.to_string();
+        blocking(move || {
+            let reader = storage.open_reader(&target)?;
+            let size = reader.size();
+            let held = check_ranges(&held, size)?;
+            if held.is_empty() {
+                return Ok((reader, size, held));
+            }
+            let Some(expected) = held_md5 else {
+                return Err(Reply::new(ErrorCode::BadRequest, "held ranges given without their digest"));
+            };
+            if hash_ranges_at(&reader, &held, size)? != expected {
+                return Err(Reply::new(
+                    ErrorCode::SourceChanged,
+                    format!("cannot resume: the bytes of {path} differ from the local partial file; download again without resuming"),
+                ));
+            }
+            Ok((reader, size, held))
+        })
+        .await
     }
 }
 
@@ -261,6 +288,22 @@ async fn hash_held(file: &std::fs::File, held: &RangeSet) -> Result<Option<Md5Di
     tokio::task::spawn_blocking(move || transfer::hash_ranges(&file, held.iter()).map(|h| Some(h.finalize().into())))
         .await
         .map_err(|e| TransferError::Io(std::io::Error::other(e)))?
+}
+
+/// md5 of the held ranges' bytes of a download's source, in order (UDP-RESUME-2).
+fn hash_ranges_at<R: ReadAt>(source: &R, held: &RangeSet, size: u64) -> Result<Md5Digest, TransferError> {
+    let mut hasher = md5::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, end) in held.iter() {
+        let mut pos = start;
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            source.fill_at(&mut buf[..n], pos, size)?;
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// The data phase of an upload: waits for `PutEnd` or `Abort` on the control connection while
@@ -323,10 +366,11 @@ async fn next_request(conn: &mut Conn) -> Result<Request, Outcome> {
     }
 }
 
-/// Finishes the writer and checks a `PutEnd` against what was written (UDP-END-1).
-async fn settle_sink(end: Outcome, sink: SinkHandle, size: u64) -> Outcome {
-    let done = sink.finish().await;
-    match (end, done) {
+/// Finishes the writer and checks a `PutEnd` against what was written (UDP-END-1). Returns
+/// the writer's target also when writing failed.
+async fn settle_sink<T>(end: Outcome, sink: SinkHandle<T>, size: u64) -> (Outcome, Option<T>) {
+    let (target, done) = sink.finish_parts().await;
+    let end = match (end, done) {
         (Outcome::PutEnd(md5), Ok(d)) => match d.md5 {
             Some(ours) => match transfer::check_digest(&md5, &ours) {
                 Ok(()) => Outcome::PutEnd(md5),
@@ -338,5 +382,6 @@ async fn settle_sink(end: Outcome, sink: SinkHandle, size: u64) -> Outcome {
         },
         (Outcome::PutEnd(_), Err(e)) => Outcome::Failed(e, false),
         (other, _) => other,
-    }
+    };
+    (end, target)
 }

@@ -148,7 +148,8 @@ impl Session {
     }
 
     /// The settle phase: applies the outcome and sends the upload's final reply, if any.
-    /// `staging` is the TCP upload's, `None` over UDP (or if its writer thread died).
+    /// `staging` is the upload's (TCP, and UDP in object storage), `None` for a UDP upload on
+    /// local disk (or if its writer thread died).
     pub(super) async fn finish_put(
         &self,
         conn: &mut Conn,

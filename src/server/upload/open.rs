@@ -1,6 +1,7 @@
 //! Opening an upload (CTRL-PUT-2, CTRL-RESUME-1, QUOTA-1): decide how it resumes, reserve the
 //! quota it can consume, then open and cut the partial upload: over TCP the storage's
-//! [`Staging`] (the partial file, or segment objects, STORE-OBJ-3), over UDP the partial file.
+//! [`Staging`] (the partial file, or segment objects, STORE-OBJ-3), over UDP the partial file
+//! on local disk, and the staging in object storage (STORE-OBJ-9).
 
 use std::io::{Seek, SeekFrom};
 
@@ -17,9 +18,9 @@ use crate::udp::ranges::RangeSet;
 
 /// Where an upload's bytes go.
 pub(in crate::server) enum Body {
-    /// UDP: the partial file, positioned after the kept bytes.
+    /// UDP on local disk: the partial file, positioned after the kept bytes.
     File(std::fs::File),
-    /// TCP: the storage's staging, holding the kept prefix.
+    /// TCP, and UDP in object storage: the storage's staging, holding the kept prefix.
     Staging(Box<dyn Staging>),
 }
 
@@ -38,20 +39,25 @@ pub(super) fn open_upload(
     refuse_directory(ctx, &target)?;
     let key = target.to_string();
     let map = if resume { ctx.state.store.load_ranges(&ctx.user, &key)? } else { None };
-    let partial = match transport {
-        Transport::Tcp => ctx.storage.staged_len(&target)?,
-        Transport::Udp => ctx.home.partial_len(&target)?,
+    // STORE-OBJ-9: in object storage a UDP upload is staged as a TCP one is and resumes from
+    // the staging's durable prefix; on local disk it keeps the whole partial file and its map.
+    let staged = transport == Transport::Tcp || ctx.state.objects.is_some();
+    let partial = match staged {
+        true => ctx.storage.staged_len(&target)?,
+        false => ctx.home.partial_len(&target)?,
     };
-    let plan = resume::decide(Ask { size, resume, transport, partial, map: map.as_ref() }).map_err(refusal)?;
+    let decide_as = if staged { Transport::Tcp } else { transport };
+    let plan =
+        resume::decide(Ask { size, resume, transport: decide_as, partial, map: map.as_ref() }).map_err(refusal)?;
     // QUOTA-1: the whole rest of the declared size, and an entry for a partial that does not
     // exist yet. An overwritten target keeps its charge until the rename (QUOTA-3).
     let reservation = ctx.state.store.reserve(&ctx.user, size - plan.keep, u64::from(partial.is_none()))?;
-    let (body, hasher, handle) = match transport {
-        Transport::Tcp => {
+    let (body, hasher, handle) = match staged {
+        true => {
             let (staging, hasher) = open_staging(ctx, &target, (size, resume), &plan)?;
             (Body::Staging(staging), hasher, None)
         }
-        Transport::Udp => {
+        false => {
             let (file, hasher) = open_partial(ctx, &target, resume, &plan, transport)?;
             let handle = file.try_clone().map_err(TransferError::from)?;
             (Body::File(file), hasher, Some(handle))

@@ -33,8 +33,9 @@ fn discards_partial(e: &TransferError) -> bool {
     matches!(e, TransferError::TooLarge { .. } | TransferError::DigestMismatch { .. })
 }
 
-/// Settles; returns the reply for a normal ending. `staging` is the TCP upload's; a UDP
-/// upload settles its partial file through the home.
+/// Settles; returns the reply for a normal ending. `staging` is the upload's staging (TCP,
+/// and UDP in object storage); a UDP upload on local disk settles its partial file through
+/// the home.
 pub(super) fn settle(
     ctx: &Ctx,
     upload: Upload,

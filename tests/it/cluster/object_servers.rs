@@ -86,12 +86,14 @@ async fn put_get_ls_mv_rm_through_a_server_in_the_s3_profile() {
         let local = env.local("big");
         let data = make_file(&local, (2 * SEG + 12_345) as usize, 3);
         let mut c = srv.connect("alice", PW).await;
-        // auto: the server refuses UDP, and the client continues over TCP.
+        // STORE-OBJ-9: auto carries the data over UDP in this profile too.
         let s = c.put_with(&local, "big", &opts(TransportChoice::Auto, false), no_progress()).await.unwrap();
         assert_eq!((s.size, s.md5), (data.len() as u64, md5_bytes(&data)));
-        // UDP asked for: a clear error, nothing reserved.
-        let err = c.put_with(&local, "udp", &opts(TransportChoice::Udp, false), no_progress()).await.unwrap_err();
-        assert!(err.to_string().contains("object storage"), "{err}");
+        assert_eq!(s.transport, xfer::proto::Transport::Udp);
+        // UDP asked for: it works, through the staging, with no byte on the server's disk.
+        let s = c.put_with(&local, "udp", &opts(TransportChoice::Udp, false), no_progress()).await.unwrap();
+        assert_eq!((s.md5, s.transport), (md5_bytes(&data), xfer::proto::Transport::Udp));
+        c.remove("udp").await.unwrap();
         assert_eq!(disk_entries(&srv.home("alice")), (0, 0), "no byte on the server's disk");
         let names: Vec<(String, u64)> = c.list("/").await.unwrap().into_iter().map(|e| (e.name, e.size)).collect();
         assert_eq!(names, [("big".to_string(), data.len() as u64)]);
