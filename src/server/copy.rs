@@ -1,15 +1,21 @@
 //! `Copy`: a file copied inside the home (CTRL-COPY-1). Like an upload, the copy is charged to
-//! the quota before it exists, written to the target's partial file under the target's upload
-//! slot, synced, and renamed into place; the replaced file's bytes go out only then (QUOTA-3).
+//! the quota before it exists, written through the storage's upload staging under the target's
+//! upload slot (the local home's partial file, or a new blob in object storage), verified and
+//! published at once; the replaced file's bytes go out only then (QUOTA-3, STORE-OBJ-11).
 
-use std::io::{Read, Write};
+use md5::{Digest, Md5};
 
 use super::errors::{blocking, Reply};
 use super::session::Session;
 use super::upload::UploadSlot;
-use crate::home::{Home, HomePath};
+use crate::home::HomePath;
+use crate::proto::control::Md5Digest;
 use crate::proto::{ErrorCode, Response};
+use crate::storage::{BlobReader, Staging, Storage, StorageError};
 use crate::store::UserStore;
+
+/// Bytes read and written at a time.
+const PIECE: u64 = 1 << 20;
 
 impl Session {
     pub(crate) async fn copy(&mut self, from: &str, to: &str) -> Result<Response, Reply> {
@@ -26,35 +32,37 @@ impl Session {
         if from == to {
             return Err(Reply::new(ErrorCode::InvalidPath, format!("{from}: source and target are the same")));
         }
-        let (state, home, user) = (self.state.clone(), self.home.clone(), self.user.clone());
+        let (state, storage, user) = (self.state.clone(), self.storage.clone(), self.user.clone());
         // The claim is a store call (possibly PostgreSQL): taken off the async workers too.
         blocking(move || {
             let _slot = UploadSlot::acquire(&state, &user, &to)?;
-            copy_file(&home, &state.store, &user, &from, &to)
+            copy_file(&*storage, &state.store, &user, &from, &to)
         })
         .await
     }
 }
 
 fn copy_file(
-    home: &Home,
+    storage: &dyn Storage,
     store: &std::sync::Arc<dyn UserStore>,
     user: &str,
     from: &HomePath,
     to: &HomePath,
 ) -> Result<Response, Reply> {
-    let (source, size) = home.open_read(from)?;
-    if home.partial_len(to)?.is_some() {
+    let source = storage.open_reader(from)?;
+    let size = source.size();
+    if storage.staged_len(to)?.is_some() {
         return Err(Reply::new(ErrorCode::Busy, format!("{to} has an interrupted upload; finish or remove it first")));
     }
     // The new file is charged before it exists: its bytes and, as a new partial, one entry.
     let reservation = store.reserve(user, size, 1)?;
-    let (mut partial, _) = home.open_partial(to, false)?;
-    let written = fill(&source, &mut partial, size);
-    let replaced = match written {
-        Ok(()) => home.finish_partial(to).map_err(Reply::from),
-        Err(e) => Err(e),
-    };
+    let replaced = storage
+        .open_staging(to, size, false)
+        .and_then(|mut staging| {
+            let md5 = fill(&*source, &mut *staging)?;
+            staging.finish(&md5)
+        })
+        .map_err(Reply::from);
     match replaced {
         Ok(replaced) => {
             let bytes = signed(size) - signed(replaced.unwrap_or(0));
@@ -62,8 +70,8 @@ fn copy_file(
             Ok(Response::Ok)
         }
         Err(e) => {
-            // Nothing was committed: the partial goes, the reservation is released by its drop.
-            if let Err(d) = home.discard_partial(to) {
+            // Nothing was committed: the staging goes, the reservation is released by its drop.
+            if let Err(d) = storage.discard_staging(to) {
                 tracing::warn!(%user, path = %to, "cannot remove the partial of a failed copy: {d}");
             }
             Err(e)
@@ -71,24 +79,22 @@ fn copy_file(
     }
 }
 
-/// Copies exactly `size` bytes and syncs; a source that changed length meanwhile is refused.
-fn fill(source: &std::fs::File, partial: &mut std::fs::File, size: u64) -> Result<(), Reply> {
-    let copied = std::io::copy(&mut source.take(size), partial).map_err(|e| disk_or_internal(&e))?;
-    let mut extra = [0u8; 1];
-    let more = (&mut &*source).read(&mut extra).map_err(|e| disk_or_internal(&e))?;
-    if copied != size || more > 0 {
-        return Err(Reply::new(ErrorCode::SourceChanged, "the source changed while being copied"));
+/// Copies every byte of `source` in order, hashing on the way; a source that changed
+/// meanwhile is [`StorageError::SourceChanged`]. Returns the md5 of what was written.
+fn fill(source: &dyn BlobReader, staging: &mut dyn Staging) -> Result<Md5Digest, StorageError> {
+    let size = source.size();
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; PIECE.min(size) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(PIECE) as usize;
+        source.read_exact_at(&mut buf[..n], pos)?;
+        hasher.update(&buf[..n]);
+        staging.write_at(pos, &buf[..n])?;
+        pos += n as u64;
     }
-    partial.flush().and_then(|()| partial.sync_all()).map_err(|e| disk_or_internal(&e))
-}
-
-fn disk_or_internal(e: &std::io::Error) -> Reply {
-    match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
-            Reply::new(ErrorCode::DiskFull, "no space left on the server's disk")
-        }
-        _ => Reply::internal(e),
-    }
+    source.check_unchanged()?;
+    Ok(hasher.finalize().into())
 }
 
 fn signed(v: u64) -> i64 {

@@ -3,6 +3,10 @@
 //! upload staging writer that accepts writes at offsets, says which ranges are durable for
 //! resume, and ends by verifying the md5 and publishing the file atomically, or is discarded).
 //!
+//! Whole-tree reads and attributes (a walk in one call, a file's mtime and mode) are part of
+//! the namespace too, so `Walk`, `Glob`, `SetAttrs` and `Copy` work in both profiles
+//! (STORE-OBJ-11).
+//!
 //! Two implementations:
 //! - [`LocalStorage`]: the home jail on local disk ([`crate::home::Home`], cap-std), the
 //!   embedded profile's default. Its rules are those of `crate::home` unchanged (SEC-JAIL-*).
@@ -21,7 +25,7 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
-use crate::home::{Entry, Home, HomeError, HomePath, PartialFile, Usage};
+use crate::home::{Entry, Home, HomeError, HomePath, PartialFile, TreeItem, Usage};
 use crate::proto::control::Md5Digest;
 use crate::udp::ranges::RangeSet;
 
@@ -88,7 +92,31 @@ pub trait Storage: Send + Sync {
     /// Bytes an unfinished upload to `p` holds from its start on (what a TCP resume can
     /// keep), or `None` if there is none (CTRL-RESUME-1).
     fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError>;
+    /// The entry at `p` itself, under its own name, with its mtime and mode.
+    fn tree_item(&self, p: &HomePath) -> Result<TreeItem, StorageError>;
+    /// Visits the entries beneath directory `top`, each directory before what it holds,
+    /// siblings in bytewise name order, down to `max_depth` levels (1: the directory's own
+    /// entries); a `top` that is not a directory is visited alone, under its own name.
+    /// Returns false as soon as `keep` does, true once everything was visited. A walk visits
+    /// at most [`MAX_WALK_ENTRIES`] entries (and names of at most [`MAX_WALK_BYTES`]); past
+    /// that it may stop as if `keep` had returned false (CTRL-TREE-2, CTRL-GLOB-2).
+    fn walk_tree(
+        &self,
+        top: &HomePath,
+        max_depth: usize,
+        keep: &mut dyn FnMut(TreeItem) -> bool,
+    ) -> Result<bool, StorageError>;
+    /// Sets the mtime of the regular file `p` and, with `mode`, its permission bits (masked to
+    /// [`crate::home::SETTABLE_MODE`], with [`crate::home::KEPT_MODE`] always set) (CTRL-ATTR-1).
+    fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError>;
 }
+
+/// Entries one walk looks at, at most: above the bounds of one `Walk` or `Glob` reply, so a
+/// walk cut short there is always one those requests refuse anyway.
+pub const MAX_WALK_ENTRIES: usize = 100_001;
+/// Bytes of paths one walk holds in memory, at most (a `Walk` reply is bounded by its frame,
+/// 8 MiB, well below that).
+pub const MAX_WALK_BYTES: usize = 64 << 20;
 
 /// Positioned reads of one file as it was when opened.
 pub trait BlobReader: Send + Sync {
@@ -96,6 +124,11 @@ pub trait BlobReader: Send + Sync {
     /// Fills `buf` from `pos`. A file that no longer has those bytes (replaced, shortened) is
     /// [`StorageError::SourceChanged`], never a mix of two versions.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<(), StorageError>;
+    /// [`StorageError::SourceChanged`] if the file no longer has the size it had when opened
+    /// (a local file written to meanwhile). Immutable blobs never change: the default is Ok.
+    fn check_unchanged(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// An upload being staged. Dropping it without [`Staging::finish`] leaves what is durable for
@@ -184,6 +217,20 @@ impl Storage for LocalStorage {
     fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError> {
         Ok(self.home.partial_len(p)?)
     }
+    fn tree_item(&self, p: &HomePath) -> Result<TreeItem, StorageError> {
+        Ok(self.home.tree_item(p)?)
+    }
+    fn walk_tree(
+        &self,
+        top: &HomePath,
+        max_depth: usize,
+        keep: &mut dyn FnMut(TreeItem) -> bool,
+    ) -> Result<bool, StorageError> {
+        Ok(self.home.walk_tree(top, max_depth, keep)?)
+    }
+    fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError> {
+        Ok(self.home.set_attrs(p, mtime, mode)?)
+    }
 }
 
 struct LocalReader {
@@ -202,6 +249,13 @@ impl BlobReader for LocalReader {
             }
             _ => e.into(),
         })
+    }
+    fn check_unchanged(&self) -> Result<(), StorageError> {
+        let now = self.file.metadata()?.len();
+        if now != self.size {
+            return Err(StorageError::SourceChanged(format!("{} bytes when opened, {now} now", self.size)));
+        }
+        Ok(())
     }
 }
 
