@@ -369,3 +369,95 @@ fn walks_and_globs_never_see_another_users_rows() {
     }));
     cl.srv.assert_no_panics();
 }
+
+/// Runs `sql` on the database at `url`.
+fn execute(url: &str, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = conn.await;
+    });
+}
+
+/// STORE-OBJ-11, CTRL-TREE-2, CTRL-GLOB-2: a walk reads a bounded number of rows and bytes of
+/// paths; past either bound it stops, and `Walk` and `Glob` refuse it, while a glob whose depth
+/// stays above the crowd is answered.
+#[test]
+fn a_walk_past_its_bounds_stops_and_the_requests_refuse_it() {
+    let cl = Cluster::start();
+    cl.srv.add_user("alice", PW, 64 * MIB, None);
+    let one = cl.env.local("one");
+    make_file(&one, 10, 8);
+    cl.cli(&["mkdir", "small"]).assert_ok();
+    cl.cli(&["put", "one", "small/f"]).assert_ok();
+    // 100 002 files in one directory (one past the walk's bound), and 20 000 beneath 15
+    // directories of 252-byte names (about 3.8 KiB of path each, 75 MiB in all).
+    let comps: Vec<String> = (0..15).map(|i| format!("{}{i:02}", "d".repeat(250))).collect();
+    let mut sql = String::from(
+        "INSERT INTO ns_entries (home, path, parent, name, is_dir, size, mtime) \
+         VALUES ('alice', '/many', '/', 'many', true, 0, 0);\n\
+         INSERT INTO ns_entries (home, path, parent, name, is_dir, size, mtime) \
+         SELECT 'alice', '/many/f' || i, '/many', 'f' || i, false, 1, 0 FROM generate_series(0, 100001) i;\n",
+    );
+    let mut parent = "/".to_string();
+    for c in &comps {
+        let p = if parent == "/" { format!("/{c}") } else { format!("{parent}/{c}") };
+        sql += &format!(
+            "INSERT INTO ns_entries (home, path, parent, name, is_dir, size, mtime) \
+             VALUES ('alice', '{p}', '{parent}', '{c}', true, 0, 0);\n"
+        );
+        parent = p;
+    }
+    sql += &format!(
+        "INSERT INTO ns_entries (home, path, parent, name, is_dir, size, mtime) \
+         SELECT 'alice', '{parent}/f' || i, '{parent}', 'f' || i, false, 1, 0 FROM generate_series(0, 19999) i;\n"
+    );
+    execute(&cl.url, &sql);
+
+    let ns = cl.namespace();
+    let home = ns.backend().home("alice");
+    for (top, bound) in [("/many", "entries"), (parent.as_str(), "bytes")] {
+        let mut seen = 0usize;
+        let all = home.walk_tree(&path(top), usize::MAX, &mut |_| {
+            seen += 1;
+            true
+        });
+        assert!(!all.unwrap(), "a walk past its {bound} stops");
+        assert!(seen <= xfer::storage::MAX_WALK_ENTRIES, "{seen} visited");
+    }
+    let mut seen = Vec::new();
+    assert!(home
+        .walk_tree(&path("/small"), usize::MAX, &mut |i| {
+            seen.push(i.rel);
+            true
+        })
+        .unwrap());
+    assert_eq!(seen, ["f"]);
+
+    tokio::runtime::Runtime::new().unwrap().block_on(guard(async {
+        let mut raw = cl.srv.raw("alice", PW).await;
+        for req in [Request::Walk { path: "/many".into() }, Request::Glob { pattern: "many/f1000?".into() }] {
+            match raw.call(&req).await {
+                Response::Error { code, .. } => assert_eq!(code, ErrorCode::TooManyEntries, "{req:?}"),
+                other => panic!("{req:?} answered {other:?}"),
+            }
+        }
+        // One level down from the root: the crowd beneath is never read.
+        match raw.call(&Request::Glob { pattern: "*".into() }).await {
+            Response::Tree { entries } => {
+                let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+                assert_eq!(paths.len(), 3, "{paths:?}");
+                assert!(paths.contains(&"/many") && paths.contains(&"/small"), "{paths:?}");
+            }
+            other => panic!("glob * answered {other:?}"),
+        }
+        match raw.call(&Request::Glob { pattern: "small/*".into() }).await {
+            Response::Tree { entries } => assert_eq!(entries[0].path, "/small/f"),
+            other => panic!("glob small/* answered {other:?}"),
+        }
+    }));
+    cl.srv.assert_no_panics();
+}
