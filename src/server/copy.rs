@@ -3,15 +3,13 @@
 //! upload slot (the local home's partial file, or a new blob in object storage), verified and
 //! published at once; the replaced file's bytes go out only then (QUOTA-3, STORE-OBJ-11).
 
-use md5::{Digest, Md5};
-
 use super::errors::{blocking, Reply};
 use super::session::Session;
 use super::upload::UploadSlot;
 use crate::home::HomePath;
 use crate::proto::control::Md5Digest;
 use crate::proto::{ErrorCode, Response};
-use crate::storage::{BlobReader, Staging, Storage, StorageError};
+use crate::storage::{hash_blob, BlobReader, Staging, Storage, StorageError};
 use crate::store::UserStore;
 
 /// Bytes read and written at a time.
@@ -79,22 +77,24 @@ fn copy_file(
     }
 }
 
-/// Copies every byte of `source` in order, hashing on the way; a source that changed
-/// meanwhile is [`StorageError::SourceChanged`]. Returns the md5 of what was written.
+/// Copies every byte of `source` in order; a source that changed meanwhile is
+/// [`StorageError::SourceChanged`]. Returns the md5 of what was written: the running one the
+/// staging kept on the way, else one read back from the source.
 fn fill(source: &dyn BlobReader, staging: &mut dyn Staging) -> Result<Md5Digest, StorageError> {
     let size = source.size();
-    let mut hasher = Md5::new();
     let mut buf = vec![0u8; PIECE.min(size) as usize];
     let mut pos = 0;
     while pos < size {
         let n = (size - pos).min(PIECE) as usize;
         source.read_exact_at(&mut buf[..n], pos)?;
-        hasher.update(&buf[..n]);
         staging.write_at(pos, &buf[..n])?;
         pos += n as u64;
     }
     source.check_unchanged()?;
-    Ok(hasher.finalize().into())
+    match staging.received_md5() {
+        Some(md5) => Ok(md5),
+        None => Ok(hash_blob(source)?.0),
+    }
 }
 
 fn signed(v: u64) -> i64 {

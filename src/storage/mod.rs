@@ -153,6 +153,11 @@ pub trait Staging: Send {
     fn hash_prefix(&mut self, len: u64) -> Result<Md5, StorageError>;
     /// Bytes the staging holds against the quota now, or `None` if it is gone.
     fn held(&self) -> Option<u64>;
+    /// The md5 of the whole file when this writer received every byte of it in order from
+    /// its start (the running md5 [`Staging::finish`] checks), else `None`.
+    fn received_md5(&self) -> Option<Md5Digest> {
+        None
+    }
 }
 
 /// The embedded profile: the cap-std home on local disk.
@@ -342,6 +347,14 @@ impl Staging for LocalStaging {
         let meta = self.file.metadata().ok()?;
         (meta.nlink() > 0).then_some(meta.len())
     }
+    fn received_md5(&self) -> Option<Md5Digest> {
+        running_md5(&self.hasher, self.size)
+    }
+}
+
+/// The digest of a running md5 that covers a whole file of `size` bytes.
+pub(crate) fn running_md5(hasher: &Option<(Md5, u64)>, size: u64) -> Option<Md5Digest> {
+    hasher.as_ref().filter(|(_, next)| *next == size).map(|(h, _)| h.clone().finalize().into())
 }
 
 /// A stored file is a download source like a local one.
@@ -420,6 +433,7 @@ pub(crate) fn check_md5(expected: &Md5Digest, got: &Md5Digest) -> Result<(), Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn local() -> (tempfile::TempDir, LocalStorage) {
         let dir = tempfile::tempdir().unwrap();
@@ -460,6 +474,34 @@ mod tests {
         let mut past = [0u8; 4];
         assert!(matches!(reader.read_exact_at(&mut past, 12), Err(StorageError::SourceChanged(_))));
         assert_eq!(s.discard_staging(&path("/f")).unwrap(), 0);
+    }
+
+    #[test]
+    fn local_staging_knows_the_md5_of_a_file_received_in_order_only() {
+        let (_dir, s) = local();
+        let body = b"0123456789".to_vec();
+        let mut st = s.open_staging(&path("/f"), 10, false).unwrap();
+        st.write_at(0, &body[..4]).unwrap();
+        assert_eq!(st.received_md5(), None, "not whole yet");
+        st.write_at(4, &body[4..]).unwrap();
+        let md5: Md5Digest = Md5::digest(&body).into();
+        assert_eq!(st.received_md5(), Some(md5));
+        let mut st = s.open_staging(&path("/g"), 10, false).unwrap();
+        st.write_at(5, &body[5..]).unwrap();
+        st.write_at(0, &body[..5]).unwrap();
+        assert_eq!(st.received_md5(), None, "out of order");
+        let reader = s.open_reader(&path("/f")).err();
+        assert!(reader.is_some(), "nothing is visible before finish");
+    }
+
+    #[test]
+    fn a_local_reader_notices_its_file_changing_length() {
+        let (dir, s) = local();
+        std::fs::write(dir.path().join("f"), b"abc").unwrap();
+        let reader = s.open_reader(&path("/f")).unwrap();
+        reader.check_unchanged().unwrap();
+        std::fs::OpenOptions::new().append(true).open(dir.path().join("f")).unwrap().write_all(b"d").unwrap();
+        assert!(matches!(reader.check_unchanged(), Err(StorageError::SourceChanged(_))));
     }
 
     #[test]
