@@ -1,19 +1,16 @@
 //! `Copy`: a file copied inside the home (CTRL-COPY-1). Like an upload, the copy is charged to
-//! the quota before it exists, written through the storage's upload staging under the target's
-//! upload slot (the local home's partial file, or a new blob in object storage), verified and
-//! published at once; the replaced file's bytes go out only then (QUOTA-3, STORE-OBJ-11).
+//! the quota before it exists, written by the storage under the target's upload slot (the
+//! local home's partial file, synced and renamed into place; or a new blob in object storage,
+//! through the upload staging) and published at once; the replaced file's bytes go out only
+//! then (QUOTA-3, STORE-OBJ-11).
 
 use super::errors::{blocking, Reply};
 use super::session::Session;
 use super::upload::UploadSlot;
 use crate::home::HomePath;
-use crate::proto::control::Md5Digest;
 use crate::proto::{ErrorCode, Response};
-use crate::storage::{hash_blob, BlobReader, Staging, Storage, StorageError};
+use crate::storage::Storage;
 use crate::store::UserStore;
-
-/// Bytes read and written at a time.
-const PIECE: u64 = 1 << 20;
 
 impl Session {
     pub(crate) async fn copy(&mut self, from: &str, to: &str) -> Result<Response, Reply> {
@@ -47,21 +44,14 @@ fn copy_file(
     from: &HomePath,
     to: &HomePath,
 ) -> Result<Response, Reply> {
-    let source = storage.open_reader(from)?;
-    let size = source.size();
+    // Refuses what a download refuses, and learns the size to charge.
+    let size = storage.open_reader(from)?.size();
     if storage.staged_len(to)?.is_some() {
         return Err(Reply::new(ErrorCode::Busy, format!("{to} has an interrupted upload; finish or remove it first")));
     }
     // The new file is charged before it exists: its bytes and, as a new partial, one entry.
     let reservation = store.reserve(user, size, 1)?;
-    let replaced = storage
-        .open_staging(to, size, false)
-        .and_then(|mut staging| {
-            let md5 = fill(&*source, &mut *staging)?;
-            staging.finish(&md5)
-        })
-        .map_err(Reply::from);
-    match replaced {
+    match storage.copy_file(from, to, size) {
         Ok(replaced) => {
             let bytes = signed(size) - signed(replaced.unwrap_or(0));
             reservation.commit(bytes, 1 - i64::from(replaced.is_some()));
@@ -72,28 +62,8 @@ fn copy_file(
             if let Err(d) = storage.discard_staging(to) {
                 tracing::warn!(%user, path = %to, "cannot remove the partial of a failed copy: {d}");
             }
-            Err(e)
+            Err(e.into())
         }
-    }
-}
-
-/// Copies every byte of `source` in order; a source that changed meanwhile is
-/// [`StorageError::SourceChanged`]. Returns the md5 of what was written: the running one the
-/// staging kept on the way, else one read back from the source.
-fn fill(source: &dyn BlobReader, staging: &mut dyn Staging) -> Result<Md5Digest, StorageError> {
-    let size = source.size();
-    let mut buf = vec![0u8; PIECE.min(size) as usize];
-    let mut pos = 0;
-    while pos < size {
-        let n = (size - pos).min(PIECE) as usize;
-        source.read_exact_at(&mut buf[..n], pos)?;
-        staging.write_at(pos, &buf[..n])?;
-        pos += n as u64;
-    }
-    source.check_unchanged()?;
-    match staging.received_md5() {
-        Some(md5) => Ok(md5),
-        None => Ok(hash_blob(source)?.0),
     }
 }
 

@@ -109,6 +109,45 @@ pub trait Storage: Send + Sync {
     /// Sets the mtime of the regular file `p` and, with `mode`, its permission bits (masked to
     /// [`crate::home::SETTABLE_MODE`], with [`crate::home::KEPT_MODE`] always set) (CTRL-ATTR-1).
     fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError>;
+    /// Writes a copy of the regular file `from`, of `size` bytes (what it had when the copy
+    /// was charged), as `to`: staged, then published atomically like an upload (CTRL-COPY-1).
+    /// A source of another size, or one that changes meanwhile, is
+    /// [`StorageError::SourceChanged`]. Returns the size of a regular file that was replaced;
+    /// on failure the caller discards the staging of `to`.
+    fn copy_file(&self, from: &HomePath, to: &HomePath, size: u64) -> Result<Option<u64>, StorageError> {
+        copy_through_staging(self, from, to, size)
+    }
+}
+
+/// [`Storage::copy_file`] through [`Storage::open_reader`] and [`Storage::open_staging`]: the
+/// bytes are read in order and written in order, and the staging's running md5 is the one
+/// [`Staging::finish`] checks (object storage: a new blob, never one shared with the source).
+pub fn copy_through_staging<S: Storage + ?Sized>(
+    storage: &S,
+    from: &HomePath,
+    to: &HomePath,
+    size: u64,
+) -> Result<Option<u64>, StorageError> {
+    const PIECE: u64 = 1 << 20;
+    let source = storage.open_reader(from)?;
+    if source.size() != size {
+        return Err(StorageError::SourceChanged(format!("{from} has {} bytes, not {size}", source.size())));
+    }
+    let mut staging = storage.open_staging(to, size, false)?;
+    let mut buf = vec![0u8; PIECE.min(size) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(PIECE) as usize;
+        source.read_exact_at(&mut buf[..n], pos)?;
+        staging.write_at(pos, &buf[..n])?;
+        pos += n as u64;
+    }
+    source.check_unchanged()?;
+    let md5 = match staging.received_md5() {
+        Some(md5) => md5,
+        None => hash_blob(&*source)?.0,
+    };
+    staging.finish(&md5)
 }
 
 /// Entries one walk looks at, at most: above the bounds of one `Walk` or `Glob` reply, so a
@@ -235,6 +274,25 @@ impl Storage for LocalStorage {
     }
     fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError> {
         Ok(self.home.set_attrs(p, mtime, mode)?)
+    }
+    /// The partial file of `to` filled by the kernel (`copy_file_range` where it can), synced
+    /// and renamed into place; no md5 is computed.
+    fn copy_file(&self, from: &HomePath, to: &HomePath, size: u64) -> Result<Option<u64>, StorageError> {
+        use std::io::{Read, Write};
+        let (source, len) = self.home.open_read(from)?;
+        if len != size {
+            return Err(StorageError::SourceChanged(format!("{from} has {len} bytes, not {size}")));
+        }
+        let (mut partial, _) = self.home.open_partial(to, false)?;
+        let copied = io::copy(&mut (&source).take(size), &mut partial)?;
+        let mut extra = [0u8; 1];
+        let more = (&source).read(&mut extra)?;
+        if copied != size || more > 0 {
+            return Err(StorageError::SourceChanged(format!("{from} changed while being copied")));
+        }
+        partial.flush()?;
+        partial.sync_all()?;
+        Ok(self.home.finish_partial(to)?)
     }
 }
 
