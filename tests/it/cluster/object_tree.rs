@@ -83,6 +83,13 @@ impl Cluster {
         let u = self.srv.user("alice");
         (u.used_bytes, u.used_files, u.reserved_bytes)
     }
+
+    /// Alice's usage once it is `want`, or as it is after 10 s: a reservation's end in the
+    /// PostgreSQL store may land just after the reply that follows it.
+    fn usage_settled(&self, want: (u64, u64, u64)) -> (u64, u64, u64) {
+        wait_until_blocking(Duration::from_secs(10), || self.usage() == want);
+        self.usage()
+    }
 }
 
 fn path(p: &str) -> HomePath {
@@ -202,7 +209,7 @@ fn sync_up_and_down_in_the_s3_profile_keeps_mtimes_and_modes() {
     assert!(!copy.join("extra").exists());
     assert_eq!(tree_of(&copy), tree_of(&src));
     let bytes = 4096 + 10_000 + 3 * MIB + 17;
-    assert_eq!(cl.usage(), (bytes, 6, 0), "three files and three directories charged");
+    assert_eq!(cl.usage_settled((bytes, 6, 0)), (bytes, 6, 0), "three files and three directories charged");
     cl.srv.assert_no_panics();
 }
 
@@ -279,24 +286,24 @@ fn cp_in_the_s3_profile_is_a_new_blob_charged_like_an_upload() {
     let data = make_file(&local, size as usize, 6);
     cl.cli(&["put", "a"]).assert_ok();
     cl.cli(&["mkdir", "d"]).assert_ok();
-    assert_eq!(cl.usage(), (size, 2, 0));
+    assert_eq!(cl.usage_settled((size, 2, 0)), (size, 2, 0));
 
     cl.cli(&["cp", "a", "b"]).assert_ok();
-    assert_eq!(cl.usage(), (2 * size, 3, 0));
+    assert_eq!(cl.usage_settled((2 * size, 3, 0)), (2 * size, 3, 0));
     let out = cl.cli(&["sum", "b"]);
     assert!(out.assert_ok().stdout.contains(&hex(&md5_bytes(&data))), "{out:?}");
     // Onto an existing file: the old bytes go once the copy is in place.
     cl.cli(&["cp", "a", "b"]).assert_ok();
-    assert_eq!(cl.usage(), (2 * size, 3, 0), "b replaced, charged once");
+    assert_eq!(cl.usage_settled((2 * size, 3, 0)), (2 * size, 3, 0), "b replaced, charged once");
     // Into a directory.
     cl.cli(&["cp", "b", "d"]).assert_ok();
-    assert_eq!(cl.usage(), (3 * size, 4, 0));
+    assert_eq!(cl.usage_settled((3 * size, 4, 0)), (3 * size, 4, 0));
 
     // A fourth copy does not fit: refused, nothing staged, nothing held.
     let out = cl.cli(&["cp", "a", "c"]);
     out.assert_one_line_error();
     assert_eq!(out.status.code(), Some(6), "quota exceeded: {out:?}");
-    assert_eq!(cl.usage(), (3 * size, 4, 0));
+    assert_eq!(cl.usage_settled((3 * size, 4, 0)), (3 * size, 4, 0));
     let ns = cl.namespace();
     let home = ns.backend().home("alice");
     assert_eq!(home.staged_len(&path("/c")).unwrap(), None);
@@ -312,7 +319,7 @@ fn cp_in_the_s3_profile_is_a_new_blob_charged_like_an_upload() {
         cl.cli(&["get", name, back.to_str().unwrap()]).assert_ok();
         assert_eq!(md5_file(&back), md5_bytes(&data), "{name}");
     }
-    assert_eq!(cl.usage(), (2 * size, 3, 0));
+    assert_eq!(cl.usage_settled((2 * size, 3, 0)), (2 * size, 3, 0));
     cl.srv.assert_no_panics();
 }
 
