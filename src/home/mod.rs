@@ -12,7 +12,7 @@ mod tests;
 mod tree;
 
 pub use path::{HomePath, PathError};
-pub use tree::TreeItem;
+pub use tree::{TreeItem, KEPT_MODE, NEW_DIR_MODE, NEW_FILE_MODE, SETTABLE_MODE};
 
 use cap_std::fs::{Dir, FileType, Metadata, MetadataExt, OpenOptions, OpenOptionsExt};
 use std::ffi::OsString;

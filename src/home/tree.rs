@@ -13,6 +13,10 @@ use super::{kind_of, map_io, regular_len, vanished, EntryKind, Home, HomeError, 
 /// server can go on serving the file (CTRL-ATTR-1).
 pub const SETTABLE_MODE: u32 = 0o777;
 pub const KEPT_MODE: u32 = 0o600;
+/// Permission bits of a new file and a new directory (what the server's usual umask 022
+/// leaves); the object namespace gives them to what it creates (STORE-OBJ-11).
+pub const NEW_FILE_MODE: u32 = 0o644;
+pub const NEW_DIR_MODE: u32 = 0o755;
 
 /// One entry found by [`Home::walk_tree`].
 #[derive(Debug, Clone, PartialEq, Eq)]

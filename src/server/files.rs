@@ -59,13 +59,7 @@ impl Session {
                     })
                     .await
             }
-            // STORE-OBJ-11: the tree, attribute and copy requests work on the local home only;
-            // with object storage they are refused as a server without them would refuse them.
-            Request::SetAttrs { .. } | Request::Walk { .. } | Request::Glob { .. } | Request::Copy { .. }
-                if self.state.objects.is_some() =>
-            {
-                Err(Reply::new(ErrorCode::BadRequest, "not available with object storage yet"))
-            }
+            // STORE-OBJ-11: served through the storage in both profiles.
             Request::SetAttrs { path, mtime, mode, .. } => self.set_attrs(&path, mtime, mode).await,
             Request::Walk { path } => self.walk(&path).await,
             Request::Glob { pattern } => self.glob(&pattern).await,

@@ -1,14 +1,16 @@
 //! Whole-tree requests: `Walk` lists a directory tree in one reply (CTRL-TREE-1, -2), `Glob`
 //! expands a pattern inside the home (CTRL-GLOB-1, -2), `SetAttrs` keeps a file's mtime and
 //! mode (CTRL-ATTR-1). Replies are bounded in entries and in encoded bytes, so one always fits
-//! in a frame.
+//! in a frame. All three go through the session's [`Storage`], so they are served in both the
+//! local and the object-storage profile (STORE-OBJ-11).
 
 use globset::{GlobBuilder, GlobMatcher};
 
 use super::errors::{blocking, Reply};
 use super::session::Session;
-use crate::home::{EntryKind as HomeKind, Home, HomePath, TreeItem};
+use crate::home::{EntryKind as HomeKind, HomeError, HomePath, TreeItem};
 use crate::proto::{ErrorCode, Response, TreeEntry, MAX_FRAME_LEN};
+use crate::storage::{Storage, StorageError, MAX_WALK_ENTRIES};
 
 /// Entries one `Walk` reply carries at most, and entries one `Glob` visits at most
 /// (CTRL-TREE-2, CTRL-GLOB-2).
@@ -21,6 +23,9 @@ const MAX_TREE_BYTES: usize = MAX_FRAME_LEN as usize - 4096;
 /// Bytes of a `TreeEntry` besides its path: path length, kind, size, mtime, mode.
 const ENTRY_OVERHEAD: usize = 8 + 4 + 8 + 8 + 4;
 
+// A storage walk cut short by its own bound is always one these requests refuse anyway.
+const _: () = assert!(MAX_WALK_ENTRIES > MAX_TREE_ENTRIES);
+
 impl Session {
     /// CTRL-ATTR-1: sets the mtime (and mode) of a regular file; partial names are refused.
     pub(crate) async fn set_attrs(&mut self, path: &str, mtime: i64, mode: Option<u32>) -> Result<Response, Reply> {
@@ -28,19 +33,19 @@ impl Session {
         if target.partial_target().is_some() {
             return Err(Reply::new(ErrorCode::InvalidPath, format!("{target}: partial uploads belong to the server")));
         }
-        let home = self.home.clone();
-        blocking(move || home.set_attrs(&target, mtime, mode).map_err(Reply::from)).await?;
+        let storage = self.storage.clone();
+        blocking(move || storage.set_attrs(&target, mtime, mode).map_err(Reply::from)).await?;
         Ok(Response::Ok)
     }
 
     /// CTRL-TREE-1: every entry beneath `path`, or `TooManyEntries` past the bound.
     pub(crate) async fn walk(&mut self, path: &str) -> Result<Response, Reply> {
         let top = self.resolve(path)?;
-        let home = self.home.clone();
+        let storage = self.storage.clone();
         blocking(move || {
             let mut budget = Budget::new(MAX_TREE_ENTRIES);
             let mut entries = Vec::new();
-            let complete = home.walk_tree(&top, usize::MAX, |item| {
+            let complete = storage.walk_tree(&top, usize::MAX, &mut |item| {
                 let keep = budget.take(&item.rel);
                 if keep {
                     entries.push(wire(item.rel.clone(), &item));
@@ -58,9 +63,9 @@ impl Session {
     /// CTRL-GLOB-1: the entries whose home paths match `pattern`, sorted by path.
     pub(crate) async fn glob(&mut self, pattern: &str) -> Result<Response, Reply> {
         let pattern = Pattern::parse(&self.cwd, pattern)?;
-        let home = self.home.clone();
+        let storage = self.storage.clone();
         blocking(move || {
-            let entries = pattern.expand(&home)?;
+            let entries = pattern.expand(&*storage)?;
             Ok(Response::Tree { entries })
         })
         .await
@@ -141,25 +146,25 @@ impl Pattern {
     }
 
     /// Walks from `base` and keeps the matches (CTRL-GLOB-2 bounds both).
-    fn expand(&self, home: &Home) -> Result<Vec<TreeEntry>, Reply> {
+    fn expand(&self, storage: &dyn Storage) -> Result<Vec<TreeEntry>, Reply> {
         let Some(matcher) = &self.matcher else {
             // No wildcard: the path itself, if it exists.
-            return match home.tree_item(&self.base) {
+            return match storage.tree_item(&self.base) {
                 Ok(item) => Ok(vec![wire(self.base.to_string(), &item)]),
-                Err(crate::home::HomeError::NotFound(_)) => Ok(Vec::new()),
+                Err(StorageError::Home(HomeError::NotFound(_))) => Ok(Vec::new()),
                 Err(e) => Err(e.into()),
             };
         };
-        match home.stat(&self.base) {
+        match storage.stat(&self.base) {
             Ok(e) if e.kind == HomeKind::Dir => {}
-            Ok(_) | Err(crate::home::HomeError::NotFound(_)) => return Ok(Vec::new()),
+            Ok(_) | Err(StorageError::Home(HomeError::NotFound(_))) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         }
         let mut visited = Budget::new(MAX_TREE_ENTRIES);
         let mut kept = Budget::new(MAX_GLOB_MATCHES);
         let mut out = Vec::new();
         let mut overflow = false;
-        let complete = home.walk_tree(&self.base, self.depth, |item| {
+        let complete = storage.walk_tree(&self.base, self.depth, &mut |item| {
             if !visited.take("") {
                 return false;
             }

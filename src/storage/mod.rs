@@ -3,6 +3,10 @@
 //! upload staging writer that accepts writes at offsets, says which ranges are durable for
 //! resume, and ends by verifying the md5 and publishing the file atomically, or is discarded).
 //!
+//! Whole-tree reads and attributes (a walk in one call, a file's mtime and mode) are part of
+//! the namespace too, so `Walk`, `Glob`, `SetAttrs` and `Copy` work in both profiles
+//! (STORE-OBJ-11).
+//!
 //! Two implementations:
 //! - [`LocalStorage`]: the home jail on local disk ([`crate::home::Home`], cap-std), the
 //!   embedded profile's default. Its rules are those of `crate::home` unchanged (SEC-JAIL-*).
@@ -22,7 +26,7 @@ use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
-use crate::home::{Entry, Home, HomeError, HomePath, PartialFile, Usage};
+use crate::home::{Entry, Home, HomeError, HomePath, PartialFile, TreeItem, Usage};
 use crate::proto::control::Md5Digest;
 use crate::udp::ranges::RangeSet;
 
@@ -89,7 +93,70 @@ pub trait Storage: Send + Sync {
     /// Bytes an unfinished upload to `p` holds from its start on (what a TCP resume can
     /// keep), or `None` if there is none (CTRL-RESUME-1).
     fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError>;
+    /// The entry at `p` itself, under its own name, with its mtime and mode.
+    fn tree_item(&self, p: &HomePath) -> Result<TreeItem, StorageError>;
+    /// Visits the entries beneath directory `top`, each directory before what it holds,
+    /// siblings in bytewise name order, down to `max_depth` levels (1: the directory's own
+    /// entries); a `top` that is not a directory is visited alone, under its own name.
+    /// Returns false as soon as `keep` does, true once everything was visited. A walk visits
+    /// at most [`MAX_WALK_ENTRIES`] entries (and names of at most [`MAX_WALK_BYTES`]); past
+    /// that it may stop as if `keep` had returned false (CTRL-TREE-2, CTRL-GLOB-2).
+    fn walk_tree(
+        &self,
+        top: &HomePath,
+        max_depth: usize,
+        keep: &mut dyn FnMut(TreeItem) -> bool,
+    ) -> Result<bool, StorageError>;
+    /// Sets the mtime of the regular file `p` and, with `mode`, its permission bits (masked to
+    /// [`crate::home::SETTABLE_MODE`], with [`crate::home::KEPT_MODE`] always set) (CTRL-ATTR-1).
+    fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError>;
+    /// Writes a copy of the regular file `from`, of `size` bytes (what it had when the copy
+    /// was charged), as `to`: staged, then published atomically like an upload (CTRL-COPY-1).
+    /// A source of another size, or one that changes meanwhile, is
+    /// [`StorageError::SourceChanged`]. Returns the size of a regular file that was replaced;
+    /// on failure the caller discards the staging of `to`.
+    fn copy_file(&self, from: &HomePath, to: &HomePath, size: u64) -> Result<Option<u64>, StorageError> {
+        copy_through_staging(self, from, to, size)
+    }
 }
+
+/// [`Storage::copy_file`] through [`Storage::open_reader`] and [`Storage::open_staging`]: the
+/// bytes are read in order and written in order, and the staging's running md5 is the one
+/// [`Staging::finish`] checks (object storage: a new blob, never one shared with the source).
+pub fn copy_through_staging<S: Storage + ?Sized>(
+    storage: &S,
+    from: &HomePath,
+    to: &HomePath,
+    size: u64,
+) -> Result<Option<u64>, StorageError> {
+    const PIECE: u64 = 1 << 20;
+    let source = storage.open_reader(from)?;
+    if source.size() != size {
+        return Err(StorageError::SourceChanged(format!("{from} has {} bytes, not {size}", source.size())));
+    }
+    let mut staging = storage.open_staging(to, size, false)?;
+    let mut buf = vec![0u8; PIECE.min(size) as usize];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(PIECE) as usize;
+        source.read_exact_at(&mut buf[..n], pos)?;
+        staging.write_at(pos, &buf[..n])?;
+        pos += n as u64;
+    }
+    source.check_unchanged()?;
+    let md5 = match staging.received_md5() {
+        Some(md5) => md5,
+        None => hash_blob(&*source)?.0,
+    };
+    staging.finish(&md5)
+}
+
+/// Entries one walk looks at, at most: above the bounds of one `Walk` or `Glob` reply, so a
+/// walk cut short there is always one those requests refuse anyway.
+pub const MAX_WALK_ENTRIES: usize = 100_001;
+/// Bytes of paths one walk holds in memory, at most (a `Walk` reply is bounded by its frame,
+/// 8 MiB, well below that).
+pub const MAX_WALK_BYTES: usize = 64 << 20;
 
 /// Positioned reads of one file as it was when opened.
 pub trait BlobReader: Send + Sync {
@@ -97,6 +164,11 @@ pub trait BlobReader: Send + Sync {
     /// Fills `buf` from `pos`. A file that no longer has those bytes (replaced, shortened) is
     /// [`StorageError::SourceChanged`], never a mix of two versions.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<(), StorageError>;
+    /// [`StorageError::SourceChanged`] if the file no longer has the size it had when opened
+    /// (a local file written to meanwhile). Immutable blobs never change: the default is Ok.
+    fn check_unchanged(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// An upload being staged. Dropping it without [`Staging::finish`] leaves what is durable for
@@ -121,6 +193,11 @@ pub trait Staging: Send {
     fn hash_prefix(&mut self, len: u64) -> Result<Md5, StorageError>;
     /// Bytes the staging holds against the quota now, or `None` if it is gone.
     fn held(&self) -> Option<u64>;
+    /// The md5 of the whole file when this writer received every byte of it in order from
+    /// its start (the running md5 [`Staging::finish`] checks), else `None`.
+    fn received_md5(&self) -> Option<Md5Digest> {
+        None
+    }
 }
 
 /// The embedded profile: the cap-std home on local disk.
@@ -185,6 +262,39 @@ impl Storage for LocalStorage {
     fn staged_len(&self, p: &HomePath) -> Result<Option<u64>, StorageError> {
         Ok(self.home.partial_len(p)?)
     }
+    fn tree_item(&self, p: &HomePath) -> Result<TreeItem, StorageError> {
+        Ok(self.home.tree_item(p)?)
+    }
+    fn walk_tree(
+        &self,
+        top: &HomePath,
+        max_depth: usize,
+        keep: &mut dyn FnMut(TreeItem) -> bool,
+    ) -> Result<bool, StorageError> {
+        Ok(self.home.walk_tree(top, max_depth, keep)?)
+    }
+    fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError> {
+        Ok(self.home.set_attrs(p, mtime, mode)?)
+    }
+    /// The partial file of `to` filled by the kernel (`copy_file_range` where it can), synced
+    /// and renamed into place; no md5 is computed.
+    fn copy_file(&self, from: &HomePath, to: &HomePath, size: u64) -> Result<Option<u64>, StorageError> {
+        use std::io::{Read, Write};
+        let (source, len) = self.home.open_read(from)?;
+        if len != size {
+            return Err(StorageError::SourceChanged(format!("{from} has {len} bytes, not {size}")));
+        }
+        let (mut partial, _) = self.home.open_partial(to, false)?;
+        let copied = io::copy(&mut (&source).take(size), &mut partial)?;
+        let mut extra = [0u8; 1];
+        let more = (&source).read(&mut extra)?;
+        if copied != size || more > 0 {
+            return Err(StorageError::SourceChanged(format!("{from} changed while being copied")));
+        }
+        partial.flush()?;
+        partial.sync_all()?;
+        Ok(self.home.finish_partial(to)?)
+    }
 }
 
 struct LocalReader {
@@ -203,6 +313,13 @@ impl BlobReader for LocalReader {
             }
             _ => e.into(),
         })
+    }
+    fn check_unchanged(&self) -> Result<(), StorageError> {
+        let now = self.file.metadata()?.len();
+        if now != self.size {
+            return Err(StorageError::SourceChanged(format!("{} bytes when opened, {now} now", self.size)));
+        }
+        Ok(())
     }
 }
 
@@ -289,6 +406,14 @@ impl Staging for LocalStaging {
         let meta = self.file.metadata().ok()?;
         (meta.nlink() > 0).then_some(meta.len())
     }
+    fn received_md5(&self) -> Option<Md5Digest> {
+        running_md5(&self.hasher, self.size)
+    }
+}
+
+/// The digest of a running md5 that covers a whole file of `size` bytes.
+pub(crate) fn running_md5(hasher: &Option<(Md5, u64)>, size: u64) -> Option<Md5Digest> {
+    hasher.as_ref().filter(|(_, next)| *next == size).map(|(h, _)| h.clone().finalize().into())
 }
 
 /// A stored file is a download source like a local one.
@@ -367,6 +492,7 @@ pub(crate) fn check_md5(expected: &Md5Digest, got: &Md5Digest) -> Result<(), Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn local() -> (tempfile::TempDir, LocalStorage) {
         let dir = tempfile::tempdir().unwrap();
@@ -407,6 +533,34 @@ mod tests {
         let mut past = [0u8; 4];
         assert!(matches!(reader.read_exact_at(&mut past, 12), Err(StorageError::SourceChanged(_))));
         assert_eq!(s.discard_staging(&path("/f")).unwrap(), 0);
+    }
+
+    #[test]
+    fn local_staging_knows_the_md5_of_a_file_received_in_order_only() {
+        let (_dir, s) = local();
+        let body = b"0123456789".to_vec();
+        let mut st = s.open_staging(&path("/f"), 10, false).unwrap();
+        st.write_at(0, &body[..4]).unwrap();
+        assert_eq!(st.received_md5(), None, "not whole yet");
+        st.write_at(4, &body[4..]).unwrap();
+        let md5: Md5Digest = Md5::digest(&body).into();
+        assert_eq!(st.received_md5(), Some(md5));
+        let mut st = s.open_staging(&path("/g"), 10, false).unwrap();
+        st.write_at(5, &body[5..]).unwrap();
+        st.write_at(0, &body[..5]).unwrap();
+        assert_eq!(st.received_md5(), None, "out of order");
+        let reader = s.open_reader(&path("/f")).err();
+        assert!(reader.is_some(), "nothing is visible before finish");
+    }
+
+    #[test]
+    fn a_local_reader_notices_its_file_changing_length() {
+        let (dir, s) = local();
+        std::fs::write(dir.path().join("f"), b"abc").unwrap();
+        let reader = s.open_reader(&path("/f")).unwrap();
+        reader.check_unchanged().unwrap();
+        std::fs::OpenOptions::new().append(true).open(dir.path().join("f")).unwrap().write_all(b"d").unwrap();
+        assert!(matches!(reader.check_unchanged(), Err(StorageError::SourceChanged(_))));
     }
 
     #[test]

@@ -14,12 +14,16 @@
 //!   the file visible (STORE-OBJ-5).
 //! - A ranged read is guarded by the blob's ETag (STORE-OBJ-6).
 //! - Expired uploads, garbage and orphaned objects are collected by [`sweep`] (STORE-OBJ-7).
+//! - Walks, globs, attributes and copies are served from the namespace too: a walk is a
+//!   bounded read of the rows beneath a directory, a file's mtime and mode are columns of its
+//!   row, and a copy is a new blob ([`tree`], STORE-OBJ-11).
 //!
 //! OpenDAL's `append` is never used: on some S3 implementations it replaces the object.
 
 mod schema;
 mod staging;
 pub mod sweep;
+mod tree;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,7 +32,9 @@ use opendal::Operator;
 use tokio::runtime::Handle;
 
 use super::{BlobReader, Staging, Storage, StorageError};
-use crate::home::{Entry, EntryKind, HomeError, HomePath, PartialFile, PathError, Usage};
+use crate::home::{
+    Entry, EntryKind, HomeError, HomePath, PartialFile, PathError, TreeItem, Usage, NEW_DIR_MODE, NEW_FILE_MODE,
+};
 
 pub use staging::SEGMENT_SIZE;
 
@@ -174,21 +180,29 @@ struct Row {
     blob: Option<String>,
     size: u64,
     mtime: i64,
+    /// Permission bits (meaningful for files; directories are always [`NEW_DIR_MODE`]).
+    mode: u32,
 }
 
 impl ObjectStorage {
     async fn row(&self, c: &impl tokio_postgres::GenericClient, p: &HomePath) -> Result<Option<Row>, StorageError> {
         if p.is_root() {
-            return Ok(Some(Row { is_dir: true, blob: None, size: 0, mtime: 0 }));
+            return Ok(Some(Row { is_dir: true, blob: None, size: 0, mtime: 0, mode: NEW_DIR_MODE }));
         }
         let row = c
             .query_opt(
-                "SELECT is_dir, blob, size, mtime FROM ns_entries WHERE home = $1 AND path = $2",
+                "SELECT is_dir, blob, size, mtime, mode FROM ns_entries WHERE home = $1 AND path = $2",
                 &[&self.home, &p.to_string()],
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.map(|r| Row { is_dir: r.get(0), blob: r.get(1), size: r.get::<_, i64>(2) as u64, mtime: r.get(3) }))
+        Ok(row.map(|r| Row {
+            is_dir: r.get(0),
+            blob: r.get(1),
+            size: r.get::<_, i64>(2) as u64,
+            mtime: r.get(3),
+            mode: r.get::<_, i32>(4) as u32,
+        }))
     }
 
     /// The row of an existing directory `p`, or why it is not one.
@@ -227,7 +241,7 @@ impl Storage for ObjectStorage {
             self.dir_row(&**c, p).await?;
             let rows = c
                 .query(
-                    "SELECT name, is_dir, blob, size, mtime FROM ns_entries WHERE home = $1 AND parent = $2",
+                    "SELECT name, is_dir, blob, size, mtime, mode FROM ns_entries WHERE home = $1 AND parent = $2",
                     &[&self.home, &p.to_string()],
                 )
                 .await
@@ -235,8 +249,13 @@ impl Storage for ObjectStorage {
             let mut out: Vec<Entry> = rows
                 .iter()
                 .map(|r| {
-                    let row =
-                        Row { is_dir: r.get(1), blob: r.get(2), size: r.get::<_, i64>(3) as u64, mtime: r.get(4) };
+                    let row = Row {
+                        is_dir: r.get(1),
+                        blob: r.get(2),
+                        size: r.get::<_, i64>(3) as u64,
+                        mtime: r.get(4),
+                        mode: r.get::<_, i32>(5) as u32,
+                    };
                     entry(r.get(0), &row)
                 })
                 .collect();
@@ -494,6 +513,23 @@ impl Storage for ObjectStorage {
             Ok(Some(held.contiguous_from(0)))
         })
     }
+
+    fn tree_item(&self, p: &HomePath) -> Result<TreeItem, StorageError> {
+        self.object_tree_item(p)
+    }
+
+    fn walk_tree(
+        &self,
+        top: &HomePath,
+        max_depth: usize,
+        keep: &mut dyn FnMut(TreeItem) -> bool,
+    ) -> Result<bool, StorageError> {
+        self.object_walk(top, max_depth, keep)
+    }
+
+    fn set_attrs(&self, p: &HomePath, mtime: i64, mode: Option<u32>) -> Result<(), StorageError> {
+        self.object_set_attrs(p, mtime, mode)
+    }
 }
 
 impl ObjectStorage {
@@ -633,10 +669,12 @@ async fn insert_entry(
     size: u64,
 ) -> Result<(), StorageError> {
     let (parent, name) = (p.parent().unwrap_or_default().to_string(), p.file_name().unwrap_or("").to_string());
+    // A new entry has the mode the local home gives a new file or directory.
+    let mode = if is_dir { NEW_DIR_MODE } else { NEW_FILE_MODE } as i32;
     tx.execute(
-        "INSERT INTO ns_entries (home, path, parent, name, is_dir, blob, size, mtime) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&home, &p.to_string(), &parent, &name, &is_dir, &blob, &(size as i64), &now()],
+        "INSERT INTO ns_entries (home, path, parent, name, is_dir, blob, size, mtime, mode) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[&home, &p.to_string(), &parent, &name, &is_dir, &blob, &(size as i64), &now(), &mode],
     )
     .await
     .map_err(pg_err)?;

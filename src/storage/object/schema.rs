@@ -1,7 +1,7 @@
 //! The object-storage tables in PostgreSQL (all named `ns_*`), created idempotently.
 //!
 //! - `ns_entries`: the namespace, one row per file or directory of a home (the root is
-//!   implicit). A file names its immutable blob.
+//!   implicit). A file names its immutable blob and has an mtime and a mode.
 //! - `ns_blobs`: immutable blob objects (`blobs/ID`): size, md5 and the ETag the store gave.
 //! - `ns_uploads`: one unfinished upload per (home, target), with the epoch of its writer.
 //! - `ns_segments`: the staged segment objects of an upload, recorded after their PUT.
@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS ns_entries (
     PRIMARY KEY (home, path)
 );
 CREATE INDEX IF NOT EXISTS ns_entries_parent ON ns_entries (home, parent);
+-- Permission bits (STORE-OBJ-11); rows from before the column have a new file's 0o644.
+ALTER TABLE ns_entries ADD COLUMN IF NOT EXISTS mode INTEGER NOT NULL DEFAULT 420;
 CREATE TABLE IF NOT EXISTS ns_blobs (
     id      TEXT   PRIMARY KEY,
     home    TEXT   NOT NULL,

@@ -423,6 +423,10 @@ impl Staging for ObjectStaging {
     fn held(&self) -> Option<u64> {
         Some(self.durable().covered())
     }
+
+    fn received_md5(&self) -> Option<Md5Digest> {
+        crate::storage::running_md5(&self.hasher, self.size)
+    }
 }
 
 /// Stores one segment: the PUT, then its record, only while `epoch` holds the upload.

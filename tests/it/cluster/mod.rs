@@ -4,6 +4,7 @@
 mod harness;
 mod object_servers;
 mod object_storage;
+mod object_tree;
 mod object_udp;
 mod store_bench;
 mod store_pg;

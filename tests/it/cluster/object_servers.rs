@@ -97,20 +97,21 @@ async fn put_get_ls_mv_rm_through_a_server_in_the_s3_profile() {
         assert_eq!(disk_entries(&srv.home("alice")), (0, 0), "no byte on the server's disk");
         let names: Vec<(String, u64)> = c.list("/").await.unwrap().into_iter().map(|e| (e.name, e.size)).collect();
         assert_eq!(names, [("big".to_string(), data.len() as u64)]);
-        // STORE-OBJ-11: requests that only the local home serves are refused, never answered
-        // from the (empty) local directory.
+        // STORE-OBJ-11: the tree, attribute and copy requests are served from the namespace.
         let mut raw = srv.raw("alice", PW).await;
-        for req in [
-            Request::Walk { path: "/".into() },
-            Request::Glob { pattern: "*".into() },
-            Request::SetAttrs { path: "big".into(), mtime: 0, mode: None, upload_md5: None },
-            Request::Copy { from: "big".into(), to: "copy".into() },
-        ] {
-            match raw.call(&req).await {
-                Response::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest, "{req:?}"),
-                other => panic!("{req:?} answered {other:?} in the S3 profile"),
-            }
+        match raw.call(&Request::Walk { path: "/".into() }).await {
+            Response::Tree { entries } => assert_eq!(entries.len(), 1, "{entries:?}"),
+            other => panic!("Walk answered {other:?}"),
         }
+        match raw.call(&Request::Glob { pattern: "*".into() }).await {
+            Response::Tree { entries } => assert_eq!(entries[0].path, "/big", "{entries:?}"),
+            other => panic!("Glob answered {other:?}"),
+        }
+        let req = Request::SetAttrs { path: "big".into(), mtime: 1_000_000_000, mode: None, upload_md5: None };
+        assert_eq!(raw.call(&req).await, Response::Ok);
+        assert_eq!(c.stat("big").await.unwrap().mtime, 1_000_000_000);
+        assert_eq!(raw.call(&Request::Copy { from: "big".into(), to: "copy".into() }).await, Response::Ok);
+        assert_eq!(raw.call(&Request::Remove { path: "copy".into() }).await, Response::Ok);
         c.mkdir("d").await.unwrap();
         c.rename("big", "d/moved").await.unwrap();
         let back = env.local("back");
