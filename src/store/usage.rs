@@ -16,9 +16,12 @@ pub(super) struct Delta {
     pub reserved_files: i64,
 }
 
-/// How a reservation ends: called once with the change to usage (`bytes_delta`,
-/// `files_delta`; zero for a release). Each store implementation supplies its own.
-pub(crate) type End = Box<dyn FnOnce(i64, i64) + Send + Sync>;
+/// How a reservation ends: called once, with the change to usage (`bytes_delta`,
+/// `files_delta`) for a commit, or `None` for a release. A commit is applied before it
+/// returns, even one that changes nothing (a file replaced by one of the same size), so
+/// usage read after the reply that follows it is settled; a release may finish later. Each
+/// store implementation supplies its own.
+pub(crate) type End = Box<dyn FnOnce(Option<(i64, i64)>) + Send + Sync>;
 
 /// Quota held for one upload or one `Mkdir` in flight (QUOTA-1). Ends exactly once
 /// (QUOTA-2): [`Reservation::commit`] consumes it; dropping it without a commit releases it
@@ -49,22 +52,22 @@ impl Reservation {
     /// Ends the reservation: drops it from `reserved_*` and applies the actual change on disk
     /// (`bytes_delta`, `files_delta`, may be negative) to `used_*`, in one transaction.
     pub fn commit(mut self, bytes_delta: i64, files_delta: i64) {
-        self.end(bytes_delta, files_delta);
+        self.end(Some((bytes_delta, files_delta)));
     }
 
     /// Ends the reservation with no change to usage (what dropping it does).
     pub fn release(self) {}
 
-    fn end(&mut self, bytes_delta: i64, files_delta: i64) {
+    fn end(&mut self, change: Option<(i64, i64)>) {
         if let Some(end) = self.end.take() {
-            end(bytes_delta, files_delta);
+            end(change);
         }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.end(0, 0);
+        self.end(None);
     }
 }
 
@@ -94,7 +97,8 @@ impl Store {
             Ok(())
         })?;
         let (db, user) = (self.db.clone(), name.to_owned());
-        let end: End = Box::new(move |bytes_delta, files_delta| {
+        let end: End = Box::new(move |change| {
+            let (bytes_delta, files_delta) = change.unwrap_or((0, 0));
             let delta = Delta {
                 used_bytes: bytes_delta,
                 used_files: files_delta,

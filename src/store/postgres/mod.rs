@@ -594,15 +594,15 @@ impl UserStore for PgStore {
             Err(StoreError::Postgres("reservation refused while usage changed; try again".into()))
         })?;
         let (inner, user) = (self.inner.clone(), name.to_owned());
-        let end: End = Box::new(move |bytes_delta, files_delta| {
-            if bytes_delta == 0 && files_delta == 0 {
+        let end: End = Box::new(move |change| {
+            let Some((bytes_delta, files_delta)) = change else {
                 // A release: nobody waits for it, and if it is lost the lease ends it.
                 inner.spawn(
                     "releasing a reservation",
                     move |c| async move { end_reservation(&c, id, &user, 0, 0).await },
                 );
                 return;
-            }
+            };
             let u = user.clone();
             let done = inner.run(move |c| async move { end_reservation(&c, id, &u, bytes_delta, files_delta).await });
             if let Err(e) = done {
