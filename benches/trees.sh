@@ -27,7 +27,7 @@
 # [100], JSWEEP ["16 32"] (extra `put -r -j N` rows, auto, tree small), ROWS [.] (a bash regex:
 # only the rows whose names match, e.g. ROWS='xfer|rsync'), SLOW [30], T [300],
 # DIR [/dev/shm], XFER [target/release/xfer], BASE_XFER (another xfer binary, e.g. an older
-# build: its `put -r` rows are added, marked "base"), OUT
+# build: its `put -r` rows on tree src are added, marked "base"), OUT
 # [/tmp/xfer-trees-<date>], SKIP_BUILD=1 to not build linkem, NICE [-10]. Raw numbers:
 # $OUT/results.tsv (mode, tree, row, run, ms, rc), the table: $OUT/table.md.
 # Needs root (and /dev/net/tun for linkem). Installs openssh-server and rsync from Debian if
@@ -221,7 +221,7 @@ rows() { # tree run
     one "$t" "xfer put -r (tcp, -j 4)" "$run" "$up" "$up" 1 bash -c "cd $SRC && xc put -r --transport tcp $t up-$t"
     one "$t" "xfer put -r (auto, -j 1)" "$run" "$up" "$up" 1 bash -c "cd $SRC && xc put -r -j 1 $t up-$t"
     one "$t" "xfer put -r (tcp, -j 1)" "$run" "$up" "$up" 1 bash -c "cd $SRC && xc put -r -j 1 --transport tcp $t up-$t"
-    if [[ -n $BASE_XFER ]]; then
+    if [[ -n $BASE_XFER && $t == src ]]; then
         one "$t" "xfer put -r (auto, -j 4), base" "$run" "$up" "$up" 1 bash -c "cd $SRC && XFER=$BASE_XFER xc put -r $t up-$t"
         one "$t" "xfer put -r (auto, -j 1), base" "$run" "$up" "$up" 1 bash -c "cd $SRC && XFER=$BASE_XFER xc put -r -j 1 $t up-$t"
     fi
