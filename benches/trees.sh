@@ -2,7 +2,7 @@
 # Trees and many files (issue 11): `xfer put -r`, `get -r` and `sync` beside `scp -r`,
 # `rsync -a` and `tar c | ssh tar x`, on loopback and through linkem at 50 ms RTT.
 #
-#   bash benches/trees.sh                          # MODES="lo 50" RUNS=3: ~40 min on 2 cores
+#   bash benches/trees.sh                          # MODES="lo 50" RUNS=3: ~30 min on 2 cores
 #   MODES=lo RUNS=1 TREES=small bash benches/trees.sh   # a quick look
 #
 # Trees (built under $DIR, tmpfs by default, so that fsync costs nothing to anyone):
