@@ -94,3 +94,32 @@ fn a_session_cap_below_j_means_fewer_sessions_not_failures() {
         assert_eq!(md5_file(&srv.home("alice").join("t").join(f)), md5_file(&src.join(f)), "{f}");
     }
 }
+
+/// CTRL-SESS-5: the server closes connections of one client address beyond
+/// `max_pending_logins_per_ip` waiting for their login; the workers of `-j` connect a few at a
+/// time, so a `-j` above that cap still moves files over `-j` sessions.
+#[test]
+fn j_above_the_pending_login_cap_still_gets_that_many_sessions() {
+    let env = TestEnv::new();
+    env.configure(&[("max_pending_logins_per_ip", "10")]);
+    let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+    cmd.args(["user", "add", "alice", "--quota", "64MiB", "--root"]).arg(&env.root).env("XFER_PASSWORD", PW);
+    run(cmd).assert_ok();
+    let log = env.tmp.path().join("server.log");
+    let srv = ServerProcess::start(&env.root, "127.0.0.1:0", &log, &[]);
+    let cli = |args: &[&str]| run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, args));
+    let src = env.local("t");
+    tree(&src, 48);
+    cli(&["put", "-r", "-j", "16", "t"]).assert_ok();
+    for f in ["f1", "f47", "sub/f0", "sub/f45"] {
+        assert_eq!(md5_file(&env.root.join("homes/alice/t").join(f)), md5_file(&src.join(f)), "{f}");
+    }
+    // The sessions that uploaded, by client address and port.
+    let stderr = srv.stderr();
+    let peers: std::collections::HashSet<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("event=\"put\""))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("peer=")))
+        .collect();
+    assert_eq!(peers.len(), 16, "sessions that uploaded: {peers:?}");
+}

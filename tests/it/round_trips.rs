@@ -119,6 +119,28 @@ fn put_into_a_directory_needs_no_stat() {
     assert_eq!(std::fs::read(srv.home("alice").join("other.txt")).unwrap(), b"abc");
 }
 
+/// `put -r` walks the tree top down, so each directory below the root is made with one `Mkdir`
+/// (its parent exists), not one per component of its path (plus a `Stat` for each one that
+/// exists).
+#[test]
+fn put_r_makes_each_directory_in_one_round_trip() {
+    let (env, srv, proxy) = setup();
+    let dirs = ["t", "t/a", "t/a/b", "t/a/b/c", "t/a/b/c/d"];
+    for (i, d) in dirs.iter().enumerate() {
+        std::fs::create_dir(env.local(d)).unwrap();
+        make_file(&env.local(&format!("{d}/f")), 100, i as u64);
+    }
+    // One session (-j 1): TCP, TLS, login with the first Mkdir; then a Mkdir per directory
+    // below the root and one round trip per small file.
+    let n = round_trips(&env, &proxy, &["put", "-r", "-j", "1", "t"]);
+    let (below_root, files) = (dirs.len() - 1, dirs.len());
+    assert!(n <= 3 + below_root + files, "put -r took {n} round trips: {:?}", proxy.last());
+    for d in dirs {
+        let f = format!("{d}/f");
+        assert_eq!(std::fs::read(srv.home("alice").join(&f)).unwrap(), std::fs::read(env.local(&f)).unwrap());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The same rules at the protocol level.
 

@@ -23,6 +23,14 @@ use crate::remote::Ui;
 use crate::session::Session;
 use crate::transfers::{get_file, put_file};
 
+/// Worker logins in flight at once. A server keeps at most `max_pending_logins_per_ip` (16 by
+/// default) connections of one client address waiting for their login and closes further ones
+/// at once (CTRL-SESS-5): workers all connecting together lost everything above that cap, so
+/// `-j 32` moved files over 16 sessions. Half the default cap leaves room for another client
+/// on the same address; the next worker connects as soon as one has logged in. (A worker whose
+/// first file is large holds its permit for that file: the others still start, 8 at a time.)
+const LOGINS_AT_ONCE: usize = 8;
+
 /// One file to move.
 #[derive(Debug, Clone)]
 pub enum Job {
@@ -104,10 +112,11 @@ pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -
         ..ui.clone()
     };
     if workers > 1 {
+        let logins = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers {
             let (shared, opts, ui, session) = (shared.clone(), opts.clone(), worker_ui.clone(), main.sibling());
-            set.spawn(work(session, shared, opts, ui));
+            set.spawn(work(session, shared, opts, ui, logins.clone()));
         }
         while set.join_next().await.is_some() {}
     }
@@ -127,9 +136,11 @@ pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -
 
 /// One worker: its own session, jobs until none are left. A worker that cannot log in (the
 /// session cap, say) gives its job back and stops; the others, or the main session, take it.
-async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui) {
+/// It connects holding one of the `logins` permits, until its first reply.
+async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui, logins: Arc<tokio::sync::Semaphore>) {
     let mut served = 0;
     while let Some(job) = shared.next() {
+        let permit = if session.is_connected() { None } else { logins.acquire().await.ok() };
         let client = match session.client().await {
             Ok(c) => c,
             Err(e) if served == 0 || e.server_code == Some(ErrorCode::Busy) => {
@@ -142,6 +153,9 @@ async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui)
             }
         };
         let result = job.run(client, &opts, &ui).await;
+        // The login is pipelined with the first job (CTRL-AUTH-6): only its reply shows that the
+        // server has answered the login and freed the connection's pre-login slot.
+        drop(permit);
         let lost = result.as_ref().is_err_and(|e| e.is_connection_loss());
         shared.done(&job, result);
         served += 1;

@@ -24,20 +24,24 @@ pub async fn mkdir_p(client: &mut Client, path: &str) -> Result<(), CliError> {
             prefix.push('/');
         }
         prefix.push_str(part);
-        match client.mkdir(&prefix).await {
-            Ok(()) => {}
-            Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
-                if remote_kind(client, &prefix).await? != Some(EntryKind::Dir) {
-                    return Err(CliError::new(
-                        ExitCode::RemotePath,
-                        format!("{prefix}: exists and is not a directory"),
-                    ));
-                }
-            }
-            Err(e) => return Err(CliError::from(e).context(&prefix)),
-        }
+        mkdir_one(client, &prefix).await?;
     }
     Ok(())
+}
+
+/// Creates the directory `path`, whose parent exists; an existing directory is fine. One round
+/// trip, two when something exists there already.
+async fn mkdir_one(client: &mut Client, path: &str) -> Result<(), CliError> {
+    match client.mkdir(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(ErrorCode::AlreadyExists) => {
+            if remote_kind(client, path).await? != Some(EntryKind::Dir) {
+                return Err(CliError::new(ExitCode::RemotePath, format!("{path}: exists and is not a directory")));
+            }
+            Ok(())
+        }
+        Err(e) => Err(CliError::from(e).context(path)),
+    }
 }
 
 /// Removes `path`, and everything under it when it is a directory (depth first).
@@ -85,7 +89,13 @@ pub async fn put_tree(
             ui.note(format!("{}: already visited (a symlink loop?); skipped", dir.display()));
             continue;
         }
-        mkdir_p(client, &rdir).await?;
+        // The walk goes top down, so below the root every parent exists already: one `Mkdir`
+        // per directory, not one per component of its path.
+        if rdir == remote {
+            mkdir_p(client, &rdir).await?;
+        } else {
+            mkdir_one(client, &rdir).await?;
+        }
         let mut subdirs = Vec::new();
         for (path, name) in sorted_entries(&dir)? {
             let rpath = format!("{}/{name}", rdir.trim_end_matches('/'));
