@@ -424,6 +424,34 @@ impl Client {
         }
     }
 
+    /// `Stat` and `Walk` of one path sent back to back and answered in order (CTRL-TREE-1):
+    /// what the path is and, if it is a directory, everything beneath it, in one round trip.
+    /// A failed `Stat` (a missing path, say) still reads the `Walk`'s reply, so the
+    /// connection stays in step.
+    pub async fn stat_and_walk(&mut self, path: &str) -> Result<(Entry, Vec<TreeEntry>), ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        for req in [Request::Stat { path: path.to_string() }, Request::Walk { path: path.to_string() }] {
+            self.writer.write_control(&req).await.map_err(ConnError::from)?;
+        }
+        let stat = match self.read_response().await {
+            Ok(r) => Ok(r),
+            Err(e @ ClientError::Server { .. }) => Err(e),
+            // The connection itself failed: nothing more can be read.
+            Err(e) => return Err(e),
+        };
+        let walk = self.read_response().await;
+        let entry = match stat? {
+            Response::Stat { entry } => entry,
+            other => return Err(unexpected(other)),
+        };
+        match walk? {
+            Response::Tree { entries } => Ok((entry, entries)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The remote entries matching a glob pattern, expanded by the server (CTRL-GLOB-1).
     pub async fn glob(&mut self, pattern: &str) -> Result<Vec<TreeEntry>, ClientError> {
         match self.call(&Request::Glob { pattern: pattern.to_string() }).await? {

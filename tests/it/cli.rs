@@ -579,6 +579,17 @@ async fn prints_json_results_and_survives_a_closed_stdout() {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
         assert_eq!(status.code(), Some(0), "{err}");
         assert!(!err.contains("panicked"), "{err}");
+        // Full stdout and stderr (`/dev/full`): no panic (exit 101). A failing command exits
+        // with its own code, an upload does its work, and results that cannot be written are
+        // a local failure (as `ls > /dev/full` is for coreutils).
+        let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        for (args, code) in [(&["get", "missing", "x"][..], 4), (&["put", "j", "j3"][..], 0), (&["ls", "-l"][..], 3)] {
+            let mut cmd = client_cmd(&srv.addr_string(), "alice", PW, &env.config_dir, &env.work, args);
+            cmd.stdout(full()).stderr(full());
+            let status = cmd.status().unwrap();
+            assert_eq!(status.code(), Some(code), "{args:?} with stdout and stderr full");
+        }
+        assert!(srv.home("alice").join("j3").is_file());
     })
     .await
 }

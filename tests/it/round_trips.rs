@@ -327,3 +327,29 @@ async fn auto_sends_small_files_over_tcp_and_larger_ones_over_udp() {
     })
     .await;
 }
+
+/// A no-change `sync` asks what the remote tree holds with `Stat` and `Walk` sent together
+/// (CTRL-TREE-1), pipelined behind the login: TCP, TLS, then one flight, in both directions.
+#[test]
+fn no_change_sync_takes_three_round_trips() {
+    let (env, srv, proxy) = setup();
+    std::fs::create_dir_all(env.local("site/sub")).unwrap();
+    for i in 0..50u64 {
+        let dir = if i % 2 == 0 { "site" } else { "site/sub" };
+        make_file(&env.local(&format!("{dir}/f{i}")), 100, i);
+    }
+    cli(&env, &proxy, &["sync", "site", ":www"]).assert_ok();
+    assert!(srv.home("alice").join("www/sub/f1").is_file());
+    let n = round_trips(&env, &proxy, &["sync", "site", ":www"]);
+    assert!(n <= 3, "a no-change sync up took {n} round trips: {:?}", proxy.last());
+    cli(&env, &proxy, &["sync", ":www", "back"]).assert_ok();
+    let n = round_trips(&env, &proxy, &["sync", ":www", "back"]);
+    assert!(n <= 3, "a no-change sync down took {n} round trips: {:?}", proxy.last());
+    // A missing remote directory is still told apart (and then made) in that one flight.
+    cli(&env, &proxy, &["sync", "site", ":fresh"]).assert_ok();
+    assert!(srv.home("alice").join("fresh/sub/f1").is_file());
+    // A remote file is not a directory to sync with.
+    std::fs::write(srv.home("alice").join("plain"), b"x").unwrap();
+    let out = cli(&env, &proxy, &["sync", ":plain", "back2"]);
+    assert!(!out.status.success(), "sync from a remote file succeeded");
+}

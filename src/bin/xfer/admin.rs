@@ -28,17 +28,17 @@ fn serve_inner(root: &Path, listen: Option<&str>) -> Result<(), String> {
         let listener =
             tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("xfer: listening on {local} (root {})", root.display());
-        println!("xfer: TLS certificate fingerprint {}", format_fingerprint(&srv.fingerprint));
+        say!("xfer: listening on {local} (root {})", root.display());
+        say!("xfer: TLS certificate fingerprint {}", format_fingerprint(&srv.fingerprint));
         if srv.state.store.list_users().map_err(|e| e.to_string())?.is_empty() {
-            println!(
+            say!(
                 "xfer: no users yet; add one with:\n  XFER_PASSWORD='secret' xfer user add NAME --quota 1GiB --root {}",
                 root.display()
             );
         }
         let _ = std::io::stdout().flush();
         server::run(listener, srv.state, shutdown).await;
-        println!("xfer: stopped");
+        say!("xfer: stopped");
         Ok(())
     })
 }
@@ -120,7 +120,7 @@ fn absolute(p: &Path) -> std::path::PathBuf {
 /// A diagnostic on stderr, unless quiet.
 fn note(quiet: bool, msg: String) {
     if !quiet {
-        eprintln!("xfer: {msg}");
+        diag!("xfer: {msg}");
     }
 }
 

@@ -1,6 +1,24 @@
 //! `xfer`: one binary for the server, the admin commands and the client.
 //! Argument parsing and wiring only; the work lives in the library.
 
+/// `eprintln!` that never panics: a line for a closed or full stderr is dropped (the exit
+/// code still tells the failure).
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics, for the lines of `serve` (a closed stdout is no reason to stop
+/// a server).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod address;
 mod admin;
 mod args;
@@ -42,7 +60,7 @@ fn main() -> std::process::ExitCode {
         Err(e) if e.broken_pipe => ExitCode::Success.into(),
         Err(e) => {
             if !e.message.is_empty() {
-                eprintln!("xfer: {}", escape::terminal_safe(&e.message));
+                diag!("xfer: {}", escape::terminal_safe(&e.message));
             }
             e.code.into()
         }

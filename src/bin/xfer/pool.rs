@@ -83,7 +83,7 @@ impl Shared {
         self.total.set_message(format!("{n}/{} files", self.files));
         if let Err(e) = result {
             if self.keep_going {
-                self.total.suspend(|| eprintln!("xfer: {}", crate::escape::terminal_safe(&e.message)));
+                self.total.suspend(|| diag!("xfer: {}", crate::escape::terminal_safe(&e.message)));
             }
             lock(&self.failures).push(e);
         }

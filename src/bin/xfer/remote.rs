@@ -31,7 +31,7 @@ impl Ui {
     /// A diagnostic line on stderr, unless `-q`.
     pub fn note(&self, text: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("xfer: {text}");
+            diag!("xfer: {text}");
         }
     }
 }

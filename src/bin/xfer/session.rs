@@ -64,7 +64,10 @@ impl Target {
 }
 
 fn ask_trust(host: &str, fingerprint: &str) -> bool {
-    eprint!("The server {host} is not known yet.\nIts certificate fingerprint is {fingerprint}.\nTrust it and continue? [y/N] ");
+    let _ = write!(
+        std::io::stderr(),
+        "The server {host} is not known yet.\nIts certificate fingerprint is {fingerprint}.\nTrust it and continue? [y/N] "
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);

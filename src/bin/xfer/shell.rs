@@ -67,7 +67,7 @@ pub fn run(g: &Global, keep_going: bool) -> Result<(), CliError> {
             if e.broken_pipe {
                 break;
             }
-            eprintln!("xfer: {e}");
+            diag!("xfer: {e}");
             if batch && !keep_going {
                 first_failure = Some(e);
                 break;

@@ -168,7 +168,7 @@ async fn run_steps(
         match execute(client, dir, action).await {
             Ok(()) => tally.count(action),
             Err(e) if args.keep_going && !e.is_connection_loss() => {
-                eprintln!("xfer: {}", crate::escape::terminal_safe(&e.message));
+                diag!("xfer: {}", crate::escape::terminal_safe(&e.message));
                 tally.failed += 1;
             }
             Err(e) => return Err(e),
@@ -210,14 +210,16 @@ fn direction(src: &str, dst: &str) -> Result<Direction, CliError> {
 /// The remote tree under `path`, or None if nothing is there. A path that is not a directory
 /// is refused.
 async fn remote_tree(client: &mut Client, path: &str) -> Result<Option<Tree>, CliError> {
-    match client.stat(path).await {
-        Ok(e) if e.kind == EntryKind::Dir => {}
+    // One round trip for both: the Stat tells a directory from a file the Walk would list
+    // under its own name.
+    let entries = match client.stat_and_walk(path).await {
+        Ok((e, entries)) if e.kind == EntryKind::Dir => entries,
         Ok(_) => return Err(CliError::new(ExitCode::RemotePath, format!("{path}: not a remote directory"))),
         Err(e) if e.code() == Some(ErrorCode::NotFound) => return Ok(None),
         Err(e) => return Err(CliError::from(e).context(path)),
-    }
+    };
     let mut tree = Tree::new();
-    for e in client.walk(path).await.map_err(|e| CliError::from(e).context(path))? {
+    for e in entries {
         let Some(parts) = tree::safe_rel(&e.path) else {
             return Err(CliError::new(
                 ExitCode::Protocol,
@@ -456,7 +458,7 @@ fn finish(t: &Tally, actions: &[Action], dry_run: bool, ui: &Ui) -> Result<(), C
         }))?;
     } else if !ui.quiet {
         let verb = if dry_run { "would copy" } else { "copied" };
-        eprintln!(
+        diag!(
             "sync: {verb} {} files ({}), {} directories created, {} deleted, {} unchanged{}",
             t.copied,
             format_size(t.bytes),

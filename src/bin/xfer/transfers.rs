@@ -397,7 +397,7 @@ fn summary_line(ui: &Ui, verb: &str, from: &str, to: &str, t: &Timed) {
     let resumed =
         if s.resumed_from > 0 { format!(", resumed at {}", format_size(s.resumed_from)) } else { String::new() };
     let via = output::transport_name(s.transport);
-    eprintln!(
+    diag!(
         "{verb} {} -> {}: {} in {:.2} s ({}/s) over {via}{resumed}",
         crate::escape::terminal_safe(from),
         crate::escape::terminal_safe(to),
@@ -406,10 +406,10 @@ fn summary_line(ui: &Ui, verb: &str, from: &str, to: &str, t: &Timed) {
         format_size(rate as u64)
     );
     if ui.verbose > 0 {
-        eprintln!("  md5 {}  transport {via}", hex_digest(&s.md5));
+        diag!("  md5 {}  transport {via}", hex_digest(&s.md5));
         if let Some(u) = &s.udp_stats {
             let moved = u.sent_bytes.saturating_sub(u.retransmitted_bytes).max(1);
-            eprintln!(
+            diag!(
                 "  udp: {} datagrams of up to {} bytes, {} retransmitted ({:.2}% of the data), {} lost, \
                  rtt {:.1} ms (min {:.1}), bottleneck {}/s",
                 u.sent_packets,
