@@ -95,6 +95,29 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
+/// A temporary directory for a back end's data, marked with this process's id. The shared
+/// back ends live in statics, which are never dropped, so their directories outlive the test
+/// process: each new one first removes those whose process is gone.
+fn back_end_dir(prefix: &str) -> tempfile::TempDir {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            let owner = std::fs::read_to_string(entry.path().join("owner.pid")).ok();
+            let alive = owner.and_then(|p| p.trim().parse::<i32>().ok()).map(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if alive == Some(false) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("back-end temp dir");
+    std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string()).expect("owner.pid");
+    dir
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -156,7 +179,7 @@ impl Postgres {
 
     /// A server of its own, for tests that stop and restart it.
     pub fn start() -> Postgres {
-        let dir = tempfile::Builder::new().prefix("xfer-pg-").tempdir().expect("pg temp dir");
+        let dir = back_end_dir("xfer-pg-");
         let ids = is_root().then(postgres_ids);
         let data = dir.path().join("data");
         let log = dir.path().join("log");
@@ -307,7 +330,7 @@ impl S3 {
 
     /// A gateway of its own, for tests that stop and restart it.
     pub fn start() -> S3 {
-        let dir = tempfile::Builder::new().prefix("xfer-s3-").tempdir().expect("s3 temp dir");
+        let dir = back_end_dir("xfer-s3-");
         let config = format!(
             r#"{{"identities":[{{"name":"xfer","credentials":[{{"accessKey":"{S3_ACCESS_KEY}","secretKey":"{S3_SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
         );
