@@ -107,7 +107,8 @@ fn back_end_dir(prefix: &str) -> tempfile::TempDir {
                 continue;
             }
             let owner = std::fs::read_to_string(entry.path().join("owner.pid")).ok();
-            let alive = owner.and_then(|p| p.trim().parse::<i32>().ok()).map(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            let alive =
+                owner.and_then(|p| p.trim().parse::<i32>().ok()).map(|pid| Path::new(&format!("/proc/{pid}")).exists());
             if alive == Some(false) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
