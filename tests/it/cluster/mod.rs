@@ -6,6 +6,7 @@ mod object_servers;
 mod object_storage;
 mod object_tree;
 mod object_udp;
+mod profile;
 mod store_bench;
 mod store_pg;
 mod store_servers;

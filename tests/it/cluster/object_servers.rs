@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::cluster::{Postgres, S3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
+use super::profile::{s3_env, s3_env_with};
+use crate::support::cluster::*;
 use crate::support::*;
 use xfer::client::{TransferOptions, TransportChoice};
 use xfer::home::HomePath;
 use xfer::proto::{ErrorCode, Request, Response};
-use xfer::storage::object::{ObjectConfig, ObjectService, SEGMENT_SIZE};
+use xfer::storage::object::SEGMENT_SIZE;
 use xfer::storage::Storage;
 use xfer::transfer::progress::{no_progress, Progress};
 
@@ -24,45 +25,6 @@ const SEG: u64 = SEGMENT_SIZE;
 
 fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
     TransferOptions { resume, transport, rate_limit: None }
-}
-
-/// A root whose config names the shared store `url` and the bucket root `s3_root` of `s3`.
-fn s3_env(url: &str, s3: &S3, s3_root: &str) -> TestEnv {
-    s3_env_with(url, s3, s3_root, &[])
-}
-
-/// As [`s3_env`], with more config edits.
-fn s3_env_with(url: &str, s3: &S3, s3_root: &str, edits: &[(&str, &str)]) -> TestEnv {
-    let env = TestEnv::new();
-    std::fs::create_dir_all(&env.root).unwrap();
-    let mut all = vec![("shutdown_grace_secs", "3")];
-    all.extend_from_slice(edits);
-    let config =
-        config_with(&all).replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\nlease_secs = 2\n"), 1).replacen(
-            "kind = \"local\"\n",
-            &format!(
-                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\nroot = \"{s3_root}\"\n\
-                 access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
-                s3.endpoint()
-            ),
-            1,
-        );
-    assert!(config.contains("kind = \"s3\"") && config.contains(url), "the default config has both tables");
-    std::fs::write(env.root.join("xfer.toml"), config).unwrap();
-    env
-}
-
-/// A view of the namespace from outside the servers.
-fn namespace(url: &str, s3: &S3, s3_root: &str) -> ObjectService {
-    let c = ObjectConfig {
-        endpoint: s3.endpoint(),
-        bucket: S3_BUCKET.into(),
-        region: "us-east-1".into(),
-        root: s3_root.into(),
-        access_key_id: S3_ACCESS_KEY.into(),
-        secret_access_key: S3_SECRET_KEY.into(),
-    };
-    ObjectService::start(&c, url, "test-view").unwrap()
 }
 
 /// Runs a blocking storage call off the async threads.

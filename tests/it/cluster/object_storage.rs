@@ -9,7 +9,7 @@ use xfer::home::{EntryKind, HomePath};
 use xfer::storage::object::{ObjectBackend, ObjectConfig, ObjectStorage};
 use xfer::storage::{LocalStorage, Staging, Storage, StorageError};
 
-use crate::support::cluster::{Postgres, S3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
+use crate::support::cluster::*;
 
 /// The smallest segment S3 multipart allows; keeps the test files small.
 const SEG: u64 = 5 << 20;
@@ -19,35 +19,16 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn config(s3: &S3, root: &str) -> ObjectConfig {
-    ObjectConfig {
-        endpoint: s3.endpoint(),
-        bucket: S3_BUCKET.into(),
-        region: "us-east-1".into(),
-        root: root.into(),
-        access_key_id: S3_ACCESS_KEY.into(),
-        secret_access_key: S3_SECRET_KEY.into(),
-    }
-}
-
 /// One "server": its own pool and object client on the shared database and bucket root.
 fn server(rt: &tokio::runtime::Runtime, s3: &S3, root: &str, db: &str, id: &str) -> Arc<ObjectBackend> {
     let pool = xfer::pg::connect(db).unwrap();
-    rt.block_on(ObjectBackend::with_segment_size(&config(s3, root), pool, id, SEG)).unwrap()
+    rt.block_on(ObjectBackend::with_segment_size(&object_config(s3, root), pool, id, SEG)).unwrap()
 }
 
 /// A raw OpenDAL client on the same bucket root, to look at and tamper with the objects.
 fn raw(rt: &tokio::runtime::Runtime, s3: &S3, root: &str) -> opendal::Operator {
-    let c = config(s3, root);
     let _g = rt.enter();
-    let b = opendal::services::S3::default()
-        .endpoint(&c.endpoint)
-        .bucket(&c.bucket)
-        .region(&c.region)
-        .root(&c.root)
-        .access_key_id(&c.access_key_id)
-        .secret_access_key(&c.secret_access_key);
-    opendal::Operator::new(b).unwrap()
+    raw_objects(s3, root)
 }
 
 fn keys(rt: &tokio::runtime::Runtime, op: &opendal::Operator, prefix: &str) -> Vec<String> {

@@ -7,36 +7,17 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::support::cluster::{Postgres, S3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
+use super::profile::s3_env;
+use crate::support::cluster::*;
 use crate::support::*;
 use xfer::home::{EntryKind, HomePath, TreeItem};
 use xfer::proto::{ErrorCode, Request, Response};
-use xfer::storage::object::{ObjectConfig, ObjectService};
+use xfer::storage::object::ObjectService;
 use xfer::storage::Storage;
 
 const PW: &str = "objtree-pw";
 /// A fixed past modification time, far from "now", so a kept mtime cannot be a coincidence.
 const OLD: i64 = 1_000_000_000;
-
-/// A root whose config names the shared store `url` and the bucket root `s3_root` of `s3`.
-fn s3_env(url: &str, s3: &S3, s3_root: &str) -> TestEnv {
-    let env = TestEnv::new();
-    std::fs::create_dir_all(&env.root).unwrap();
-    let config = config_with(&[("shutdown_grace_secs", "3")])
-        .replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\nlease_secs = 2\n"), 1)
-        .replacen(
-            "kind = \"local\"\n",
-            &format!(
-                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\nroot = \"{s3_root}\"\n\
-                 access_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
-                s3.endpoint()
-            ),
-            1,
-        );
-    assert!(config.contains("kind = \"s3\"") && config.contains(url), "the default config has both tables");
-    std::fs::write(env.root.join("xfer.toml"), config).unwrap();
-    env
-}
 
 /// A fresh database and bucket root, and a server in the S3 profile on them.
 struct Cluster {
@@ -68,15 +49,7 @@ impl Cluster {
 
     /// The namespace seen from outside the servers.
     fn namespace(&self) -> ObjectService {
-        let c = ObjectConfig {
-            endpoint: S3::shared().endpoint(),
-            bucket: S3_BUCKET.into(),
-            region: "us-east-1".into(),
-            root: self.root.clone(),
-            access_key_id: S3_ACCESS_KEY.into(),
-            secret_access_key: S3_SECRET_KEY.into(),
-        };
-        ObjectService::start(&c, &self.url, "test-view").unwrap()
+        namespace(&self.url, S3::shared(), &self.root)
     }
 
     fn usage(&self) -> (u64, u64, u64) {

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::cluster::{Postgres, S3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
+use super::profile::s3_env;
+use crate::support::cluster::*;
 use crate::support::*;
 use xfer::client::{TransferOptions, TransportChoice};
 use xfer::home::HomePath;
 use xfer::proto::{ErrorCode, Transport};
-use xfer::storage::object::{ObjectConfig, ObjectService, SEGMENT_SIZE};
+use xfer::storage::object::SEGMENT_SIZE;
 use xfer::storage::Storage;
 use xfer::transfer::progress::{no_progress, Progress};
 
@@ -21,56 +22,6 @@ const SEG: u64 = SEGMENT_SIZE;
 
 fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
     TransferOptions { resume, transport, rate_limit: None }
-}
-
-fn config(s3: &S3, root: &str) -> ObjectConfig {
-    ObjectConfig {
-        endpoint: s3.endpoint(),
-        bucket: S3_BUCKET.into(),
-        region: "us-east-1".into(),
-        root: root.into(),
-        access_key_id: S3_ACCESS_KEY.into(),
-        secret_access_key: S3_SECRET_KEY.into(),
-    }
-}
-
-/// A root whose config names the shared store `url` and the bucket root `s3_root` of `s3`.
-fn s3_env(url: &str, s3: &S3, s3_root: &str) -> TestEnv {
-    let env = TestEnv::new();
-    std::fs::create_dir_all(&env.root).unwrap();
-    let c = config(s3, s3_root);
-    let config = config_with(&[("shutdown_grace_secs", "3")])
-        .replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\nlease_secs = 2\n"), 1)
-        .replacen(
-            "kind = \"local\"\n",
-            &format!(
-                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nroot = \"{}\"\n\
-                 access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
-                c.endpoint, c.bucket, c.root, c.access_key_id, c.secret_access_key
-            ),
-            1,
-        );
-    assert!(config.contains("kind = \"s3\"") && config.contains(url), "the default config has both tables");
-    std::fs::write(env.root.join("xfer.toml"), config).unwrap();
-    env
-}
-
-/// A view of the namespace from outside the servers.
-fn namespace(url: &str, s3: &S3, s3_root: &str) -> ObjectService {
-    ObjectService::start(&config(s3, s3_root), url, "test-view").unwrap()
-}
-
-/// A raw OpenDAL client on the same bucket root, to tamper with the objects.
-fn raw_objects(s3: &S3, root: &str) -> opendal::Operator {
-    let c = config(s3, root);
-    let b = opendal::services::S3::default()
-        .endpoint(&c.endpoint)
-        .bucket(&c.bucket)
-        .region(&c.region)
-        .root(&c.root)
-        .access_key_id(&c.access_key_id)
-        .secret_access_key(&c.secret_access_key);
-    opendal::Operator::new(b).unwrap()
 }
 
 async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -424,3 +424,37 @@ fn unsigned_put_status(port: u16) -> Option<u16> {
     let line = std::str::from_utf8(&buf[..n]).ok()?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The S3 profile, as the xfer tests configure it
+
+/// The object store of `s3` under the bucket root `root`.
+pub fn object_config(s3: &S3, root: &str) -> xfer::storage::object::ObjectConfig {
+    xfer::storage::object::ObjectConfig {
+        endpoint: s3.endpoint(),
+        bucket: S3_BUCKET.into(),
+        region: "us-east-1".into(),
+        root: root.into(),
+        access_key_id: S3_ACCESS_KEY.into(),
+        secret_access_key: S3_SECRET_KEY.into(),
+    }
+}
+
+/// A view of the namespace from outside the servers.
+pub fn namespace(url: &str, s3: &S3, s3_root: &str) -> xfer::storage::object::ObjectService {
+    xfer::storage::object::ObjectService::start(&object_config(s3, s3_root), url, "test-view").unwrap()
+}
+
+/// A raw OpenDAL client on the same bucket root, to look at and tamper with the objects.
+/// Call it inside a tokio runtime context.
+pub fn raw_objects(s3: &S3, root: &str) -> opendal::Operator {
+    let c = object_config(s3, root);
+    let b = opendal::services::S3::default()
+        .endpoint(&c.endpoint)
+        .bucket(&c.bucket)
+        .region(&c.region)
+        .root(&c.root)
+        .access_key_id(&c.access_key_id)
+        .secret_access_key(&c.secret_access_key);
+    opendal::Operator::new(b).unwrap()
+}

@@ -1,0 +1,32 @@
+//! Server roots in the S3 profile, as the cluster tests configure them.
+
+use crate::support::cluster::{object_config, S3};
+use crate::support::{config_with, TestEnv};
+
+/// A server root whose config names the shared store `url` and the bucket root `s3_root` of
+/// `s3`, with the config `edits` of [`config_with`].
+pub fn s3_env_with(url: &str, s3: &S3, s3_root: &str, edits: &[(&str, &str)]) -> TestEnv {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(&env.root).unwrap();
+    let mut all = vec![("shutdown_grace_secs", "3")];
+    all.extend_from_slice(edits);
+    let c = object_config(s3, s3_root);
+    let config =
+        config_with(&all).replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\nlease_secs = 2\n"), 1).replacen(
+            "kind = \"local\"\n",
+            &format!(
+                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nroot = \"{}\"\n\
+                 access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                c.endpoint, c.bucket, c.root, c.access_key_id, c.secret_access_key
+            ),
+            1,
+        );
+    assert!(config.contains("kind = \"s3\"") && config.contains(url), "the default config has both tables");
+    std::fs::write(env.root.join("xfer.toml"), config).unwrap();
+    env
+}
+
+/// As [`s3_env_with`], with no further edits.
+pub fn s3_env(url: &str, s3: &S3, s3_root: &str) -> TestEnv {
+    s3_env_with(url, s3, s3_root, &[])
+}
