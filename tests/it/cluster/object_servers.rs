@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::profile::{s3_env, s3_env_with};
+use super::profile::{off, opts, path, s3_env, s3_env_with};
 use crate::support::cluster::*;
 use crate::support::*;
-use xfer::client::{TransferOptions, TransportChoice};
-use xfer::home::HomePath;
+use xfer::client::TransportChoice;
 use xfer::proto::{ErrorCode, Request, Response};
 use xfer::storage::object::SEGMENT_SIZE;
 use xfer::storage::Storage;
@@ -22,19 +21,6 @@ use super::store_pg::admin_store;
 const PW: &str = "objects-pw";
 const MIB: u64 = 1 << 20;
 const SEG: u64 = SEGMENT_SIZE;
-
-fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
-    TransferOptions { resume, transport, rate_limit: None }
-}
-
-/// Runs a blocking storage call off the async threads.
-async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-fn path(p: &str) -> HomePath {
-    HomePath::resolve(&HomePath::root(), p).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_ls_mv_rm_through_a_server_in_the_s3_profile() {

@@ -7,10 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::profile::s3_env;
+use super::profile::{path, s3_env};
 use crate::support::cluster::*;
 use crate::support::*;
-use xfer::home::{EntryKind, HomePath, TreeItem};
+use xfer::home::{EntryKind, TreeItem};
 use xfer::proto::{ErrorCode, Request, Response};
 use xfer::storage::object::ObjectService;
 use xfer::storage::Storage;
@@ -63,10 +63,6 @@ impl Cluster {
         wait_until_blocking(Duration::from_secs(10), || self.usage() == want);
         self.usage()
     }
-}
-
-fn path(p: &str) -> HomePath {
-    HomePath::resolve(&HomePath::root(), p).unwrap()
 }
 
 /// Every entry beneath `top` in `user`'s home, as the namespace walks it.

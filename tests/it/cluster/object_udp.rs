@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::profile::s3_env;
+use super::profile::{off, opts, path, s3_env};
 use crate::support::cluster::*;
 use crate::support::*;
 use xfer::client::{TransferOptions, TransportChoice};
-use xfer::home::HomePath;
 use xfer::proto::{ErrorCode, Transport};
 use xfer::storage::object::SEGMENT_SIZE;
 use xfer::storage::Storage;
@@ -19,18 +18,6 @@ use xfer::transfer::progress::{no_progress, Progress};
 const PW: &str = "objects-udp-pw";
 const MIB: u64 = 1 << 20;
 const SEG: u64 = SEGMENT_SIZE;
-
-fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
-    TransferOptions { resume, transport, rate_limit: None }
-}
-
-async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-fn path(p: &str) -> HomePath {
-    HomePath::resolve(&HomePath::root(), p).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_and_get_of_a_multi_segment_file_over_udp_in_the_s3_profile() {

@@ -2,6 +2,8 @@
 
 use crate::support::cluster::{object_config, S3};
 use crate::support::{config_with, TestEnv};
+use xfer::client::{TransferOptions, TransportChoice};
+use xfer::home::HomePath;
 
 /// A server root whose config names the shared store `url` and the bucket root `s3_root` of
 /// `s3`, with the config `edits` of [`config_with`].
@@ -29,4 +31,19 @@ pub fn s3_env_with(url: &str, s3: &S3, s3_root: &str, edits: &[(&str, &str)]) ->
 /// As [`s3_env_with`], with no further edits.
 pub fn s3_env(url: &str, s3: &S3, s3_root: &str) -> TestEnv {
     s3_env_with(url, s3, s3_root, &[])
+}
+
+/// Transfer options with `transport` and `resume`, no rate limit.
+pub fn opts(transport: TransportChoice, resume: bool) -> TransferOptions {
+    TransferOptions { resume, transport, rate_limit: None }
+}
+
+/// Runs a blocking storage call off the async threads.
+pub async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// A home path from its text.
+pub fn path(p: &str) -> HomePath {
+    HomePath::resolve(&HomePath::root(), p).unwrap()
 }
