@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use xfer::home::HomePath;
-use xfer::storage::object::{ObjectBackend, ObjectConfig};
+use xfer::storage::object::ObjectBackend;
 use xfer::storage::{LocalStorage, Storage};
 
-use cluster::{Postgres, S3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
+use cluster::{object_config, raw_objects, Postgres, S3, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
 
 /// Bytes per write, as a TCP upload hands them over.
 const CHUNK: usize = 1 << 20;
@@ -37,14 +37,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (pg, s3) = (Postgres::start(), S3::start());
     let root = s3.unique_root();
-    let config = ObjectConfig {
-        endpoint: s3.endpoint(),
-        bucket: S3_BUCKET.into(),
-        region: "us-east-1".into(),
-        root: root.clone(),
-        access_key_id: S3_ACCESS_KEY.into(),
-        secret_access_key: S3_SECRET_KEY.into(),
-    };
+    let config = object_config(&s3, &root);
     let pool = xfer::pg::connect(&pg.create_database()).unwrap();
     let backend = rt.block_on(ObjectBackend::connect(&config, pool, "bench")).unwrap();
     let object = backend.home("bench");
@@ -63,7 +56,10 @@ fn main() {
     }
     std::fs::write(&src, &data).unwrap();
     let digest: [u8; 16] = Md5::digest(&data).into();
-    let op = raw(&rt, &config);
+    let op = {
+        let _g = rt.enter();
+        raw_objects(&s3, &root)
+    };
 
     let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
     let mut time = |name: &'static str, f: &mut dyn FnMut()| {
@@ -139,16 +135,4 @@ fn get(storage: &dyn Storage, p: &HomePath, digest: &[u8; 16]) {
         pos += n as u64;
     }
     assert_eq!(<[u8; 16]>::from(hasher.finalize()), *digest);
-}
-
-fn raw(rt: &tokio::runtime::Runtime, c: &ObjectConfig) -> opendal::Operator {
-    let _g = rt.enter();
-    let b = opendal::services::S3::default()
-        .endpoint(&c.endpoint)
-        .bucket(&c.bucket)
-        .region(&c.region)
-        .root(&c.root)
-        .access_key_id(&c.access_key_id)
-        .secret_access_key(&c.secret_access_key);
-    opendal::Operator::new(b).unwrap()
 }
