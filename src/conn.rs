@@ -139,6 +139,15 @@ impl Batch {
         self.0.extend_from_slice(&chunk.header());
         self.0.extend_from_slice(&chunk.data);
     }
+
+    /// Queues everything `other` holds behind what this one holds.
+    pub fn append(&mut self, other: Batch) {
+        self.0.extend_from_slice(&other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! It reports transfer progress through [`crate::transfer::Progress`] events and never
 //! renders anything itself.
 
+mod ahead;
 pub mod fallback;
 mod files;
 mod greeting;
@@ -29,6 +30,7 @@ use crate::transfer::TransferError;
 use greeting::{Expect, Greeting};
 use known_hosts::KnownHosts;
 
+pub use ahead::AHEAD_MAX;
 pub use files::SMALL_TRANSFER_MAX;
 pub use transfer::TransferSummary;
 
@@ -117,6 +119,8 @@ pub struct Client {
     walked: Option<TreeEntry>,
     /// The rate limit of the transfer in progress, for TCP pacing (CTRL-XFER-9).
     tcp_rate: Option<u64>,
+    /// Small transfers sent ahead whose replies are unread (CTRL-PUT-8, CTRL-GET-6).
+    ahead: ahead::AheadQueue,
 }
 
 /// What `SetAttrs` writes: the source's mtime, and its permission bits when kept.
@@ -218,6 +222,7 @@ impl Client {
             walk_behind_get: false,
             walked: None,
             tcp_rate: None,
+            ahead: ahead::AheadQueue::default(),
         })
     }
 
@@ -234,6 +239,10 @@ impl Client {
     async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         if self.broken {
             return Err(ClientError::Broken);
+        }
+        if self.ahead_in_flight() > 0 {
+            // Its reply would be read as theirs (CTRL-SESS-1).
+            return Err(ClientError::Protocol("a request is sent while small transfers are unanswered".into()));
         }
         self.writer.write_control(req).await.map_err(ConnError::from)?;
         self.read_response().await

@@ -14,7 +14,7 @@ use super::partial::{self, open_local_partial, partial_path};
 use super::{unexpected, Client, ClientError};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
-use crate::proto::{DataChunk, ErrorCode, Frame, Request, Response, Transport, CHUNK_SIZE};
+use crate::proto::{ErrorCode, Frame, Request, Response, Transport};
 use crate::transfer::{self, spawn_reader, spawn_writer, ChunkCheck, Progress, ProgressFn, SourceItem, TransferError};
 
 /// What a finished transfer did.
@@ -65,85 +65,6 @@ impl Client {
         }
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: offset, md5, transport: Transport::Tcp, udp_stats: None })
-    }
-
-    /// A small upload in one round trip: `Put`, the data and `PutEnd` leave together, without
-    /// waiting for `PutReady` (CTRL-PUT-7).
-    async fn put_inline(
-        &mut self,
-        file: std::fs::File,
-        size: u64,
-        remote: &str,
-        progress: ProgressFn,
-    ) -> Result<TransferSummary, ClientError> {
-        if self.broken {
-            return Err(ClientError::Broken);
-        }
-        let data = read_small(file, size).await?;
-        let md5: Md5Digest = Md5::digest(&data).into();
-        let mut batch = Batch::new();
-        let put = Request::Put { path: remote.to_string(), size, resume: false, transport: Transport::Tcp };
-        batch.control(&put).map_err(ConnError::from)?;
-        let frames = if data.is_empty() { 0 } else { 1 };
-        if frames > 0 {
-            batch.data(&DataChunk::new(0, data));
-        }
-        batch.control(&Request::PutEnd { md5 }).map_err(ConnError::from)?;
-        // CTRL-ATTR-2: the file's attributes ride along, applied only if this upload commits.
-        let attrs = self.attrs_pending.take();
-        if let Some(a) = attrs {
-            let req =
-                Request::SetAttrs { path: remote.to_string(), mtime: a.mtime, mode: a.mode, upload_md5: Some(md5) };
-            batch.control(&req).map_err(ConnError::from)?;
-        }
-        let behind = usize::from(attrs.is_some());
-        progress(Progress::Start { total: size, offset: 0 });
-        pace::pace(&mut self.tcp_rate.map(Pacer::new), size).await;
-        self.writer.write_batch(batch).await.map_err(ConnError::from)?;
-        self.settle_greeting().await?;
-        match self.read_reply().await {
-            Ok(Response::PutReady { offset: 0, prefix_md5: None }) => {}
-            Ok(other) => {
-                self.broken = true;
-                return Err(unexpected(other));
-            }
-            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, frames + 1 + behind).await),
-            Err(e) => return Err(e),
-        }
-        progress(Progress::Advance { done: size });
-        progress(Progress::Verifying);
-        match self.read_reply().await {
-            Ok(Response::PutDone { size: s, md5: m }) if s == size && m == md5 => {}
-            Ok(other) => return Err(unexpected(other)),
-            Err(e @ ClientError::Server { .. }) => return Err(self.drain_refused(e, behind).await),
-            Err(e) => return Err(e),
-        }
-        if attrs.is_some() {
-            match self.read_reply().await {
-                Ok(Response::Ok) => {}
-                // A server that predates SetAttrs: the file stays as uploaded.
-                Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {}
-                Ok(other) => return Err(unexpected(other)),
-                Err(e) => return Err(e),
-            }
-        }
-        progress(Progress::Finish);
-        Ok(TransferSummary { size, resumed_from: 0, md5, transport: Transport::Tcp, udp_stats: None })
-    }
-
-    /// After a refused inline `Put`, reads the one error reply each of its `frames` data frames
-    /// and `PutEnd` got (CTRL-PUT-7), so the session is back in step. Returns the refusal.
-    async fn drain_refused(&mut self, refusal: ClientError, frames: usize) -> ClientError {
-        for _ in 0..frames {
-            match self.read_reply().await {
-                Err(ClientError::Server { .. }) => {}
-                _ => {
-                    self.broken = true;
-                    break;
-                }
-            }
-        }
-        refusal
     }
 
     /// Streams chunks and `PutEnd`, watching for an early error reply. Returns our md5.
@@ -333,7 +254,7 @@ impl Client {
     }
 
     /// Receives checked chunks into the partial until `GetEnd`; returns (server md5, our md5).
-    async fn receive_get(
+    pub(super) async fn receive_get(
         &mut self,
         file: std::fs::File,
         offset: u64,
@@ -376,17 +297,6 @@ impl Client {
         let server_md5 = outcome?;
         Ok((server_md5, written?.md5))
     }
-}
-
-/// Reads a whole small file (at most one chunk) off the async threads.
-async fn read_small(file: std::fs::File, size: u64) -> Result<bytes::Bytes, ClientError> {
-    debug_assert!(size as usize <= CHUNK_SIZE);
-    let read = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; size as usize];
-        transfer::source::read_source_at(&file, &mut buf, 0, size)?;
-        Ok::<_, TransferError>(bytes::Bytes::from(buf))
-    });
-    Ok(read.await.map_err(|e| TransferError::Io(std::io::Error::other(e)))??)
 }
 
 /// Checks that our file starts with the bytes the server already holds (CTRL-RESUME-2).

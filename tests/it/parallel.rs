@@ -75,8 +75,11 @@ fn keep_going_tries_every_file_and_exits_15_with_a_summary() {
     }
     assert!(!env.local("got/h").exists() && !env.local("got/h2").exists());
 
+    // Without -k the first failure stops new transfers; those already sent ahead of it
+    // (CTRL-GET-6) still finish, and only the failure is an error line.
     let out = cli(&["get", "-r", "-j", "2", "d", "got2"]);
-    out.assert_one_line_error();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("xfer: ")).collect();
+    assert_eq!(errors.len(), 1, "{out:?}");
     assert_eq!(out.status.code(), Some(5), "the first failure's own code: {out:?}");
 }
 
@@ -122,4 +125,120 @@ fn j_above_the_pending_login_cap_still_gets_that_many_sessions() {
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("peer=")))
         .collect();
     assert_eq!(peers.len(), 16, "sessions that uploaded: {peers:?}");
+}
+
+/// CTRL-PUT-8 with QUOTA-1: small uploads sent ahead of each other's replies cannot overrun
+/// the quota together; each one refused is reported, the session stays in step, and every
+/// file that landed is whole.
+#[test]
+fn small_uploads_in_flight_together_stop_at_the_quota_and_report_each_refusal() {
+    let env = TestEnv::new();
+    let srv = env.start();
+    let quota = 100 * 1024;
+    srv.add_user("alice", PW, quota, None);
+    let cli = |args: &[&str]| run(client_cmd(&srv.addr_string(), "alice", PW, &env.config_dir, &env.work, args));
+    let src = env.local("q");
+    std::fs::create_dir(&src).unwrap();
+    let files = 60;
+    for i in 0..files {
+        make_file(&src.join(format!("f{i:02}")), 4096, i as u64);
+    }
+    let out = cli(&["put", "-r", "-k", "-j", "1", "q"]);
+    assert_eq!(out.status.code(), Some(15), "{out:?}");
+    let landed: Vec<String> = dir_names(&srv.home("alice").join("q"));
+    assert!(!landed.is_empty() && landed.len() < files, "{landed:?}");
+    let used: u64 = landed.iter().map(|f| file_len(&srv.home("alice").join("q").join(f)).unwrap()).sum();
+    assert!(used <= quota, "{used} bytes stored under a quota of {quota}");
+    for f in &landed {
+        assert_eq!(md5_file(&srv.home("alice").join("q").join(f)), md5_file(&src.join(f)), "{f}");
+    }
+    let refused = out.stderr.lines().filter(|l| l.starts_with("xfer: ") && l.contains("quota")).count();
+    assert_eq!(refused, files - landed.len(), "one report per refused file: {out:?}");
+    let summary = format!("{} of {files} files failed", files - landed.len());
+    assert!(out.stderr.contains(&summary), "{summary}: {out:?}");
+    // The sessions stayed in step: the next command on the same login works.
+    cli(&["ls", "q"]).assert_ok();
+}
+
+/// CTRL-PUT-8: a connection lost while small uploads are in flight. With `--keep-going` the
+/// upload whose reply was lost is reported, and those sent behind it, never answered, go again
+/// on a new session: every other file lands, none twice reported.
+#[test]
+fn uploads_in_flight_on_a_lost_connection_go_again_on_a_new_session() {
+    let env = TestEnv::new();
+    let srv = env.start();
+    srv.add_user("alice", PW, 64 * MIB, None);
+    let relay = CuttingRelay::start(srv.addr, 96 * 1024);
+    let cli = |args: &[&str]| run(client_cmd(&relay.addr, "alice", PW, &env.config_dir, &env.work, args));
+    cli(&["pwd"]).assert_ok();
+    let src = env.local("c");
+    std::fs::create_dir(&src).unwrap();
+    let files = 150;
+    for i in 0..files {
+        make_file(&src.join(format!("f{i:03}")), 3000, i as u64);
+    }
+    let out = cli(&["put", "-r", "-k", "-j", "2", "c"]);
+    assert_eq!(relay.cut.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection was cut");
+    let failed: Vec<&str> =
+        out.stderr.lines().filter(|l| l.starts_with("xfer: ") && !l.contains("files failed")).collect();
+    assert!(failed.len() <= 1, "at most the upload whose reply was lost fails: {out:?}");
+    let expected = if failed.is_empty() { 0 } else { 15 };
+    assert_eq!(out.status.code(), Some(expected), "{out:?}");
+    let home = srv.home("alice").join("c");
+    let missing: Vec<String> = (0..files).map(|i| format!("f{i:03}")).filter(|f| !home.join(f).exists()).collect();
+    assert!(missing.len() <= failed.len(), "files lost with the connection: {missing:?}; {out:?}");
+    // The upload cut in the middle keeps its partial, resumable (CTRL-PUT-5).
+    for f in dir_names(&home).into_iter().filter(|f| !f.ends_with(".xfer-part")) {
+        assert_eq!(md5_file(&home.join(&f)), md5_file(&src.join(&f)), "{f}");
+    }
+}
+
+/// A TCP relay that closes the first connection to carry more than `limit` bytes towards the
+/// server, both ways at once, and relays every other connection untouched.
+struct CuttingRelay {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl CuttingRelay {
+    fn start(server: std::net::SocketAddr, limit: u64) -> CuttingRelay {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = std::sync::Arc::new(AtomicUsize::new(0));
+        let cuts = cut.clone();
+        let thread = std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { return };
+                let Ok(outbound) = std::net::TcpStream::connect(server) else { continue };
+                let (i2, o2) = (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+                let cuts = cuts.clone();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut &o2, &mut &i2);
+                    let _ = i2.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    let mut carried = 0u64;
+                    loop {
+                        let n = match std::io::Read::read(&mut &inbound, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        carried += n as u64;
+                        if carried > limit && cuts.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                            break;
+                        }
+                        if std::io::Write::write_all(&mut &outbound, &buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = inbound.shutdown(std::net::Shutdown::Both);
+                    let _ = outbound.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingRelay { addr, cut, _thread: thread }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::flights::FlightProxy;
 use support::*;
-use xfer::client::{Client, ClientError, TransferOptions, TransportChoice, SMALL_TRANSFER_MAX};
+use xfer::client::{Client, ClientError, TransferOptions, TransportChoice, AHEAD_MAX, SMALL_TRANSFER_MAX};
 use xfer::conn::Batch;
 use xfer::proto::{DataChunk, ErrorCode, Request, Response, Transport, PROTOCOL_VERSION};
 
@@ -141,6 +141,52 @@ fn put_r_makes_each_directory_in_one_round_trip() {
     }
 }
 
+/// CTRL-PUT-8: the small files of one command go ahead of each other's replies, up to
+/// `AHEAD_MAX` unanswered, so a hundred of them through one session cost a few
+/// round trips in all, not one each.
+#[test]
+fn many_small_files_through_one_session_go_ahead_of_their_replies() {
+    let (env, srv, proxy) = setup();
+    let files = 100;
+    std::fs::create_dir(env.local("many")).unwrap();
+    for i in 0..files {
+        make_file(&env.local(&format!("many/f{i:03}")), 1000 + i * 37, i as u64);
+    }
+    let n = round_trips(&env, &proxy, &["put", "-r", "-j", "1", "many"]);
+    // TCP, TLS, login with the root's Mkdir and a full window of uploads, then a refill
+    // each time half the window is answered. One each would be 100 more.
+    let refills = (files - AHEAD_MAX).div_ceil(AHEAD_MAX / 2);
+    assert!(n <= 3 + refills + 1, "{files} small files took {n} round trips: {:?}", proxy.last());
+    for i in 0..files {
+        let f = format!("many/f{i:03}");
+        assert_eq!(md5_file(&srv.home("alice").join(&f)), md5_file(&env.local(&f)), "{f}");
+    }
+}
+
+/// CTRL-GET-6: a tree of small files comes down the same way, the sizes known from the walk.
+#[test]
+fn many_small_downloads_through_one_session_go_ahead_of_their_replies() {
+    let (env, srv, proxy) = setup();
+    let files = 100;
+    let home = srv.home("alice");
+    std::fs::create_dir(home.join("many")).unwrap();
+    for i in 0..files {
+        make_file(&home.join(format!("many/f{i:03}")), 1000 + i * 37, i as u64);
+    }
+    for transport in ["auto", "tcp"] {
+        let to = format!("back-{transport}");
+        let n = round_trips(&env, &proxy, &["get", "-r", "-j", "1", "--transport", transport, "many", &to]);
+        // TCP, TLS, login with the Stat and the Walk of the source, a full window of
+        // downloads, then a refill each time half the window is answered.
+        let refills = (files - AHEAD_MAX).div_ceil(AHEAD_MAX / 2);
+        assert!(n <= 4 + refills + 1, "{transport}: {files} small files took {n} round trips: {:?}", proxy.last());
+        for i in 0..files {
+            let (there, here) = (home.join(format!("many/f{i:03}")), env.local(&format!("{to}/f{i:03}")));
+            assert_eq!(md5_file(&here), md5_file(&there), "{transport}: f{i:03}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The same rules at the protocol level.
 
@@ -247,6 +293,101 @@ async fn refused_inline_upload_gets_one_error_per_frame_and_the_session_goes_on(
         assert_eq!(raw.recv().await, Response::PutReady { offset: 0, prefix_md5: None });
         assert!(matches!(raw.recv().await, Response::PutDone { size: 0, .. }));
         assert_eq!(std::fs::read(srv.home("alice").join("empty")).unwrap(), b"");
+    })
+    .await;
+}
+
+/// CTRL-PUT-8: inline uploads sent back to back are served in order, each as if alone: a
+/// refused one in the middle gets its errors and the ones behind it still land, and a
+/// `SetAttrs` behind each applies to its own upload only.
+#[tokio::test]
+async fn inline_uploads_in_a_row_are_answered_in_order_and_a_refusal_touches_none_behind_it() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        let mut b = Batch::new();
+        inline_put(&mut b, "one", b"first");
+        let attrs = |path: &str, data: &[u8]| Request::SetAttrs {
+            path: path.into(),
+            mtime: 1_000_000_000,
+            mode: None,
+            upload_md5: Some(md5_bytes(data)),
+        };
+        b.control(&attrs("one", b"first")).unwrap();
+        inline_put(&mut b, "/", b"refused");
+        b.control(&attrs("/", b"refused")).unwrap();
+        inline_put(&mut b, ".three.xfer-part", b"a partial's name");
+        inline_put(&mut b, "three", b"third");
+        b.control(&attrs("three", b"not these bytes")).unwrap();
+        send(&mut raw, b).await;
+        assert_eq!(raw.recv().await, Response::PutReady { offset: 0, prefix_md5: None });
+        assert!(matches!(raw.recv().await, Response::PutDone { size: 5, .. }));
+        assert_eq!(raw.recv().await, Response::Ok);
+        raw.expect_error(ErrorCode::IsADirectory).await;
+        raw.expect_error(ErrorCode::BadRequest).await; // its data frame
+        raw.expect_error(ErrorCode::BadRequest).await; // its PutEnd
+        raw.expect_error(ErrorCode::SourceChanged).await; // its SetAttrs: nothing committed
+        raw.expect_error(ErrorCode::InvalidPath).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        assert_eq!(raw.recv().await, Response::PutReady { offset: 0, prefix_md5: None });
+        assert!(matches!(raw.recv().await, Response::PutDone { size: 5, .. }));
+        raw.expect_error(ErrorCode::SourceChanged).await; // the digest is not this upload's
+        assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
+        let home = srv.home("alice");
+        assert_eq!(std::fs::read(home.join("one")).unwrap(), b"first");
+        assert_eq!(std::fs::read(home.join("three")).unwrap(), b"third");
+        let mtime = |f: &str| std::fs::metadata(home.join(f)).unwrap().modified().unwrap();
+        assert_eq!(mtime("one"), std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
+        assert_ne!(mtime("three"), std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
+        assert!(!home.join(".three.xfer-part").exists());
+        srv.assert_no_panics();
+    })
+    .await;
+}
+
+/// CTRL-GET-6: downloads sent back to back are served one after the other, each whole, and a
+/// refused one in the middle is one `Error` that touches none of the others.
+#[tokio::test]
+async fn downloads_in_a_row_are_answered_in_order_and_a_refusal_touches_none_behind_it() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        let home = srv.home("alice");
+        let a = make_file(&home.join("a"), 300_000, 1);
+        let b = make_file(&home.join("b"), 10, 2);
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        let mut batch = Batch::new();
+        for path in ["a", "missing", "b", "a"] {
+            batch
+                .control(&Request::Get { path: path.into(), offset: 0, prefix_md5: None, transport: Transport::Tcp })
+                .unwrap();
+        }
+        send(&mut raw, batch).await;
+        for (n, expected) in [Some(&a), None, Some(&b), Some(&a)].into_iter().enumerate() {
+            let Some(content) = expected else {
+                raw.expect_error(ErrorCode::NotFound).await;
+                continue;
+            };
+            assert_eq!(raw.recv().await, Response::GetReady { size: content.len() as u64, offset: 0 }, "get {n}");
+            let mut got = Vec::new();
+            loop {
+                match raw.frame().await.unwrap() {
+                    xfer::proto::Frame::Data(chunk) => got.extend_from_slice(&chunk.data),
+                    xfer::proto::Frame::Control(p) => {
+                        let end = xfer::proto::Frame::decode_control::<Response>(&p).unwrap();
+                        assert_eq!(end, Response::GetEnd { md5: md5_bytes(content) });
+                        break;
+                    }
+                }
+            }
+            assert_eq!(&got, content);
+        }
+        assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
+        srv.assert_no_panics();
     })
     .await;
 }

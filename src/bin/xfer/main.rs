@@ -21,6 +21,7 @@ macro_rules! say {
 
 mod address;
 mod admin;
+mod ahead;
 mod args;
 mod attrs;
 mod completion;

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use xfer::client::Client;
+use tokio::sync::OwnedSemaphorePermit;
+use xfer::client::{Client, AHEAD_MAX};
 use xfer::proto::{ErrorCode, TreeEntry};
 
+use crate::ahead;
 use crate::args::{CopyArgs, ProgressArg};
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
@@ -73,8 +75,38 @@ impl Shared {
         lock(&self.queue).pop_front()
     }
 
+    /// The next job if `fits` it, else None (and the job stays first in the queue).
+    fn next_if(&self, fits: impl Fn(&Job) -> bool) -> Option<Job> {
+        if !self.keep_going && !lock(&self.failures).is_empty() {
+            return None;
+        }
+        let mut queue = lock(&self.queue);
+        queue.front().is_some_and(fits).then(|| queue.pop_front()).flatten()
+    }
+
     fn give_back(&self, job: Job) {
         lock(&self.queue).push_front(job);
+    }
+
+    /// Transfers sent ahead whose replies a lost connection took: not done, so they go back to
+    /// the queue, in their order, for a session that can still answer.
+    fn unanswered(&self, in_flight: VecDeque<(Job, ahead::SentAhead)>) -> Served {
+        let mut queue = lock(&self.queue);
+        for (job, _) in in_flight.into_iter().rev() {
+            queue.push_front(job);
+        }
+        Served::Lost
+    }
+
+    /// Records `result` of `job`; says whether it lost the connection.
+    fn done_on(&self, job: &Job, result: Result<(), CliError>) -> Served {
+        let lost = result.as_ref().is_err_and(|e| e.is_connection_loss());
+        self.done(job, result);
+        if lost {
+            Served::Lost
+        } else {
+            Served::Kept
+        }
     }
 
     fn done(&self, job: &Job, result: Result<(), CliError>) {
@@ -123,10 +155,7 @@ pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -
     // Sequential, and whatever workers that could not log in left behind.
     let client = main.client().await?;
     while let Some(job) = shared.next() {
-        let result = job.run(client, opts, &worker_ui).await;
-        let lost = result.as_ref().is_err_and(|e| e.is_connection_loss());
-        shared.done(&job, result);
-        if lost {
+        if serve(client, job, &shared, opts, &worker_ui, None).await == Served::Lost {
             break;
         }
     }
@@ -140,7 +169,7 @@ pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -
 async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui, logins: Arc<tokio::sync::Semaphore>) {
     let mut served = 0;
     while let Some(job) = shared.next() {
-        let permit = if session.is_connected() { None } else { logins.acquire().await.ok() };
+        let permit = if session.is_connected() { None } else { logins.clone().acquire_owned().await.ok() };
         let client = match session.client().await {
             Ok(c) => c,
             Err(e) if served == 0 || e.server_code == Some(ErrorCode::Busy) => {
@@ -152,18 +181,67 @@ async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui,
                 break;
             }
         };
-        let result = job.run(client, &opts, &ui).await;
-        // The login is pipelined with the first job (CTRL-AUTH-6): only its reply shows that the
-        // server has answered the login and freed the connection's pre-login slot.
-        drop(permit);
-        let lost = result.as_ref().is_err_and(|e| e.is_connection_loss());
-        shared.done(&job, result);
         served += 1;
-        if lost {
+        if serve(client, job, &shared, &opts, &ui, permit).await == Served::Lost {
             session.drop_connection();
         }
     }
     session.close().await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Kept,
+    /// The connection was lost: the session must connect again.
+    Lost,
+}
+
+/// Runs `job` on `client`; when it is a small transfer, keeps sending the small transfers that
+/// follow it in the queue, up to `AHEAD_MAX` unanswered (CTRL-PUT-8, CTRL-GET-6), so that many
+/// small files cost one round trip in all rather than one each. Returns once nothing is in
+/// flight. `permit` is released at the first reply: the login is pipelined with the first
+/// job (CTRL-AUTH-6), and only that reply shows that the server has answered the login and
+/// freed the connection's pre-login slot.
+async fn serve(
+    client: &mut Client,
+    job: Job,
+    shared: &Shared,
+    opts: &CopyArgs,
+    ui: &Ui,
+    mut permit: Option<OwnedSemaphorePermit>,
+) -> Served {
+    if !ahead::goes_ahead(&job, opts) {
+        let result = job.run(client, opts, ui).await;
+        drop(permit);
+        return shared.done_on(&job, result);
+    }
+    let mut in_flight: VecDeque<(Job, ahead::SentAhead)> = VecDeque::new();
+    let mut first = Some(job);
+    loop {
+        // Refill once half the window is answered, so that the transfers sent leave together
+        // in one write rather than one by one as replies arrive.
+        if in_flight.len() <= AHEAD_MAX / 2 {
+            while in_flight.len() < AHEAD_MAX {
+                let Some(job) = first.take().or_else(|| shared.next_if(|j| ahead::goes_ahead(j, opts))) else {
+                    break;
+                };
+                match ahead::send(client, &job, opts, ui).await {
+                    Ok(sent) => in_flight.push_back((job, sent)),
+                    Err(e) if !client.is_usable() => {
+                        shared.done(&job, Err(e));
+                        return shared.unanswered(in_flight);
+                    }
+                    Err(e) => shared.done(&job, Err(e)),
+                }
+            }
+        }
+        let Some((job, sent)) = in_flight.pop_front() else { return Served::Kept };
+        let result = ahead::finish(client, sent, opts, ui).await;
+        permit.take();
+        if shared.done_on(&job, result) == Served::Lost || !client.is_usable() {
+            return shared.unanswered(in_flight);
+        }
+    }
 }
 
 /// The first failure, or with `--keep-going` how many failed.

@@ -74,6 +74,17 @@ pub fn start(label: &str, mode: ProgressArg, quiet: bool, in_flight: &InFlight) 
     (bar, f)
 }
 
+/// Progress of a transfer too short for a bar of its own (a small upload sent ahead,
+/// CTRL-PUT-8): JSON lines with `--progress json`, else nothing; the total bar shows the rest.
+pub fn lines_only(label: &str, mode: ProgressArg, quiet: bool) -> ProgressFn {
+    let json = (mode == ProgressArg::Json && !quiet).then(|| JsonLines::new(label));
+    Arc::new(move |p| {
+        if let Some(j) = &json {
+            j.emit(p);
+        }
+    })
+}
+
 fn terminal_bar(label: &str) -> ProgressBar {
     let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(

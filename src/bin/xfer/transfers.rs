@@ -377,7 +377,7 @@ async fn get_stdout(client: &mut Client, remote: &str, opts: &CopyArgs, ui: &Ui)
 }
 
 /// The result of one transfer: a JSON line on stdout with `--json`, else a summary on stderr.
-fn report(ui: &Ui, verb: &str, from: &str, to: &str, t: &Timed) -> Result<(), CliError> {
+pub(crate) fn report(ui: &Ui, verb: &str, from: &str, to: &str, t: &Timed) -> Result<(), CliError> {
     let s = &t.summary;
     if ui.json {
         return output::json(serde_json::json!({
