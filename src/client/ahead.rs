@@ -43,11 +43,12 @@ struct PutInFlight {
     progress: ProgressFn,
 }
 
-/// A download whose replies are still to be read, with the partial it goes into.
+/// A download whose replies are still to be read, with the partial it goes into: `offset`
+/// bytes long and hashed into `hasher` when sent, opened again only when its data comes, so
+/// that a window of downloads holds no file open.
 struct GetInFlight {
     local: PathBuf,
     partial: PathBuf,
-    file: std::fs::File,
     offset: u64,
     hasher: Md5,
     progress: ProgressFn,
@@ -114,11 +115,12 @@ impl Client {
         self.tcp_rate = rate_limit;
         let partial = partial_path(local);
         let (file, offset, hasher) = open_local_partial(&partial, resume).await?;
+        drop(file);
         let prefix_md5 = (offset > 0).then(|| hasher.clone().finalize().into());
         let req = Request::Get { path: remote.to_string(), offset, prefix_md5, transport: Transport::Tcp };
         self.ahead.unsent.control(&req).map_err(ConnError::from)?;
         let local = local.to_path_buf();
-        self.ahead.in_flight.push_back(InFlight::Get(GetInFlight { local, partial, file, offset, hasher, progress }));
+        self.ahead.in_flight.push_back(InFlight::Get(GetInFlight { local, partial, offset, hasher, progress }));
         Ok(())
     }
 
@@ -246,7 +248,7 @@ impl Client {
     /// Reads a download sent ahead: `GetReady`, its data and `GetEnd` into the partial, then
     /// the commit (CTRL-GET-1 to CTRL-GET-4). A refusal is the only reply (`CTRL-GET-1`).
     async fn read_get(&mut self, sent: GetInFlight) -> Result<TransferSummary, ClientError> {
-        let GetInFlight { local, partial, file, offset, hasher, progress } = sent;
+        let GetInFlight { local, partial, offset, hasher, progress } = sent;
         self.settle_greeting().await?;
         let size = match self.read_reply().await {
             Ok(Response::GetReady { size, offset: o }) if o == offset => size,
@@ -255,6 +257,14 @@ impl Client {
                     let _ = std::fs::remove_file(&partial);
                 }
                 return Err(other.map_or_else(|e| e, unexpected));
+            }
+        };
+        let file = match reopen_partial(&partial, offset) {
+            Ok(f) => f,
+            Err(e) => {
+                // Its data is on the way and must be read off the connection, so end here.
+                self.broken = true;
+                return Err(e);
             }
         };
         progress(Progress::Start { total: size, offset });
@@ -290,4 +300,22 @@ async fn read_small(file: std::fs::File, size: u64) -> Result<bytes::Bytes, Clie
         Ok::<_, TransferError>(bytes::Bytes::from(buf))
     });
     Ok(read.await.map_err(|e| TransferError::Io(std::io::Error::other(e)))??)
+}
+
+/// Opens a download's partial again, as it was when its `Get` was sent: `offset` bytes long,
+/// positioned at its end.
+fn reopen_partial(partial: &Path, offset: u64) -> Result<std::fs::File, ClientError> {
+    use std::io::{Seek, SeekFrom};
+    let local = |source| ClientError::Local { path: partial.to_path_buf(), source };
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(partial).map_err(local)?;
+    let len = file.metadata().map_err(local)?.len();
+    if len != offset {
+        return Err(TransferError::SourceChanged(format!(
+            "{} changed while its download waited: {len} bytes, {offset} expected",
+            partial.display()
+        ))
+        .into());
+    }
+    file.seek(SeekFrom::Start(offset)).map_err(local)?;
+    Ok(file)
 }
