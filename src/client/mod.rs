@@ -461,6 +461,38 @@ impl Client {
         }
     }
 
+    /// Requests that are not transfers, sent back to back in one write each [`MANY_MAX`] and
+    /// answered in order (CTRL-SESS-8): a tree's directories, say, in one round trip rather
+    /// than one each. Returns each request's reply or refusal; the error outside is the
+    /// connection's, after which nothing more can be read.
+    pub async fn call_many(&mut self, reqs: &[Request]) -> Result<Vec<Result<Response, ClientError>>, ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        if self.ahead_in_flight() > 0 || reqs.iter().any(|r| !answered_alone(r)) {
+            return Err(ClientError::Protocol("only requests answered by one reply go in a row".into()));
+        }
+        let mut replies = Vec::with_capacity(reqs.len());
+        for part in reqs.chunks(MANY_MAX) {
+            let mut batch = Batch::new();
+            for req in part {
+                batch.control(req).map_err(ConnError::from)?;
+            }
+            self.writer.write_batch(batch).await.map_err(ConnError::from)?;
+            for _ in part {
+                match self.read_response().await {
+                    Ok(r) => replies.push(Ok(r)),
+                    Err(e @ ClientError::Server { .. }) => replies.push(Err(e)),
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+
     /// The remote entries matching a glob pattern, expanded by the server (CTRL-GLOB-1).
     pub async fn glob(&mut self, pattern: &str) -> Result<Vec<TreeEntry>, ClientError> {
         match self.call(&Request::Glob { pattern: pattern.to_string() }).await? {
@@ -480,6 +512,37 @@ impl Client {
     /// False once an interrupted transfer left the connection out of step.
     pub fn is_usable(&self) -> bool {
         !self.broken
+    }
+}
+
+/// At most this many requests go in a row before their replies are read (CTRL-SESS-8): their
+/// replies, short and one each, then fit in the socket buffers while the client still writes.
+pub const MANY_MAX: usize = 128;
+
+/// Whether `req` is answered by exactly one reply and starts nothing (CTRL-SESS-8).
+fn answered_alone(req: &Request) -> bool {
+    match req {
+        Request::Pwd
+        | Request::Cd { .. }
+        | Request::List { .. }
+        | Request::Stat { .. }
+        | Request::Mkdir { .. }
+        | Request::Remove { .. }
+        | Request::Rmdir { .. }
+        | Request::Rename { .. }
+        | Request::Df
+        | Request::Sum { .. }
+        | Request::SetAttrs { .. }
+        | Request::Walk { .. }
+        | Request::Glob { .. }
+        | Request::Copy { .. } => true,
+        Request::Auth { .. }
+        | Request::Bye
+        | Request::Put { .. }
+        | Request::PutEnd { .. }
+        | Request::Abort
+        | Request::Get { .. }
+        | Request::GetUdp { .. } => false,
     }
 }
 

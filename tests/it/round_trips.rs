@@ -130,15 +130,77 @@ fn put_r_makes_each_directory_in_one_round_trip() {
         std::fs::create_dir(env.local(d)).unwrap();
         make_file(&env.local(&format!("{d}/f")), 100, i as u64);
     }
-    // One session (-j 1): TCP, TLS, login with the first Mkdir; then a Mkdir per directory
-    // below the root and one round trip per small file.
+    // One session (-j 1): TCP, TLS, login with the root's Mkdir; then the Mkdirs of every
+    // directory below it in a row (CTRL-SESS-8), then the small files ahead (CTRL-PUT-8).
     let n = round_trips(&env, &proxy, &["put", "-r", "-j", "1", "t"]);
-    let (below_root, files) = (dirs.len() - 1, dirs.len());
-    assert!(n <= 3 + below_root + files, "put -r took {n} round trips: {:?}", proxy.last());
+    assert!(n <= 3 + 1 + 1, "put -r took {n} round trips: {:?}", proxy.last());
     for d in dirs {
         let f = format!("{d}/f");
         assert_eq!(std::fs::read(srv.home("alice").join(&f)).unwrap(), std::fs::read(env.local(&f)).unwrap());
     }
+    // Again, onto what exists: the root's Mkdir and Stat, then the other Mkdirs refused as
+    // existing, then their Stats, each in a row.
+    let n = round_trips(&env, &proxy, &["put", "-r", "-j", "1", "t"]);
+    assert!(n <= 3 + 1 + 2 + 1, "put -r again took {n} round trips: {:?}", proxy.last());
+    // A file where a directory goes is an error naming it, with nothing written below it.
+    std::fs::remove_dir_all(srv.home("alice").join("t/a/b/c")).unwrap();
+    std::fs::write(srv.home("alice").join("t/a/b/c"), b"in the way").unwrap();
+    let out = cli(&env, &proxy, &["put", "-r", "-j", "1", "t"]);
+    let line = out.assert_one_line_error();
+    assert!(line.contains("t/a/b/c: exists and is not a directory"), "{line}");
+    assert_eq!(std::fs::read(srv.home("alice").join("t/a/b/c")).unwrap(), b"in the way");
+}
+
+/// CTRL-SESS-8: requests answered by one reply go in a row and are answered in order, each
+/// as if alone: a refusal in the middle touches none of the others.
+#[tokio::test]
+async fn requests_in_a_row_are_answered_in_order_each_as_if_alone() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        let mut c = Client::connect_and_login(&srv.options(), "alice", PW).await.expect("connect");
+        let mkdir = |p: &str| Request::Mkdir { path: p.into() };
+        let reqs = [
+            mkdir("a"),
+            mkdir("a"),
+            mkdir("a/b"),
+            Request::Remove { path: "missing".into() },
+            mkdir("../out"),
+            Request::Cd { path: "a".into() },
+            mkdir("c"),
+            Request::Pwd,
+        ];
+        let replies = c.call_many(&reqs).await.unwrap();
+        let codes: Vec<Option<ErrorCode>> = replies.iter().map(|r| r.as_ref().err().and_then(|e| e.code())).collect();
+        assert_eq!(
+            codes,
+            [
+                None,
+                Some(ErrorCode::AlreadyExists),
+                None,
+                Some(ErrorCode::NotFound),
+                Some(ErrorCode::PathEscapes),
+                None,
+                None,
+                None
+            ]
+        );
+        assert!(matches!(&replies[7], Ok(Response::Pwd { path }) if path == "/a"), "{:?}", replies[7]);
+        assert!(srv.home("alice").join("a/b").is_dir() && srv.home("alice").join("a/c").is_dir());
+        // Transfers do not go in a row: refused before anything is sent, the session usable.
+        let put = Request::Put { path: "f".into(), size: 1, resume: false, transport: Transport::Tcp };
+        assert!(matches!(c.call_many(&[Request::Pwd, put]).await, Err(ClientError::Protocol(_))));
+        assert_eq!(c.pwd().await.unwrap(), "/a");
+        // More than one write's worth: every reply, in order.
+        let many: Vec<Request> = (0..300).map(|i| mkdir(&format!("m{i}"))).collect();
+        let replies = c.call_many(&many).await.unwrap();
+        assert_eq!(replies.len(), 300);
+        assert!(replies.iter().all(|r| matches!(r, Ok(Response::Ok))));
+        assert_eq!(dir_names(&srv.home("alice").join("a")).len(), 302);
+        srv.assert_no_panics();
+    })
+    .await;
 }
 
 /// CTRL-PUT-8: the small files of one command go ahead of each other's replies, up to

@@ -452,3 +452,32 @@ fn sync_skips_local_symlinks_unless_l_follows_them_and_ends_on_a_loop() {
     assert_eq!(exit_code(&out), Some(2), "{out:?}");
     assert!(!env.local("back").exists());
 }
+
+/// CTRL-SESS-8: a push's directories and deletions go in a row, so a sync that makes forty
+/// directories and deletes forty files costs a few round trips, not eighty.
+#[test]
+fn a_push_makes_and_deletes_many_entries_in_a_few_round_trips() {
+    let env = TestEnv::new();
+    let srv = env.start();
+    srv.add_user("alice", PW, 64 * MIB, None);
+    let proxy = support::flights::FlightProxy::start(srv.addr, std::time::Duration::from_millis(200));
+    let cli = |args: &[&str]| run(client_cmd(&proxy.addr_string(), "alice", PW, &env.config_dir, &env.work, args));
+    cli(&["pwd"]).assert_ok();
+    let src = env.local("s");
+    for i in 0..40 {
+        std::fs::create_dir_all(src.join(format!("d{i:02}/e"))).unwrap();
+    }
+    let dst = srv.home("alice").join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    for i in 0..40 {
+        std::fs::write(dst.join(format!("old{i:02}")), b"gone").unwrap();
+    }
+    cli(&["sync", "--delete", "-j", "1", "s", ":dst"]).assert_ok();
+    let flights = proxy.last();
+    // TCP, TLS, login with the Stat and Walk of both sides, the Mkdirs, the deletions.
+    assert!(flights.round_trips() <= 3 + 2 + 2, "{flights:?}");
+    for i in 0..40 {
+        assert!(dst.join(format!("d{i:02}/e")).is_dir(), "d{i:02}/e");
+        assert!(!dst.join(format!("old{i:02}")).exists(), "old{i:02}");
+    }
+}

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use xfer::client::Client;
-use xfer::proto::{EntryKind, ErrorCode, TreeEntry};
+use xfer::proto::{EntryKind, ErrorCode, Request, TreeEntry};
 use xfer::size::format_size;
 
 use crate::args::{CopyArgs, TransportArgs};
@@ -163,9 +163,16 @@ async fn run_steps(
     args: &SyncArgs,
     tally: &mut Tally,
 ) -> Result<(), CliError> {
+    let client = session.client().await?;
+    let mut done_remotely = remote_steps(client, dir, steps).await?.into_iter();
     for action in steps {
-        let client = session.client().await?;
-        match execute(client, dir, action).await {
+        let result = match (dir, action) {
+            (Direction::Push { .. }, Action::Mkdir(_) | Action::Delete { .. }) => {
+                done_remotely.next().unwrap_or_else(|| Err(CliError::general("a step went missing")))
+            }
+            _ => execute(dir, action),
+        };
+        match result {
             Ok(()) => tally.count(action),
             Err(e) if args.keep_going && !e.is_connection_loss() => {
                 diag!("xfer: {}", crate::escape::terminal_safe(&e.message));
@@ -175,6 +182,32 @@ async fn run_steps(
         }
     }
     Ok(())
+}
+
+/// The steps of a push that change the server, its `Mkdir`s, `Remove`s and `Rmdir`s, in a row
+/// (CTRL-SESS-8): in order, so parents are made before their children and emptied before they
+/// go. Returns each one's outcome, in the order of `steps`.
+async fn remote_steps(
+    client: &mut Client,
+    dir: &Direction,
+    steps: &[&Action],
+) -> Result<Vec<Result<(), CliError>>, CliError> {
+    let Direction::Push { remote, .. } = dir else { return Ok(Vec::new()) };
+    let (paths, reqs): (Vec<String>, Vec<Request>) = steps
+        .iter()
+        .filter_map(|action| {
+            let (rel, req): (&String, fn(String) -> Request) = match action {
+                Action::Mkdir(rel) => (rel, |path| Request::Mkdir { path }),
+                Action::Delete { rel, dir: true } => (rel, |path| Request::Rmdir { path }),
+                Action::Delete { rel, dir: false } => (rel, |path| Request::Remove { path }),
+                _ => return None,
+            };
+            let path = join_remote(remote, rel);
+            Some((path.clone(), req(path)))
+        })
+        .unzip();
+    let replies = client.call_many(&reqs).await?;
+    Ok(paths.iter().zip(replies).map(|(path, r)| r.map(|_| ()).map_err(|e| CliError::from(e).context(path))).collect())
 }
 
 /// The transfer a copy step needs.
@@ -378,24 +411,19 @@ async fn prepare_top(client: &mut Client, dir: &Direction) -> Result<(), CliErro
     }
 }
 
-/// One step that is not a copy (copies go through the pool).
-async fn execute(client: &mut Client, dir: &Direction, action: &Action) -> Result<(), CliError> {
+/// One step that is not a copy (copies go through the pool) and does not change the server
+/// (those go in a row, [`remote_steps`]).
+fn execute(dir: &Direction, action: &Action) -> Result<(), CliError> {
     match (dir, action) {
         (_, Action::Conflict(rel)) => Err(CliError::new(
             ExitCode::Exists,
             format!("{rel}: a file on one side and a directory on the other; not replaced"),
         )),
-        (Direction::Push { remote, .. }, Action::Mkdir(rel)) => {
-            let path = join_remote(remote, rel);
-            client.mkdir(&path).await.map_err(|e| CliError::from(e).context(&path))
+        (Direction::Push { .. }, Action::Mkdir(rel) | Action::Delete { rel, .. }) => {
+            Err(CliError::general(format!("{rel}: steps on the server go in a row")))
         }
         (Direction::Pull { local, .. }, Action::Mkdir(rel)) => tree::local_dir(&local.join(rel)),
         (_, Action::Copy { rel, .. }) => Err(CliError::general(format!("{rel}: copies go through the pool"))),
-        (Direction::Push { remote, .. }, Action::Delete { rel, dir }) => {
-            let path = join_remote(remote, rel);
-            let r = if *dir { client.rmdir(&path).await } else { client.remove(&path).await };
-            r.map_err(|e| CliError::from(e).context(&path))
-        }
         (Direction::Pull { local, .. }, Action::Delete { rel, dir }) => {
             let path = local.join(rel);
             let r = if *dir { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) };

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use xfer::client::Client;
-use xfer::proto::{EntryKind, ErrorCode};
+use xfer::client::{Client, ClientError};
+use xfer::proto::{EntryKind, ErrorCode, Request, Response};
 
 use crate::error::CliError;
 use crate::exit_codes::ExitCode;
@@ -83,18 +83,15 @@ pub async fn put_tree(
 ) -> Result<(), CliError> {
     let mut stack = vec![(local.to_path_buf(), remote.to_string())];
     let mut seen = HashSet::new();
+    let mut dirs = Vec::new();
     while let Some((dir, rdir)) = stack.pop() {
         let real = std::fs::canonicalize(&dir).map_err(|e| CliError::local(&dir, e))?;
         if !seen.insert(real) || seen.len() > MAX_DIRS {
             ui.note(format!("{}: already visited (a symlink loop?); skipped", dir.display()));
             continue;
         }
-        // The walk goes top down, so below the root every parent exists already: one `Mkdir`
-        // per directory, not one per component of its path.
-        if rdir == remote {
-            mkdir_p(client, &rdir).await?;
-        } else {
-            mkdir_one(client, &rdir).await?;
+        if rdir != remote {
+            dirs.push(rdir.clone());
         }
         let mut subdirs = Vec::new();
         for (path, name) in sorted_entries(&dir)? {
@@ -118,6 +115,39 @@ pub async fn put_tree(
             }
         }
         stack.extend(subdirs.into_iter().rev());
+    }
+    // The walk goes top down, so below the root every directory comes after its parent: one
+    // `Mkdir` each, all in a row.
+    mkdir_p(client, remote).await?;
+    make_dirs(client, &dirs).await
+}
+
+/// Creates `dirs`, each of whose parents exists or comes earlier in the list, with their
+/// `Mkdir`s in a row (CTRL-SESS-8): one round trip for the lot, two when some exist already
+/// (their `Stat`s, also in a row). An existing directory is fine.
+pub async fn make_dirs(client: &mut Client, dirs: &[String]) -> Result<(), CliError> {
+    let reqs: Vec<Request> = dirs.iter().map(|d| Request::Mkdir { path: d.clone() }).collect();
+    let mut made = client.call_many(&reqs).await?;
+    let exists =
+        |r: &Result<Response, ClientError>| r.as_ref().is_err_and(|e| e.code() == Some(ErrorCode::AlreadyExists));
+    let stats: Vec<Request> =
+        dirs.iter().zip(&made).filter(|(_, r)| exists(r)).map(|(d, _)| Request::Stat { path: d.clone() }).collect();
+    let mut stats = client.call_many(&stats).await?.into_iter();
+    for (i, dir) in dirs.iter().enumerate() {
+        if exists(&made[i]) {
+            made[i] = stats.next().unwrap_or(Err(ClientError::Broken));
+            match &made[i] {
+                Ok(Response::Stat { entry }) if entry.kind == EntryKind::Dir => continue,
+                Ok(_) => {
+                    return Err(CliError::new(ExitCode::RemotePath, format!("{dir}: exists and is not a directory")))
+                }
+                Err(_) => {}
+            }
+        }
+        // The first failure in the list's order: what fails below it follows from it.
+        if let Err(e) = std::mem::replace(&mut made[i], Ok(Response::Ok)) {
+            return Err(CliError::from(e).context(dir));
+        }
     }
     Ok(())
 }
