@@ -327,6 +327,13 @@ async fn udp_resume_fills_the_holes_of_a_download() {
         assert_eq!(std::fs::read(&local).unwrap(), data);
         assert!(!Path::new(&format!("{}.ranges", partial_path(&local).display())).exists());
 
+        // Under auto the request is GetAuto (UDP-CTRL-7): holding ranges, it goes over UDP.
+        std::fs::remove_file(&local).unwrap();
+        plant();
+        let down = get(&mut c, "d", &local, &opts(TransportChoice::Auto, true)).await;
+        assert_eq!((down.transport, down.resumed_from), (Transport::Udp, 2 * MIB));
+        assert_eq!(std::fs::read(&local).unwrap(), data);
+
         // The same partial resumed over TCP keeps only its first MiB.
         std::fs::remove_file(&local).unwrap();
         plant();
