@@ -21,11 +21,15 @@ pub(super) enum Seen {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AbortEnd {
     /// Nothing read yet; `walk`: a `Walk` reply is due.
-    Start { walk: bool },
+    Start {
+        walk: bool,
+    },
     /// A first `Error` with a `Walk` due: W (then `Ok`) or F (then W and A).
     ErrorFirst,
     /// The download's final reply is read; then W if `walk`, then A.
-    AfterFinal { walk: bool },
+    AfterFinal {
+        walk: bool,
+    },
     /// W is read; A (`Ok`) is next.
     AwaitAbort,
     Done,

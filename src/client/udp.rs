@@ -447,7 +447,7 @@ impl Client {
                     return Err(unexpected(other));
                 }
                 Err(e @ ClientError::Server { .. }) => {
-                    if walk && !ends_session(&e) {
+                    if walk && !self.broken && !ends_session(&e) {
                         self.read_walk_behind().await;
                     }
                     if e.code() != Some(crate::proto::ErrorCode::BadRequest) {

@@ -70,9 +70,7 @@ impl Session {
             | Request::Put { .. }
             | Request::Get { .. }
             | Request::GetUdp { .. }
-            | Request::GetAuto { .. } => {
-                Err(Reply::new(ErrorCode::BadRequest, "unexpected request"))
-            }
+            | Request::GetAuto { .. } => Err(Reply::new(ErrorCode::BadRequest, "unexpected request")),
         }
     }
 

@@ -229,7 +229,13 @@ impl Session {
 
     /// The data phase of a UDP download: `UdpGetReady`, the flow, then `GetEnd` or an error;
     /// or `Ok` after the client's `Abort` (UDP-CTRL-3, UDP-END-*).
-    async fn send_udp(&mut self, conn: &mut Conn, io: Arc<UdpIo>, path: &str, send: UdpSend) -> Result<bool, ConnError> {
+    async fn send_udp(
+        &mut self,
+        conn: &mut Conn,
+        io: Arc<UdpIo>,
+        path: &str,
+        send: UdpSend,
+    ) -> Result<bool, ConnError> {
         let UdpSend { file, size, held, rate_limit, walk_behind } = send;
         let mut cfg = SenderConfig::new(size, held.clone());
         cfg.rate_limit = rate_limit;

@@ -217,7 +217,13 @@ fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|pattern| Request::Glob { pattern }),
         (text(), text()).prop_map(|(from, to)| Request::Copy { from, to }),
         (text(), byte_ranges(), proptest::option::of(md5()), proptest::option::of(size()), size()).prop_map(
-            |(path, held, held_md5, rate_limit, tcp_max)| Request::GetAuto { path, held, held_md5, rate_limit, tcp_max }
+            |(path, held, held_md5, rate_limit, tcp_max)| Request::GetAuto {
+                path,
+                held,
+                held_md5,
+                rate_limit,
+                tcp_max
+            }
         ),
     ]
 }

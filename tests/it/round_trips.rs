@@ -448,7 +448,8 @@ async fn get_auto_caps_a_huge_tcp_max_at_the_servers_limit() {
         assert!(matches!(raw.recv().await, Response::Tree { entries } if entries.len() == 1));
         assert_eq!(raw.recv().await, Response::Ok);
         // Rules of GetUdp hold: a zero rate limit is refused.
-        let zero = Request::GetAuto { path: "mid".into(), held: vec![], held_md5: None, rate_limit: Some(0), tcp_max: 0 };
+        let zero =
+            Request::GetAuto { path: "mid".into(), held: vec![], held_md5: None, rate_limit: Some(0), tcp_max: 0 };
         raw.send(&zero).await;
         raw.expect_error(ErrorCode::BadRequest).await;
         assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
@@ -478,7 +479,10 @@ async fn get_auto_without_udp_serves_any_size_over_tcp() {
         let plain = Request::GetUdp { path: "big".into(), held: vec![], held_md5: None, rate_limit: None };
         raw.send(&plain).await;
         raw.expect_error(ErrorCode::UnsupportedTransport).await;
-        assert_eq!(raw.call(&get_auto("big", SMALL_TRANSFER_MAX)).await, Response::GetReady { size: 5 * MIB, offset: 0 });
+        assert_eq!(
+            raw.call(&get_auto("big", SMALL_TRANSFER_MAX)).await,
+            Response::GetReady { size: 5 * MIB, offset: 0 }
+        );
         assert_eq!(read_tcp_download(&mut raw).await, big);
         let held = Request::GetAuto {
             path: "big".into(),
