@@ -5,6 +5,7 @@
 pub mod fallback;
 mod files;
 mod get_end;
+mod get_request;
 mod greeting;
 pub mod known_hosts;
 pub mod local;
