@@ -97,6 +97,7 @@ fn shell_moves_each_small_file_in_one_round_trip() {
     // TCP, TLS, login with the shell's pwd; then one round trip per put and one per get (the
     // server sends a small download over TCP at once, UDP-CTRL-7).
     let n = proxy.last().round_trips();
+    eprintln!("shell: {n} round trips: {:?}", proxy.last());
     assert!(n <= 3 + files + files, "{n} round trips: {:?}", proxy.last());
 }
 
