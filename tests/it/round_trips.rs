@@ -323,6 +323,12 @@ async fn auto_sends_small_files_over_tcp_and_larger_ones_over_udp() {
             assert_eq!(down.expect("get").transport, via, "{name} download");
             assert_eq!(std::fs::read(&back).unwrap(), data, "{name} byte-exact");
         }
+        // Forced UDP asks with GetUdp and never takes TCP, however small the file.
+        let udp = TransferOptions { transport: TransportChoice::Udp, ..Default::default() };
+        let back = env.local("small.udp");
+        let down = c.get_with("small", &back, &udp, xfer::transfer::progress::no_progress()).await;
+        assert_eq!(down.expect("get").transport, Transport::Udp, "forced udp");
+        assert_eq!(std::fs::read(&back).unwrap().len() as u64, SMALL_TRANSFER_MAX);
         assert!(c.is_usable());
         c.bye().await;
         srv.assert_no_panics();
