@@ -5,6 +5,8 @@
 mod ahead;
 pub mod fallback;
 mod files;
+mod get_end;
+mod get_request;
 mod greeting;
 pub mod known_hosts;
 pub mod local;
@@ -117,6 +119,9 @@ pub struct Client {
     /// Ask for the file's entry behind the next TCP `Get` (CTRL-ATTR-3), and what came back.
     walk_behind_get: bool,
     walked: Option<TreeEntry>,
+    /// The server answered `GetAuto` with `BadRequest` (it predates it): downloads under
+    /// `auto` ask with `GetUdp` on this connection (UDP-FALLBACK-5).
+    get_auto_refused: bool,
     /// The rate limit of the transfer in progress, for TCP pacing (CTRL-XFER-9).
     tcp_rate: Option<u64>,
     /// Small transfers sent ahead whose replies are unread (CTRL-PUT-8, CTRL-GET-6).
@@ -221,6 +226,7 @@ impl Client {
             attrs_pending: None,
             walk_behind_get: false,
             walked: None,
+            get_auto_refused: false,
             tcp_rate: None,
             ahead: ahead::AheadQueue::default(),
         })
@@ -397,8 +403,9 @@ impl Client {
     }
 
     /// Downloads like [`Client::get_with`] and also returns the remote file's entry, with its
-    /// mtime and mode (CTRL-ATTR-3): a download over TCP asks for it in the same flight as its
-    /// `Get`, one over UDP with a `Walk` afterwards. `None` from a server that predates `Walk`.
+    /// mtime and mode (CTRL-ATTR-3): the `Walk` rides in the same flight as the `Get` or, under
+    /// `auto`, the `GetAuto` (UDP-CTRL-8); a download asked for with `GetUdp` sends it
+    /// afterwards. `None` from a server that predates `Walk`.
     pub async fn get_keeping(
         &mut self,
         remote: &str,
@@ -542,7 +549,8 @@ fn answered_alone(req: &Request) -> bool {
         | Request::PutEnd { .. }
         | Request::Abort
         | Request::Get { .. }
-        | Request::GetUdp { .. } => false,
+        | Request::GetUdp { .. }
+        | Request::GetAuto { .. } => false,
     }
 }
 

@@ -10,7 +10,7 @@ use md5::{Digest, Md5};
 
 use super::files::{open_source, SMALL_TRANSFER_MAX};
 use super::pace::{self, Pacer};
-use super::partial::{self, open_local_partial, partial_path};
+use super::partial::{self, open_local_partial, partial_path, ranges_path};
 use super::{unexpected, Client, ClientError};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
@@ -132,7 +132,7 @@ impl Client {
 
     /// Reads the reply to a `Walk` sent behind a `Get` (CTRL-ATTR-3) and keeps its one entry.
     /// A server that predates `Walk` answers `BadRequest`: the entry stays unknown.
-    async fn read_walk_behind(&mut self) {
+    pub(super) async fn read_walk_behind(&mut self) {
         match self.read_reply().await {
             Ok(Response::Tree { mut entries }) if entries.len() == 1 => self.walked = entries.pop(),
             Ok(_) | Err(ClientError::Server { .. }) => {}
@@ -214,8 +214,37 @@ impl Client {
                 return Err(other.map_or_else(|e| e, unexpected));
             }
         };
+        let download = TcpDownload { file, offset, size, hasher, walk_behind };
+        self.finish_get(&partial, local, download, &progress).await
+    }
+
+    /// Receives the TCP download the server chose for a `GetAuto` (UDP-CTRL-7), whose
+    /// `GetReady` was read: the whole file, into a fresh partial.
+    pub(super) async fn receive_auto_tcp(
+        &mut self,
+        partial: &Path,
+        local: &Path,
+        size: u64,
+        walk_behind: bool,
+        progress: &ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        let _ = std::fs::remove_file(ranges_path(partial));
+        let (file, offset, hasher) = open_local_partial(partial, false).await?;
+        self.finish_get(partial, local, TcpDownload { file, offset, size, hasher, walk_behind }, progress).await
+    }
+
+    /// The receive half of a TCP download after its `GetReady`: the data, `GetEnd`, the reply
+    /// to a `Walk` behind the request (CTRL-ATTR-3), then the commit (CTRL-GET-4).
+    async fn finish_get(
+        &mut self,
+        partial: &Path,
+        local: &Path,
+        d: TcpDownload,
+        progress: &ProgressFn,
+    ) -> Result<TransferSummary, ClientError> {
+        let TcpDownload { file, offset, size, hasher, walk_behind } = d;
         progress(Progress::Start { total: size, offset });
-        let result = self.receive_get(file, offset, size, hasher, &progress).await;
+        let result = self.receive_get(file, offset, size, hasher, progress).await;
         match &result {
             Err(ClientError::Server { .. }) if walk_behind => self.read_walk_behind().await,
             Err(_) => self.broken = true,
@@ -224,7 +253,7 @@ impl Client {
         }
         let (server_md5, written_md5) = result?;
         progress(Progress::Verifying);
-        partial::commit(&partial, local, size, &server_md5, &written_md5)?;
+        partial::commit(partial, local, size, &server_md5, &written_md5)?;
         progress(Progress::Finish);
         Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp, udp_stats: None })
     }
@@ -297,6 +326,16 @@ impl Client {
         let server_md5 = outcome?;
         Ok((server_md5, written?.md5))
     }
+}
+
+/// A TCP download whose `GetReady` is read: the partial, positioned at `offset`, and the md5
+/// of the bytes before it.
+struct TcpDownload {
+    file: std::fs::File,
+    offset: u64,
+    size: u64,
+    hasher: Md5,
+    walk_behind: bool,
 }
 
 /// Checks that our file starts with the bytes the server already holds (CTRL-RESUME-2).

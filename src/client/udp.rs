@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::fallback::{first_reply_deadline, DegradeMonitor};
 use super::files::{local_err, open_source, small_goes_over_tcp, small_upload};
+use super::get_request::{ends_session, GetStart};
 use super::partial::{self, map_writer, open_partial_with_map, partial_path, ranges_path};
 use super::{unexpected, Client, ClientError, TransferOptions, TransferSummary, TransportChoice};
 use crate::flow::sink::spawn_sink;
@@ -292,16 +293,15 @@ impl Client {
         let map_path = ranges_path(&partial);
         let (file, held) = open_partial_with_map(&partial, &map_path, opts.resume).await?;
         let held_md5 = hash_held(&file, &held).await?;
-        let req = Request::GetUdp {
-            path: remote.to_string(),
-            held: held.iter().collect(),
-            held_md5,
-            rate_limit: opts.rate_limit,
-        };
         let asked = Instant::now();
-        let (flow, size) = match self.call(&req).await {
-            Ok(Response::UdpGetReady { flow, size }) => (flow, size),
-            Ok(other) => return Err(unexpected(other)),
+        let (flow, size, walk) = match self.request_get(remote, &held, held_md5, opts).await {
+            Ok(GetStart::Udp { flow, size, walk }) => (flow, size, walk),
+            Ok(GetStart::Tcp { size, walk }) => {
+                // UDP-CTRL-7: the server chose TCP; the download is already coming.
+                drop(file);
+                progress(Progress::Via(Transport::Tcp));
+                return self.receive_auto_tcp(&partial, local, size, walk, progress).await.map(Attempt::Done);
+            }
             Err(e) if no_udp(&e) => {
                 return Ok(Attempt::FallBack(Fallback { reason: e.to_string(), progressed: false }))
             }
@@ -312,8 +312,9 @@ impl Client {
                 return Err(e);
             }
         };
-        // UDP-FALLBACK-4: a small file is done sooner over the control connection.
-        if held.is_empty() && small_goes_over_tcp(opts, size) {
+        // UDP-FALLBACK-4: a small file is done sooner over the control connection (a server
+        // that predates `GetAuto`; one that knows it chose already).
+        if !self.get_auto_known() && held.is_empty() && small_goes_over_tcp(opts, size) {
             drop(file);
             progress(Progress::Via(Transport::Tcp));
             return self.get_small_instead(remote, local, progress.clone()).await.map(Attempt::Done);
@@ -357,21 +358,29 @@ impl Client {
         flow.stop().await;
         let done = sink.finish().await;
         let server_md5 = match outcome {
-            DataEnd::Finished(md5) => md5,
+            DataEnd::Finished(md5) => {
+                if walk {
+                    self.read_walk_behind().await;
+                }
+                md5
+            }
             // The server ended the download with an error reply, or the connection broke:
             // there is nothing to abort.
             DataEnd::Failed(e @ (ClientError::Server { .. } | ClientError::Conn(_))) => {
                 if matches!(e, ClientError::Conn(_)) {
                     self.broken = true;
+                } else if walk && !ends_session(&e) {
+                    // UDP-CTRL-8: the Walk's reply follows the download's final one.
+                    self.read_walk_behind().await;
                 }
                 return Err(e);
             }
             DataEnd::Failed(e) => {
-                self.abort_get().await?;
+                self.abort_get(walk).await?;
                 return Err(e);
             }
             DataEnd::FallBack(fb) => {
-                self.abort_get().await?;
+                self.abort_get(walk).await?;
                 return Ok(Attempt::FallBack(fb));
             }
         };
@@ -389,22 +398,6 @@ impl Client {
             transport: Transport::Udp,
             udp_stats: None,
         }))
-    }
-
-    /// Stops a UDP download on the control connection; the server answers `Ok`, or `GetEnd`
-    /// if it finished first (then the `Abort` itself is refused).
-    async fn abort_get(&mut self) -> Result<(), ClientError> {
-        self.writer.write_control(&Request::Abort).await.map_err(crate::conn::ConnError::from)?;
-        loop {
-            match self.read_response().await {
-                Ok(Response::GetEnd { .. }) => continue,
-                Ok(_) | Err(ClientError::Server { .. }) => return Ok(()),
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            }
-        }
     }
 }
 

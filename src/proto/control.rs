@@ -111,6 +111,17 @@ pub enum Request {
         from: String,
         to: String,
     },
+    /// Start a download whose transport the server picks by size (CTRL-MSG-40, UDP-CTRL-7):
+    /// with nothing `held` and a file of at most `tcp_max` bytes (capped by the server), it is
+    /// served as `Get { offset: 0, transport: Tcp }`; otherwise as `GetUdp` with the same
+    /// `held`, `held_md5` and `rate_limit`.
+    GetAuto {
+        path: String,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+        rate_limit: Option<u64>,
+        tcp_max: u64,
+    },
 }
 
 /// Server to client.

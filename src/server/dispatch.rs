@@ -9,16 +9,25 @@ use crate::proto::{ErrorCode, Request, Response, Transport};
 
 /// How a transfer got ready, as its ready reply said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ready {
+pub(crate) enum Ready {
     Put,
     PutUdp { held: u64 },
     Get,
     GetUdp { size: u64 },
 }
 
+impl Ready {
+    fn transport(self) -> Transport {
+        match self {
+            Ready::Put | Ready::Get => Transport::Tcp,
+            Ready::PutUdp { .. } | Ready::GetUdp { .. } => Transport::Udp,
+        }
+    }
+}
+
 /// How a transfer ended, as its final reply said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Final {
+pub(crate) enum Final {
     Done { size: u64 },
     Aborted,
     Failed(ErrorCode),
@@ -44,6 +53,15 @@ impl Tally {
 
     pub fn sent(&mut self, n: usize) {
         self.tx += n as u64;
+    }
+
+    /// What the replies so far said of the transfer in progress, to put back with `restore`.
+    pub fn recorded(&self) -> (Option<Ready>, Option<Final>) {
+        (self.ready, self.last)
+    }
+
+    pub fn restore(&mut self, (ready, last): (Option<Ready>, Option<Final>)) {
+        (self.ready, self.last) = (ready, last);
     }
 
     pub fn replied(&mut self, resp: &Response) {
@@ -103,7 +121,9 @@ impl TransferWatch {
             (_, Some(Final::Failed(code))) => format!("{code:?}"),
             (_, None) => "interrupted".to_string(),
         };
-        let bytes = match (self.transport, t.ready, t.last) {
+        // A `GetAuto` goes over the transport its ready reply names (UDP-CTRL-7).
+        let used = t.ready.map_or(self.transport, Ready::transport);
+        let bytes = match (used, t.ready, t.last) {
             (Transport::Tcp, _, _) if self.op == "put" => t.rx - self.rx,
             (Transport::Tcp, _, _) => t.tx - self.tx,
             (Transport::Udp, Some(Ready::PutUdp { held }), Some(Final::Done { size })) => size.saturating_sub(held),
@@ -111,7 +131,7 @@ impl TransferWatch {
             // A UDP transfer cut short: its flow knows, the control connection does not.
             _ => 0,
         };
-        let transport = match self.transport {
+        let transport = match used {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         };

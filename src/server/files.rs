@@ -66,9 +66,11 @@ impl Session {
             Request::Copy { from, to } => self.copy(&from, &to).await,
             Request::Auth { .. } => Err(Reply::new(ErrorCode::BadRequest, "already logged in")),
             Request::PutEnd { .. } | Request::Abort => Err(Reply::new(ErrorCode::BadRequest, "no upload in progress")),
-            Request::Bye | Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. } => {
-                Err(Reply::new(ErrorCode::BadRequest, "unexpected request"))
-            }
+            Request::Bye
+            | Request::Put { .. }
+            | Request::Get { .. }
+            | Request::GetUdp { .. }
+            | Request::GetAuto { .. } => Err(Reply::new(ErrorCode::BadRequest, "unexpected request")),
         }
     }
 

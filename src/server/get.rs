@@ -27,6 +27,21 @@ impl Session {
                 return Ok(true);
             }
         };
+        self.send_get(conn, &path, file, size, offset, hasher).await
+    }
+
+    /// The data phase of a TCP download of `file`, opened at `size` bytes, from `offset`
+    /// (`hasher` holds the digest of the bytes before it): `GetReady`, the data frames, then
+    /// `GetEnd` or an error (CTRL-GET-1 to CTRL-GET-3). Also serves `GetAuto` (UDP-CTRL-7).
+    pub(crate) async fn send_get(
+        &mut self,
+        conn: &mut Conn,
+        path: &str,
+        file: Box<dyn BlobReader>,
+        size: u64,
+        offset: u64,
+        hasher: Md5,
+    ) -> Result<bool, ConnError> {
         conn.reply(&Response::GetReady { size, offset }).await?;
         let mut chunks = spawn_reader(file, offset, size, hasher);
         loop {

@@ -86,6 +86,15 @@ impl Conn {
         }
     }
 
+    /// Sends the reply to a request that rode behind a transfer (UDP-CTRL-8): it does not
+    /// change what the transfer's audit line and metrics say.
+    pub async fn reply_beside(&mut self, resp: &Response) -> Result<(), ConnError> {
+        let recorded = self.tally.recorded();
+        let sent = self.reply(resp).await;
+        self.tally.restore(recorded);
+        sent
+    }
+
     /// Sends one data frame, giving up if the peer stops reading for the idle timeout.
     /// `Ok(false)` means the session must end. Shutdown is not raced here: a frame once started
     /// is finished, so the caller can still send `ShuttingDown` between frames (CTRL-SESS-3).
@@ -243,7 +252,7 @@ async fn open(
 
 /// Requests whose data phase runs on the data runtime.
 fn is_transfer(request: &Request) -> bool {
-    matches!(request, Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. })
+    matches!(request, Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. } | Request::GetAuto { .. })
 }
 
 /// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because
@@ -346,6 +355,14 @@ impl Session {
                 let held_bytes = held.iter().map(|r| r.1.saturating_sub(r.0)).sum();
                 let watch = super::dispatch::TransferWatch::start_holding(conn, "get", Transport::Udp, held_bytes);
                 let go_on = self.get_udp(conn, path.clone(), held, held_md5, rate_limit).await;
+                watch.finish(conn, self, &path);
+                go_on
+            }
+            Request::GetAuto { path, held, held_md5, rate_limit, tcp_max } => {
+                // The watch reports the transport the server picked (its ready reply).
+                let held_bytes = held.iter().map(|r| r.1.saturating_sub(r.0)).sum();
+                let watch = super::dispatch::TransferWatch::start_holding(conn, "get", Transport::Udp, held_bytes);
+                let go_on = self.get_auto(conn, path.clone(), held, held_md5, rate_limit, tcp_max).await;
                 watch.finish(conn, self, &path);
                 go_on
             }

@@ -40,11 +40,32 @@ impl Drop for FlowGuard {
     }
 }
 
+/// The largest `tcp_max` of a `GetAuto` this server honours (UDP-CTRL-7): a larger one is
+/// read as this. A TCP download streams through a bounded queue whatever its size; the cap
+/// keeps the choice of transport with the server for anything but small files.
+pub const AUTO_TCP_MAX: u64 = 4 * crate::proto::CHUNK_SIZE as u64;
+
+/// A UDP download ready to start: the opened file, its size at opening, what the client holds.
+struct UdpSend {
+    file: Box<dyn crate::storage::BlobReader>,
+    size: u64,
+    held: RangeSet,
+    rate_limit: Option<u64>,
+    /// Whether one `Walk` may ride behind the request (UDP-CTRL-8).
+    walk_behind: bool,
+}
+
+fn no_udp() -> Reply {
+    Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use the TCP transport")
+}
+
+fn zero_rate() -> Reply {
+    Reply::new(ErrorCode::BadRequest, "a rate limit must be above zero")
+}
+
 impl Session {
     fn udp_socket(&self) -> Result<Arc<UdpIo>, Reply> {
-        self.state.udp.get().cloned().ok_or_else(|| {
-            Reply::new(ErrorCode::UnsupportedTransport, "this server has no UDP socket; use the TCP transport")
-        })
+        self.state.udp.get().cloned().ok_or_else(no_udp)
     }
 
     /// Registers a flow and starts its task.
@@ -159,20 +180,72 @@ impl Session {
         rate_limit: Option<u64>,
     ) -> Result<bool, ConnError> {
         let prepared = match (self.udp_socket(), rate_limit) {
-            (_, Some(0)) => Err(Reply::new(ErrorCode::BadRequest, "a rate limit must be above zero")),
+            (_, Some(0)) => Err(zero_rate()),
             (Ok(io), _) => self.prepare_get_udp(&path, held, held_md5).await.map(|x| (io, x)),
             (Err(e), _) => Err(e),
         };
-        let (io, (file, size, held)) = match prepared {
+        match prepared {
+            Ok((io, (file, size, held))) => {
+                let send = UdpSend { file, size, held, rate_limit, walk_behind: false };
+                self.send_udp(conn, io, &path, send).await
+            }
+            Err(reply) => conn.reply(&reply.into_response()).await.map(|_| true),
+        }
+    }
+
+    /// Serves `GetAuto` (UDP-CTRL-7): a file of at most `tcp_max` bytes (at most
+    /// [`AUTO_TCP_MAX`]) of which the client holds nothing goes over TCP exactly as `Get`
+    /// would send it, anything else over UDP exactly as `GetUdp` would; without a UDP socket,
+    /// over TCP whatever its size (UDP-FALLBACK-5). Returns `Ok(false)` when the session must
+    /// end.
+    pub(crate) async fn get_auto(
+        &mut self,
+        conn: &mut Conn,
+        path: String,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+        rate_limit: Option<u64>,
+        tcp_max: u64,
+    ) -> Result<bool, ConnError> {
+        let io = self.udp_socket().ok();
+        let opened = match rate_limit {
+            Some(0) => Err(zero_rate()),
+            // UDP-FALLBACK-5: resuming from held ranges takes UDP.
+            _ if io.is_none() && !held.is_empty() => Err(no_udp()),
+            _ => self.prepare_get_udp(&path, held, held_md5).await,
+        };
+        let (file, size, held) = match opened {
             Ok(x) => x,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
+        match io {
+            Some(io) if !held.is_empty() || size > tcp_max.min(AUTO_TCP_MAX) => {
+                let send = UdpSend { file, size, held, rate_limit, walk_behind: true };
+                self.send_udp(conn, io, &path, send).await
+            }
+            _ => self.send_get(conn, &path, file, size, 0, md5::Md5::new()).await,
+        }
+    }
+
+    /// The data phase of a UDP download: `UdpGetReady`, the flow, then `GetEnd` or an error;
+    /// or `Ok` after the client's `Abort` (UDP-CTRL-3, UDP-END-*).
+    async fn send_udp(
+        &mut self,
+        conn: &mut Conn,
+        io: Arc<UdpIo>,
+        path: &str,
+        send: UdpSend,
+    ) -> Result<bool, ConnError> {
+        let UdpSend { file, size, held, rate_limit, walk_behind } = send;
         let mut cfg = SenderConfig::new(size, held.clone());
         cfg.rate_limit = rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
         let source = BlockSource::spawn(file, size, held);
         let (guard, mut task, shared) = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io);
         conn.reply(&Response::UdpGetReady { flow: guard.id, size }).await?;
+        // UDP-CTRL-8: one `Walk` sent behind `GetAuto`, answered after the download's end.
+        let mut walk: Option<String> = None;
+        let mut walk_allowed = walk_behind;
         loop {
             tokio::select! {
                 r = &mut task => {
@@ -194,20 +267,28 @@ impl Session {
                         Err(e) => Reply::internal(e).into_response(),
                     };
                     conn.reply(&reply).await?;
+                    self.answer_walk(conn, walk).await?;
                     return Ok(true);
                 }
                 next = conn.next() => match next? {
                     Next::Frame(Frame::Control(p)) => match Frame::decode_control::<Request>(&p) {
                         Ok(Request::Abort) => {
                             drop(guard);
+                            self.answer_walk(conn, walk).await?;
                             conn.reply(&Response::Ok).await?;
                             return Ok(true);
                         }
+                        Ok(Request::Walk { path }) if walk_allowed => {
+                            walk = Some(path);
+                            walk_allowed = false;
+                        }
                         _ => {
+                            walk_allowed = false;
                             conn.reply_error(ErrorCode::BadRequest, "only Abort is allowed during a download").await?;
                         }
                     },
                     Next::Frame(Frame::Data(_)) => {
+                        walk_allowed = false;
                         conn.reply_error(ErrorCode::BadRequest, "data frame during a UDP download").await?;
                     }
                     Next::Idle => {
@@ -223,6 +304,13 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// Answers a `Walk` held back during a UDP download (UDP-CTRL-8, CTRL-ATTR-3).
+    async fn answer_walk(&mut self, conn: &mut Conn, walk: Option<String>) -> Result<(), ConnError> {
+        let Some(path) = walk else { return Ok(()) };
+        let resp = self.file_op(Request::Walk { path }).await.unwrap_or_else(Reply::into_response);
+        conn.reply_beside(&resp).await
     }
 
     /// Opens the file through the storage (a local file, or a blob whose reader fails with

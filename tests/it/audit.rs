@@ -41,6 +41,11 @@ fn writes_one_json_audit_line_per_state_change() {
     make_file(&env.local("f"), 100_000, 3);
     cli(&["put", "--transport", "tcp", "f", "f"]).assert_ok();
     cli(&["get", "--transport", "tcp", "f", "copy"]).assert_ok();
+    // UDP-CTRL-7: under auto the line names the transport the server picked.
+    make_file(&env.local("big"), 300_000, 4);
+    cli(&["put", "--transport", "tcp", "big", "big"]).assert_ok();
+    cli(&["get", "--transport", "auto", "f", "copy2"]).assert_ok();
+    cli(&["get", "--transport", "auto", "big", "big2"]).assert_ok();
     cli(&["mkdir", "d"]).assert_ok();
     cli(&["mv", "f", "d/g"]).assert_ok();
     cli(&["rm", "d/g"]).assert_ok();
@@ -62,7 +67,11 @@ fn writes_one_json_audit_line_per_state_change() {
     let put = audit_events(&lines, "put")[0];
     assert_eq!((put["path"].as_str(), put["result"].as_str()), (Some("/f"), Some("ok")));
     assert_eq!((put["bytes"].as_u64(), put["transport"].as_str()), (Some(100_000), Some("tcp")));
-    assert_eq!(audit_events(&lines, "get")[0]["bytes"], 100_000);
+    let gets: Vec<_> = audit_events(&lines, "get")
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["bytes"].as_u64().unwrap(), f["transport"].as_str().unwrap()))
+        .collect();
+    assert_eq!(gets, [("/f", 100_000, "tcp"), ("/f", 100_000, "tcp"), ("/big", 300_000, "udp")]);
     assert_eq!(audit_events(&lines, "mv")[0]["to"], "/d/g");
     let rmdirs: Vec<_> = audit_events(&lines, "rmdir").iter().map(|f| f["result"].as_str().unwrap()).collect();
     assert_eq!(rmdirs, ["ok", "NotFound"]);

@@ -42,6 +42,7 @@ fn request_index(r: &Request) -> u32 {
         Request::Walk { .. } => 18,
         Request::Glob { .. } => 19,
         Request::Copy { .. } => 20,
+        Request::GetAuto { .. } => 21,
     }
 }
 
@@ -215,6 +216,15 @@ fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|path| Request::Walk { path }),
         text().prop_map(|pattern| Request::Glob { pattern }),
         (text(), text()).prop_map(|(from, to)| Request::Copy { from, to }),
+        (text(), byte_ranges(), proptest::option::of(md5()), proptest::option::of(size()), size()).prop_map(
+            |(path, held, held_md5, rate_limit, tcp_max)| Request::GetAuto {
+                path,
+                held,
+                held_md5,
+                rate_limit,
+                tcp_max
+            }
+        ),
     ]
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use support::flights::FlightProxy;
 use support::*;
-use xfer::client::{Client, ClientError, TransferOptions, TransportChoice, AHEAD_MAX, SMALL_TRANSFER_MAX};
+use xfer::client::{
+    partial_path, Client, ClientError, TransferOptions, TransportChoice, AHEAD_MAX, SMALL_TRANSFER_MAX,
+};
 use xfer::conn::Batch;
 use xfer::proto::{DataChunk, ErrorCode, Request, Response, Transport, PROTOCOL_VERSION};
 
@@ -53,26 +55,27 @@ fn ls_takes_at_most_three_round_trips() {
     assert!(n <= 3, "ls took {n} round trips: {:?}", proxy.last());
 }
 
-/// CTRL-PUT-7, CTRL-GET-5, UDP-FALLBACK-4.
+/// CTRL-PUT-7, UDP-CTRL-7, UDP-FALLBACK-4: under `auto` a small get is `GetAuto`, answered
+/// with the data, so it costs what it does with `tcp`.
 #[test]
-fn small_put_and_get_take_at_most_four_round_trips() {
+fn small_put_and_get_take_at_most_three_round_trips() {
     let (env, srv, proxy) = setup();
     for transport in ["auto", "tcp"] {
         let name = format!("six-{transport}.txt");
         std::fs::write(env.local(&name), b"hello\n").unwrap();
         let n = round_trips(&env, &proxy, &["put", &name, "--transport", transport]);
-        assert!(n <= 4, "put --transport {transport} took {n} round trips: {:?}", proxy.last());
+        assert!(n <= 3, "put --transport {transport} took {n} round trips: {:?}", proxy.last());
         assert_eq!(std::fs::read(srv.home("alice").join(&name)).unwrap(), b"hello\n");
 
         let back = format!("back-{transport}.txt");
         let n = round_trips(&env, &proxy, &["get", &name, &back, "--transport", transport]);
-        assert!(n <= 4, "get --transport {transport} took {n} round trips: {:?}", proxy.last());
+        assert!(n <= 3, "get --transport {transport} took {n} round trips: {:?}", proxy.last());
         assert_eq!(std::fs::read(env.local(&back)).unwrap(), b"hello\n");
     }
 }
 
 #[test]
-fn shell_moves_each_small_file_in_at_most_two_round_trips() {
+fn shell_moves_each_small_file_in_one_round_trip() {
     let (env, srv, proxy) = setup();
     let files = 5;
     let mut script = String::new();
@@ -93,10 +96,11 @@ fn shell_moves_each_small_file_in_at_most_two_round_trips() {
         assert_eq!(std::fs::read(srv.home("alice").join(format!("f{i}"))).unwrap(), sent);
         assert_eq!(std::fs::read(env.local(&format!("g{i}"))).unwrap(), sent);
     }
-    // TCP, TLS, login with the shell's pwd; then one round trip per put, two per get (the
-    // download is asked for over UDP first, CTRL-GET-5).
+    // TCP, TLS, login with the shell's pwd; then one round trip per put and one per get (the
+    // server sends a small download over TCP at once, UDP-CTRL-7).
     let n = proxy.last().round_trips();
-    assert!(n <= 3 + files + 2 * files, "{n} round trips: {:?}", proxy.last());
+    eprintln!("shell: {n} round trips: {:?}", proxy.last());
+    assert!(n <= 3 + files + files, "{n} round trips: {:?}", proxy.last());
 }
 
 /// CTRL-AUTH-6: the CLI prints the login failure, not the `NotAuthenticated` behind it.
@@ -524,6 +528,12 @@ async fn auto_sends_small_files_over_tcp_and_larger_ones_over_udp() {
             assert_eq!(down.expect("get").transport, via, "{name} download");
             assert_eq!(std::fs::read(&back).unwrap(), data, "{name} byte-exact");
         }
+        // Forced UDP asks with GetUdp and never takes TCP, however small the file.
+        let udp = TransferOptions { transport: TransportChoice::Udp, ..Default::default() };
+        let back = env.local("small.udp");
+        let down = c.get_with("small", &back, &udp, xfer::transfer::progress::no_progress()).await;
+        assert_eq!(down.expect("get").transport, Transport::Udp, "forced udp");
+        assert_eq!(std::fs::read(&back).unwrap().len() as u64, SMALL_TRANSFER_MAX);
         assert!(c.is_usable());
         c.bye().await;
         srv.assert_no_panics();
@@ -555,4 +565,191 @@ fn no_change_sync_takes_three_round_trips() {
     std::fs::write(srv.home("alice").join("plain"), b"x").unwrap();
     let out = cli(&env, &proxy, &["sync", ":plain", "back2"]);
     assert!(!out.status.success(), "sync from a remote file succeeded");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GetAuto: the server picks the transport by size (UDP-CTRL-7, UDP-CTRL-8, UDP-FALLBACK-5).
+
+fn get_auto(path: &str, tcp_max: u64) -> Request {
+    Request::GetAuto { path: path.into(), held: vec![], held_md5: None, rate_limit: None, tcp_max }
+}
+
+/// Reads data frames from byte 0 until `GetEnd`; returns the bytes.
+async fn read_tcp_download(raw: &mut Raw) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        match raw.frame().await {
+            Ok(xfer::proto::Frame::Data(c)) => {
+                assert_eq!(c.offset, got.len() as u64, "chunks in order");
+                got.extend_from_slice(&c.data);
+            }
+            Ok(xfer::proto::Frame::Control(p)) => {
+                match xfer::proto::Frame::decode_control::<Response>(&p).expect("decode") {
+                    Response::GetEnd { md5 } => {
+                        assert_eq!(md5, md5_bytes(&got));
+                        return got;
+                    }
+                    other => panic!("expected data or GetEnd, got {other:?}"),
+                }
+            }
+            Err(e) => panic!("connection failed: {e}"),
+        }
+    }
+}
+
+/// UDP-CTRL-7, UDP-CTRL-8, CTRL-ATTR-3: a small file is served at once as a TCP `Get`, and the
+/// `Walk` in the same flight is answered after its `GetEnd`.
+#[tokio::test]
+async fn get_auto_serves_a_small_file_over_tcp_with_the_walk_behind_it() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        std::fs::write(srv.home("alice").join("small"), b"tiny file").unwrap();
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        let mut b = Batch::new();
+        b.control(&get_auto("small", SMALL_TRANSFER_MAX)).unwrap();
+        b.control(&Request::Walk { path: "small".into() }).unwrap();
+        send(&mut raw, b).await;
+        assert_eq!(raw.recv().await, Response::GetReady { size: 9, offset: 0 });
+        assert_eq!(read_tcp_download(&mut raw).await, b"tiny file");
+        match raw.recv().await {
+            Response::Tree { entries } => assert_eq!((entries.len(), entries[0].size), (1, 9)),
+            other => panic!("expected the Walk's reply, got {other:?}"),
+        }
+        // A file just over `tcp_max` goes over UDP; a missing one is one error, and the Walk
+        // behind it is still answered.
+        make_file(&srv.home("alice").join("over"), SMALL_TRANSFER_MAX as usize + 1, 1);
+        assert!(matches!(
+            raw.call(&get_auto("over", SMALL_TRANSFER_MAX)).await,
+            Response::UdpGetReady { size, .. } if size == SMALL_TRANSFER_MAX + 1
+        ));
+        assert_eq!(raw.call(&Request::Abort).await, Response::Ok);
+        let mut b = Batch::new();
+        b.control(&get_auto("missing", SMALL_TRANSFER_MAX)).unwrap();
+        b.control(&Request::Walk { path: "missing".into() }).unwrap();
+        send(&mut raw, b).await;
+        raw.expect_error(ErrorCode::NotFound).await;
+        raw.expect_error(ErrorCode::NotFound).await;
+        assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
+        srv.assert_no_panics();
+    })
+    .await;
+}
+
+/// UDP-CTRL-7: a `tcp_max` of u64::MAX is read as the server's own limit (4 MiB): a file
+/// within it is an ordinary streamed TCP download, a larger one goes over UDP; the `Walk` behind
+/// a UDP download is answered before the `Ok` of its `Abort` (UDP-CTRL-8).
+#[tokio::test]
+async fn get_auto_caps_a_huge_tcp_max_at_the_servers_limit() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let mid = make_file(&srv.home("alice").join("mid"), 3 * MIB as usize, 2);
+        make_file(&srv.home("alice").join("big"), 5 * MIB as usize, 3);
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        assert_eq!(raw.call(&get_auto("mid", u64::MAX)).await, Response::GetReady { size: 3 * MIB, offset: 0 });
+        assert_eq!(read_tcp_download(&mut raw).await, mid);
+        let mut b = Batch::new();
+        b.control(&get_auto("big", u64::MAX)).unwrap();
+        b.control(&Request::Walk { path: "big".into() }).unwrap();
+        send(&mut raw, b).await;
+        assert!(matches!(raw.recv().await, Response::UdpGetReady { size, .. } if size == 5 * MIB));
+        raw.send(&Request::Abort).await;
+        assert!(matches!(raw.recv().await, Response::Tree { entries } if entries.len() == 1));
+        assert_eq!(raw.recv().await, Response::Ok);
+        // Rules of GetUdp hold: a zero rate limit is refused.
+        let zero =
+            Request::GetAuto { path: "mid".into(), held: vec![], held_md5: None, rate_limit: Some(0), tcp_max: 0 };
+        raw.send(&zero).await;
+        raw.expect_error(ErrorCode::BadRequest).await;
+        assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
+        srv.assert_no_panics();
+    })
+    .await;
+}
+
+/// A server whose UDP port is taken by someone else runs without UDP.
+fn start_without_udp(env: &TestEnv) -> (TestServer, std::net::UdpSocket) {
+    let squatter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let srv = env.start_on(&squatter.local_addr().unwrap().to_string());
+    (srv, squatter)
+}
+
+/// UDP-FALLBACK-5: without UDP the server sends any `GetAuto` of a whole file over TCP; a
+/// resume from held ranges is refused as `GetUdp` would refuse it, and the client resumes over
+/// TCP.
+#[tokio::test]
+async fn get_auto_without_udp_serves_any_size_over_tcp() {
+    guard(async {
+        let env = TestEnv::new();
+        let (srv, _squatter) = start_without_udp(&env);
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let big = make_file(&srv.home("alice").join("big"), 5 * MIB as usize, 4);
+        let mut raw = Raw::login(srv.addr, "alice", PW).await;
+        let plain = Request::GetUdp { path: "big".into(), held: vec![], held_md5: None, rate_limit: None };
+        raw.send(&plain).await;
+        raw.expect_error(ErrorCode::UnsupportedTransport).await;
+        assert_eq!(
+            raw.call(&get_auto("big", SMALL_TRANSFER_MAX)).await,
+            Response::GetReady { size: 5 * MIB, offset: 0 }
+        );
+        assert_eq!(read_tcp_download(&mut raw).await, big);
+        let held = Request::GetAuto {
+            path: "big".into(),
+            held: vec![(0, 5)],
+            held_md5: Some(md5_bytes(&big[..5])),
+            rate_limit: None,
+            tcp_max: SMALL_TRANSFER_MAX,
+        };
+        raw.send(&held).await;
+        raw.expect_error(ErrorCode::UnsupportedTransport).await;
+
+        // The library client: whole files and a resumed partial arrive over TCP.
+        let mut c = Client::connect_and_login(&srv.options(), "alice", PW).await.expect("connect");
+        let auto = TransferOptions { transport: TransportChoice::Auto, ..Default::default() };
+        let down = c.get_with("big", &env.local("big"), &auto, xfer::transfer::progress::no_progress()).await;
+        assert_eq!(down.expect("get").transport, Transport::Tcp);
+        assert_eq!(std::fs::read(env.local("big")).unwrap(), big);
+        std::fs::write(partial_path(&env.local("again")), &big[..MIB as usize]).unwrap();
+        let resume = TransferOptions { resume: true, ..auto };
+        let down = c.get_with("big", &env.local("again"), &resume, xfer::transfer::progress::no_progress()).await;
+        let down = down.expect("resumed get");
+        assert_eq!((down.transport, down.resumed_from), (Transport::Tcp, MIB));
+        assert_eq!(std::fs::read(env.local("again")).unwrap(), big);
+        assert!(c.is_usable());
+        c.bye().await;
+        srv.assert_no_panics();
+    })
+    .await;
+}
+
+/// The client's way with a server that refuses `GetAuto` with `BadRequest`, as one that predates
+/// it does: it asks again with `GetUdp` (UDP-FALLBACK-5). No server that predates `GetAuto` is
+/// at hand, so a zero rate limit, which a current server refuses with `BadRequest` to both
+/// requests, drives the same path: `GetAuto`, `GetUdp`, then TCP (UDP-FALLBACK-1).
+#[tokio::test]
+async fn client_takes_the_old_way_after_get_auto_is_refused() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 10 * MIB, None);
+        std::fs::write(srv.home("alice").join("empty"), b"").unwrap();
+        std::fs::write(srv.home("alice").join("six"), b"hello\n").unwrap();
+        let mut c = Client::connect_and_login(&srv.options(), "alice", PW).await.expect("connect");
+        let zero = TransferOptions { transport: TransportChoice::Auto, rate_limit: Some(0), ..Default::default() };
+        let down = c.get_with("empty", &env.local("empty"), &zero, xfer::transfer::progress::no_progress()).await;
+        assert_eq!(down.expect("get").transport, Transport::Tcp);
+        assert_eq!(std::fs::read(env.local("empty")).unwrap(), b"");
+        // From now on this connection asks with GetUdp, then Abort + Get (CTRL-GET-5).
+        let auto = TransferOptions { transport: TransportChoice::Auto, ..Default::default() };
+        let down = c.get_with("six", &env.local("six"), &auto, xfer::transfer::progress::no_progress()).await;
+        assert_eq!(down.expect("get").transport, Transport::Tcp);
+        assert_eq!(std::fs::read(env.local("six")).unwrap(), b"hello\n");
+        assert!(c.is_usable());
+        c.bye().await;
+        srv.assert_no_panics();
+    })
+    .await;
 }

@@ -139,6 +139,37 @@ async fn auto_falls_back_to_tcp_when_udp_is_blocked() {
     .await
 }
 
+/// UDP-CTRL-8, CTRL-ATTR-3: under `auto` the `Walk` of a get that keeps attributes rides behind
+/// `GetAuto`; its reply is read after `GetEnd`, or before the `Ok` of the `Abort` that hands a
+/// blocked download over to TCP.
+#[tokio::test]
+async fn the_walk_behind_get_auto_is_answered_over_udp_and_after_a_fallback() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let data = make_file(&srv.home("alice").join("a"), 2 * MIB as usize, 5);
+        let auto = opts(TransportChoice::Auto, false);
+        let mut c = srv.connect("alice", PW).await;
+        let (down, entry) = c.get_keeping("a", &env.local("a"), &auto, no_progress()).await.expect("get over UDP");
+        assert_eq!(down.transport, Transport::Udp);
+        assert_eq!(entry.map(|e| e.size), Some(2 * MIB));
+        assert_eq!(std::fs::read(env.local("a")).unwrap(), data);
+        assert!(c.is_usable());
+
+        let blocked: Policy = Arc::new(|_, _, _| Action::Drop);
+        let proxy = Proxy::start(srv.addr, blocked).await;
+        let mut c = connect_via(&proxy, &env).await;
+        let (down, entry) = c.get_keeping("a", &env.local("b"), &auto, no_progress()).await.expect("get via TCP");
+        assert_eq!(down.transport, Transport::Tcp);
+        assert_eq!(entry.map(|e| e.size), Some(2 * MIB));
+        assert_eq!(std::fs::read(env.local("b")).unwrap(), data);
+        assert_eq!(c.pwd().await.expect("still in step"), "/");
+        srv.assert_no_panics();
+    })
+    .await
+}
+
 /// Forwards datagrams until `limit` bytes have passed (both directions), then drops them all.
 fn dies_after(limit: u64) -> Policy {
     let passed = std::sync::atomic::AtomicU64::new(0);
@@ -326,6 +357,13 @@ async fn udp_resume_fills_the_holes_of_a_download() {
         assert_eq!(down.resumed_from, 2 * MIB);
         assert_eq!(std::fs::read(&local).unwrap(), data);
         assert!(!Path::new(&format!("{}.ranges", partial_path(&local).display())).exists());
+
+        // Under auto the request is GetAuto (UDP-CTRL-7): holding ranges, it goes over UDP.
+        std::fs::remove_file(&local).unwrap();
+        plant();
+        let down = get(&mut c, "d", &local, &opts(TransportChoice::Auto, true)).await;
+        assert_eq!((down.transport, down.resumed_from), (Transport::Udp, 2 * MIB));
+        assert_eq!(std::fs::read(&local).unwrap(), data);
 
         // The same partial resumed over TCP keeps only its first MiB.
         std::fs::remove_file(&local).unwrap();

@@ -96,6 +96,16 @@ fn expectations() -> Vec<(&'static str, Expected)> {
         ("request-walk.hex", Req(Request::Walk { path: s("photos") })),
         ("request-glob.hex", Req(Request::Glob { pattern: s("logs/**/*.gz") })),
         ("request-copy.hex", Req(Request::Copy { from: s("a.txt"), to: s("backup/a.txt") })),
+        (
+            "request-get-auto.hex",
+            Req(Request::GetAuto {
+                path: s("hello.txt"),
+                held: vec![],
+                held_md5: None,
+                rate_limit: None,
+                tcp_max: 0x0002_0000,
+            }),
+        ),
         ("response-ok.hex", Resp(Response::Ok)),
         ("response-authed.hex", Resp(Response::Authed { cwd: s("/") })),
         ("response-pwd.hex", Resp(Response::Pwd { path: s("/docs") })),
