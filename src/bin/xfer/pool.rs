@@ -1,7 +1,8 @@
 //! Many files in flight: `-j N` runs the transfers of one command over N sessions of the same
-//! login at once (each its own connection, logged in once and counted against the per-user
-//! session cap like any other session). One total bar shows files, bytes, rate and ETA; each
-//! file still prints its own summary line. Errors are collected: without `--keep-going` the
+//! login at once (the command's own and N − 1 more, each its own connection, logged in once and
+//! counted against the per-user session cap like any other session), and on each session keeps
+//! small transfers on the wire together (CTRL-PUT-8, CTRL-GET-6). One total bar shows files,
+//! bytes, rate and ETA; each file still prints its own summary line. Errors are collected: without `--keep-going` the
 //! first failure stops new transfers from starting and is reported once the running ones end;
 //! with it every file is tried and the run ends with a summary and `Partial`.
 
@@ -143,24 +144,42 @@ pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -
         progress: if workers > 1 && ui.progress == ProgressArg::Auto { ProgressArg::None } else { ui.progress },
         ..ui.clone()
     };
+    let mut first_error = Ok(());
     if workers > 1 {
+        // The command's own session is one of the `workers`: logged in already, it starts at
+        // once while the others connect.
         let logins = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
         let mut set = tokio::task::JoinSet::new();
-        for _ in 0..workers {
+        for _ in 1..workers {
             let (shared, opts, ui, session) = (shared.clone(), opts.clone(), worker_ui.clone(), main.sibling());
             set.spawn(work(session, shared, opts, ui, logins.clone()));
         }
-        while set.join_next().await.is_some() {}
+        let others = async { while set.join_next().await.is_some() {} };
+        (first_error, ()) = tokio::join!(serve_all(main, &shared, opts, &worker_ui), others);
     }
     // Sequential, and whatever workers that could not log in left behind.
-    let client = main.client().await?;
+    let rest = serve_all(main, &shared, opts, &worker_ui).await;
+    shared.total.finish_and_clear();
+    first_error.and(rest)?;
+    finish(&shared)
+}
+
+/// Serves jobs on the command's own session until none are left or its connection is lost.
+async fn serve_all(main: &mut Session, shared: &Shared, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
     while let Some(job) = shared.next() {
-        if serve(client, job, &shared, opts, &worker_ui, None).await == Served::Lost {
+        let client = match main.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                shared.give_back(job);
+                return Err(e);
+            }
+        };
+        if serve(client, job, shared, opts, ui, None).await == Served::Lost {
+            main.drop_connection();
             break;
         }
     }
-    shared.total.finish_and_clear();
-    finish(&shared)
+    Ok(())
 }
 
 /// One worker: its own session, jobs until none are left. A worker that cannot log in (the
