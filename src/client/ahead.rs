@@ -13,7 +13,8 @@ use md5::{Digest, Md5};
 
 use super::files::open_source;
 use super::pace::{self, Pacer};
-use super::partial::{self, open_local_partial, partial_path};
+use super::partial::{open_local_partial, partial_path};
+use super::transfer::TcpDownload;
 use super::{unexpected, Client, ClientError, FileAttrs, TransferSummary};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
@@ -267,12 +268,8 @@ impl Client {
                 return Err(e);
             }
         };
-        progress(Progress::Start { total: size, offset });
-        let (server_md5, written_md5) = self.receive_get(file, offset, size, hasher, &progress).await?;
-        progress(Progress::Verifying);
-        partial::commit(&partial, &local, size, &server_md5, &written_md5)?;
-        progress(Progress::Finish);
-        Ok(TransferSummary { size, resumed_from: offset, md5: written_md5, transport: Transport::Tcp, udp_stats: None })
+        let download = TcpDownload { file, offset, size, hasher, walk_behind: false };
+        self.finish_get(&partial, &local, download, &progress).await
     }
 
     /// After a refused inline `Put`, reads the one error reply each of its `frames` frames sent

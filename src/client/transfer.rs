@@ -235,7 +235,7 @@ impl Client {
 
     /// The receive half of a TCP download after its `GetReady`: the data, `GetEnd`, the reply
     /// to a `Walk` behind the request (CTRL-ATTR-3), then the commit (CTRL-GET-4).
-    async fn finish_get(
+    pub(super) async fn finish_get(
         &mut self,
         partial: &Path,
         local: &Path,
@@ -283,7 +283,7 @@ impl Client {
     }
 
     /// Receives checked chunks into the partial until `GetEnd`; returns (server md5, our md5).
-    pub(super) async fn receive_get(
+    async fn receive_get(
         &mut self,
         file: std::fs::File,
         offset: u64,
@@ -330,12 +330,12 @@ impl Client {
 
 /// A TCP download whose `GetReady` is read: the partial, positioned at `offset`, and the md5
 /// of the bytes before it.
-struct TcpDownload {
-    file: std::fs::File,
-    offset: u64,
-    size: u64,
-    hasher: Md5,
-    walk_behind: bool,
+pub(super) struct TcpDownload {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub size: u64,
+    pub hasher: Md5,
+    pub walk_behind: bool,
 }
 
 /// Checks that our file starts with the bytes the server already holds (CTRL-RESUME-2).

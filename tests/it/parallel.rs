@@ -8,14 +8,19 @@ use std::time::Duration;
 
 use support::flights::FlightProxy;
 use support::*;
+use xfer::client::SMALL_TRANSFER_MAX;
 
 const PW: &str = "par-pw";
 
-fn tree(root: &std::path::Path, files: usize) {
+/// `files` files in `root` and `root/sub`. `larger` makes each bigger than a small transfer:
+/// one session would take a whole tree of small files on the wire at once (CTRL-PUT-8), so
+/// the tests that count sessions use files that go one at a time.
+fn tree(root: &std::path::Path, files: usize, larger: bool) {
     std::fs::create_dir_all(root.join("sub")).unwrap();
+    let base = if larger { SMALL_TRANSFER_MAX as usize + 1 } else { 2000 };
     for i in 0..files {
         let dir = if i % 3 == 0 { "sub/" } else { "" };
-        make_file(&root.join(format!("{dir}f{i}")), 2000 + i * 10, i as u64);
+        make_file(&root.join(format!("{dir}f{i}")), base + i * 10, i as u64);
     }
 }
 
@@ -28,7 +33,7 @@ fn put_and_get_r_with_j_use_that_many_sessions_and_move_every_file() {
     let cli = |args: &[&str]| run(client_cmd(&proxy.addr_string(), "alice", PW, &env.config_dir, &env.work, args));
     cli(&["pwd"]).assert_ok();
     let src = env.local("t");
-    tree(&src, 24);
+    tree(&src, 24, true);
 
     let before = proxy.connections();
     cli(&["put", "-r", "-j", "4", "t"]).assert_ok();
@@ -91,7 +96,7 @@ fn a_session_cap_below_j_means_fewer_sessions_not_failures() {
     srv.add_user("alice", PW, 64 * MIB, None);
     let cli = |args: &[&str]| run(client_cmd(&srv.addr_string(), "alice", PW, &env.config_dir, &env.work, args));
     let src = env.local("t");
-    tree(&src, 12);
+    tree(&src, 12, false);
     cli(&["put", "-r", "-j", "8", "t"]).assert_ok();
     for f in ["f1", "f11", "sub/f0", "sub/f9"] {
         assert_eq!(md5_file(&srv.home("alice").join("t").join(f)), md5_file(&src.join(f)), "{f}");
@@ -112,7 +117,7 @@ fn j_above_the_pending_login_cap_still_gets_that_many_sessions() {
     let srv = ServerProcess::start(&env.root, "127.0.0.1:0", &log, &[]);
     let cli = |args: &[&str]| run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, args));
     let src = env.local("t");
-    tree(&src, 48);
+    tree(&src, 48, true);
     cli(&["put", "-r", "-j", "16", "t"]).assert_ok();
     for f in ["f1", "f47", "sub/f0", "sub/f45"] {
         assert_eq!(md5_file(&env.root.join("homes/alice/t").join(f)), md5_file(&src.join(f)), "{f}");

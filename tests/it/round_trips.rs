@@ -439,18 +439,7 @@ async fn downloads_in_a_row_are_answered_in_order_and_a_refusal_touches_none_beh
                 continue;
             };
             assert_eq!(raw.recv().await, Response::GetReady { size: content.len() as u64, offset: 0 }, "get {n}");
-            let mut got = Vec::new();
-            loop {
-                match raw.frame().await.unwrap() {
-                    xfer::proto::Frame::Data(chunk) => got.extend_from_slice(&chunk.data),
-                    xfer::proto::Frame::Control(p) => {
-                        let end = xfer::proto::Frame::decode_control::<Response>(&p).unwrap();
-                        assert_eq!(end, Response::GetEnd { md5: md5_bytes(content) });
-                        break;
-                    }
-                }
-            }
-            assert_eq!(&got, content);
+            assert_eq!(&raw.recv_download().await, content, "get {n}");
         }
         assert_eq!(raw.call(&Request::Pwd).await, Response::Pwd { path: "/".into() });
         srv.assert_no_panics();
@@ -574,29 +563,6 @@ fn get_auto(path: &str, tcp_max: u64) -> Request {
     Request::GetAuto { path: path.into(), held: vec![], held_md5: None, rate_limit: None, tcp_max }
 }
 
-/// Reads data frames from byte 0 until `GetEnd`; returns the bytes.
-async fn read_tcp_download(raw: &mut Raw) -> Vec<u8> {
-    let mut got = Vec::new();
-    loop {
-        match raw.frame().await {
-            Ok(xfer::proto::Frame::Data(c)) => {
-                assert_eq!(c.offset, got.len() as u64, "chunks in order");
-                got.extend_from_slice(&c.data);
-            }
-            Ok(xfer::proto::Frame::Control(p)) => {
-                match xfer::proto::Frame::decode_control::<Response>(&p).expect("decode") {
-                    Response::GetEnd { md5 } => {
-                        assert_eq!(md5, md5_bytes(&got));
-                        return got;
-                    }
-                    other => panic!("expected data or GetEnd, got {other:?}"),
-                }
-            }
-            Err(e) => panic!("connection failed: {e}"),
-        }
-    }
-}
-
 /// UDP-CTRL-7, UDP-CTRL-8, CTRL-ATTR-3: a small file is served at once as a TCP `Get`, and the
 /// `Walk` in the same flight is answered after its `GetEnd`.
 #[tokio::test]
@@ -612,7 +578,7 @@ async fn get_auto_serves_a_small_file_over_tcp_with_the_walk_behind_it() {
         b.control(&Request::Walk { path: "small".into() }).unwrap();
         send(&mut raw, b).await;
         assert_eq!(raw.recv().await, Response::GetReady { size: 9, offset: 0 });
-        assert_eq!(read_tcp_download(&mut raw).await, b"tiny file");
+        assert_eq!(raw.recv_download().await, b"tiny file");
         match raw.recv().await {
             Response::Tree { entries } => assert_eq!((entries.len(), entries[0].size), (1, 9)),
             other => panic!("expected the Walk's reply, got {other:?}"),
@@ -650,7 +616,7 @@ async fn get_auto_caps_a_huge_tcp_max_at_the_servers_limit() {
         make_file(&srv.home("alice").join("big"), 5 * MIB as usize, 3);
         let mut raw = Raw::login(srv.addr, "alice", PW).await;
         assert_eq!(raw.call(&get_auto("mid", u64::MAX)).await, Response::GetReady { size: 3 * MIB, offset: 0 });
-        assert_eq!(read_tcp_download(&mut raw).await, mid);
+        assert_eq!(raw.recv_download().await, mid);
         let mut b = Batch::new();
         b.control(&get_auto("big", u64::MAX)).unwrap();
         b.control(&Request::Walk { path: "big".into() }).unwrap();
@@ -695,7 +661,7 @@ async fn get_auto_without_udp_serves_any_size_over_tcp() {
             raw.call(&get_auto("big", SMALL_TRANSFER_MAX)).await,
             Response::GetReady { size: 5 * MIB, offset: 0 }
         );
-        assert_eq!(read_tcp_download(&mut raw).await, big);
+        assert_eq!(raw.recv_download().await, big);
         let held = Request::GetAuto {
             path: "big".into(),
             held: vec![(0, 5)],

@@ -72,6 +72,28 @@ impl Raw {
         }
     }
 
+    /// Reads a TCP download's data frames from byte 0 until `GetEnd`, checking their order and
+    /// the md5; returns the bytes.
+    pub async fn recv_download(&mut self) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            match self.frame().await {
+                Ok(Frame::Data(c)) => {
+                    assert_eq!(c.offset, got.len() as u64, "chunks in order");
+                    got.extend_from_slice(&c.data);
+                }
+                Ok(Frame::Control(p)) => match Frame::decode_control::<Response>(&p).expect("decode") {
+                    Response::GetEnd { md5 } => {
+                        assert_eq!(md5, super::md5_bytes(&got));
+                        return got;
+                    }
+                    other => panic!("expected data or GetEnd, got {other:?}"),
+                },
+                Err(e) => panic!("connection failed: {e}"),
+            }
+        }
+    }
+
     pub async fn call(&mut self, req: &Request) -> Response {
         self.send(req).await;
         self.recv().await
