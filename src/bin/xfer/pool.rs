@@ -123,11 +123,20 @@ impl Shared {
     }
 }
 
-/// Runs `jobs` with up to `opts.parallel` sessions; `main` serves when one is enough. Returns
-/// the number of failed files with `--keep-going` (each reported as it failed); without it, the
-/// first failure.
-pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -> Result<u64, CliError> {
+/// Runs `jobs` with up to `opts.parallel` sessions: `main` and the others, `helpers` if they
+/// were started before the jobs were known. Returns the number of failed files with
+/// `--keep-going` (each reported as it failed); without it, the first failure.
+pub async fn run(
+    main: &mut Session,
+    helpers: Option<Helpers>,
+    jobs: Vec<Job>,
+    opts: &CopyArgs,
+    ui: &Ui,
+) -> Result<u64, CliError> {
     if jobs.is_empty() {
+        if let Some(h) = helpers {
+            h.dismiss().await;
+        }
         return Ok(0);
     }
     let workers = usize::from(opts.parallel).max(1).min(jobs.len());
@@ -140,20 +149,18 @@ pub async fn run(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -
         finished: AtomicU64::new(0),
     });
     // Per-file bars would fight over the terminal: with several in flight only the total shows.
-    let worker_ui = Ui {
-        progress: if workers > 1 && ui.progress == ProgressArg::Auto { ProgressArg::None } else { ui.progress },
-        ..ui.clone()
+    let worker_ui = worker_ui(ui, workers);
+    let helpers = match helpers {
+        Some(h) => Some(h),
+        None if workers > 1 => Helpers::start(main, workers - 1, opts, ui),
+        None => None,
     };
     let mut first_error = Ok(());
-    if workers > 1 {
-        // The command's own session is one of the `workers`: logged in already, it starts at
-        // once while the others connect.
-        let logins = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 1..workers {
-            let (shared, opts, ui, session) = (shared.clone(), opts.clone(), worker_ui.clone(), main.sibling());
-            set.spawn(work(session, shared, opts, ui, logins.clone()));
-        }
+    if let Some(Helpers { jobs, mut set }) = helpers {
+        // The command's own session is one of the `-j` sessions: logged in already, it starts
+        // at once while the others finish connecting.
+        let _ = jobs.send(Some(shared.clone()));
+        drop(jobs);
         let others = async { while set.join_next().await.is_some() {} };
         (first_error, ()) = tokio::join!(serve_all(main, &shared, opts, &worker_ui), others);
     }
@@ -182,13 +189,80 @@ async fn serve_all(main: &mut Session, shared: &Shared, opts: &CopyArgs, ui: &Ui
     Ok(())
 }
 
-/// One worker: its own session, jobs until none are left. A worker that cannot log in (the
-/// session cap, say) gives its job back and stops; the others, or the main session, take it.
-/// It connects holding one of the `logins` permits, until its first reply.
-async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui, logins: Arc<tokio::sync::Semaphore>) {
+/// Per-file bars would fight over the terminal: with several sessions only the total shows.
+fn worker_ui(ui: &Ui, workers: usize) -> Ui {
+    let progress = if workers > 1 && ui.progress == ProgressArg::Auto { ProgressArg::None } else { ui.progress };
+    Ui { progress, ..ui.clone() }
+}
+
+/// A connection that waited longer than this for its first job is opened again: the server
+/// may have ended it as idle by then.
+const FRESH_FOR: Duration = Duration::from_secs(10);
+
+/// The sessions of a `-j` run besides the command's own, started before the files to move are
+/// known (while the tree is walked and its directories made), so that their connections and
+/// logins (CTRL-AUTH-6) are done by the time the files are.
+pub struct Helpers {
+    jobs: tokio::sync::watch::Sender<Option<Arc<Shared>>>,
+    set: tokio::task::JoinSet<()>,
+}
+
+impl Helpers {
+    /// Starts `count` sessions of `main`'s login, a few at a time (`LOGINS_AT_ONCE`); `None`
+    /// for none.
+    pub fn start(main: &Session, count: usize, opts: &CopyArgs, ui: &Ui) -> Option<Helpers> {
+        if count == 0 {
+            return None;
+        }
+        let (jobs, ready) = tokio::sync::watch::channel(None);
+        let logins = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
+        let mut set = tokio::task::JoinSet::new();
+        let ui = worker_ui(ui, count + 1);
+        for _ in 0..count {
+            set.spawn(work(main.sibling(), ready.clone(), opts.clone(), ui.clone(), logins.clone()));
+        }
+        Some(Helpers { jobs, set })
+    }
+
+    /// No files to move after all: the sessions close.
+    async fn dismiss(self) {
+        let Helpers { jobs, mut set } = self;
+        drop(jobs);
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// One worker: its own session, connected and logged in at once, then jobs until none are
+/// left. A worker that cannot log in (the session cap, say) gives its job back and stops; the
+/// others, or the main session, take it. It connects holding one of the `logins` permits,
+/// until its first reply.
+async fn work(
+    mut session: Session,
+    mut ready: tokio::sync::watch::Receiver<Option<Arc<Shared>>>,
+    opts: CopyArgs,
+    ui: Ui,
+    logins: Arc<tokio::sync::Semaphore>,
+) {
+    let mut permit = logins.clone().acquire_owned().await.ok();
+    let connected = session.client().await.is_ok();
+    let connected_at = std::time::Instant::now();
+    let shared = match ready.wait_for(Option::is_some).await {
+        Ok(s) => s.clone(),
+        Err(_) => None,
+    };
+    let Some(shared) = shared.filter(|_| connected) else {
+        session.close().await;
+        return;
+    };
+    if connected_at.elapsed() > FRESH_FOR {
+        session.drop_connection();
+        permit = None;
+    }
     let mut served = 0;
     while let Some(job) = shared.next() {
-        let permit = if session.is_connected() { None } else { logins.clone().acquire_owned().await.ok() };
+        if !session.is_connected() && permit.is_none() {
+            permit = logins.clone().acquire_owned().await.ok();
+        }
         let client = match session.client().await {
             Ok(c) => c,
             Err(e) if served == 0 || e.server_code == Some(ErrorCode::Busy) => {
@@ -201,7 +275,7 @@ async fn work(mut session: Session, shared: Arc<Shared>, opts: CopyArgs, ui: Ui,
             }
         };
         served += 1;
-        if serve(client, job, &shared, &opts, &ui, permit).await == Served::Lost {
+        if serve(client, job, &shared, &opts, &ui, permit.take()).await == Served::Lost {
             session.drop_connection();
         }
     }
@@ -274,9 +348,15 @@ fn finish(shared: &Shared) -> Result<u64, CliError> {
 }
 
 /// Runs `jobs` as [`run`] does; failures collected with `--keep-going` end in `Partial`.
-pub async fn run_all(main: &mut Session, jobs: Vec<Job>, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
+pub async fn run_all(
+    main: &mut Session,
+    helpers: Option<Helpers>,
+    jobs: Vec<Job>,
+    opts: &CopyArgs,
+    ui: &Ui,
+) -> Result<(), CliError> {
     let files = jobs.len();
-    match run(main, jobs, opts, ui).await? {
+    match run(main, helpers, jobs, opts, ui).await? {
         0 => Ok(()),
         n => Err(CliError::new(ExitCode::Partial, format!("{n} of {files} files failed"))),
     }

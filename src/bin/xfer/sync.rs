@@ -136,7 +136,6 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
     let (copies, steps): (Vec<&Action>, Vec<&Action>) = actions.iter().partition(|a| matches!(a, Action::Copy { .. }));
     let (deletions, steps): (Vec<&Action>, Vec<&Action>) =
         steps.into_iter().partition(|a| matches!(a, Action::Delete { .. }));
-    run_steps(session, &dir, &steps, &args, &mut tally).await?;
     let opts = CopyArgs {
         preserve: args.preserve,
         parallel: args.parallel,
@@ -144,8 +143,12 @@ pub async fn run(session: &mut Session, args: SyncArgs, ui: &Ui) -> Result<(), C
         via: args.via.clone(),
         ..CopyArgs::default()
     };
+    // The other sessions connect while the directories are made.
+    let others = usize::from(opts.parallel).saturating_sub(1).min(copies.len().saturating_sub(1));
+    let helpers = crate::pool::Helpers::start(session, others, &opts, ui);
+    run_steps(session, &dir, &steps, &args, &mut tally).await?;
     let jobs: Vec<Job> = copies.iter().filter_map(|a| job(&dir, a, &src)).collect();
-    let failed = crate::pool::run(session, jobs, &opts, ui).await?;
+    let failed = crate::pool::run(session, helpers, jobs, &opts, ui).await?;
     for a in &copies {
         tally.count(a);
     }

@@ -173,6 +173,9 @@ pub async fn put(
     if let Some(t) = &target {
         check_dir_target(t, target_is_dir, sources.len(), "remote")?;
     }
+    // A tree or several files: the other sessions connect while the tree is walked.
+    let helpers = crate::pool::Helpers::start(session, helpers_for(opts, sources.len()), opts, ui);
+    let client = session.client().await?;
     let mut jobs = Vec::new();
     for source in &sources {
         if source == "-" {
@@ -204,7 +207,7 @@ pub async fn put(
             jobs.push(Job::Put { local: local.to_path_buf(), remote, size: meta.len() });
         }
     }
-    crate::pool::run_all(session, jobs, opts, ui).await
+    crate::pool::run_all(session, helpers, jobs, opts, ui).await
 }
 
 /// One regular file to a target that is not marked as a directory: the upload needs no lookup
@@ -314,6 +317,8 @@ pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui:
         let local = local_for(source, target.as_deref(), target_is_dir)?;
         return get_file(client, source, &local, None, opts, ui).await;
     }
+    let helpers = crate::pool::Helpers::start(session, helpers_for(opts, sources.len()), opts, ui);
+    let client = session.client().await?;
     let mut jobs = Vec::new();
     for source in &sources {
         let local = local_for(source, target.as_deref(), target_is_dir)?;
@@ -323,7 +328,18 @@ pub async fn get(session: &mut Session, paths: Vec<String>, opts: &CopyArgs, ui:
             jobs.push(Job::Get { remote: source.clone(), local, known: None });
         }
     }
-    crate::pool::run_all(session, jobs, opts, ui).await
+    crate::pool::run_all(session, helpers, jobs, opts, ui).await
+}
+
+/// How many sessions besides the command's own to start before the files are known: `-j`
+/// less one for trees, no more than the other files otherwise.
+fn helpers_for(opts: &CopyArgs, sources: usize) -> usize {
+    let others = usize::from(opts.parallel).saturating_sub(1);
+    if opts.recursive {
+        others
+    } else {
+        others.min(sources.saturating_sub(1))
+    }
 }
 
 /// Where a downloaded `source` goes: into the target directory, onto the target, or here.
