@@ -181,6 +181,18 @@ impl Client {
         Ok(client)
     }
 
+    /// Sends the login of a client made by [`Client::connect`] without waiting for its reply,
+    /// so the next request goes out right behind it (CTRL-AUTH-6) and reports a refusal.
+    pub async fn send_login(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
+        let auth = Request::Auth { user: user.to_string(), password: password.to_string() };
+        if let Err(e) = self.writer.write_control(&auth).await {
+            self.broken = true;
+            return Err(ConnError::from(e).into());
+        }
+        self.greeting.login_sent();
+        Ok(())
+    }
+
     /// TCP and TLS: verifies or pins the server certificate and keys the UDP flows.
     async fn open(opts: &ConnectOptions) -> Result<Client, ClientError> {
         let kh_path = opts.config_dir.join("known_hosts");

@@ -200,8 +200,10 @@ fn worker_ui(ui: &Ui, workers: usize) -> Ui {
 const FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// The sessions of a `-j` run besides the command's own, started before the files to move are
-/// known (while the tree is walked and its directories made), so that their connections and
-/// logins (CTRL-AUTH-6) are done by the time the files are.
+/// known (while the tree is walked and its directories made), so that their connections are
+/// open by the time the files are; each sends its login with its first files (CTRL-AUTH-6), so
+/// the server checks no password for a session that gets nothing to do, and the command's own
+/// login does not wait behind theirs.
 pub struct Helpers {
     jobs: tokio::sync::watch::Sender<Option<Arc<Shared>>>,
     set: tokio::task::JoinSet<()>,
@@ -232,8 +234,7 @@ impl Helpers {
     }
 }
 
-/// One worker: its own session, connected and logged in at once, then jobs until none are
-/// left. A worker that cannot log in (the session cap, say) gives its job back and stops; the
+/// One worker: its own session, connected at once, then jobs until none are left. A worker that cannot log in (the session cap, say) gives its job back and stops; the
 /// others, or the main session, take it. It connects holding one of the `logins` permits,
 /// until its first reply.
 async fn work(
@@ -244,7 +245,7 @@ async fn work(
     logins: Arc<tokio::sync::Semaphore>,
 ) {
     let mut permit = logins.clone().acquire_owned().await.ok();
-    let connected = session.client().await.is_ok();
+    let connected = session.connect_ahead().await.is_ok();
     let connected_at = std::time::Instant::now();
     let shared = match ready.wait_for(Option::is_some).await {
         Ok(s) => s.clone(),

@@ -53,13 +53,21 @@ impl Target {
     /// Connects and sends the login; the first command goes out behind it without waiting
     /// (CTRL-AUTH-6), and a refused login is what that command reports.
     pub async fn login(&self, password: &str) -> Result<Client, CliError> {
-        let opts = ConnectOptions {
+        Ok(Client::connect_and_login(&self.connect_options(), &self.user, password).await?)
+    }
+
+    /// Connects without logging in: [`Client::send_login`] sends it later.
+    pub async fn connect(&self) -> Result<Client, CliError> {
+        Ok(Client::connect(&self.connect_options()).await?)
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
             server: self.server.addr(),
             config_dir: self.config_dir.clone(),
             accept_new_host: self.accept_new_host,
             confirm_new_host: std::io::stdin().is_terminal().then(|| Box::new(ask_trust) as _),
-        };
-        Ok(Client::connect_and_login(&opts, &self.user, password).await?)
+        }
     }
 }
 
@@ -92,18 +100,26 @@ pub struct Session {
     pub target: Target,
     password: String,
     client: Option<Client>,
+    /// The client is connected but has not sent its login yet ([`Session::connect_ahead`]).
+    login_deferred: bool,
     /// The remote working directory to restore after a reconnect.
     pub cwd: Option<String>,
 }
 
 impl Session {
     pub fn new(target: Target, password: String) -> Session {
-        Session { target, password, client: None, cwd: None }
+        Session { target, password, client: None, login_deferred: false, cwd: None }
     }
 
     /// Another session of the same login in the same directory, not connected yet.
     pub fn sibling(&self) -> Session {
-        Session { target: self.target.clone(), password: self.password.clone(), client: None, cwd: self.cwd.clone() }
+        Session {
+            target: self.target.clone(),
+            password: self.password.clone(),
+            client: None,
+            login_deferred: false,
+            cwd: self.cwd.clone(),
+        }
     }
 
     /// The logged-in client, connecting (and restoring the directory) if needed.
@@ -111,14 +127,33 @@ impl Session {
         if self.client.as_ref().is_some_and(|c| !c.is_usable()) {
             self.client = None;
         }
-        if self.client.is_none() {
-            let mut c = self.target.login(&self.password).await?;
-            if let Some(cwd) = &self.cwd {
-                c.cd(cwd).await?;
+        let mut c = match self.client.take() {
+            Some(mut c) if self.login_deferred => {
+                self.login_deferred = false;
+                c.send_login(&self.target.user, &self.password).await?;
+                c
             }
-            self.client = Some(c);
+            Some(c) => {
+                self.client = Some(c);
+                return self.client.as_mut().ok_or_else(|| CliError::general("not connected"));
+            }
+            None => self.target.login(&self.password).await?,
+        };
+        if let Some(cwd) = &self.cwd {
+            c.cd(cwd).await?;
         }
-        self.client.as_mut().ok_or_else(|| CliError::general("not connected"))
+        Ok(self.client.insert(c))
+    }
+
+    /// Connects (TCP, TLS, the version preamble) without logging in: the login goes out with
+    /// the first request after [`Session::client`], so a session opened ahead of its work
+    /// costs the server no password check until it has some.
+    pub async fn connect_ahead(&mut self) -> Result<(), CliError> {
+        if self.client.is_none() {
+            self.client = Some(self.target.connect().await?);
+            self.login_deferred = true;
+        }
+        Ok(())
     }
 
     /// True while a login is held (for completion, which must not connect by itself).
