@@ -247,3 +247,29 @@ impl CuttingRelay {
         CuttingRelay { addr, cut, _thread: thread }
     }
 }
+
+/// The other `-j` sessions connect while the tree is walked but send their logins with their
+/// first files: a tree that one session moves alone costs the server one password check, and
+/// one that keeps all of them busy one per session.
+#[test]
+fn sessions_opened_ahead_log_in_only_when_they_get_files() {
+    let env = TestEnv::new();
+    let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+    cmd.args(["user", "add", "alice", "--quota", "64MiB", "--init", "--root"]).arg(&env.root).env("XFER_PASSWORD", PW);
+    run(cmd).assert_ok();
+    let log = env.tmp.path().join("server.log");
+    let srv = ServerProcess::start(&env.root, "127.0.0.1:0", &log, &[]);
+    let cli = |args: &[&str]| run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, args));
+    let logins = || srv.stderr().lines().filter(|l| l.contains("event=\"login\"")).count();
+    std::fs::create_dir(env.local("one")).unwrap();
+    make_file(&env.local("one/f"), 100, 1);
+    cli(&["put", "-r", "-j", "4", "one"]).assert_ok();
+    assert_eq!(std::fs::read(env.root.join("homes/alice/one/f")).unwrap(), std::fs::read(env.local("one/f")).unwrap());
+    assert!(wait_until_blocking(Duration::from_secs(5), || logins() >= 1));
+    assert_eq!(logins(), 1, "one file: only the command's own session logs in");
+    let src = env.local("t");
+    tree(&src, 24, true);
+    cli(&["put", "-r", "-j", "4", "t"]).assert_ok();
+    assert!(wait_until_blocking(Duration::from_secs(5), || logins() >= 5));
+    assert_eq!(logins(), 1 + 4, "a busy tree: every session logs in");
+}
