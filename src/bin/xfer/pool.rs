@@ -2,9 +2,10 @@
 //! login at once (the command's own and N − 1 more, each its own connection, logged in once and
 //! counted against the per-user session cap like any other session), and on each session keeps
 //! small transfers on the wire together (CTRL-PUT-8, CTRL-GET-6). One total bar shows files,
-//! bytes, rate and ETA; each file still prints its own summary line. Errors are collected: without `--keep-going` the
-//! first failure stops new transfers from starting and is reported once the running ones end;
-//! with it every file is tried and the run ends with a summary and `Partial`.
+//! bytes, rate and ETA; each file still prints its own summary line. Errors are collected:
+//! without `--keep-going` the first failure stops new transfers from starting and is reported
+//! once the running ones end; with it every file is tried and the run ends with a summary and
+//! `Partial`.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -234,9 +235,10 @@ impl Helpers {
     }
 }
 
-/// One worker: its own session, connected at once, then jobs until none are left. A worker that cannot log in (the session cap, say) gives its job back and stops; the
-/// others, or the main session, take it. It connects holding one of the `logins` permits,
-/// until its first reply.
+/// One worker: its own session, connected at once, then jobs until none are left. A worker
+/// that cannot log in (the session cap, say) gives its job back and stops; the others, or the
+/// main session, take it. It connects holding one of the `logins` permits, until its first
+/// reply.
 async fn work(
     mut session: Session,
     mut ready: tokio::sync::watch::Receiver<Option<Arc<Shared>>>,
