@@ -127,26 +127,21 @@ pub async fn put_tree(
 /// (their `Stat`s, also in a row). An existing directory is fine.
 pub async fn make_dirs(client: &mut Client, dirs: &[String]) -> Result<(), CliError> {
     let reqs: Vec<Request> = dirs.iter().map(|d| Request::Mkdir { path: d.clone() }).collect();
-    let mut made = client.call_many(&reqs).await?;
+    let made = client.call_many(&reqs).await?;
     let exists =
         |r: &Result<Response, ClientError>| r.as_ref().is_err_and(|e| e.code() == Some(ErrorCode::AlreadyExists));
     let stats: Vec<Request> =
         dirs.iter().zip(&made).filter(|(_, r)| exists(r)).map(|(d, _)| Request::Stat { path: d.clone() }).collect();
     let mut stats = client.call_many(&stats).await?.into_iter();
-    for (i, dir) in dirs.iter().enumerate() {
-        if exists(&made[i]) {
-            made[i] = stats.next().unwrap_or(Err(ClientError::Broken));
-            match &made[i] {
-                Ok(Response::Stat { entry }) if entry.kind == EntryKind::Dir => continue,
-                Ok(_) => {
-                    return Err(CliError::new(ExitCode::RemotePath, format!("{dir}: exists and is not a directory")))
-                }
-                Err(_) => {}
+    // The first failure in the list's order: what fails below it follows from it.
+    for (dir, result) in dirs.iter().zip(made) {
+        let result = if exists(&result) { stats.next().unwrap_or(Err(ClientError::Broken)) } else { result };
+        match result {
+            Ok(Response::Stat { entry }) if entry.kind != EntryKind::Dir => {
+                return Err(CliError::new(ExitCode::RemotePath, format!("{dir}: exists and is not a directory")))
             }
-        }
-        // The first failure in the list's order: what fails below it follows from it.
-        if let Err(e) = std::mem::replace(&mut made[i], Ok(Response::Ok)) {
-            return Err(CliError::from(e).context(dir));
+            Ok(_) => {}
+            Err(e) => return Err(CliError::from(e).context(dir)),
         }
     }
     Ok(())
