@@ -118,7 +118,9 @@ fn j_above_the_pending_login_cap_still_gets_that_many_sessions() {
     let cli = |args: &[&str]| run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, args));
     let src = env.local("t");
     tree(&src, 48, true);
-    cli(&["put", "-r", "-j", "16", "t"]).assert_ok();
+    // Each file takes a while (130 KB at 1 MB/s), so every session is still wanted when the
+    // last of them, which wait for a login slot, have connected.
+    cli(&["put", "-r", "-j", "16", "--rate-limit", "1M", "t"]).assert_ok();
     for f in ["f1", "f47", "sub/f0", "sub/f45"] {
         assert_eq!(md5_file(&env.root.join("homes/alice/t").join(f)), md5_file(&src.join(f)), "{f}");
     }
@@ -269,7 +271,9 @@ fn sessions_opened_ahead_log_in_only_when_they_get_files() {
     assert_eq!(logins(), 1, "one file: only the command's own session logs in");
     let src = env.local("t");
     tree(&src, 24, true);
-    cli(&["put", "-r", "-j", "4", "t"]).assert_ok();
+    // Files that take a while each (130 KB at 1 MB/s): every session is still wanted when it
+    // has connected.
+    cli(&["put", "-r", "-j", "4", "--rate-limit", "1M", "t"]).assert_ok();
     assert!(wait_until_blocking(Duration::from_secs(5), || logins() >= 5));
     assert_eq!(logins(), 1 + 4, "a busy tree: every session logs in");
 }

@@ -158,23 +158,33 @@ pub async fn run(
     };
     let mut first_error = Ok(());
     if let Some(Helpers { jobs, mut set }) = helpers {
-        // The command's own session is one of the `-j` sessions: logged in already, it starts
-        // at once while the others finish connecting.
+        // The command's own session is one of the `-j` sessions: logged in already, it takes
+        // the first job before the others are told of any (so one file costs no other login)
+        // and starts at once while they finish connecting.
+        let first = shared.next();
         let _ = jobs.send(Some(shared.clone()));
         drop(jobs);
         let others = async { while set.join_next().await.is_some() {} };
-        (first_error, ()) = tokio::join!(serve_all(main, &shared, opts, &worker_ui), others);
+        (first_error, ()) = tokio::join!(serve_all(main, first, &shared, opts, &worker_ui), others);
     }
     // Sequential, and whatever workers that could not log in left behind.
-    let rest = serve_all(main, &shared, opts, &worker_ui).await;
+    let rest = serve_all(main, None, &shared, opts, &worker_ui).await;
     shared.total.finish_and_clear();
     first_error.and(rest)?;
     finish(&shared)
 }
 
-/// Serves jobs on the command's own session until none are left or its connection is lost.
-async fn serve_all(main: &mut Session, shared: &Shared, opts: &CopyArgs, ui: &Ui) -> Result<(), CliError> {
-    while let Some(job) = shared.next() {
+/// Serves jobs on the command's own session, `first` and then the queue's, until none are left
+/// or its connection is lost.
+async fn serve_all(
+    main: &mut Session,
+    first: Option<Job>,
+    shared: &Shared,
+    opts: &CopyArgs,
+    ui: &Ui,
+) -> Result<(), CliError> {
+    let mut first = first;
+    while let Some(job) = first.take().or_else(|| shared.next()) {
         let client = match main.client().await {
             Ok(c) => c,
             Err(e) => {
