@@ -24,6 +24,17 @@ fn tree(root: &std::path::Path, files: usize, larger: bool) {
     }
 }
 
+/// alice (64 MiB) in `env`'s root, created by `xfer user add`, served by a real `xfer serve`
+/// process whose log the tests read.
+fn alice_on_a_server_process(env: &TestEnv) -> ServerProcess {
+    let mut cmd = xfer_cmd(&env.config_dir, &env.work);
+    let init: &[&str] = if env.root.join("xfer.toml").exists() { &[] } else { &["--init"] };
+    cmd.args(["user", "add", "alice", "--quota", "64MiB"]).args(init).arg("--root").arg(&env.root);
+    cmd.env("XFER_PASSWORD", PW);
+    run(cmd).assert_ok();
+    ServerProcess::start(&env.root, "127.0.0.1:0", &env.tmp.path().join("server.log"), &[])
+}
+
 #[test]
 fn put_and_get_r_with_j_use_that_many_sessions_and_move_every_file() {
     let env = TestEnv::new();
@@ -110,11 +121,7 @@ fn a_session_cap_below_j_means_fewer_sessions_not_failures() {
 fn j_above_the_pending_login_cap_still_gets_that_many_sessions() {
     let env = TestEnv::new();
     env.configure(&[("max_pending_logins_per_ip", "10")]);
-    let mut cmd = xfer_cmd(&env.config_dir, &env.work);
-    cmd.args(["user", "add", "alice", "--quota", "64MiB", "--root"]).arg(&env.root).env("XFER_PASSWORD", PW);
-    run(cmd).assert_ok();
-    let log = env.tmp.path().join("server.log");
-    let srv = ServerProcess::start(&env.root, "127.0.0.1:0", &log, &[]);
+    let srv = alice_on_a_server_process(&env);
     let cli = |args: &[&str]| run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, args));
     let src = env.local("t");
     tree(&src, 48, true);
@@ -256,11 +263,7 @@ impl CuttingRelay {
 #[test]
 fn sessions_opened_ahead_log_in_only_when_they_get_files() {
     let env = TestEnv::new();
-    let mut cmd = xfer_cmd(&env.config_dir, &env.work);
-    cmd.args(["user", "add", "alice", "--quota", "64MiB", "--init", "--root"]).arg(&env.root).env("XFER_PASSWORD", PW);
-    run(cmd).assert_ok();
-    let log = env.tmp.path().join("server.log");
-    let srv = ServerProcess::start(&env.root, "127.0.0.1:0", &log, &[]);
+    let srv = alice_on_a_server_process(&env);
     let cli = |args: &[&str]| run(client_cmd(&srv.addr, "alice", PW, &env.config_dir, &env.work, args));
     let logins = || srv.stderr().lines().filter(|l| l.contains("event=\"login\"")).count();
     std::fs::create_dir(env.local("one")).unwrap();
