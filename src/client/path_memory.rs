@@ -22,10 +22,6 @@ pub const MAX_ENTRIES: usize = 64;
 pub const MAX_FILE_BYTES: u64 = 16 << 10;
 /// An estimate older than this describes another day's path.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Rates outside these bounds (bytes per second) are not believed.
-const RATE_BOUNDS: (u64, u64) = (1_000, 20_000_000_000);
-/// Nor are minimum RTTs outside these.
-const RTT_BOUNDS: (Duration, Duration) = (Duration::from_micros(10), Duration::from_secs(10));
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -44,10 +40,6 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn valid(e: &PathEstimate) -> bool {
-    (RATE_BOUNDS.0..=RATE_BOUNDS.1).contains(&e.rate) && (RTT_BOUNDS.0..=RTT_BOUNDS.1).contains(&e.min_rtt)
-}
-
 fn parse_line(line: &str, now: u64) -> Option<Entry> {
     let mut f = line.split_ascii_whitespace();
     let server = f.next()?;
@@ -56,7 +48,7 @@ fn parse_line(line: &str, now: u64) -> Option<Entry> {
     let saved_at: u64 = f.next()?.parse().ok()?;
     let estimate = PathEstimate { rate, min_rtt };
     let fresh = saved_at <= now && now - saved_at <= MAX_AGE.as_secs();
-    (f.next().is_none() && fresh && valid(&estimate) && server.len() <= 300).then(|| Entry {
+    (f.next().is_none() && fresh && estimate.is_plausible() && server.len() <= 300).then(|| Entry {
         server: server.to_string(),
         estimate,
         saved_at,
@@ -93,7 +85,7 @@ impl PathMemory {
 
     /// Remembers `estimate` for `server`, replacing what was remembered for it.
     pub fn remember(&self, server: &str, estimate: PathEstimate) -> std::io::Result<()> {
-        if !valid(&estimate) || server.len() > 300 || server.contains(char::is_whitespace) {
+        if !estimate.is_plausible() || server.len() > 300 || server.contains(char::is_whitespace) {
             return Ok(());
         }
         let now = now_secs();

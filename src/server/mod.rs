@@ -22,6 +22,7 @@ mod hashing;
 mod limits;
 mod login;
 mod metrics;
+pub mod path_memory;
 mod revoke;
 mod session;
 mod tree;
@@ -141,6 +142,8 @@ pub struct ServerState {
     pub(crate) tls: TlsAcceptor,
     /// Live UDP flows, routed by id.
     pub(crate) flows: Arc<crate::flow::FlowTable>,
+    /// What the server's downloads learnt of their paths (UDP-RATE-9).
+    pub download_paths: path_memory::DownloadPaths,
     /// The UDP socket on the control port's number, once `run` has bound it.
     pub(crate) udp: std::sync::OnceLock<Arc<crate::flow::UdpIo>>,
     /// Where `/metrics` is served, once `run` has bound it.
@@ -182,6 +185,7 @@ impl Server {
             log_budget: Mutex::default(),
             tls: TlsAcceptor::from(identity.server_config()?),
             flows: Arc::default(),
+            download_paths: path_memory::DownloadPaths::default(),
             udp: std::sync::OnceLock::new(),
             metrics_addr: std::sync::OnceLock::new(),
             data: Mutex::new(None),

@@ -5,6 +5,7 @@
 //! download reads the file through the storage's reader (STORE-OBJ-9).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use md5::Digest;
 use tokio::sync::watch;
@@ -240,6 +241,10 @@ impl Session {
         let mut cfg = SenderConfig::new(size, held.clone());
         cfg.rate_limit = rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
+        // UDP-RATE-9: start from what the last download to this user at this address learnt;
+        // the sender uses it only once the flow's first RTT agrees (UDP-RATE-7).
+        let state = self.state.clone();
+        cfg.start_hint.remembered = state.download_paths.recall(Instant::now(), &self.user, self.peer.ip());
         let source = BlockSource::spawn(file, size, held);
         let (guard, mut task, shared) = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io);
         conn.reply(&Response::UdpGetReady { flow: guard.id, size }).await?;
@@ -256,8 +261,11 @@ impl Session {
                                 tracing::info!(
                                     user = %self.user, %path, size, sent = st.sent_bytes,
                                     retransmitted = st.retransmitted_bytes, datagram = st.datagram_size,
-                                    "download over UDP complete"
+                                    resumed_start = st.resumed_start, "download over UDP complete"
                                 );
+                                if let Some(e) = s.path_estimate() {
+                                    state.download_paths.remember(Instant::now(), &self.user, self.peer.ip(), e);
+                                }
                             }
                             Response::GetEnd { md5 }
                         }

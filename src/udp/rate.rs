@@ -202,6 +202,8 @@ pub struct RateControl {
     startup_resolved: u64,
     /// Careful resume from a remembered estimate.
     resume: Resume,
+    /// Whether Startup jumped to a remembered rate (the path agreed with it).
+    jumped: bool,
     /// The control connection's RTT, if known: the window's RTT until the flow has a sample.
     hint_rtt: Option<Duration>,
 }
@@ -215,6 +217,7 @@ impl RateControl {
 
     /// As [`new`](Self::new), starting from what is known about the path (`UDP-RATE-7`).
     pub fn with_hint(now: Instant, datagram: usize, rate_limit: Option<u64>, hint: &StartHint) -> RateControl {
+        let resume = Resume::new(hint, 0);
         RateControl {
             epoch: now,
             datagram: datagram as u64,
@@ -254,7 +257,8 @@ impl RateControl {
             startup_queued: 0,
             startup_lost: 0,
             startup_resolved: 0,
-            resume: Resume::new(hint, 0),
+            resume,
+            jumped: resume.floor().is_some(),
             hint_rtt: hint.rtt,
         }
     }
@@ -298,6 +302,7 @@ impl RateControl {
             // This sample's ack ends the first round at once: the jump's packets go out in
             // the round after.
             self.resume.on_first_rtt(rtt, self.round + 1);
+            self.jumped |= self.resume.floor().is_some();
         }
         self.min_rtt.update(rtt.as_nanos() as u64, self.nanos(now));
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
@@ -411,6 +416,11 @@ impl RateControl {
     /// Whether Startup paces at a remembered rate not yet validated by the path.
     pub fn resuming(&self) -> bool {
         self.phase == Phase::Startup && self.resume.floor().is_some()
+    }
+
+    /// Whether Startup jumped to a remembered rate, however the jump ended.
+    pub fn jumped(&self) -> bool {
+        self.jumped
     }
 
     /// Whether delay back-off is suspended because another flow keeps the queue standing.

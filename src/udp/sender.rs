@@ -120,6 +120,8 @@ pub struct SenderStats {
     pub window: u64,
     /// Estimated random (non-congestion) loss rate, in parts per million.
     pub loss_ppm: u64,
+    /// Whether the flow started from a remembered rate the path agreed with (UDP-RATE-7).
+    pub resumed_start: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,6 +417,7 @@ impl Sender {
             delivered: self.acked.covered() - self.initially_held,
             window: self.rate.window(),
             loss_ppm: (self.rate.loss_rate().unwrap_or(0.0) * 1e6) as u64,
+            resumed_start: self.rate.jumped(),
             ..self.stats
         }
     }

@@ -602,3 +602,42 @@ async fn uploads_remember_the_path_per_server_and_start_the_next_from_it() {
     })
     .await;
 }
+
+/// UDP-RATE-9: a UDP download leaves its path estimate in the server's memory under the user
+/// and the client's address, and only there; the next download to them starts from it
+/// (validated by the sender, UDP-RATE-7) and is byte-exact. Downloads over TCP remember
+/// nothing.
+#[tokio::test]
+async fn downloads_remember_the_path_per_user_and_address_on_the_server() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 256 * MIB, None);
+        srv.add_user("bob", PW, 256 * MIB, None);
+        let data = pseudo_random(32 * MIB as usize, 12);
+        std::fs::write(srv.home("alice").join("big"), &data).unwrap();
+        std::fs::write(srv.home("bob").join("big"), &data).unwrap();
+        let paths = &srv.state.download_paths;
+        let here = std::net::IpAddr::from([127, 0, 0, 1]);
+        let now = std::time::Instant::now;
+        let mut bob = srv.connect("bob", PW).await;
+        get(&mut bob, "big", &env.local("bob-tcp"), &opts(TransportChoice::Tcp, false)).await;
+        assert!(paths.is_empty(), "a TCP download has no flow to learn from");
+
+        let mut alice = srv.connect("alice", PW).await;
+        get(&mut alice, "big", &env.local("first"), &udp()).await;
+        let first = paths.recall(now(), "alice", here).expect("the first download's estimate was kept");
+        assert!(first.rate > 0 && !first.min_rtt.is_zero(), "{first:?}");
+        assert_eq!(paths.recall(now(), "bob", here), None, "bob gets nothing of alice's path");
+        assert_eq!(paths.recall(now(), "alice", std::net::IpAddr::from([127, 0, 0, 2])), None);
+
+        let second = get(&mut alice, "big", &env.local("second"), &udp()).await;
+        assert_eq!(second.md5, md5_bytes(&data));
+        assert_eq!(std::fs::read(env.local("second")).unwrap(), data);
+        assert!(paths.recall(now(), "alice", here).is_some());
+        get(&mut bob, "big", &env.local("bob-udp"), &udp()).await;
+        assert_eq!(paths.len(), 2, "one entry per user at this address");
+        srv.assert_no_panics();
+    })
+    .await;
+}

@@ -1219,16 +1219,22 @@ fn round_trips_to_90_percent(r: &Report, ceiling_mbit: f64, rtt: u64) -> Option<
         .map(|i| ((trace[i + 1].0 - start) as f64 / rtt as f64).ceil() as usize)
 }
 
-/// An upload on a 100 ms path, traced every round trip, started from `hint`.
-fn traced_upload(rate_mbit: f64, hint: StartHint, seed: u64) -> Report {
+/// A transfer on a 100 ms path, traced every round trip, its sender started from `hint`.
+fn traced(rate_mbit: f64, hint: StartHint, seed: u64, download: bool) -> Report {
     let mut s = Setup::new(40 * MB, link(rate_mbit, 100.0, 0.0));
     s.carry = false;
     s.seed = seed;
     s.start_hint = hint;
+    s.download = download;
     s.trace_every = Some(100 * MS);
     let r = run(s);
-    assert_delivered(&r, "traced upload");
+    assert_delivered(&r, "traced transfer");
     r
+}
+
+/// An upload on a 100 ms path, traced every round trip, started from `hint`.
+fn traced_upload(rate_mbit: f64, hint: StartHint, seed: u64) -> Report {
+    traced(rate_mbit, hint, seed, false)
 }
 
 /// What the client remembers after a first upload to a 100 Mbit/s, 100 ms server.
@@ -1281,4 +1287,31 @@ fn a_stale_estimate_keeps_loss_bounded_and_falls_back_within_a_few_round_trips()
     assert!(settled.is_some_and(|r| r <= 6), "drops went on until round trip {settled:?}");
     let end = stale.estimate.expect("an estimate at the end");
     assert!((end.rate as f64 * 8.0 / 1e6 - 25.0).abs() < 3.0, "fell back to {end:?}");
+}
+
+/// UDP-RATE-9: the server, a download's sender, has no control RTT to give its sender, so the
+/// estimate it remembered waits for the flow's first RTT sample: it jumps when that agrees,
+/// and starts cold when the path's RTT is another.
+#[test]
+fn a_download_started_from_the_servers_memory_jumps_once_the_first_rtt_agrees() {
+    let rtt = 100 * MS;
+    let ceiling = 100.0 * 1424.0 / 1472.0;
+    let est = remembered_estimate();
+    let cold = traced(100.0, StartHint::default(), 4, true);
+    let warm = traced(100.0, StartHint { rtt: None, remembered: Some(est) }, 4, true);
+    let elsewhere = PathEstimate { min_rtt: est.min_rtt / 10, ..est };
+    let other = traced(100.0, StartHint { rtt: None, remembered: Some(elsewhere) }, 4, true);
+    let (c, w) = (round_trips_to_90_percent(&cold, ceiling, rtt), round_trips_to_90_percent(&warm, ceiling, rtt));
+    eprintln!(
+        "download, 90% of 100 Mbit/s at 100 ms: cold {c:?} round trips, remembered {w:?}; goodput {:.1} / {:.1} Mbit/s",
+        cold.goodput(),
+        warm.goodput()
+    );
+    let (c, w) = (c.expect("cold start never reached 90%"), w.expect("resumed start never reached 90%"));
+    assert!(w < c, "remembered {w} round trips, cold {c}");
+    assert!(warm.stats.unwrap().resumed_start, "the first RTT agreed: the sender jumped");
+    assert!(!cold.stats.unwrap().resumed_start);
+    assert!(!other.stats.unwrap().resumed_start, "an estimate of another RTT is not used");
+    assert_eq!(round_trips_to_90_percent(&other, ceiling, rtt), Some(c), "and costs nothing");
+    assert!(warm.redundancy() <= cold.redundancy() + 0.001, "the jump cost {:.4}", warm.redundancy());
 }

@@ -427,7 +427,7 @@ fn summary_line(ui: &Ui, verb: &str, from: &str, to: &str, t: &Timed) {
             let moved = u.sent_bytes.saturating_sub(u.retransmitted_bytes).max(1);
             diag!(
                 "  udp: {} datagrams of up to {} bytes, {} retransmitted ({:.2}% of the data), {} lost, \
-                 rtt {:.1} ms (min {:.1}), bottleneck {}/s",
+                 rtt {:.1} ms (min {:.1}), bottleneck {}/s{}",
                 u.sent_packets,
                 u.datagram_size,
                 format_size(u.retransmitted_bytes),
@@ -436,6 +436,7 @@ fn summary_line(ui: &Ui, verb: &str, from: &str, to: &str, t: &Timed) {
                 u.srtt.as_secs_f64() * 1e3,
                 u.min_rtt.as_secs_f64() * 1e3,
                 format_size(u.bottleneck_rate),
+                if u.resumed_start { ", started at the remembered rate" } else { "" },
             );
         }
     }

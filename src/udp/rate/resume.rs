@@ -25,6 +25,20 @@ pub struct PathEstimate {
     pub min_rtt: Duration,
 }
 
+impl PathEstimate {
+    /// Rates (bytes per second) outside these bounds are not believed of any path.
+    pub const RATE_BOUNDS: (u64, u64) = (1_000, 20_000_000_000);
+    /// Nor are minimum RTTs outside these.
+    pub const RTT_BOUNDS: (Duration, Duration) = (Duration::from_micros(10), Duration::from_secs(10));
+
+    /// Whether the estimate is one a path could have: remembered estimates outside the
+    /// bounds are dropped, not clamped.
+    pub fn is_plausible(&self) -> bool {
+        let (rate, rtt) = (Self::RATE_BOUNDS, Self::RTT_BOUNDS);
+        (rate.0..=rate.1).contains(&self.rate) && (rtt.0..=rtt.1).contains(&self.min_rtt)
+    }
+}
+
 /// The share of the remembered rate the jump paces at (careful resume's half).
 const JUMP_SHARE: f64 = 0.5;
 /// A current RTT outside `[saved / RTT_AGREE, saved * RTT_AGREE]` means another path.
