@@ -638,7 +638,7 @@ run_xfer() { # scenario run put|get tcp|udp|auto
     if [[ $tr != tcp && -n $XFER_UDP_WHY ]]; then record "$sc" "$name" "$r" skip nan nan nan "$XFER_UDP_WHY"; return; fi
     bytes=$(size_for "$sc"); ensure_file "$bytes"
     rm -rf "$d"; mkdir -p "$d/dst"
-    find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
+    find "$XROOT" -name '*put-bench*' -delete 2>/dev/null
     XCFG="$d/cfg"; mkdir -p "$XCFG"
     if ! start_xfer_server "$NS_S" "$HOST" "$d/srv.time" "$d/srv.out"; then
         record "$sc" "$name" "$r" skip nan nan nan "xfer serve did not start (see logs)"
@@ -677,7 +677,7 @@ run_xfer() { # scenario run put|get tcp|udp|auto
         cp "$d/cli.out" "$OUT/$sc-$name-$r.client.log" 2>/dev/null
         cp "$d/srv.out" "$OUT/$sc-$name-$r.server.log" 2>/dev/null
     fi
-    find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
+    find "$XROOT" -name '*put-bench*' -delete 2>/dev/null
 }
 
 run_contender() { # scenario run contender
@@ -740,7 +740,7 @@ run_fair() { # run contender
         local flag=("${XFER_TRANSPORT[@]}")
         [[ $c == xfer-udp ]] && flag=(--transport udp)
         ensure_file 1000000000
-        find "$XROOT" -name 'put-bench*' -delete 2>/dev/null
+        find "$XROOT" -name '*put-bench*' -delete 2>/dev/null
         XCFG="$d/cfg"; mkdir -p "$XCFG"
         start_xfer_server "$NS_S" "$HOST" "$d/srv.time" "$d/srv.out" || { reap "$bsrv" 1; printf 'fair\t%s\t%s\tskip\tnan\tnan\t%s\n' "$c" "$r" "xfer serve did not start" >>"$FAIRRES"; return; }
         SPID=$XSRV
@@ -757,9 +757,9 @@ run_fair() { # run contender
     iperf3-*) cgp=$(jq -r '.end.sum_received.bits_per_second // empty | . / 1e6' "$d/c.json" 2>/dev/null) ;;
     quic*) cgp=$(sed -n 's/^quic-perf client.* mbit=\([0-9.]*\).*/\1/p' "$d/c.out") ;;
     scp) cgp=$(mbit "$(dir_bytes "$d/dst")" "$FAIR_SECS") ;;
-    xfer-put) cgp=$(mbit "$(dir_bytes "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
+    xfer-put) cgp=$(mbit "$(dir_bytes "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name '*put-bench*' -delete 2>/dev/null ;;
     # the UDP partial file is sparse: count the bytes stored
-    xfer-udp) cgp=$(mbit "$(dir_alloc "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name 'put-bench*' -delete 2>/dev/null ;;
+    xfer-udp) cgp=$(mbit "$(dir_alloc "$XROOT" '*put-bench-fair.bin*')" "$FAIR_SECS"); find "$XROOT" -name '*put-bench*' -delete 2>/dev/null ;;
     esac
     reap "$cpid" 1
     reap "$SPID" 5
