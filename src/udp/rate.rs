@@ -45,8 +45,10 @@
 //!   or the first sample) agrees with the one it was measured at: Startup then paces at half of
 //!   it for a round trip (at gain 1) and keeps what the path confirms, or retreats to Drain when
 //!   that round builds a queue.
-//! - **Pacing**: a token bucket of 4 datagrams or 1 ms at the pacing rate, whichever is
-//!   larger, so timers of about 1 ms granularity suffice at any rate.
+//! - **Pacing** ([`Pacer`]): a token bucket of 1 ms at the pacing rate while the sender wakes
+//!   on time, growing to cover its recent lateness (at most 4 ms and 64 datagrams unless
+//!   1 ms holds more, at least 4 datagrams), so that timers of 1 ms granularity, and
+//!   wake-ups later than that, cost no rate.
 
 mod filter;
 mod pacer;

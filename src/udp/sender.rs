@@ -257,7 +257,12 @@ impl Sender {
             }
             self.pto_due = 0;
         }
-        if self.pipe() >= self.rate.window() || self.pacer.next_send().is_some_and(|t| t > now) {
+        if self.pipe() >= self.rate.window() {
+            self.pacer.on_other_wait();
+            return None;
+        }
+        if self.pacer.next_send().is_some_and(|t| t > now) {
+            self.pacer.on_wait();
             return None;
         }
         if let Some(t) = self.send_mtu_probe(now) {
@@ -271,6 +276,7 @@ impl Sender {
             return Some(self.send_data(now, s, e, false));
         }
         self.rate.on_app_limited(self.pipe());
+        self.pacer.on_other_wait();
         None
     }
 
