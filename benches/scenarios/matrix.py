@@ -268,13 +268,14 @@ def svg(rows, path):
 def main():
     out = sys.argv[1]
     order, cells = collect(out, "light*")
-    o2, c2 = collect(out, "heavy")
-    order += [o for o in o2 if o not in cells]
-    cells.update(c2)
-    for o3 in glob.glob(os.path.join(out, "cells*")):  # extra runner directories, if any
-        o, c = collect(out, os.path.basename(o3))
+    # Then heavy cells and extra runner directories (cells*, in name order); a contender
+    # measured again in a later directory replaces its earlier runs of that cell.
+    extra = ["heavy"] + sorted(os.path.basename(d) for d in glob.glob(os.path.join(out, "cells*")))
+    for part in extra:
+        o, c = collect(out, part)
         order += [x for x in o if x not in cells]
-        cells.update(c)
+        for sc, contenders in c.items():
+            cells.setdefault(sc, {}).update(contenders)
     rows = cell_rows(order, cells)
     env = os.path.join(out, "light0", "env.txt")
     if os.path.exists(env):

@@ -12,8 +12,8 @@ pub const MAX_CREDIT_DATAGRAMS: u64 = 64;
 /// Credit at least, in datagrams.
 pub const MIN_CREDIT_DATAGRAMS: u64 = 4;
 
-/// A token-bucket pacer: datagrams leave no faster than the pacing rate, with bursts of at
-/// most the credit it keeps.
+/// A token-bucket pacer (UDP-RATE-1): datagrams leave no faster than the pacing rate, with
+/// bursts of at most the credit it keeps.
 ///
 /// The credit follows how late the sender wakes for its schedule: 1 ms while it wakes on
 /// time, up to 1.25 times its recent lateness (at most 4 ms, and at most
