@@ -4,10 +4,10 @@
 //!
 //! One line per server: `HOST:PORT RATE MIN_RTT_US SAVED_AT`, the rate in datagram bytes per
 //! second and `SAVED_AT` in seconds since the Unix epoch. The file is a cache: lines that do
-//! not parse, lie outside the bounds or are older than [`MAX_AGE`] are ignored, at most
-//! [`MAX_ENTRIES`] servers are kept (the newest), a file larger than [`MAX_FILE_BYTES`] is not
-//! read, and it is replaced whole through a temporary file. Failing to read or write it only
-//! means a cold start.
+//! not parse, lie outside the bounds or are older than [`PathEstimate::MAX_AGE`] are ignored,
+//! at most [`MAX_ENTRIES`] servers are kept (the newest), a file larger than [`MAX_FILE_BYTES`]
+//! is not read, and it is replaced whole through a temporary file. Failing to read or write it
+//! only means a cold start.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,8 +20,6 @@ pub const FILE_NAME: &str = "udp_paths";
 pub const MAX_ENTRIES: usize = 64;
 /// A larger file is not read (it cannot have been written by us).
 pub const MAX_FILE_BYTES: u64 = 16 << 10;
-/// An estimate older than this describes another day's path.
-pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -47,7 +45,7 @@ fn parse_line(line: &str, now: u64) -> Option<Entry> {
     let min_rtt = Duration::from_micros(f.next()?.parse().ok()?);
     let saved_at: u64 = f.next()?.parse().ok()?;
     let estimate = PathEstimate { rate, min_rtt };
-    let fresh = saved_at <= now && now - saved_at <= MAX_AGE.as_secs();
+    let fresh = saved_at <= now && now - saved_at <= PathEstimate::MAX_AGE.as_secs();
     (f.next().is_none() && fresh && estimate.is_plausible() && server.len() <= 300).then(|| Entry {
         server: server.to_string(),
         estimate,
@@ -143,7 +141,7 @@ mod tests {
     #[test]
     fn ignores_lines_that_are_malformed_implausible_or_old() {
         let now = 1_000_000_000;
-        let old = now - MAX_AGE.as_secs() - 1;
+        let old = now - PathEstimate::MAX_AGE.as_secs() - 1;
         let text = format!(
             "ok:1 1000000 20000 {now}\nshort:1 1000000 20000\nrate:1 1 20000 {now}\nrtt:1 1000000 99000000 {now}\n\
              old:1 1000000 20000 {old}\nfuture:1 1000000 20000 {}\nextra:1 1000000 20000 {now} x\nnum:1 -5 20000 {now}\n",

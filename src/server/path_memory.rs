@@ -3,13 +3,14 @@
 //! so it is the side that learns the path; the client has nothing to hand it.
 //!
 //! Kept in memory only, bounded in entries overall and per user, and forgotten after
-//! [`MAX_AGE`]. The sender validates every hint as careful resume does (UDP-RATE-7), so an
-//! entry for a path that has changed costs at most one round trip at half its rate.
+//! [`PathEstimate::MAX_AGE`]. The sender validates every hint as careful resume does
+//! (UDP-RATE-7), so an entry for a path that has changed costs at most one round trip at half
+//! its rate.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::udp::rate::PathEstimate;
 
@@ -17,8 +18,6 @@ use crate::udp::rate::PathEstimate;
 pub const MAX_ENTRIES: usize = 4096;
 /// Entries kept per user, so that one account's many addresses cannot push out the others'.
 pub const MAX_PER_USER: usize = 16;
-/// An estimate older than this describes another day's path.
-pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -43,7 +42,7 @@ impl DownloadPaths {
     pub fn recall(&self, now: Instant, user: &str, ip: IpAddr) -> Option<PathEstimate> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let e = entries.get(&Key { user: user.to_string(), ip })?;
-        (now.saturating_duration_since(e.saved) <= MAX_AGE).then_some(e.estimate)
+        (now.saturating_duration_since(e.saved) <= PathEstimate::MAX_AGE).then_some(e.estimate)
     }
 
     /// Remembers `estimate` for `user` at `ip`, replacing what was remembered for them; an
@@ -56,7 +55,7 @@ impl DownloadPaths {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let key = Key { user: user.to_string(), ip };
         if !entries.contains_key(&key) {
-            entries.retain(|_, e| now.saturating_duration_since(e.saved) <= MAX_AGE);
+            entries.retain(|_, e| now.saturating_duration_since(e.saved) <= PathEstimate::MAX_AGE);
             let users = entries.keys().filter(|k| k.user == user).count();
             let oldest = |mine: bool| {
                 entries
@@ -93,6 +92,7 @@ impl DownloadPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn est(rate: u64, ms: u64) -> PathEstimate {
         PathEstimate { rate, min_rtt: Duration::from_millis(ms) }
@@ -117,7 +117,7 @@ mod tests {
     fn forgets_old_and_refuses_implausible_estimates() {
         let (m, t) = (DownloadPaths::default(), Instant::now());
         m.remember(t, "alice", ip(1), est(1_000_000, 20));
-        assert_eq!(m.recall(t + MAX_AGE + Duration::from_secs(1), "alice", ip(1)), None);
+        assert_eq!(m.recall(t + PathEstimate::MAX_AGE + Duration::from_secs(1), "alice", ip(1)), None);
         m.remember(t, "bob", ip(1), est(1, 20));
         m.remember(t, "bob", ip(2), PathEstimate { rate: 1_000_000, min_rtt: Duration::from_secs(60) });
         m.remember(t, "bob", ip(3), PathEstimate { rate: u64::MAX, min_rtt: Duration::from_millis(5) });

@@ -30,6 +30,8 @@ impl PathEstimate {
     pub const RATE_BOUNDS: (u64, u64) = (1_000, 20_000_000_000);
     /// Nor are minimum RTTs outside these.
     pub const RTT_BOUNDS: (Duration, Duration) = (Duration::from_micros(10), Duration::from_secs(10));
+    /// A remembered estimate older than this describes another day's path.
+    pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
     /// Whether the estimate is one a path could have: remembered estimates outside the
     /// bounds are dropped, not clamped.
