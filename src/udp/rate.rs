@@ -45,17 +45,23 @@
 //!   or the first sample) agrees with the one it was measured at: Startup then paces at half of
 //!   it for a round trip (at gain 1) and keeps what the path confirms, or retreats to Drain when
 //!   that round builds a queue.
+//! - **First-flight dispersion** (`UDP-RATE-10`, [`dispersion`]): with nothing remembered, the
+//!   spacing at which the first flight arrived reads the bottleneck rate a round trip after
+//!   the first ack, and Startup jumps to half of it in the same careful way, when that is
+//!   faster than its own pacing (long round trips: on a LAN the initial window is enough).
 //! - **Pacing** ([`Pacer`]): a token bucket of 1 ms at the pacing rate while the sender wakes
 //!   on time, growing to cover its recent lateness (at most 4 ms and 64 datagrams unless
 //!   1 ms holds more, at least 4 datagrams), so that timers of 1 ms granularity, and
 //!   wake-ups later than that, cost no rate.
 
+mod dispersion;
 mod filter;
 mod pacer;
 pub mod resume;
 
 use std::time::{Duration, Instant};
 
+use dispersion::{Dispersion, FirstFlight};
 use filter::{Better, WindowedFilter};
 pub use pacer::Pacer;
 use resume::Resume;
@@ -78,6 +84,9 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 const MIN_WINDOW_DATAGRAMS: u64 = 32;
 /// RTT assumed for pacing the initial window before any sample.
 const INITIAL_RTT: Duration = Duration::from_millis(10);
+/// Startup's pacing ceiling as a multiple of the bottleneck rate the first flight read
+/// (`UDP-RATE-10`).
+const STARTUP_CEILING: f64 = 1.25;
 /// Growth below which Startup counts a round as "not growing".
 const STARTUP_GROWTH: f64 = 1.25;
 /// A standing queue: the round's smallest RTT above `min_rtt * QUEUE_FACTOR + QUEUE_SLACK`.
@@ -206,6 +215,12 @@ pub struct RateControl {
     resume: Resume,
     /// Whether Startup jumped to a remembered rate (the path agreed with it).
     jumped: bool,
+    /// The first flight, for its dispersion rate.
+    first_flight: FirstFlight,
+    /// The first flight's dispersion, read by the current ack.
+    dispersion: Option<Dispersion>,
+    /// Startup's pacing ceiling once the first flight read the bottleneck's rate.
+    startup_ceiling: Option<u64>,
     /// The control connection's RTT, if known: the window's RTT until the flow has a sample.
     hint_rtt: Option<Duration>,
 }
@@ -261,6 +276,9 @@ impl RateControl {
             startup_resolved: 0,
             resume,
             jumped: resume.floor().is_some(),
+            first_flight: FirstFlight::default(),
+            dispersion: None,
+            startup_ceiling: None,
             hint_rtt: hint.rtt,
         }
     }
@@ -270,10 +288,11 @@ impl RateControl {
         self.datagram = datagram as u64;
     }
 
-    /// A packet is being sent with `in_flight` bytes already in flight; returns what to keep
-    /// with it for [`on_delivered`](Self::on_delivered) and
+    /// A packet of `bytes` is being sent with `in_flight` bytes already in flight; returns what
+    /// to keep with it for [`on_delivered`](Self::on_delivered) and
     /// [`on_resolved`](Self::on_resolved).
-    pub fn on_send(&mut self, now: Instant, in_flight: u64) -> SendState {
+    pub fn on_send(&mut self, now: Instant, in_flight: u64, bytes: u64) -> SendState {
+        self.first_flight.on_send(now, bytes);
         if in_flight == 0 {
             // Nothing in flight: the next sample's intervals start now, not at the last ack.
             self.first_sent_time = now;
@@ -319,8 +338,12 @@ impl RateControl {
     }
 
     /// The receiver reported a new largest packet, sent with `state`: `delivered` bytes in
-    /// all were sent up to and including it (and have now arrived or been lost).
-    pub fn on_delivered(&mut self, now: Instant, delivered: u64, state: &SendState) {
+    /// all were sent up to and including it (and have now arrived or been lost). The receiver
+    /// opened it `ack_delay` before sending the ack, as the ack says.
+    pub fn on_delivered(&mut self, now: Instant, delivered: u64, state: &SendState, ack_delay: Duration) {
+        if let Some(d) = self.first_flight.on_ack(now, ack_delay, delivered, self.datagram) {
+            self.dispersion = Some(d);
+        }
         if delivered <= self.delivered {
             return;
         }
@@ -366,12 +389,19 @@ impl RateControl {
                 self.on_round_end(now);
             }
         }
+        if let Some(d) = self.dispersion.take() {
+            self.jump_to_dispersion(d);
+        }
         self.update_phase(now, in_flight);
     }
 
     /// The pacing rate in bytes per second.
     pub fn pacing_rate(&self) -> u64 {
         let rate = (self.bandwidth() as f64 * self.pacing_gain()) as u64;
+        let rate = match self.startup_ceiling {
+            Some(ceiling) if self.phase == Phase::Startup => rate.min(ceiling),
+            _ => rate,
+        };
         let rate = rate.max(self.datagram);
         self.rate_limit.map_or(rate, |l| rate.min(l))
     }
@@ -625,6 +655,30 @@ impl RateControl {
         }
     }
 
+    /// `UDP-RATE-10`: a cold Startup jumps to half the first flight's dispersion rate, as a
+    /// resumed one does (validated the same way), when that is above its own pacing.
+    /// When it read the bottleneck's rate, Startup paces at most a quarter above it from then
+    /// on, so that the queue it builds on leaving grows slowly enough to be seen before it
+    /// overflows. (A remembered rate sets no ceiling: it may be another day's, and too low.)
+    fn jump_to_dispersion(&mut self, d: Dispersion) {
+        tracing::debug!(
+            rate = d.rate,
+            at_bottleneck = d.at_bottleneck,
+            pacing = self.pacing_rate(),
+            "first-flight dispersion"
+        );
+        if self.phase != Phase::Startup || self.resume != Resume::Off {
+            return;
+        }
+        let jump = Resume::jump(d.rate, self.round);
+        if jump.floor().is_some_and(|f| f > self.pacing_rate()) {
+            self.resume = jump;
+            if d.at_bottleneck {
+                self.startup_ceiling = Some((d.rate as f64 * STARTUP_CEILING) as u64);
+            }
+        }
+    }
+
     fn check_full_pipe(&mut self, queue: bool) {
         let bw = self.bw.get().unwrap_or(0);
         if bw as f64 >= self.full_bw as f64 * STARTUP_GROWTH && !queue {
@@ -732,11 +786,11 @@ mod tests {
         for _ in 0..40 {
             let send_rate = (rc.pacing_rate() as f64).min(link);
             let bytes = (send_rate * rtt.as_secs_f64()) as u64;
-            let st = rc.on_send(now, 0);
+            let st = rc.on_send(now, 0, 0);
             now += rtt;
             rc.on_rtt(now, rtt);
             delivered += bytes;
-            rc.on_delivered(now, delivered, &st);
+            rc.on_delivered(now, delivered, &st, Duration::ZERO);
             rc.on_resolved(bytes, false, &st);
             rc.on_ack_end(now, 0);
         }
@@ -767,12 +821,12 @@ mod tests {
             let drained = self.backlog * available;
             self.backlog = ((send - available) * secs / available + self.backlog).max(0.0);
             let rate = if self.backlog > 0.0 { available } else { (send + drained / secs).min(available) };
-            let st = rc.on_send(self.now, 0);
+            let st = rc.on_send(self.now, 0, 0);
             self.now += rtt;
             rc.on_rtt(self.now, rtt);
             let bytes = (rate * secs) as u64;
             self.delivered += bytes;
-            rc.on_delivered(self.now, self.delivered, &st);
+            rc.on_delivered(self.now, self.delivered, &st, Duration::ZERO);
             rc.on_resolved(bytes, false, &st);
             rc.on_ack_end(self.now, 0);
             rc.competing()

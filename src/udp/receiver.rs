@@ -7,8 +7,8 @@
 //! [`next_pn`](Receiver::next_pn); then sleep until [`poll_timeout`](Receiver::poll_timeout)
 //! and call `poll_ack` again.
 //!
-//! Acks are sent `ack_interval` after the first unacknowledged packet, after `ack_every`
-//! packets, at once when the last missing byte arrives, and at once after a duplicate (the
+//! Acks are sent at once for the first packet, `ack_interval` after the first unacknowledged
+//! packet, after `ack_every` packets, at once when the last missing byte arrives, and at once after a duplicate (the
 //! sender has not heard of what it is resending, so an ack was probably lost).
 //!
 //! An ack lists at most [`MAX_ACK_RANGES`] held ranges. When more are held, the protocol's rule
@@ -223,6 +223,11 @@ impl Receiver {
             self.largest = Some((pn, now));
         }
         self.max_datagram = self.max_datagram.max(datagram_len);
+        if self.received == 0 {
+            // UDP-ACK-1: the first one at once, so that the next ack of the first flight
+            // gives the sender its spacing (UDP-RATE-10).
+            self.ack_now.get_or_insert(now);
+        }
         self.received += 1;
         self.unacked = self.unacked.saturating_add(1);
         self.first_unacked.get_or_insert(now);
@@ -264,39 +269,48 @@ mod tests {
         assert!(r.is_complete());
     }
 
+    /// UDP-ACK-1: the first datagram at once, then after 10 ms or 32 datagrams.
     #[test]
-    fn acks_after_interval_or_count() {
+    fn acks_the_first_at_once_then_after_interval_or_count() {
         let (mut r, t0) = receiver(1 << 20);
         let mut ack = Ack::default();
         assert!(!r.poll_ack(t0, &mut ack));
         assert_eq!(r.handle_data(t0, 0, 0, 100, 148), DataVerdict::New);
+        assert_eq!(r.poll_timeout(), Some(t0), "the first datagram: at once");
+        let t = t0 + Duration::from_micros(300);
+        assert!(r.poll_ack(t, &mut ack));
+        assert_eq!((ack.largest_pn, ack.cumulative, ack.ack_delay_us, ack.max_datagram), (0, 100, 300, 148));
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(r.handle_data(t0, 1, 100, 100, 148), DataVerdict::New);
         assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(10)));
         assert!(!r.poll_ack(t0 + Duration::from_millis(9), &mut ack));
         let t1 = t0 + Duration::from_millis(10);
         assert!(r.poll_ack(t1, &mut ack));
-        assert_eq!((ack.largest_pn, ack.cumulative, ack.ack_delay_us, ack.max_datagram), (0, 100, 10_000, 148));
+        assert_eq!((ack.largest_pn, ack.cumulative, ack.ack_delay_us), (1, 200, 10_000));
         assert_eq!(r.poll_timeout(), None);
-        for pn in 1..=32 {
+        for pn in 2..=33 {
             r.handle_data(t1, pn, 100 * pn + 100, 100, 148);
         }
         assert_eq!(r.poll_timeout(), Some(t1));
         assert!(r.poll_ack(t1, &mut ack));
-        assert_eq!(ack.cumulative, 100);
-        assert_eq!(ack.ranges, vec![(200, 3400)]);
+        assert_eq!(ack.cumulative, 200);
+        assert_eq!(ack.ranges, vec![(300, 3500)]);
     }
 
     #[test]
     fn acks_at_once_on_completion_and_duplicates() {
-        let (mut r, t0) = receiver(200);
+        let (mut r, t0) = receiver(300);
         let mut ack = Ack::default();
         r.handle_data(t0, 0, 0, 100, 148);
-        assert!(!r.poll_ack(t0, &mut ack));
+        assert!(r.poll_ack(t0, &mut ack), "the first: at once");
         r.handle_data(t0, 1, 100, 100, 148);
+        assert!(!r.poll_ack(t0, &mut ack));
+        r.handle_data(t0, 3, 200, 100, 148);
         assert!(r.poll_ack(t0, &mut ack), "complete: ack at once");
-        assert_eq!(ack.cumulative, 200);
-        assert_eq!(r.handle_data(t0, 2, 0, 100, 148), DataVerdict::Duplicate);
+        assert_eq!(ack.cumulative, 300);
+        assert_eq!(r.handle_data(t0, 4, 0, 100, 148), DataVerdict::Duplicate);
         assert!(r.poll_ack(t0, &mut ack), "duplicate: ack at once");
-        assert_eq!(ack.largest_pn, 2);
+        assert_eq!(ack.largest_pn, 4);
     }
 
     #[test]

@@ -527,7 +527,7 @@ impl Sender {
     /// Records a packet as sent and in flight; returns its packet number.
     fn track(&mut self, now: Instant, offset: u64, len: u16, size: usize, probe: bool) -> u64 {
         let pn = self.next_pn();
-        let rs = self.rate.on_send(now, self.pipe());
+        let rs = self.rate.on_send(now, self.pipe(), size as u64);
         self.sent_total += size as u64;
         let through = self.sent_total;
         self.sent.push_back(SentPacket {

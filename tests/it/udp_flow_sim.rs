@@ -1289,12 +1289,13 @@ fn a_remembered_estimate_reaches_90_percent_of_the_bottleneck_in_fewer_round_tri
     let est = remembered_estimate();
     let cold = traced_upload(100.0, StartHint { rtt: Some(Duration::from_millis(100)), remembered: None }, 2);
     let warm = traced_upload(100.0, StartHint { rtt: Some(Duration::from_millis(100)), remembered: Some(est) }, 2);
-    warm_starts_sooner("upload", &cold, &warm);
+    warm_starts_sooner("upload", &cold, &warm, true);
 }
 
 /// Round trips to 90% of 100 Mbit/s at 100 ms, cold and from a remembered estimate: the
-/// remembered start gets there sooner and costs no redundancy. Returns the cold count.
-fn warm_starts_sooner(what: &str, cold: &Report, warm: &Report) -> usize {
+/// remembered start gets there sooner (`strictly`), or no later, and costs no redundancy.
+/// Returns the cold count.
+fn warm_starts_sooner(what: &str, cold: &Report, warm: &Report, strictly: bool) -> usize {
     let ceiling = 100.0 * 1424.0 / 1472.0;
     let reach = |r: &Report| round_trips_to_90_percent(r, ceiling, 100 * MS);
     let (c, w) = (reach(cold), reach(warm));
@@ -1304,8 +1305,10 @@ fn warm_starts_sooner(what: &str, cold: &Report, warm: &Report) -> usize {
         warm.goodput()
     );
     let (c, w) = (c.expect("cold start never reached 90%"), w.expect("remembered start never reached 90%"));
-    assert!(w < c, "{what}: remembered {w} round trips, cold {c}");
-    assert!(warm.redundancy() <= cold.redundancy() + 0.001, "{what}: the jump cost {:.4}", warm.redundancy());
+    assert!(w < c || (!strictly && w == c), "{what}: remembered {w} round trips, cold {c}");
+    // A cold start that read the bottleneck from its first flight leaves Startup with no
+    // drops (UDP-RATE-10); a remembered one sets no ceiling and may overfill a little.
+    assert!(warm.redundancy() <= cold.redundancy() + 0.002, "{what}: the jump cost {:.4}", warm.redundancy());
     c
 }
 
@@ -1345,7 +1348,9 @@ fn a_download_started_from_the_servers_memory_jumps_once_the_first_rtt_agrees() 
     let warm = traced(100.0, StartHint { rtt: None, remembered: Some(est) }, 4, true);
     let elsewhere = PathEstimate { min_rtt: est.min_rtt / 10, ..est };
     let other = traced(100.0, StartHint { rtt: None, remembered: Some(elsewhere) }, 4, true);
-    let c = warm_starts_sooner("download", &cold, &warm);
+    // With no control RTT, the memory waits for the first sample, when the first flight's
+    // spacing (UDP-RATE-10) already gives a cold start its jump: no later, then.
+    let c = warm_starts_sooner("download", &cold, &warm, false);
     assert!(warm.stats.unwrap().resumed_start, "the first RTT agreed: the sender jumped");
     assert!(!cold.stats.unwrap().resumed_start);
     assert!(!other.stats.unwrap().resumed_start, "an estimate of another RTT is not used");
@@ -1378,5 +1383,34 @@ fn pacing_keeps_the_rate_when_timers_fire_late() {
         );
         assert!(share >= 0.95, "{rate}/{rtt}: {share:.3} C");
         assert!(r.redundancy() < 0.002, "{rate}/{rtt}: redundancy {:.4}", r.redundancy());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// First-flight dispersion (UDP-RATE-10, UDP-ACK-1)
+
+/// A cold start, nothing remembered, reads the bottleneck from the first flight's spacing and
+/// reaches 90% of it within 6 round trips on long paths (the doubling alone took 8 at 100 ms
+/// and more beyond), in both directions, without overfilling the queue as it leaves Startup.
+#[test]
+fn a_cold_start_reaches_90_percent_within_6_round_trips_from_the_first_flights_spacing() {
+    for (rate, rtt) in [(100.0, 100.0), (100.0, 300.0), (20.0, 600.0)] {
+        for download in [false, true] {
+            let mut s = Setup::new((rate * 1e6 / 8.0 * 6.0) as u64, link(rate, rtt, 0.0));
+            s.carry = false;
+            s.download = download;
+            s.start_hint = StartHint { rtt: (!download).then(|| Duration::from_secs_f64(rtt / 1e3)), remembered: None };
+            s.trace_every = Some((rtt * MS as f64) as u64);
+            let r = run(s);
+            assert_delivered(&r, "cold start");
+            let reach = round_trips_to_90_percent(&r, rate * 1424.0 / 1472.0, (rtt * MS as f64) as u64);
+            eprintln!(
+                "{rate} Mbit/s, {rtt} ms, download {download}: 90% after {reach:?} round trips, queue drops {}",
+                r.fwd.dropped_queue
+            );
+            assert!(reach.is_some_and(|n| n <= 6), "{rate}/{rtt} download {download}: {reach:?} round trips");
+            assert!(!r.stats.unwrap().resumed_start, "nothing was remembered");
+            assert_eq!(r.fwd.dropped_queue, 0, "{rate}/{rtt} download {download}: Startup overfilled the queue");
+        }
     }
 }

@@ -75,7 +75,13 @@ impl Resume {
         if est.rate == 0 || now < saved / RTT_AGREE || now > saved * RTT_AGREE {
             return Resume::Off;
         }
-        Resume::Jumping { rate: (est.rate as f64 * JUMP_SHARE) as u64, since_round: round }
+        Resume::jump(est.rate, round)
+    }
+
+    /// A jump to half of `rate`, measured on this path now (`UDP-RATE-10`), whose packets go
+    /// out in `round`.
+    pub(super) fn jump(rate: u64, round: u64) -> Resume {
+        Resume::Jumping { rate: (rate as f64 * JUMP_SHARE) as u64, since_round: round }
     }
 
     /// The flow's first RTT sample: validates a remembered estimate still waiting for one.

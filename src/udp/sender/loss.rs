@@ -71,9 +71,10 @@ impl Sender {
         };
         let p = self.sent[i];
         self.passed = self.passed.max(p.through);
-        self.rate.on_delivered(now, p.through, &p.rs);
+        let ack_delay = Duration::from_micros(u64::from(ack.ack_delay_us));
+        self.rate.on_delivered(now, p.through, &p.rs, ack_delay);
         let rtt = now.saturating_duration_since(p.rs.sent_time);
-        let adjusted = self.rtt.update(rtt, Duration::from_micros(u64::from(ack.ack_delay_us)));
+        let adjusted = self.rtt.update(rtt, ack_delay);
         self.rate.on_rtt(now, adjusted);
         if !p.probe && self.acked.insert(p.offset, p.end()) > 0 {
             self.lost.remove(p.offset, p.end());
