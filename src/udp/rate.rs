@@ -87,6 +87,9 @@ const INITIAL_RTT: Duration = Duration::from_millis(10);
 /// Startup's pacing ceiling as a multiple of the bottleneck rate the first flight read
 /// (`UDP-RATE-10`).
 const STARTUP_CEILING: f64 = 1.25;
+/// Delivery at this share of Startup's ceiling shows the bottleneck above it: a quarter above
+/// the rate read is more than a bottleneck of that rate delivers.
+const CEILING_REACHED: f64 = 0.95;
 /// Growth below which Startup counts a round as "not growing".
 const STARTUP_GROWTH: f64 = 1.25;
 /// A standing queue: the round's smallest RTT above `min_rtt * QUEUE_FACTOR + QUEUE_SLACK`.
@@ -562,6 +565,7 @@ impl RateControl {
                     return;
                 }
                 self.check_startup_loss();
+                self.check_ceiling();
                 self.check_full_pipe(queue);
             }
             Phase::Drain => {}
@@ -659,7 +663,8 @@ impl RateControl {
     /// resumed one does (validated the same way), when that is above its own pacing.
     /// When it read the bottleneck's rate, Startup paces at most a quarter above it from then
     /// on, so that the queue it builds on leaving grows slowly enough to be seen before it
-    /// overflows. (A remembered rate sets no ceiling: it may be another day's, and too low.)
+    /// overflows, unless the path delivers at that ceiling ([`check_ceiling`](Self::check_ceiling)).
+    /// (A remembered rate sets no ceiling: it may be another day's, and too low.)
     fn jump_to_dispersion(&mut self, d: Dispersion) {
         tracing::debug!(
             rate = d.rate,
@@ -675,6 +680,16 @@ impl RateControl {
             self.resume = jump;
             if d.at_bottleneck {
                 self.startup_ceiling = Some((d.rate as f64 * STARTUP_CEILING) as u64);
+            }
+        }
+    }
+
+    /// Lifts Startup's ceiling once the path delivers at it: the first flight read low (its
+    /// arrivals spread by something other than the bottleneck), and the bottleneck is higher.
+    fn check_ceiling(&mut self) {
+        if let Some(ceiling) = self.startup_ceiling {
+            if self.bw.get().unwrap_or(0) as f64 >= ceiling as f64 * CEILING_REACHED {
+                self.startup_ceiling = None;
             }
         }
     }
@@ -860,6 +875,58 @@ mod tests {
             }
         }
         (reached.expect("never reached 90% of the link"), rc, b)
+    }
+
+    /// A first flight of 32 datagrams sent 100 us apart whose two acks read `reading` bytes
+    /// per second, `rtt` after it left; then rounds on a fluid link of `link`. Returns the
+    /// round in which delivery first reached 90% of the link.
+    fn after_a_first_flight_reading(reading: f64, link: f64, rtt: Duration) -> (Option<usize>, RateControl) {
+        let t0 = Instant::now();
+        let mut rc = RateControl::new(t0, 1200, None);
+        let gap = Duration::from_micros(100);
+        let states: Vec<_> = (0..32u32).map(|i| rc.on_send(t0 + gap * i, 1200 * u64::from(i), 1200)).collect();
+        let first = t0 + rtt;
+        rc.on_delivered(first, 1200, &states[0], Duration::ZERO);
+        rc.on_rtt(first, rtt);
+        rc.on_resolved(1200, false, &states[0]);
+        rc.on_ack_end(first, 31 * 1200);
+        let last = first + Duration::from_secs_f64(31.0 * 1200.0 / reading);
+        rc.on_delivered(last, 32 * 1200, &states[31], Duration::ZERO);
+        rc.on_resolved(31 * 1200, false, &states[31]);
+        rc.on_ack_end(last, 0);
+        assert!(rc.resuming(), "the reading is far above the initial window's rate: a jump");
+        let mut b = Bottleneck::new(last);
+        b.base_rtt = rtt;
+        b.delivered = 32 * 1200;
+        let mut reached = None;
+        for i in 1..=40 {
+            let before = (b.delivered, b.now);
+            b.round(&mut rc, link, Duration::ZERO);
+            let rate = (b.delivered - before.0) as f64 / (b.now - before.1).as_secs_f64();
+            if rate >= 0.9 * link && reached.is_none() {
+                reached = Some(i);
+            }
+        }
+        (reached, rc)
+    }
+
+    #[test]
+    fn a_first_flight_that_read_the_bottleneck_fills_it_in_a_few_rounds() {
+        // UDP-RATE-10: the flight left at 12.4 MB/s and arrived at 5 MB/s, the link's rate.
+        let (reached, rc) = after_a_first_flight_reading(5e6, 5e6, Duration::from_millis(100));
+        assert!(reached.is_some_and(|r| r <= 4), "90% after {reached:?} rounds");
+        let bw = rc.bottleneck_rate() as f64;
+        assert!((bw - 5e6).abs() < 0.05 * 5e6, "estimate {bw}");
+    }
+
+    #[test]
+    fn a_first_flight_that_read_low_does_not_hold_startup_below_the_link() {
+        // The flight's arrivals spread to 10 MB/s on a 100 MB/s link (a receiver's timer, say):
+        // Startup's ceiling of 12.5 MB/s is delivered in full, so it is lifted.
+        let (reached, rc) = after_a_first_flight_reading(10e6, 100e6, Duration::from_millis(100));
+        assert!(reached.is_some_and(|r| r <= 8), "90% after {reached:?} rounds");
+        let bw = rc.bottleneck_rate() as f64;
+        assert!((bw - 100e6).abs() < 0.05 * 100e6, "estimate {bw}");
     }
 
     fn remembered(rate: u64, rtt: Duration) -> StartHint {

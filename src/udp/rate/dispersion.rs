@@ -144,6 +144,28 @@ mod tests {
         assert!(!d.at_bottleneck, "the sender's own rate says nothing of the bottleneck");
     }
 
+    /// A receiver that lies in `ack_delay_us` (it is the peer's to fill in) moves the arrival
+    /// times it reports, but the reading stays within the rate the flight was sent at.
+    #[test]
+    fn forged_ack_delays_cannot_raise_the_reading_above_the_send_rate() {
+        let t0 = Instant::now();
+        let sent_at = 32.0 * D as f64 / (31.0 * 100e-6);
+        let huge = Duration::from_secs(4_000);
+        for (first_delay, last_delay) in [
+            (Duration::ZERO, Duration::from_millis(9)), // claims the last arrived with the first
+            (Duration::ZERO, huge),                     // claims it arrived before the first
+            (huge, Duration::ZERO),                     // claims the first arrived long before
+            (Duration::from_millis(3), Duration::ZERO), // stretches the span: only lowers it
+        ] {
+            let mut f = flight(t0, 32, 100 * US);
+            let rtt = Duration::from_millis(50);
+            f.on_ack(t0 + rtt, first_delay, D, D);
+            if let Some(d) = f.on_ack(t0 + rtt + Duration::from_millis(10), last_delay, 32 * D, D) {
+                assert!(d.rate as f64 <= sent_at + 1.0, "{first_delay:?}/{last_delay:?}: {d:?}");
+            }
+        }
+    }
+
     #[test]
     fn gives_up_on_too_little_or_on_a_flight_that_merged_with_the_next() {
         let t0 = Instant::now();
