@@ -865,16 +865,22 @@ mod tests {
         let mut rc = RateControl::with_hint(t0, 1200, None, hint);
         let mut b = Bottleneck::new(t0);
         b.base_rtt = rtt;
+        let reached = forty_rounds(&mut rc, &mut b, link);
+        (reached.expect("never reached 90% of the link"), rc, b)
+    }
+
+    /// Forty rounds on `link`; returns the first that delivered at least 90% of it.
+    fn forty_rounds(rc: &mut RateControl, b: &mut Bottleneck, link: f64) -> Option<usize> {
         let mut reached = None;
         for i in 1..=40 {
             let before = (b.delivered, b.now);
-            b.round(&mut rc, link, Duration::ZERO);
+            b.round(rc, link, Duration::ZERO);
             let rate = (b.delivered - before.0) as f64 / (b.now - before.1).as_secs_f64();
             if rate >= 0.9 * link && reached.is_none() {
                 reached = Some(i);
             }
         }
-        (reached.expect("never reached 90% of the link"), rc, b)
+        reached
     }
 
     /// A first flight of 32 datagrams sent 100 us apart whose two acks read `reading` bytes
@@ -898,16 +904,7 @@ mod tests {
         let mut b = Bottleneck::new(last);
         b.base_rtt = rtt;
         b.delivered = 32 * 1200;
-        let mut reached = None;
-        for i in 1..=40 {
-            let before = (b.delivered, b.now);
-            b.round(&mut rc, link, Duration::ZERO);
-            let rate = (b.delivered - before.0) as f64 / (b.now - before.1).as_secs_f64();
-            if rate >= 0.9 * link && reached.is_none() {
-                reached = Some(i);
-            }
-        }
-        (reached, rc)
+        (forty_rounds(&mut rc, &mut b, link), rc)
     }
 
     #[test]
