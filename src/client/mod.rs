@@ -122,6 +122,9 @@ pub struct Client {
     /// The server answered `GetAuto` with `BadRequest` (it predates it): downloads under
     /// `auto` ask with `GetUdp` on this connection (UDP-FALLBACK-5).
     get_auto_refused: bool,
+    /// The server answered `PutFlow` with `BadRequest` (it predates it, or refused the id):
+    /// uploads ask with `Put { transport: Udp }` on this connection (UDP-CTRL-9).
+    put_flow_refused: bool,
     /// The rate limit of the transfer in progress, for TCP pacing (CTRL-XFER-9).
     tcp_rate: Option<u64>,
     /// Small transfers sent ahead whose replies are unread (CTRL-PUT-8, CTRL-GET-6).
@@ -239,6 +242,7 @@ impl Client {
             walk_behind_get: false,
             walked: None,
             get_auto_refused: false,
+            put_flow_refused: false,
             tcp_rate: None,
             ahead: ahead::AheadQueue::default(),
         })
@@ -296,14 +300,7 @@ impl Client {
 
     /// Reads one reply frame; an error reply becomes `ClientError::Server`.
     async fn read_reply(&mut self) -> Result<Response, ClientError> {
-        match self.reader.read_frame().await? {
-            Frame::Control(p) => match Frame::decode_control::<Response>(&p) {
-                Ok(Response::Error { code, message }) => Err(ClientError::Server { code, message }),
-                Ok(r) => Ok(r),
-                Err(e) => Err(ClientError::Conn(ConnError::Decode(e))),
-            },
-            Frame::Data(_) => Err(ClientError::Protocol("data frame where a reply was expected".into())),
-        }
+        reply_of(self.reader.read_frame().await)
     }
 
     async fn call_ok(&mut self, req: Request) -> Result<(), ClientError> {
@@ -562,7 +559,20 @@ fn answered_alone(req: &Request) -> bool {
         | Request::Abort
         | Request::Get { .. }
         | Request::GetUdp { .. }
-        | Request::GetAuto { .. } => false,
+        | Request::GetAuto { .. }
+        | Request::PutFlow { .. } => false,
+    }
+}
+
+/// A frame read where a reply was expected.
+fn reply_of(frame: Result<Frame, ConnError>) -> Result<Response, ClientError> {
+    match frame? {
+        Frame::Control(p) => match Frame::decode_control::<Response>(&p) {
+            Ok(Response::Error { code, message }) => Err(ClientError::Server { code, message }),
+            Ok(r) => Ok(r),
+            Err(e) => Err(ClientError::Conn(ConnError::Decode(e))),
+        },
+        Frame::Data(_) => Err(ClientError::Protocol("data frame where a reply was expected".into())),
     }
 }
 

@@ -48,6 +48,23 @@ enum DataEnd {
     Failed(ClientError),
 }
 
+/// The server's answer to an upload request over UDP.
+struct PutReady {
+    flow: u64,
+    held: Vec<crate::proto::control::ByteRange>,
+    held_md5: Option<Md5Digest>,
+    /// The flow was opened with `PutFlow`: `PutEnd` may go early (UDP-END-8).
+    early_end: bool,
+}
+
+/// How the data phase of a UDP upload ended.
+enum UploadEnd {
+    /// Every byte acked; the file's md5.
+    Acked(Md5Digest),
+    /// The server's reply to an early `PutEnd` (UDP-END-8).
+    Replied(Result<Response, ClientError>),
+}
+
 /// Why a UDP attempt handed over to TCP.
 struct Fallback {
     reason: String,
@@ -70,17 +87,44 @@ impl Drop for ClientFlow {
     }
 }
 
+/// A client's UDP socket for one flow, bound before the request when the client chooses the
+/// flow id and sends the first `Hello` beside it (UDP-CTRL-9).
+struct FlowSocket {
+    io: Arc<UdpIo>,
+    /// When the `Hello` that went beside the request was sent.
+    early_hello: Option<Instant>,
+}
+
+impl FlowSocket {
+    fn bind(client: &Client) -> std::io::Result<FlowSocket> {
+        let any: SocketAddr =
+            if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        Ok(FlowSocket { io: Arc::new(UdpIo::bind(any)?), early_hello: None })
+    }
+
+    /// Sends flow `id`'s first `Hello`. A failed send is a lost `Hello`: the flow repeats it.
+    async fn send_early_hello(&mut self, client: &Client, id: u64) {
+        let mut buf = Vec::with_capacity(crate::udp::packet::MIN_DATAGRAM);
+        let keys = FlowKeys::derive(&client.secret, id);
+        Flow::encode_early_hello(&keys, id, FlowTiming::default().max_datagram, &mut buf);
+        let now = Instant::now();
+        match self.io.send(client.peer, &buf, buf.len()).await {
+            Ok(()) => self.early_hello = Some(now),
+            Err(e) => tracing::debug!("early Hello not sent: {e}"),
+        }
+    }
+}
+
 impl ClientFlow {
     fn start(
         client: &Client,
+        socket: FlowSocket,
         id: u64,
         direction: Direction,
         file: FileEnd,
         timing: FlowTiming,
     ) -> std::io::Result<ClientFlow> {
-        let any: SocketAddr =
-            if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-        let io = Arc::new(UdpIo::bind(any)?);
+        let FlowSocket { io, early_hello } = socket;
         let cfg = FlowConfig {
             id,
             side: Side::Client { server: client.peer },
@@ -89,7 +133,11 @@ impl ClientFlow {
             max_segments: io.max_segments(),
             seed: rand::random(),
         };
-        let shared = FlowShared::new(Flow::new(cfg, FlowKeys::derive(&client.secret, id), Instant::now()));
+        let mut flow = Flow::new(cfg, FlowKeys::derive(&client.secret, id), Instant::now());
+        if let Some(at) = early_hello {
+            flow.note_early_hello(at);
+        }
+        let shared = FlowShared::new(flow);
         let table = Arc::new(FlowTable::default());
         table.insert(id, shared.clone());
         let demux = tokio::spawn({
@@ -122,7 +170,7 @@ impl ClientFlow {
         }
     }
 
-    async fn stop(mut self) {
+    async fn stop(&mut self) {
         let _ = self.stop.send(true);
         if !self.task.is_finished() {
             let _ = (&mut self.task).await;
@@ -187,6 +235,49 @@ impl Client {
         }
     }
 
+    /// Asks for an upload over UDP: with `PutFlow` and its first `Hello` beside it
+    /// (UDP-CTRL-9), or with `Put { transport: Udp }` from a server that refused `PutFlow`.
+    /// Returns the flow's socket, its id, the held ranges and their md5, and whether the
+    /// flow may end with an early `PutEnd` (UDP-END-8).
+    async fn request_put_udp(
+        &mut self,
+        remote: &str,
+        size: u64,
+        resume: bool,
+        local: &Path,
+    ) -> Result<(FlowSocket, PutReady), ClientError> {
+        let mut socket = FlowSocket::bind(self).map_err(local_err(local))?;
+        if !self.put_flow_refused {
+            let id = loop {
+                let id = rand::random::<u64>();
+                if id != 0 {
+                    break id;
+                }
+            };
+            socket.send_early_hello(self, id).await;
+            let req = Request::PutFlow { path: remote.to_string(), size, resume, flow: id };
+            match self.call(&req).await {
+                Ok(Response::UdpPutReady { flow, held, held_md5 }) if flow == id => {
+                    return Ok((socket, PutReady { flow, held, held_md5, early_end: true }));
+                }
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {
+                    tracing::debug!("PutFlow refused ({e}); asking with Put");
+                    self.put_flow_refused = true;
+                    socket = FlowSocket::bind(self).map_err(local_err(local))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let req = Request::Put { path: remote.to_string(), size, resume, transport: Transport::Udp };
+        match self.call(&req).await? {
+            Response::UdpPutReady { flow, held, held_md5 } => {
+                Ok((socket, PutReady { flow, held, held_md5, early_end: false }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn put_udp(
         &mut self,
         local: &Path,
@@ -195,19 +286,17 @@ impl Client {
         progress: &ProgressFn,
     ) -> Result<Attempt, ClientError> {
         let (file, size) = open_source(local)?;
-        let req = Request::Put { path: remote.to_string(), size, resume: opts.resume, transport: Transport::Udp };
         let asked = Instant::now();
-        let (flow, held, held_md5) = match self.call(&req).await {
-            Ok(Response::UdpPutReady { flow, held, held_md5 }) => (flow, held, held_md5),
-            Ok(other) => return Err(unexpected(other)),
+        let (socket, ready) = match self.request_put_udp(remote, size, opts.resume, local).await {
+            Ok(r) => r,
             Err(e) if no_udp(&e) => {
                 return Ok(Attempt::FallBack(Fallback { reason: e.to_string(), progressed: false }))
             }
             Err(e) => return Err(e),
         };
         let control_rtt = asked.elapsed();
-        let held = RangeSet::from_ranges(held);
-        if let Err(e) = check_held(&file, &held, held_md5).await {
+        let held = RangeSet::from_ranges(ready.held);
+        if let Err(e) = check_held(&file, &held, ready.held_md5).await {
             self.abort_put().await?;
             return Err(e);
         }
@@ -219,23 +308,34 @@ impl Client {
         cfg.start_hint = StartHint { rtt: Some(control_rtt), remembered: self.paths.recall(&self.server) };
         let source = BlockSource::spawn(file.try_clone().map_err(local_err(local))?, size, held.clone());
         let timing = flow_timing(opts, control_rtt);
-        let mut flow = ClientFlow::start(self, flow, Direction::Send(cfg), FileEnd::Source(source), timing)
-            .map_err(local_err(local))?;
+        let mut flow =
+            ClientFlow::start(self, socket, ready.flow, Direction::Send(cfg), FileEnd::Source(source), timing)
+                .map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;
         let mut monitor = DegradeMonitor::new(Instant::now(), held.covered());
         let mut tick = tokio::time::interval(TICK);
-        let md5 = loop {
+        let mut all_sent = flow.shared.all_sent();
+        let mut watch_all_sent = ready.early_end;
+        // UDP-END-8: the md5 of a PutEnd sent before every byte was acked.
+        let mut put_end: Option<Md5Digest> = None;
+        let end = loop {
             tokio::select! {
                 r = &mut flow.task => match r {
-                    Ok(Ok(FlowEnd::Sent { md5 })) => break md5,
+                    Ok(Ok(FlowEnd::Sent { md5 })) => break UploadEnd::Acked(md5),
                     Ok(Ok(FlowEnd::Stopped)) => return Err(ClientError::Udp("the flow stopped".into())),
                     Ok(Err(e)) => {
                         let progressed = flow.counters().0 > held.covered();
-                        drop(flow);
-                        self.abort_put().await?;
-                        return match fail(e, progressed) {
+                        let outcome = fail(e, progressed);
+                        if put_end.is_some() {
+                            if let Some(reply) = self.abort_after_put_end().await? {
+                                break UploadEnd::Replied(reply);
+                            }
+                        } else {
+                            self.abort_put().await?;
+                        }
+                        return match outcome {
                             DataEnd::FallBack(fb) => Ok(Attempt::FallBack(fb)),
                             DataEnd::Failed(e) => Err(e),
                             DataEnd::Finished(_) => Err(ClientError::Udp("the flow stopped".into())),
@@ -243,13 +343,36 @@ impl Client {
                     }
                     Err(e) => return Err(TransferError::Io(std::io::Error::other(e)).into()),
                 },
-                frame = self.reader.read_frame() => return Err(self.early_reply(frame).await),
+                r = all_sent.changed(), if watch_all_sent => {
+                    let md5 = *all_sent.borrow_and_update();
+                    match (r, md5) {
+                        (Ok(()), Some(md5)) => {
+                            self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
+                            put_end = Some(md5);
+                            watch_all_sent = false;
+                        }
+                        (Ok(()), None) => {}
+                        (Err(_), _) => watch_all_sent = false,
+                    }
+                },
+                frame = self.reader.read_frame() => {
+                    if put_end.is_some() {
+                        break UploadEnd::Replied(super::reply_of(frame));
+                    }
+                    return Err(self.early_reply(frame).await);
+                }
                 _ = tick.tick() => {
                     let (acked, sent, lost) = flow.counters();
                     progress(Progress::Advance { done: acked });
                     if let Some(reason) = monitor.observe(Instant::now(), acked, sent, lost).filter(|_| auto) {
                         flow.stop().await;
-                        self.abort_put().await?;
+                        if put_end.is_some() {
+                            if let Some(reply) = self.abort_after_put_end().await? {
+                                break UploadEnd::Replied(reply);
+                            }
+                        } else {
+                            self.abort_put().await?;
+                        }
                         return Ok(Attempt::FallBack(Fallback { reason, progressed: true }));
                     }
                 }
@@ -266,9 +389,20 @@ impl Client {
             }
         }
         progress(Progress::Advance { done: size });
-        self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
-        progress(Progress::Verifying);
-        match self.read_response().await? {
+        let (md5, reply) = match (end, put_end) {
+            (UploadEnd::Replied(reply), Some(md5)) => (md5, reply),
+            (UploadEnd::Acked(_), Some(md5)) => {
+                progress(Progress::Verifying);
+                (md5, self.read_response().await)
+            }
+            (UploadEnd::Acked(md5), None) => {
+                self.writer.write_control(&Request::PutEnd { md5 }).await.map_err(crate::conn::ConnError::from)?;
+                progress(Progress::Verifying);
+                (md5, self.read_response().await)
+            }
+            (UploadEnd::Replied(reply), None) => return Err(reply.map_or_else(|e| e, unexpected)),
+        };
+        match reply? {
             Response::PutDone { size: s, md5: m } if s == size && m == md5 => {}
             other => return Err(unexpected(other)),
         }
@@ -280,6 +414,37 @@ impl Client {
             transport: Transport::Udp,
             udp_stats: stats,
         }))
+    }
+
+    /// UDP-END-8: stops an upload whose `PutEnd` went early. The server answers `Ok` if it
+    /// stopped waiting for the missing bytes; if it had already answered the `PutEnd`
+    /// (`PutDone` or `Error`), that reply comes first and the `Abort`, outside a transfer,
+    /// gets `Error { BadRequest }`. Returns that earlier reply, or `None` after `Ok`.
+    async fn abort_after_put_end(&mut self) -> Result<Option<Result<Response, ClientError>>, ClientError> {
+        self.writer.write_control(&Request::Abort).await.map_err(crate::conn::ConnError::from)?;
+        let first = self.read_response().await;
+        match first {
+            Ok(Response::Ok) => Ok(None),
+            Err(ClientError::Conn(e)) => {
+                self.broken = true;
+                Err(ClientError::Conn(e))
+            }
+            earlier => {
+                match self.read_response().await {
+                    Err(ClientError::Server { .. }) => {}
+                    Err(ClientError::Conn(e)) => {
+                        self.broken = true;
+                        return Err(ClientError::Conn(e));
+                    }
+                    Ok(other) => {
+                        self.broken = true;
+                        return Err(unexpected(other));
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(Some(earlier))
+            }
+        }
     }
 
     async fn get_udp(
@@ -324,8 +489,9 @@ impl Client {
         let sink = spawn_sink(file, size, held.clone(), persist);
         let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
         let timing = flow_timing(opts, control_rtt);
-        let mut flow =
-            ClientFlow::start(self, flow, direction, FileEnd::Sink(sink.queue()), timing).map_err(local_err(local))?;
+        let socket = FlowSocket::bind(self).map_err(local_err(local))?;
+        let mut flow = ClientFlow::start(self, socket, flow, direction, FileEnd::Sink(sink.queue()), timing)
+            .map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;

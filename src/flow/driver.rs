@@ -60,9 +60,18 @@ pub async fn drive(
             return Ok(FlowEnd::Stopped);
         }
         let busy = transmit(&shared, &io, &mut buf).await?;
-        if handle_events(&shared, &mut file)? {
-            let FileEnd::Source(src) = file else { return Ok(FlowEnd::Stopped) };
-            return Ok(FlowEnd::Sent { md5: src.md5().await? });
+        match handle_events(&shared, &mut file)? {
+            Told::Done => {
+                let FileEnd::Source(mut src) = file else { return Ok(FlowEnd::Stopped) };
+                return Ok(FlowEnd::Sent { md5: src.md5().await? });
+            }
+            Told::AllSent => {
+                if let FileEnd::Source(src) = &mut file {
+                    let md5 = src.md5().await?;
+                    shared.all_sent.send_replace(Some(md5));
+                }
+            }
+            Told::Nothing => {}
         }
         if let FileEnd::Source(src) = &mut file {
             let wanted = shared.lock().needs_data();
@@ -111,15 +120,30 @@ async fn transmit(shared: &FlowShared, io: &UdpIo, buf: &mut Vec<u8>) -> Result<
     Ok(true)
 }
 
-/// Hands the flow's events on; true when the sending end is done.
-fn handle_events(shared: &FlowShared, file: &mut FileEnd) -> Result<bool, FlowError> {
+/// What the flow's events asked of the task.
+enum Told {
+    Nothing,
+    /// The sending end has sent every byte once: publish the file's md5.
+    AllSent,
+    /// The sending end is done.
+    Done,
+}
+
+/// Hands the flow's events on.
+fn handle_events(shared: &FlowShared, file: &mut FileEnd) -> Result<Told, FlowError> {
     let mut flow = shared.lock();
+    let mut told = Told::Nothing;
     while let Some(ev) = flow.poll_event() {
         match (ev, &mut *file) {
             // A failed writer (a full disk) ends the flow now: no more acks for data that
             // cannot be stored (UDP-END-7).
             (Event::Write { offset, data }, FileEnd::Sink(sink)) => sink.write(offset, data)?,
-            (Event::Done, _) => return Ok(true),
+            // Every Write before it has been handed to the writer.
+            (Event::AllHeld, FileEnd::Sink(_)) => {
+                shared.all_held.send_replace(true);
+            }
+            (Event::AllSent, FileEnd::Source(_)) => told = Told::AllSent,
+            (Event::Done, _) => return Ok(Told::Done),
             (Event::Failed(why), _) => return Err(why.into()),
             _ => {}
         }
@@ -127,5 +151,5 @@ fn handle_events(shared: &FlowShared, file: &mut FileEnd) -> Result<bool, FlowEr
     if let FileEnd::Sink(sink) = file {
         flow.handle_sink_backlog(Instant::now(), sink.backlog());
     }
-    Ok(false)
+    Ok(told)
 }

@@ -4,6 +4,7 @@
 //! for its own socket.
 
 mod driver;
+pub mod early;
 pub mod io;
 pub mod sink;
 pub mod source;
@@ -12,21 +13,43 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
+use crate::proto::control::Md5Digest;
 use crate::udp::flow::Flow;
+use crate::udp::packet::PacketKind;
 pub use driver::{drive, FileEnd, FlowEnd, FlowError};
+use early::EarlyHellos;
 pub use io::UdpIo;
 
-/// A flow as shared between the demultiplexer and its task.
+/// A flow as shared between the demultiplexer, its task and the control connection.
 pub struct FlowShared {
     flow: Mutex<Flow>,
     wake: Notify,
+    /// Sending end: the file's md5, once every byte has been sent at least once (UDP-END-8).
+    all_sent: watch::Sender<Option<Md5Digest>>,
+    /// Receiving end: true once every byte is held and handed to the writer (UDP-END-8).
+    all_held: watch::Sender<bool>,
 }
 
 impl FlowShared {
     pub fn new(flow: Flow) -> Arc<FlowShared> {
-        Arc::new(FlowShared { flow: Mutex::new(flow), wake: Notify::new() })
+        Arc::new(FlowShared {
+            flow: Mutex::new(flow),
+            wake: Notify::new(),
+            all_sent: watch::channel(None).0,
+            all_held: watch::channel(false).0,
+        })
+    }
+
+    /// Sending end: turns `Some(md5 of the file)` once every byte has been sent once.
+    pub fn all_sent(&self) -> watch::Receiver<Option<Md5Digest>> {
+        self.all_sent.subscribe()
+    }
+
+    /// Receiving end: turns true once every byte is held and handed to the writer.
+    pub fn all_held(&self) -> watch::Receiver<bool> {
+        self.all_held.subscribe()
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Flow> {
@@ -34,15 +57,61 @@ impl FlowShared {
     }
 }
 
-/// Live flows by id.
+/// Live flows by id, and (a server's) `Hello`s that came before their flow.
 #[derive(Default)]
 pub struct FlowTable {
     flows: Mutex<HashMap<u64, Arc<FlowShared>>>,
+    /// `Some` on a server: holds `Hello`s for flows not registered yet (UDP-CTRL-9).
+    early: Option<Mutex<EarlyHellos>>,
 }
 
+/// The id a client chose is already a live flow's (UDP-CTRL-9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("flow id in use")]
+pub struct IdInUse;
+
 impl FlowTable {
+    /// A server's table: it holds `Hello`s that arrive before their flow (UDP-CTRL-9).
+    pub fn holding_early_hellos() -> FlowTable {
+        FlowTable { flows: Mutex::default(), early: Some(Mutex::default()) }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<FlowShared>>> {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn early(&self) -> Option<std::sync::MutexGuard<'_, EarlyHellos>> {
+        self.early.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Registers a flow under the id its client chose, unless a live flow has it; then hands
+    /// it the `Hello`s that came before it (UDP-CTRL-9).
+    pub fn insert_chosen(&self, now: Instant, id: u64, flow: Arc<FlowShared>) -> Result<(), IdInUse> {
+        {
+            let mut map = self.map();
+            if id == 0 || map.contains_key(&id) {
+                return Err(IdInUse);
+            }
+            map.insert(id, flow.clone());
+        }
+        let held = self.early().map(|mut e| e.take(now, id)).unwrap_or_default();
+        if !held.is_empty() {
+            let mut f = flow.lock();
+            let mut accepted = false;
+            for mut h in held {
+                accepted |= f.handle_datagram(now, h.from, &mut h.datagram);
+            }
+            drop(f);
+            if accepted {
+                flow.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// `Hello`s held for flows not registered yet.
+    pub fn early_hellos(&self) -> usize {
+        self.early().map_or(0, |e| e.len())
     }
 
     /// Picks a random id no live flow uses (UDP-CTRL-1).
@@ -58,6 +127,10 @@ impl FlowTable {
 
     pub fn insert(&self, id: u64, flow: Arc<FlowShared>) {
         self.map().insert(id, flow);
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.map().contains_key(&id)
     }
 
     pub fn remove(&self, id: u64) {
@@ -85,7 +158,14 @@ pub async fn demux(io: Arc<UdpIo>, table: Arc<FlowTable>) -> std::io::Result<()>
                         last = Some((header.flow, f.clone()));
                         f
                     }
-                    None => return,
+                    None => {
+                        if header.kind == PacketKind::Hello {
+                            if let Some(mut early) = table.early() {
+                                early.hold(now, header.flow, from, datagram);
+                            }
+                        }
+                        return;
+                    }
                 },
             };
             if flow.lock().handle_datagram(now, from, datagram) {

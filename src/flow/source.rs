@@ -46,22 +46,29 @@ impl BlockSource {
     /// Waits until bytes below `end` are loaded.
     pub async fn ensure(&mut self, end: u64) -> Result<(), TransferError> {
         while self.loaded_end < end {
-            match self.rx.recv().await {
-                Some(Ok(Item::Block(start, len, data))) => {
-                    self.blocks.push((start, len, data));
-                    self.loaded_end = start + len;
-                }
-                Some(Ok(Item::Done(md5))) => {
-                    self.md5 = Some(md5);
-                    if self.loaded_end < end {
-                        return Err(TransferError::SourceChanged("file shrank while sending".into()));
-                    }
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Err(TransferError::Io(std::io::Error::other("file reader stopped"))),
+            if self.md5.is_some() {
+                return Err(TransferError::SourceChanged("file shrank while sending".into()));
             }
+            self.pull().await?;
         }
         Ok(())
+    }
+
+    /// Takes the reader's next item: a block, or the md5 after the last one.
+    async fn pull(&mut self) -> Result<(), TransferError> {
+        match self.rx.recv().await {
+            Some(Ok(Item::Block(start, len, data))) => {
+                self.blocks.push((start, len, data));
+                self.loaded_end = start + len;
+                Ok(())
+            }
+            Some(Ok(Item::Done(md5))) => {
+                self.md5 = Some(md5);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(TransferError::Io(std::io::Error::other("file reader stopped"))),
+        }
     }
 
     /// The blocks loaded since the last call, ascending: start, length, and the bytes or
@@ -70,18 +77,14 @@ impl BlockSource {
         std::mem::take(&mut self.blocks)
     }
 
-    /// The md5 of the whole file; reads on to the end if the flow finished first.
-    pub async fn md5(mut self) -> Result<Md5Digest, TransferError> {
-        if let Some(m) = self.md5 {
-            return Ok(m);
-        }
+    /// The md5 of the whole file, reading on to its end; the blocks read meanwhile stay to
+    /// be taken by [`take_loaded`](Self::take_loaded).
+    pub async fn md5(&mut self) -> Result<Md5Digest, TransferError> {
         loop {
-            match self.rx.recv().await {
-                Some(Ok(Item::Done(m))) => return Ok(m),
-                Some(Ok(Item::Block(..))) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Err(TransferError::Io(std::io::Error::other("file reader stopped"))),
+            if let Some(m) = self.md5 {
+                return Ok(m);
             }
+            self.pull().await?;
         }
     }
 }

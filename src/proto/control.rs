@@ -122,6 +122,15 @@ pub enum Request {
         rate_limit: Option<u64>,
         tcp_max: u64,
     },
+    /// Start an upload over a UDP flow whose id the client chose (CTRL-MSG-41, UDP-CTRL-9),
+    /// so that its `Hello` can travel beside this request; the flow may then end with an early
+    /// `PutEnd` (UDP-END-8). Otherwise as `Put { transport: Udp }`.
+    PutFlow {
+        path: String,
+        size: u64,
+        resume: bool,
+        flow: u64,
+    },
 }
 
 /// Server to client.

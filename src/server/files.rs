@@ -70,7 +70,8 @@ impl Session {
             | Request::Put { .. }
             | Request::Get { .. }
             | Request::GetUdp { .. }
-            | Request::GetAuto { .. } => Err(Reply::new(ErrorCode::BadRequest, "unexpected request")),
+            | Request::GetAuto { .. }
+            | Request::PutFlow { .. } => Err(Reply::new(ErrorCode::BadRequest, "unexpected request")),
         }
     }
 

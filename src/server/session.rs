@@ -252,7 +252,14 @@ async fn open(
 
 /// Requests whose data phase runs on the data runtime.
 fn is_transfer(request: &Request) -> bool {
-    matches!(request, Request::Put { .. } | Request::Get { .. } | Request::GetUdp { .. } | Request::GetAuto { .. })
+    matches!(
+        request,
+        Request::Put { .. }
+            | Request::PutFlow { .. }
+            | Request::Get { .. }
+            | Request::GetUdp { .. }
+            | Request::GetAuto { .. }
+    )
 }
 
 /// Locks a std mutex, recovering from poisoning (the guarded data stays consistent because
@@ -336,8 +343,14 @@ impl Session {
                 let watch = super::dispatch::TransferWatch::start(conn, "put", transport);
                 let go_on = match transport {
                     Transport::Tcp => self.put(conn, path.clone(), size, resume).await,
-                    Transport::Udp => self.put_udp(conn, path.clone(), size, resume).await,
+                    Transport::Udp => self.put_udp(conn, path.clone(), size, resume, None).await,
                 };
+                watch.finish(conn, self, &path);
+                go_on
+            }
+            Request::PutFlow { path, size, resume, flow } => {
+                let watch = super::dispatch::TransferWatch::start(conn, "put", Transport::Udp);
+                let go_on = self.put_udp(conn, path.clone(), size, resume, Some(flow)).await;
                 watch.finish(conn, self, &path);
                 go_on
             }

@@ -27,6 +27,9 @@ use crate::udp::receiver::ReceiverConfig;
 use crate::udp::seal::FlowKeys;
 use crate::udp::sender::SenderConfig;
 
+/// A flow's task, and how it ended.
+type FlowTask = tokio::task::JoinHandle<Result<FlowEnd, FlowError>>;
+
 /// A registered flow: removed from the table and stopped on drop.
 struct FlowGuard {
     state: Arc<super::ServerState>,
@@ -69,19 +72,38 @@ impl Session {
         self.state.udp.get().cloned().ok_or_else(no_udp)
     }
 
-    /// Registers a flow and starts its task.
+    /// UDP-CTRL-9: an id the client chose must be new on this connection (the keys derive
+    /// from it) and no live flow's.
+    fn check_chosen_id(&self, id: u64) -> Result<(), Reply> {
+        if id == 0 || self.flow_ids.contains(&id) {
+            return Err(Reply::new(ErrorCode::BadRequest, "flow id already used on this connection"));
+        }
+        if self.state.flows.contains(id) {
+            return Err(Reply::new(ErrorCode::BadRequest, "flow id in use"));
+        }
+        Ok(())
+    }
+
+    /// Registers a flow, under the id the client chose if any, and starts its task.
     fn start_flow(
         &mut self,
         direction: Direction,
         file: FileEnd,
         io: Arc<UdpIo>,
-    ) -> (FlowGuard, tokio::task::JoinHandle<Result<FlowEnd, FlowError>>, Arc<FlowShared>) {
-        // UDP-CTRL-1: never reuse an id on this connection, since the keys derive from it.
-        let id = loop {
-            let id = self.state.flows.new_id();
-            if self.flow_ids.insert(id) {
-                break id;
+        chosen: Option<u64>,
+    ) -> Result<(FlowGuard, FlowTask, Arc<FlowShared>), Reply> {
+        let id = match chosen {
+            Some(id) => {
+                self.check_chosen_id(id)?;
+                id
             }
+            // UDP-CTRL-1: never reuse an id on this connection, since the keys derive from it.
+            None => loop {
+                let id = self.state.flows.new_id();
+                if !self.flow_ids.contains(&id) {
+                    break id;
+                }
+            },
         };
         let cfg = FlowConfig {
             id,
@@ -93,21 +115,33 @@ impl Session {
         };
         let flow = Flow::new(cfg, FlowKeys::derive(&self.secret, id), std::time::Instant::now());
         let shared = FlowShared::new(flow);
-        self.state.flows.insert(id, shared.clone());
+        if chosen.is_some() {
+            // Atomic with the check of the table; the Hellos that came first go in now.
+            self.state
+                .flows
+                .insert_chosen(Instant::now(), id, shared.clone())
+                .map_err(|e| Reply::new(ErrorCode::BadRequest, e.to_string()))?;
+        } else {
+            self.state.flows.insert(id, shared.clone());
+        }
+        self.flow_ids.insert(id);
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx));
-        (FlowGuard { state: self.state.clone(), id, stop }, task, shared)
+        Ok((FlowGuard { state: self.state.clone(), id, stop }, task, shared))
     }
 
-    /// Serves `Put` over UDP (UDP-CTRL-2). Returns `Ok(false)` when the session must end.
+    /// Serves `Put` over UDP (UDP-CTRL-2), or `PutFlow` with the flow id the client chose
+    /// (UDP-CTRL-9). Returns `Ok(false)` when the session must end.
     pub(crate) async fn put_udp(
         &mut self,
         conn: &mut Conn,
         path: String,
         size: u64,
         resume: bool,
+        chosen: Option<u64>,
     ) -> Result<bool, ConnError> {
-        let io = match self.udp_socket() {
+        let io = match self.udp_socket().and_then(|io| chosen.map_or(Ok(()), |id| self.check_chosen_id(id)).map(|_| io))
+        {
             Ok(io) => io,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
         };
@@ -124,7 +158,7 @@ impl Session {
                 };
                 let sink = spawn_sink(file, size, held.clone(), persist);
                 // The partial settles through the home; the writer's handle closes here.
-                let (end, _file) = self.put_flow(conn, io, sink, size, held, held_md5).await;
+                let (end, _file) = self.put_flow(conn, io, sink, (size, held, held_md5), chosen).await;
                 self.finish_put(conn, upload, None, end).await
             }
             super::upload::Body::Staging(staging) => {
@@ -133,28 +167,40 @@ impl Session {
                 let held_md5 = (upload.offset > 0).then(|| hasher.clone().finalize().into());
                 let prefix = (hasher, upload.offset);
                 let sink = spawn_sink_to(StagingTarget(staging), size, held.clone(), prefix, persist);
-                let (end, target) = self.put_flow(conn, io, sink, size, held, held_md5).await;
+                let (end, target) = self.put_flow(conn, io, sink, (size, held, held_md5), chosen).await;
                 self.finish_put(conn, upload, target.map(|t| t.0), end).await
             }
         }
     }
 
     /// The data phase of a UDP upload: the flow, until `PutEnd` or `Abort` and the writer has
-    /// finished. Returns how it ended and the writer's target.
+    /// finished. Returns how it ended and the writer's target. A flow the client opened
+    /// (`chosen`) may end with an early `PutEnd` (UDP-END-8).
     async fn put_flow<T: SinkTarget>(
         &mut self,
         conn: &mut Conn,
         io: Arc<UdpIo>,
         sink: SinkHandle<T>,
-        size: u64,
-        held: RangeSet,
-        held_md5: Option<Md5Digest>,
+        (size, held, held_md5): (u64, RangeSet, Option<Md5Digest>),
+        chosen: Option<u64>,
     ) -> (Outcome, Option<T>) {
         let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
-        let (guard, task, shared) = self.start_flow(direction, FileEnd::Sink(sink.queue()), io);
+        let (guard, task, shared) = match self.start_flow(direction, FileEnd::Sink(sink.queue()), io, chosen) {
+            Ok(started) => started,
+            Err(reply) => {
+                // Only a race for the id with another connection gets here: say so, and
+                // settle the upload as failed and already reported.
+                let end = match conn.reply(&reply.into_response()).await {
+                    Ok(()) => Outcome::Failed(TransferError::Io(std::io::Error::other("flow id in use")), true),
+                    Err(e) => Outcome::Lost(e),
+                };
+                return settle_sink(end, sink, size).await;
+            }
+        };
+        let early_end = chosen.map(|_| shared.all_held());
         let ready = Response::UdpPutReady { flow: guard.id, held: held.iter().collect(), held_md5 };
         let end = match conn.reply(&ready).await {
-            Ok(()) => receive(conn, task).await,
+            Ok(()) => receive(conn, task, early_end).await,
             Err(e) => Outcome::Lost(e),
         };
         drop(guard);
@@ -246,7 +292,11 @@ impl Session {
         let state = self.state.clone();
         cfg.start_hint.remembered = state.download_paths.recall(Instant::now(), &self.user, self.peer.ip());
         let source = BlockSource::spawn(file, size, held);
-        let (guard, mut task, shared) = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io);
+        let started = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io, None);
+        let (guard, mut task, shared) = match started {
+            Ok(started) => started,
+            Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),
+        };
         conn.reply(&Response::UdpGetReady { flow: guard.id, size }).await?;
         // UDP-CTRL-8: one `Walk` sent behind `GetAuto`, answered after the download's end.
         let mut walk: Option<String> = None;
@@ -403,8 +453,43 @@ fn hash_ranges_at<R: ReadAt>(source: &R, held: &RangeSet, size: u64) -> Result<M
 }
 
 /// The data phase of an upload: waits for `PutEnd` or `Abort` on the control connection while
-/// the flow task receives.
-async fn receive(conn: &mut Conn, mut task: tokio::task::JoinHandle<Result<FlowEnd, FlowError>>) -> Outcome {
+/// the flow task receives. With `early_end` (a flow the client opened, UDP-END-8) a `PutEnd`
+/// may come before every byte is held: the flow then goes on until it holds them all.
+async fn receive(conn: &mut Conn, mut task: FlowTask, early_end: Option<watch::Receiver<bool>>) -> Outcome {
+    let end = receive_until_put_end(conn, &mut task).await;
+    match (end, early_end) {
+        (Outcome::PutEnd(md5), Some(held)) => hold_all_then(conn, &mut task, held, Outcome::PutEnd(md5)).await,
+        (end, _) => end,
+    }
+}
+
+/// UDP-END-8: after an early `PutEnd`, the flow runs until every byte is held, the flow
+/// fails (it idles out when the client stops sending), or the client's `Abort`.
+async fn hold_all_then(conn: &mut Conn, task: &mut FlowTask, mut held: watch::Receiver<bool>, end: Outcome) -> Outcome {
+    tokio::select! {
+        r = held.wait_for(|all| *all) => match r {
+            Ok(_) => end,
+            Err(_) => Outcome::Failed(TransferError::Io(std::io::Error::other("the flow stopped")), false),
+        },
+        r = &mut *task => match r {
+            Ok(Err(FlowError::Source(e))) => Outcome::Failed(e, false),
+            Ok(Err(e)) => {
+                Outcome::Failed(TransferError::Io(std::io::Error::other(format!("UDP upload did not finish: {e}"))), false)
+            }
+            Ok(Ok(_)) => Outcome::Failed(TransferError::Io(std::io::Error::other("the flow stopped")), false),
+            Err(e) => Outcome::Failed(TransferError::Io(std::io::Error::other(e)), false),
+        },
+        r = next_request(conn) => match r {
+            Ok(Request::Abort) => Outcome::Abort,
+            Ok(_) => Outcome::Lost(ConnError::Decode(crate::proto::DecodeError::Malformed(
+                "expected Abort after PutEnd during a UDP upload".into(),
+            ))),
+            Err(o) => o,
+        },
+    }
+}
+
+async fn receive_until_put_end(conn: &mut Conn, mut task: &mut FlowTask) -> Outcome {
     loop {
         tokio::select! {
             r = &mut task => {

@@ -390,6 +390,11 @@ impl Sender {
         self.acked.contains(0, self.size)
     }
 
+    /// Every byte has been sent at least once, or is held.
+    pub fn all_sent(&self) -> bool {
+        self.acked.first_gap(self.next_offset, self.size).is_none()
+    }
+
     /// Bytes known held by the receiver.
     pub fn acked(&self) -> u64 {
         self.acked.covered()

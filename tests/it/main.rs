@@ -31,5 +31,6 @@ mod sync;
 mod udp_e2e;
 mod udp_flow_sim;
 mod udp_props;
+mod udp_put_flow;
 mod udp_vectors;
 mod vectors;

@@ -43,6 +43,7 @@ fn request_index(r: &Request) -> u32 {
         Request::Glob { .. } => 19,
         Request::Copy { .. } => 20,
         Request::GetAuto { .. } => 21,
+        Request::PutFlow { .. } => 22,
     }
 }
 
@@ -225,6 +226,12 @@ fn request() -> impl Strategy<Value = Request> {
                 tcp_max
             }
         ),
+        (text(), size(), any::<bool>(), any::<u64>()).prop_map(|(path, size, resume, flow)| Request::PutFlow {
+            path,
+            size,
+            resume,
+            flow
+        }),
     ]
 }
 

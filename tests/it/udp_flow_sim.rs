@@ -144,6 +144,10 @@ impl Setup {
 struct Report {
     /// When the sending end learnt that the receiver holds every byte.
     done_at: Option<u64>,
+    /// When the sending end had sent every byte once, and when the receiving end held them
+    /// all (UDP-END-8).
+    all_sent_at: Option<u64>,
+    all_held_at: Option<u64>,
     /// When the first `Data` datagram left.
     first_data_at: Option<u64>,
     failure: Option<FlowFailure>,
@@ -548,6 +552,8 @@ impl Net {
                 Event::Failed(f) => p.report.failure = Some(f),
                 Event::Confirmed => p.report.confirmed_at = Some(now),
                 Event::Validated(a) => p.report.validated.push((now, a)),
+                Event::AllSent => p.report.all_sent_at = Some(now),
+                Event::AllHeld => p.report.all_held_at = Some(now),
             }
         }
     }
@@ -1413,4 +1419,83 @@ fn a_cold_start_reaches_90_percent_within_6_round_trips_from_the_first_flights_s
             assert_eq!(r.fwd.dropped_queue, 0, "{rate}/{rtt} download {download}: Startup overfilled the queue");
         }
     }
+}
+
+/// Moves every datagram `from` has to send now into `to`, arriving at `at` from `src`.
+fn deliver(from: &mut Flow, to: &mut Flow, now: Instant, src: SocketAddr) {
+    let mut buf = Vec::new();
+    while let Some(t) = from.poll_transmit(now, &mut buf) {
+        for d in buf[..t.size].chunks(t.segment_size.unwrap_or(t.size)) {
+            to.handle_datagram(now, src, &mut d.to_vec());
+        }
+    }
+}
+
+/// UDP-CTRL-9: the `Hello` made before its flow existed is accepted by the server's flow and
+/// answered, once; the client's flow, told of it, numbers on from 1 and repeats the `Hello`
+/// only a retry interval after it. UDP-END-8: the sending end tells `AllSent` before `Done`,
+/// the receiving end `AllHeld`, each once.
+#[test]
+fn an_early_hello_is_answered_and_the_client_numbers_on_after_it() {
+    let t0 = Instant::now();
+    let client_addr = addr("10.0.0.1:5000");
+    let size = 100_000;
+    let cfg = |side, direction| FlowConfig {
+        id: FLOW_ID,
+        side,
+        direction,
+        timing: FlowTiming::default(),
+        max_segments: 1,
+        seed: [3; 32],
+    };
+    let mut hello = Vec::new();
+    Flow::encode_early_hello(&keys(7), FLOW_ID, 1472, &mut hello);
+    assert_eq!(hello.len(), MIN_DATAGRAM);
+    assert_eq!(Header::decode(&hello).unwrap().pn, 0);
+    // The request is served 50 ms after the Hello left; the server's flow takes it then.
+    let t1 = t0 + Duration::from_millis(50);
+    let recv = Direction::Recv(ReceiverConfig::new(size, RangeSet::new()));
+    let mut server = Flow::new(cfg(Side::Server, recv), keys(7), t1);
+    assert!(server.handle_datagram(t1, client_addr, &mut hello.clone()));
+    assert!(!server.handle_datagram(t1, client_addr, &mut hello.clone()), "a replayed Hello is dropped");
+    let mut buf = Vec::new();
+    let ch = server.poll_transmit(t1, &mut buf).expect("a challenge");
+    assert_eq!((ch.dest, Header::decode(&buf).unwrap().kind), (client_addr, PacketKind::PathChallenge));
+    let challenge = buf[..ch.size].to_vec();
+
+    let send = Direction::Send(SenderConfig::new(size, RangeSet::new()));
+    let mut client = Flow::new(cfg(Side::Client { server: server_addr() }, send), keys(7), t1);
+    client.note_early_hello(t0);
+    assert!(client.poll_transmit(t1, &mut buf).is_none(), "no second Hello before the retry interval");
+    let t2 = t1 + Duration::from_millis(20);
+    assert!(client.handle_datagram(t2, server_addr(), &mut challenge.clone()));
+    let answer = client.poll_transmit(t2, &mut buf).expect("the answer");
+    let h = Header::decode(&buf[..answer.size]).unwrap();
+    assert_eq!((h.kind, h.pn), (PacketKind::PathResponse, 1), "packet number 0 was the early Hello's");
+    server.handle_datagram(t2, client_addr, &mut buf[..answer.size].to_vec());
+
+    let (mut now, mut sent_events, mut held_events) = (t2, Vec::new(), Vec::new());
+    while now < t2 + Duration::from_secs(10) && !sent_events.contains(&Event::Done) {
+        deliver(&mut client, &mut server, now, client_addr);
+        deliver(&mut server, &mut client, now, server_addr());
+        while let Some(ev) = client.poll_event() {
+            sent_events.push(ev);
+        }
+        while let Some(ev) = server.poll_event() {
+            if !matches!(ev, Event::Write { .. }) {
+                held_events.push(ev);
+            }
+        }
+        if let Some(at) = client.needs_data() {
+            client.push_block(0, at.max(size), Some(Bytes::from(file_bytes(0, size as usize))));
+        }
+        now += Duration::from_millis(1);
+        for f in [&mut client, &mut server] {
+            if f.poll_timeout().is_some_and(|t| t <= now) {
+                f.handle_timeout(now);
+            }
+        }
+    }
+    assert_eq!(sent_events, vec![Event::Confirmed, Event::AllSent, Event::Done]);
+    assert_eq!(held_events, vec![Event::Validated(client_addr), Event::AllHeld]);
 }

@@ -36,6 +36,8 @@ pub use sendbuf::SendBuffer;
 pub use timer::{Timer, TimerTable};
 pub use transmit::{Transmit, CHALLENGE_LEN, MAX_GSO_BYTES};
 
+/// The packet number of a `Hello` sent before its flow existed (UDP-CTRL-9).
+pub const EARLY_HELLO_PN: u64 = 0;
 /// A receiving end holds its acks while more than this waits for the disk (UDP-ACK-1).
 pub const ACK_HOLD_BACKLOG: u64 = 16 << 20;
 /// A receiving end drops data while more than this waits for the disk (the sender resends).
@@ -133,6 +135,10 @@ pub enum Event {
     Confirmed,
     /// Server: `addr` is validated and is now the peer (UDP-VALID-5, -7).
     Validated(SocketAddr),
+    /// Sending end: every byte has been sent at least once (or was held) (UDP-END-8).
+    AllSent,
+    /// Receiving end: every byte is held (UDP-END-8).
+    AllHeld,
     /// Sending end: the receiver holds every byte.
     Done,
     /// The flow is over.
@@ -207,6 +213,8 @@ pub struct Flow {
     counters: FlowCounters,
     failed: Option<FlowFailure>,
     done: bool,
+    /// `AllSent` or `AllHeld` was told.
+    all_told: bool,
 }
 
 impl Flow {
@@ -262,6 +270,7 @@ impl Flow {
             counters: FlowCounters::default(),
             failed: None,
             done: false,
+            all_told: false,
         };
         flow.check_done();
         flow
@@ -415,12 +424,41 @@ impl Flow {
     }
 
     fn check_done(&mut self) {
-        if let Data::Send { sender, .. } = &self.data {
-            if sender.is_done() && !self.done {
-                self.done = true;
-                self.events.push_back(Event::Done);
+        match &self.data {
+            Data::Send { sender, .. } => {
+                if sender.all_sent() && !self.all_told {
+                    self.all_told = true;
+                    self.events.push_back(Event::AllSent);
+                }
+                if sender.is_done() && !self.done {
+                    self.done = true;
+                    self.events.push_back(Event::Done);
+                }
+            }
+            Data::Recv { receiver, .. } => {
+                if receiver.is_complete() && !self.all_told {
+                    self.all_told = true;
+                    self.events.push_back(Event::AllHeld);
+                }
             }
         }
+    }
+
+    /// Client: the `Hello` that [`encode_early_hello`](Self::encode_early_hello) made for this
+    /// flow went at `sent_at`, before the flow existed (UDP-CTRL-9). Its packet number is
+    /// taken, and the next `Hello` is due a retry interval after it. The exchange gives no
+    /// RTT sample: the server answers it only once the request that opens the flow is
+    /// served. Call before anything else.
+    pub fn note_early_hello(&mut self, sent_at: Instant) {
+        let PathState::Client(c) = &mut self.path else { return };
+        if c.hellos > 0 {
+            return;
+        }
+        c.hellos = 1;
+        c.hello_due = false;
+        self.timers.set(Timer::Hello, sent_at + self.timing.hello_every);
+        let pn = self.next_pn();
+        debug_assert_eq!(pn, EARLY_HELLO_PN);
     }
 
     /// Copies the sender's or receiver's own deadline into the table.

@@ -54,9 +54,7 @@ impl Flow {
                     c.hellos += 1;
                     c.first_hello.get_or_insert(now);
                     self.timers.set(super::Timer::Hello, now + self.timing.hello_every);
-                    let mut body = self.timing.max_datagram.to_be_bytes().to_vec();
-                    body.resize(MIN_DATAGRAM - HEADER_LEN - TAG_LEN, 0);
-                    (c.server, PacketKind::Hello, body)
+                    (c.server, PacketKind::Hello, hello_body(self.timing.max_datagram))
                 } else {
                     return None;
                 }
@@ -145,6 +143,24 @@ impl Flow {
     fn seal_datagram(&self, buf: &mut Vec<u8>, kind: PacketKind, pn: u64, body: &[u8]) {
         seal_into(&self.seal, buf, kind, self.id, pn, body);
     }
+}
+
+impl Flow {
+    /// Client: encodes into `buf` (cleared first) the `Hello` of flow `id`, numbered
+    /// [`EARLY_HELLO_PN`](super::EARLY_HELLO_PN), to send beside the request that opens the
+    /// flow (UDP-CTRL-9); the flow made later is told with
+    /// [`note_early_hello`](Self::note_early_hello).
+    pub fn encode_early_hello(keys: &crate::udp::seal::FlowKeys, id: u64, max_datagram: u16, buf: &mut Vec<u8>) {
+        buf.clear();
+        seal_into(&keys.client, buf, PacketKind::Hello, id, super::EARLY_HELLO_PN, &hello_body(max_datagram));
+    }
+}
+
+/// A `Hello` body: `max_datagram`, padded so the datagram is `MIN_DATAGRAM` bytes (UDP-PKT-4).
+fn hello_body(max_datagram: u16) -> Vec<u8> {
+    let mut body = max_datagram.to_be_bytes().to_vec();
+    body.resize(MIN_DATAGRAM - HEADER_LEN - TAG_LEN, 0);
+    body
 }
 
 /// Appends one sealed datagram to `buf`.

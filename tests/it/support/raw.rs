@@ -14,12 +14,33 @@ pub struct Raw {
 impl Raw {
     /// TLS only (accepting any certificate), no preamble yet.
     pub async fn tls(addr: SocketAddr) -> Raw {
+        Raw::tls_exporting(addr).await.0
+    }
+
+    /// TLS only, and the session secret that keys its UDP flows (UDP-SEAL-1).
+    pub async fn tls_exporting(addr: SocketAddr) -> (Raw, xfer::udp::seal::SessionSecret) {
         let tcp = TcpStream::connect(addr).await.expect("tcp connect");
         let config = client_config(Arc::new(PinnedVerifier::new(None))).expect("client config");
         let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap();
         let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("tls handshake");
+        let mut secret = [0u8; xfer::udp::seal::SECRET_LEN];
+        tls.get_ref().1.export_keying_material(&mut secret, xfer::udp::seal::EXPORTER_LABEL, None).expect("export");
         let (r, w) = tokio::io::split(tls);
-        Raw { reader: FrameReader::new(r), writer: w }
+        (Raw { reader: FrameReader::new(r), writer: w }, secret)
+    }
+
+    /// Logged in, with the session secret that keys its UDP flows.
+    pub async fn login_exporting(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> (Raw, xfer::udp::seal::SessionSecret) {
+        let (mut raw, secret) = Raw::tls_exporting(addr).await;
+        FrameWriter::new(&mut raw.writer).write_preamble(PROTOCOL_VERSION).await.expect("preamble");
+        assert_eq!(raw.reader.read_preamble().await.expect("server preamble"), PROTOCOL_VERSION);
+        let r = raw.call(&Request::Auth { user: user.into(), password: password.into() }).await;
+        assert!(matches!(r, Response::Authed { .. }), "login failed: {r:?}");
+        (raw, secret)
     }
 
     /// TLS plus version preamble exchange.
