@@ -426,7 +426,7 @@ impl Flow {
     fn check_done(&mut self) {
         match &self.data {
             Data::Send { sender, .. } => {
-                if sender.all_sent() && !self.all_told {
+                if !self.all_told && sender.all_sent() {
                     self.all_told = true;
                     self.events.push_back(Event::AllSent);
                 }
@@ -436,7 +436,7 @@ impl Flow {
                 }
             }
             Data::Recv { receiver, .. } => {
-                if receiver.is_complete() && !self.all_told {
+                if !self.all_told && receiver.is_complete() {
                     self.all_told = true;
                     self.events.push_back(Event::AllHeld);
                 }
