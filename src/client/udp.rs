@@ -264,7 +264,7 @@ impl Client {
                 Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {
                     tracing::debug!("PutFlow refused ({e}); asking with Put");
                     self.put_flow_refused = true;
-                    socket = FlowSocket::bind(self).map_err(local_err(local))?;
+                    socket.early_hello = None; // that Hello was for the refused id
                 }
                 Err(e) => return Err(e),
             }
@@ -328,12 +328,8 @@ impl Client {
                     Ok(Err(e)) => {
                         let progressed = flow.counters().0 > held.covered();
                         let outcome = fail(e, progressed);
-                        if put_end.is_some() {
-                            if let Some(reply) = self.abort_after_put_end().await? {
-                                break UploadEnd::Replied(reply);
-                            }
-                        } else {
-                            self.abort_put().await?;
+                        if let Some(reply) = self.abort_udp_put(put_end.is_some()).await? {
+                            break UploadEnd::Replied(reply);
                         }
                         return match outcome {
                             DataEnd::FallBack(fb) => Ok(Attempt::FallBack(fb)),
@@ -366,12 +362,8 @@ impl Client {
                     progress(Progress::Advance { done: acked });
                     if let Some(reason) = monitor.observe(Instant::now(), acked, sent, lost).filter(|_| auto) {
                         flow.stop().await;
-                        if put_end.is_some() {
-                            if let Some(reply) = self.abort_after_put_end().await? {
-                                break UploadEnd::Replied(reply);
-                            }
-                        } else {
-                            self.abort_put().await?;
+                        if let Some(reply) = self.abort_udp_put(put_end.is_some()).await? {
+                            break UploadEnd::Replied(reply);
                         }
                         return Ok(Attempt::FallBack(Fallback { reason, progressed: true }));
                     }
@@ -416,11 +408,19 @@ impl Client {
         }))
     }
 
-    /// UDP-END-8: stops an upload whose `PutEnd` went early. The server answers `Ok` if it
-    /// stopped waiting for the missing bytes; if it had already answered the `PutEnd`
-    /// (`PutDone` or `Error`), that reply comes first and the `Abort`, outside a transfer,
-    /// gets `Error { BadRequest }`. Returns that earlier reply, or `None` after `Ok`.
-    async fn abort_after_put_end(&mut self) -> Result<Option<Result<Response, ClientError>>, ClientError> {
+    /// Stops a UDP upload with `Abort`. After an early `PutEnd` (UDP-END-8) the server answers
+    /// `Ok` if it stopped waiting for the missing bytes; if it had already answered the
+    /// `PutEnd` (`PutDone` or `Error`), that reply comes first and the `Abort`, outside a
+    /// transfer, gets `Error { BadRequest }`. Returns that earlier reply, or `None` when the
+    /// upload was stopped.
+    async fn abort_udp_put(
+        &mut self,
+        put_end_sent: bool,
+    ) -> Result<Option<Result<Response, ClientError>>, ClientError> {
+        if !put_end_sent {
+            self.abort_put().await?;
+            return Ok(None);
+        }
         self.writer.write_control(&Request::Abort).await.map_err(crate::conn::ConnError::from)?;
         let first = self.read_response().await;
         match first {

@@ -55,14 +55,8 @@ impl EarlyHellos {
         if !self.held.iter().any(|h| h.flow == flow) {
             return Vec::new();
         }
-        let mut mine = Vec::new();
-        self.held.retain_mut(|h| {
-            if h.flow != flow {
-                return true;
-            }
-            mine.push(EarlyHello { flow, from: h.from, at: h.at, datagram: std::mem::take(&mut h.datagram) });
-            false
-        });
+        let (mine, rest): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.flow == flow);
+        self.held = rest.into();
         mine
     }
 

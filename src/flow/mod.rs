@@ -109,11 +109,6 @@ impl FlowTable {
         Ok(())
     }
 
-    /// `Hello`s held for flows not registered yet.
-    pub fn early_hellos(&self) -> usize {
-        self.early().map_or(0, |e| e.len())
-    }
-
     /// Picks a random id no live flow uses (UDP-CTRL-1).
     pub fn new_id(&self) -> u64 {
         let map = self.map();
