@@ -33,6 +33,17 @@ use crate::udp::sender::SenderConfig;
 
 /// How often progress is reported and the flow's health is checked.
 const TICK: Duration = Duration::from_millis(100);
+/// A flow whose first flight went beside its request waits this long for the server's
+/// answer before the first-reply deadline (UDP-FALLBACK-2) takes over.
+const REPLY_WITHIN: Duration = Duration::from_secs(30);
+
+/// The local file of an upload, and how to send it.
+struct UploadSource<'a> {
+    file: &'a std::fs::File,
+    size: u64,
+    local: &'a Path,
+    opts: &'a TransferOptions,
+}
 
 /// How a UDP attempt ended: done, or handed over to TCP.
 enum Attempt {
@@ -93,13 +104,22 @@ struct FlowSocket {
     io: Arc<UdpIo>,
     /// When the `Hello` that went beside the request was sent.
     early_hello: Option<Instant>,
+    /// The flow's first flight goes beside the request too (UDP-CTRL-10).
+    early_data: bool,
+}
+
+/// How an upload's flow starts: once the server has answered, or already running, its first
+/// flight sent beside the request (UDP-CTRL-10).
+enum PutStart {
+    Socket(FlowSocket),
+    Running(ClientFlow),
 }
 
 impl FlowSocket {
     fn bind(client: &Client) -> std::io::Result<FlowSocket> {
         let any: SocketAddr =
             if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-        Ok(FlowSocket { io: Arc::new(UdpIo::bind(any)?), early_hello: None })
+        Ok(FlowSocket { io: Arc::new(UdpIo::bind(any)?), early_hello: None, early_data: false })
     }
 
     /// Sends flow `id`'s first `Hello`. A failed send is a lost `Hello`: the flow repeats it.
@@ -124,7 +144,7 @@ impl ClientFlow {
         file: FileEnd,
         timing: FlowTiming,
     ) -> std::io::Result<ClientFlow> {
-        let FlowSocket { io, early_hello } = socket;
+        let FlowSocket { io, early_hello, early_data } = socket;
         let cfg = FlowConfig {
             id,
             side: Side::Client { server: client.peer },
@@ -136,6 +156,9 @@ impl ClientFlow {
         let mut flow = Flow::new(cfg, FlowKeys::derive(&client.secret, id), Instant::now());
         if let Some(at) = early_hello {
             flow.note_early_hello(at);
+        }
+        if early_data {
+            flow.allow_early_data(Instant::now());
         }
         let shared = FlowShared::new(flow);
         let table = Arc::new(FlowTable::default());
@@ -149,7 +172,7 @@ impl ClientFlow {
             }
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx));
+        let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx, Vec::new()));
         Ok(ClientFlow { shared, task, demux, stop })
     }
 
@@ -236,16 +259,16 @@ impl Client {
     }
 
     /// Asks for an upload over UDP: with `PutFlow` and its first `Hello` beside it
-    /// (UDP-CTRL-9), or with `Put { transport: Udp }` from a server that refused `PutFlow`.
-    /// Returns the flow's socket, its id, the held ranges and their md5, and whether the
-    /// flow may end with an early `PutEnd` (UDP-END-8).
+    /// (UDP-CTRL-9), and for a new upload its first flight too (UDP-CTRL-10); or with
+    /// `Put { transport: Udp }` from a server that refused `PutFlow`. Returns the flow's socket
+    /// or the flow already running, the server's answer, and whether the flow may end with
+    /// an early `PutEnd` (UDP-END-8).
     async fn request_put_udp(
         &mut self,
         remote: &str,
-        size: u64,
-        resume: bool,
-        local: &Path,
-    ) -> Result<(FlowSocket, PutReady), ClientError> {
+        upload: &UploadSource<'_>,
+    ) -> Result<(PutStart, PutReady), ClientError> {
+        let (size, resume, local) = (upload.size, upload.opts.resume, upload.local);
         let mut socket = FlowSocket::bind(self).map_err(local_err(local))?;
         if !self.put_flow_refused {
             let id = loop {
@@ -255,16 +278,30 @@ impl Client {
                 }
             };
             socket.send_early_hello(self, id).await;
+            let start = if resume {
+                PutStart::Socket(socket)
+            } else {
+                // The deadline for the first challenge is set again once the server answers.
+                socket.early_data = true;
+                let timing = FlowTiming { confirm_within: REPLY_WITHIN, ..FlowTiming::default() };
+                PutStart::Running(self.start_put_flow(socket, id, upload, &RangeSet::new(), None, timing)?)
+            };
             let req = Request::PutFlow { path: remote.to_string(), size, resume, flow: id };
             match self.call(&req).await {
                 Ok(Response::UdpPutReady { flow, held, held_md5 }) if flow == id => {
-                    return Ok((socket, PutReady { flow, held, held_md5, early_end: true }));
+                    return Ok((start, PutReady { flow, held, held_md5, early_end: true }));
                 }
                 Ok(other) => return Err(unexpected(other)),
                 Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {
                     tracing::debug!("PutFlow refused ({e}); asking with Put");
                     self.put_flow_refused = true;
-                    socket.early_hello = None; // that Hello was for the refused id
+                    socket = match start {
+                        PutStart::Socket(s) => FlowSocket { early_hello: None, ..s }, // that Hello was for the refused id
+                        PutStart::Running(flow) => {
+                            drop(flow);
+                            FlowSocket::bind(self).map_err(local_err(local))?
+                        }
+                    };
                 }
                 Err(e) => return Err(e),
             }
@@ -272,10 +309,33 @@ impl Client {
         let req = Request::Put { path: remote.to_string(), size, resume, transport: Transport::Udp };
         match self.call(&req).await? {
             Response::UdpPutReady { flow, held, held_md5 } => {
-                Ok((socket, PutReady { flow, held, held_md5, early_end: false }))
+                Ok((PutStart::Socket(socket), PutReady { flow, held, held_md5, early_end: false }))
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Starts the sending end of an upload's flow `id`, of which the server holds `held`.
+    fn start_put_flow(
+        &self,
+        socket: FlowSocket,
+        id: u64,
+        upload: &UploadSource<'_>,
+        held: &RangeSet,
+        control_rtt: Option<Duration>,
+        timing: FlowTiming,
+    ) -> Result<ClientFlow, ClientError> {
+        let mut cfg = SenderConfig::new(upload.size, held.clone());
+        cfg.rate_limit = upload.opts.rate_limit;
+        cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
+        // UDP-RATE-8: start from what the last upload to this server learnt; the sender uses
+        // it only once an RTT agrees (the control connection's, or the flow's first sample),
+        // and at half its rate for a round trip (UDP-RATE-7).
+        cfg.start_hint = StartHint { rtt: control_rtt, remembered: self.paths.recall(&self.server) };
+        let file = upload.file.try_clone().map_err(local_err(upload.local))?;
+        let source = BlockSource::spawn(file, upload.size, held.clone());
+        ClientFlow::start(self, socket, id, Direction::Send(cfg), FileEnd::Source(source), timing)
+            .map_err(local_err(upload.local))
     }
 
     async fn put_udp(
@@ -286,8 +346,9 @@ impl Client {
         progress: &ProgressFn,
     ) -> Result<Attempt, ClientError> {
         let (file, size) = open_source(local)?;
+        let upload = UploadSource { file: &file, size, local, opts };
         let asked = Instant::now();
-        let (socket, ready) = match self.request_put_udp(remote, size, opts.resume, local).await {
+        let (start, ready) = match self.request_put_udp(remote, &upload).await {
             Ok(r) => r,
             Err(e) if no_udp(&e) => {
                 return Ok(Attempt::FallBack(Fallback { reason: e.to_string(), progressed: false }))
@@ -296,21 +357,28 @@ impl Client {
         };
         let control_rtt = asked.elapsed();
         let held = RangeSet::from_ranges(ready.held);
-        if let Err(e) = check_held(&file, &held, ready.held_md5).await {
-            self.abort_put().await?;
-            return Err(e);
-        }
-        let mut cfg = SenderConfig::new(size, held.clone());
-        cfg.rate_limit = opts.rate_limit;
-        cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
-        // UDP-RATE-8: start from what the last upload to this server learnt; the sender uses
-        // it only once an RTT agrees, and at half its rate for a round trip (UDP-RATE-7).
-        cfg.start_hint = StartHint { rtt: Some(control_rtt), remembered: self.paths.recall(&self.server) };
-        let source = BlockSource::spawn(file.try_clone().map_err(local_err(local))?, size, held.clone());
         let timing = flow_timing(opts, control_rtt);
-        let mut flow =
-            ClientFlow::start(self, socket, ready.flow, Direction::Send(cfg), FileEnd::Source(source), timing)
-                .map_err(local_err(local))?;
+        let mut flow = match start {
+            PutStart::Running(flow) => {
+                if !held.is_empty() {
+                    // Not asked to resume, the server must hold nothing (UDP-CTRL-2).
+                    drop(flow);
+                    self.abort_put().await?;
+                    let held = held.iter().collect();
+                    return Err(unexpected(Response::UdpPutReady { flow: ready.flow, held, held_md5: ready.held_md5 }));
+                }
+                // UDP-FALLBACK-2: the first challenge's deadline counts from the answer.
+                flow.shared.lock().set_confirm_deadline(Instant::now(), timing.confirm_within);
+                flow
+            }
+            PutStart::Socket(socket) => {
+                if let Err(e) = check_held(&file, &held, ready.held_md5).await {
+                    self.abort_put().await?;
+                    return Err(e);
+                }
+                self.start_put_flow(socket, ready.flow, &upload, &held, Some(control_rtt), timing)?
+            }
+        };
         progress(Progress::Via(Transport::Udp));
         progress(Progress::Start { total: size, offset: held.covered() });
         let auto = opts.transport == TransportChoice::Auto;

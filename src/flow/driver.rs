@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::early::EarlyDatagram;
 use super::io::UdpIo;
 use super::sink::SinkQueue;
 use super::source::BlockSource;
@@ -47,14 +48,17 @@ pub enum FileEnd {
     Sink(SinkQueue),
 }
 
-/// Runs the flow until the sending end is done, `stop` turns true, or it fails.
+/// Runs the flow until the sending end is done, `stop` turns true, or it fails; `held` are the
+/// datagrams that came before the flow (UDP-CTRL-9, -10).
 pub async fn drive(
     shared: Arc<FlowShared>,
     io: Arc<UdpIo>,
     mut file: FileEnd,
     mut stop: watch::Receiver<bool>,
+    held: Vec<EarlyDatagram>,
 ) -> Result<FlowEnd, FlowError> {
     let mut buf = Vec::with_capacity(MAX_GSO_BYTES + 1500);
+    feed_held(&shared, &io, &mut buf, held).await?;
     loop {
         if *stop.borrow() {
             return Ok(FlowEnd::Stopped);
@@ -101,6 +105,29 @@ pub async fn drive(
             r = stop.changed() => if r.is_err() { return Ok(FlowEnd::Stopped) },
         }
     }
+}
+
+/// Hands the flow the datagrams that came before it, in order, sending what it owes whenever
+/// [`Flow::held_transmit_due`](crate::udp::flow::Flow::held_transmit_due) says it would have
+/// gone before the next one arrived (UDP-CTRL-10, UDP-RATE-10).
+async fn feed_held(
+    shared: &FlowShared,
+    io: &UdpIo,
+    buf: &mut Vec<u8>,
+    held: Vec<EarlyDatagram>,
+) -> Result<(), FlowError> {
+    let arrivals: Vec<Instant> = held.iter().map(|h| h.at).collect();
+    for (i, mut h) in held.into_iter().enumerate() {
+        let due = {
+            let mut flow = shared.lock();
+            flow.handle_held_datagram(Instant::now(), h.at, h.from, &mut h.datagram);
+            flow.held_transmit_due(arrivals.get(i + 1).copied())
+        };
+        if due {
+            transmit(shared, io, buf).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends what the flow has encoded; true if it had more than one step's worth.

@@ -17,9 +17,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::proto::control::Md5Digest;
 use crate::udp::flow::Flow;
-use crate::udp::packet::PacketKind;
 pub use driver::{drive, FileEnd, FlowEnd, FlowError};
-use early::EarlyHellos;
+use early::{EarlyDatagram, EarlyDatagrams};
 pub use io::UdpIo;
 
 /// A flow as shared between the demultiplexer, its task and the control connection.
@@ -57,12 +56,13 @@ impl FlowShared {
     }
 }
 
-/// Live flows by id, and (a server's) `Hello`s that came before their flow.
+/// Live flows by id, and (a server's) datagrams that came before their flow.
 #[derive(Default)]
 pub struct FlowTable {
     flows: Mutex<HashMap<u64, Arc<FlowShared>>>,
-    /// `Some` on a server: holds `Hello`s for flows not registered yet (UDP-CTRL-9).
-    early: Option<Mutex<EarlyHellos>>,
+    /// `Some` on a server: holds `Hello`s and `Data` for flows not registered yet
+    /// (UDP-CTRL-9, UDP-CTRL-10).
+    early: Option<Mutex<EarlyDatagrams>>,
 }
 
 /// The id a client chose is already a live flow's (UDP-CTRL-9).
@@ -71,8 +71,8 @@ pub struct FlowTable {
 pub struct IdInUse;
 
 impl FlowTable {
-    /// A server's table: it holds `Hello`s that arrive before their flow (UDP-CTRL-9).
-    pub fn holding_early_hellos() -> FlowTable {
+    /// A server's table: it holds datagrams that arrive before their flow (UDP-CTRL-9, -10).
+    pub fn holding_early_datagrams() -> FlowTable {
         FlowTable { flows: Mutex::default(), early: Some(Mutex::default()) }
     }
 
@@ -80,33 +80,21 @@ impl FlowTable {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn early(&self) -> Option<std::sync::MutexGuard<'_, EarlyHellos>> {
+    fn early(&self) -> Option<std::sync::MutexGuard<'_, EarlyDatagrams>> {
         self.early.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Registers a flow under the id its client chose, unless a live flow has it; then hands
-    /// it the `Hello`s that came before it (UDP-CTRL-9).
-    pub fn insert_chosen(&self, now: Instant, id: u64, flow: Arc<FlowShared>) -> Result<(), IdInUse> {
+    /// Registers a flow under the id its client chose, unless a live flow has it; returns the
+    /// datagrams that came before it, for its task to hand it (UDP-CTRL-9, -10).
+    pub fn insert_chosen(&self, now: Instant, id: u64, flow: Arc<FlowShared>) -> Result<Vec<EarlyDatagram>, IdInUse> {
         {
             let mut map = self.map();
             if id == 0 || map.contains_key(&id) {
                 return Err(IdInUse);
             }
-            map.insert(id, flow.clone());
+            map.insert(id, flow);
         }
-        let held = self.early().map(|mut e| e.take(now, id)).unwrap_or_default();
-        if !held.is_empty() {
-            let mut f = flow.lock();
-            let mut accepted = false;
-            for mut h in held {
-                accepted |= f.handle_datagram(now, h.from, &mut h.datagram);
-            }
-            drop(f);
-            if accepted {
-                flow.wake.notify_one();
-            }
-        }
-        Ok(())
+        Ok(self.early().map(|mut e| e.take(now, id)).unwrap_or_default())
     }
 
     /// Picks a random id no live flow uses (UDP-CTRL-1).
@@ -154,10 +142,8 @@ pub async fn demux(io: Arc<UdpIo>, table: Arc<FlowTable>) -> std::io::Result<()>
                         f
                     }
                     None => {
-                        if header.kind == PacketKind::Hello {
-                            if let Some(mut early) = table.early() {
-                                early.hold(now, header.flow, from, datagram);
-                            }
+                        if let Some(mut early) = table.early() {
+                            early.hold(now, header.flow, header.kind, from, datagram);
                         }
                         return;
                     }

@@ -184,7 +184,7 @@ impl Server {
             revocations: Arc::default(),
             log_budget: Mutex::default(),
             tls: TlsAcceptor::from(identity.server_config()?),
-            flows: Arc::new(crate::flow::FlowTable::holding_early_hellos()),
+            flows: Arc::new(crate::flow::FlowTable::holding_early_datagrams()),
             download_paths: path_memory::DownloadPaths::default(),
             udp: std::sync::OnceLock::new(),
             metrics_addr: std::sync::OnceLock::new(),

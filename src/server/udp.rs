@@ -115,18 +115,19 @@ impl Session {
         };
         let flow = Flow::new(cfg, FlowKeys::derive(&self.secret, id), std::time::Instant::now());
         let shared = FlowShared::new(flow);
-        if chosen.is_some() {
-            // Atomic with the check of the table; the Hellos that came first go in now.
+        let held = if chosen.is_some() {
+            // Atomic with the check of the table; the datagrams that came first go to the task.
             self.state
                 .flows
                 .insert_chosen(Instant::now(), id, shared.clone())
-                .map_err(|e| Reply::new(ErrorCode::BadRequest, e.to_string()))?;
+                .map_err(|e| Reply::new(ErrorCode::BadRequest, e.to_string()))?
         } else {
             self.state.flows.insert(id, shared.clone());
-        }
+            Vec::new()
+        };
         self.flow_ids.insert(id);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx));
+        let task = tokio::spawn(drive(shared.clone(), io, file, stop_rx, held));
         Ok((FlowGuard { state: self.state.clone(), id, stop }, task, shared))
     }
 

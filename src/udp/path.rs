@@ -78,12 +78,19 @@ impl PathValidator {
     /// The challenge for `to`, if `to` is being validated and a `len`-byte datagram to it stays
     /// within its amplification budget; the bytes are charged to the budget.
     pub fn take_challenge(&mut self, to: SocketAddr, len: usize) -> Option<[u8; 8]> {
+        self.charge(to, len)?;
+        self.candidates.iter().find(|c| c.addr == to).map(|c| c.challenge)
+    }
+
+    /// Charges a `len`-byte datagram to `to`'s budget if `to` is being validated and the
+    /// datagram stays within it (UDP-AMP-1); `None` (and nothing charged) otherwise.
+    pub fn charge(&mut self, to: SocketAddr, len: usize) -> Option<()> {
         let c = self.candidates.iter_mut().find(|c| c.addr == to)?;
         if c.sent + len as u64 > AMPLIFICATION_FACTOR * c.received {
             return None;
         }
         c.sent += len as u64;
-        Some(c.challenge)
+        Some(())
     }
 
     /// True if some address being validated can still afford a `len`-byte challenge.

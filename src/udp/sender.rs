@@ -173,6 +173,8 @@ pub struct Sender {
     sent_total: u64,
     passed: u64,
     next_pn: u64,
+    /// Packets numbered below this went before the first ack came: the first flight.
+    first_flight_end: Option<u64>,
     /// Largest packet number the receiver reported.
     largest_acked: Option<u64>,
     /// Bytes at or above this were beyond the last ack's ranges (unknown).
@@ -221,6 +223,7 @@ impl Sender {
             sent_total: 0,
             passed: 0,
             next_pn: 0,
+            first_flight_end: None,
             largest_acked: None,
             coverage_end: u64::MAX,
             unlisted: None,

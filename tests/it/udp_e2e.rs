@@ -5,9 +5,11 @@
 use crate::support;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
-use support::proxy::{Action, Policy, Proxy};
+use support::proxy::{Action, Dir, Policy, Proxy};
 use support::*;
 use xfer::client::{partial_path, Client, TransferOptions, TransferSummary, TransportChoice};
 use xfer::proto::{ErrorCode, Transport};
@@ -640,4 +642,56 @@ async fn downloads_remember_the_path_per_user_and_address_on_the_server() {
         srv.assert_no_panics();
     })
     .await;
+}
+
+/// A relay policy that drops every datagram to the client for `window` after the first
+/// datagram to the server, and counts the datagrams to the server in that time: what the
+/// client sends before it has heard anything on UDP.
+fn counting_before_any_answer(window: Duration) -> (Policy, Arc<AtomicU64>) {
+    let before = Arc::new(AtomicU64::new(0));
+    let first: std::sync::Mutex<Option<std::time::Instant>> = Default::default();
+    let count = before.clone();
+    let policy: Policy = Arc::new(move |dir, _, _| {
+        let start = *first.lock().unwrap().get_or_insert_with(std::time::Instant::now);
+        let within = start.elapsed() < window;
+        match dir {
+            Dir::ToClient if within => Action::Drop,
+            Dir::ToServer if within => {
+                count.fetch_add(1, Relaxed);
+                Action::Forward
+            }
+            _ => Action::Forward,
+        }
+    });
+    (policy, before)
+}
+
+/// UDP-CTRL-10: a new upload sends its first flight before it has heard anything from the
+/// server on UDP, and the file arrives whole; one that asks to resume waits for the server's
+/// answer (it must learn what the server holds first), so only its `Hello`s go before.
+#[tokio::test]
+async fn a_new_upload_sends_its_first_flight_before_the_server_answers() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let data = make_file(&env.local("a"), 4 * MIB as usize, 11);
+        for (name, resume) in [("a", false), ("b", true)] {
+            let (policy, before) = counting_before_any_answer(Duration::from_millis(500));
+            let proxy = Proxy::start(srv.addr, policy).await;
+            let mut c = connect_via(&proxy, &env).await;
+            let up = put(&mut c, &env.local("a"), name, &opts(TransportChoice::Udp, resume)).await;
+            assert_eq!(up.transport, Transport::Udp);
+            assert_eq!(std::fs::read(srv.home("alice").join(name)).unwrap(), data);
+            let before = before.load(Relaxed);
+            if resume {
+                // A Hello every 200 ms (UDP-VALID-2), and nothing else.
+                assert!(before <= 4, "{before} datagrams before any answer");
+            } else {
+                assert!(before >= 32, "{before} datagrams before any answer: the first flight and a Hello");
+            }
+        }
+        srv.assert_no_panics();
+    })
+    .await
 }

@@ -1,8 +1,9 @@
 //! Uploads over a flow the client opens (UDP-CTRL-9, UDP-END-8), played by hand against a real
 //! server on loopback: the `Hello` that goes before the request is held and answered once the
-//! flow exists, a `PutEnd` sent before every byte arrived waits for them, and the attacker's
-//! moves: ids already used or live elsewhere, floods of `Hello`s for no flow, and a `Hello`
-//! sent from a victim's address.
+//! flow exists, a first flight sent with it is read and acked before validation (UDP-CTRL-10),
+//! a `PutEnd` sent before every byte arrived waits for them, and the attacker's moves: ids
+//! already used or live elsewhere, floods of `Hello`s and `Data` for no flow, and a `Hello` or
+//! a first flight sent from a victim's address.
 
 use crate::support;
 
@@ -250,6 +251,96 @@ async fn held_hellos_answer_nothing_alone_and_a_spoofed_one_gets_three_times_at_
             real.recv(PacketKind::PathChallenge, Duration::from_millis(150)).await.is_some(),
             "answered without a second Hello"
         );
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// UDP-CTRL-10: a first flight sent before the request is held with the `Hello`, read and
+/// acked before the client's address is validated (the client has not answered the challenge
+/// yet), and a forged datagram among it writes nothing; the upload then completes whole.
+#[tokio::test]
+async fn a_first_flight_before_the_request_is_read_and_acked_before_validation() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let (mut raw, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
+        let data = pseudo_random(3000, 21);
+        let mut flow = RawFlow::new(&secret, 0x5eed_0101, "127.0.0.1:0", srv.addr).await;
+        flow.hello().await;
+        flow.data(0, &data[..1000]).await;
+        flow.data(1000, &data[1000..2000]).await;
+        // Garbage at 2000, its tag broken: the flow drops it when it opens it.
+        let mut body = Vec::new();
+        let junk = vec![0xAA; 1000];
+        DataFields { offset: 2000, len: 1000, crc32: crc32fast::hash(&junk) }.encode(&mut body);
+        body.extend_from_slice(&junk);
+        let mut forged = flow.seal(PacketKind::Data, &body);
+        forged[HEADER_LEN + 20] ^= 1;
+        flow.sock.send_to(&forged, srv.addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ready = raw.call(&put_flow("f", data.len() as u64, flow.id)).await;
+        assert!(matches!(ready, Response::UdpPutReady { .. }), "{ready:?}");
+        let mut ack = xfer::udp::packet::Ack::default();
+        while ack.cumulative < 2000 {
+            let body = flow.recv(PacketKind::Ack, STEP).await.expect("the held flight is acked before validation");
+            ack.decode_into(&body).expect("an ack");
+        }
+        assert_eq!(ack.cumulative, 2000, "both authentic datagrams held, the forged one not");
+        flow.answer_challenge().await;
+        flow.data(2000, &data[2000..]).await;
+        let md5: [u8; 16] = md5::Md5::digest(&data).into();
+        raw_put_end(&mut raw, md5).await;
+        assert_eq!(std::fs::read(srv.home("alice").join("f")).unwrap(), data);
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// UDP-CTRL-10, UDP-AMP-1, UDP-AMP-2: the attacker's own first flight, sent with its `Hello`
+/// from a victim's address and never answered, earns the victim only challenges and acks,
+/// within three times what came from that address; and a flood of `Data` for flows that do
+/// not exist gets no answer at all.
+#[tokio::test]
+async fn a_spoofed_first_flight_earns_the_victim_three_times_at_most() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let (mut raw, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
+        let victim = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let mut junk = vec![0u8; 1472];
+        for i in 0..5_000u64 {
+            Header { kind: PacketKind::Data, flow: 0xdead_1000 + i, pn: 1 }.encode(&mut &mut junk[..HEADER_LEN]);
+            victim.send_to(&junk, srv.addr).await.unwrap();
+        }
+        let mut buf = vec![0u8; 65_536];
+        let quiet = tokio::time::timeout(Duration::from_millis(300), victim.recv(&mut buf)).await;
+        assert!(quiet.is_err(), "Data for no flow is never answered");
+
+        let mut spoofed = RawFlow::new(&secret, 0x5eed_0102, "127.0.0.2:0", srv.addr).await;
+        let mut sent = spoofed.hello().await as u64;
+        let chunk = pseudo_random(1400, 5);
+        for i in 0..40u64 {
+            spoofed.data(i * 1400, &chunk).await;
+            sent += (HEADER_LEN + xfer::udp::packet::DATA_FIELDS_LEN + 1400 + TAG_LEN) as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = raw.call(&put_flow("f", 1 << 20, spoofed.id)).await;
+        assert!(matches!(ready, Response::UdpPutReady { .. }), "{ready:?}");
+        let (mut got, mut acks) = (0u64, 0u32);
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(until, spoofed.sock.recv(&mut buf)).await {
+            let kind = Header::decode(&buf[..n]).unwrap().kind;
+            assert!(matches!(kind, PacketKind::PathChallenge | PacketKind::Ack), "{kind:?} to the victim");
+            acks += u32::from(kind == PacketKind::Ack);
+            got += n as u64;
+        }
+        assert!(acks > 0, "the held flight was read");
+        assert!(got <= 3 * sent, "{got} bytes to the victim for {sent}");
+        raw.send(&Request::Abort).await;
+        assert!(matches!(raw.recv().await, Response::Ok));
         srv.assert_no_panics();
     })
     .await

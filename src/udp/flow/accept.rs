@@ -15,7 +15,22 @@ use crate::udp::receiver::DataVerdict;
 impl Flow {
     /// Handles one received datagram (decrypted in place); returns true if it was accepted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) -> bool {
-        let accepted = self.failed.is_none() && self.accept(now, from, datagram).is_some();
+        self.handle_held_datagram(now, now, from, datagram)
+    }
+
+    /// Handles one datagram that arrived at `arrived`, before the flow existed, and was held
+    /// until `now` (UDP-CTRL-9, -10). A receiving end times its acks from the arrival, so
+    /// that the ack delay it reports covers the hold and the sender's reading of the first
+    /// flight's spacing stays the path's (UDP-RATE-10).
+    pub fn handle_held_datagram(
+        &mut self,
+        now: Instant,
+        arrived: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) -> bool {
+        let arrived = arrived.min(now);
+        let accepted = self.failed.is_none() && self.accept(now, arrived, from, datagram).is_some();
         if !accepted {
             self.counters.dropped += 1;
         }
@@ -24,7 +39,7 @@ impl Flow {
         accepted
     }
 
-    fn accept(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) -> Option<()> {
+    fn accept(&mut self, now: Instant, arrived: Instant, from: SocketAddr, datagram: &mut [u8]) -> Option<()> {
         let header = Header::decode(datagram).ok()?;
         if header.flow != self.id || !self.kind_allowed(header.kind) {
             return None;
@@ -51,7 +66,7 @@ impl Flow {
                 return Some(()); // from an address not validated: nothing else is read
             }
         }
-        self.dispatch(now, header, len, body)
+        self.dispatch(now, arrived, header, len, body)
     }
 
     /// Kinds each end may receive (UDP-PKT-3).
@@ -90,12 +105,19 @@ impl Flow {
                 sender.limit_datagram(usize::from(max));
             }
         }
+        let receiving = matches!(self.data, Data::Recv { .. });
         let PathState::Server(s) = &mut self.path else { return Some(true) };
         if s.paths.validated() == Some(from) {
             return Some(kind != PacketKind::PathResponse && kind != PacketKind::Hello);
         }
         let rng = &mut self.rng;
         let new = s.paths.handle_unvalidated(from, len, || rng.gen());
+        // UDP-CTRL-10: before any address is validated, a receiving end reads authentic
+        // `Data` (a first flight) and acks the first address it came from, within its budget.
+        let read = kind == PacketKind::Data && receiving && s.paths.validated().is_none();
+        if read {
+            s.early_peer.get_or_insert(from);
+        }
         if kind == PacketKind::PathResponse {
             let echo = packet::decode_challenge(kind, body).ok()?;
             if s.paths.handle_response(from, echo) {
@@ -105,6 +127,7 @@ impl Flow {
                     }
                 }
                 s.due.retain(|a| *a != from);
+                s.early_peer = None;
                 if !s.paths.validating() {
                     self.timers.stop(Timer::Challenge);
                 }
@@ -118,10 +141,10 @@ impl Flow {
         if self.timers.get(Timer::Challenge).is_none() {
             self.timers.set(Timer::Challenge, now + self.timing.hello_every);
         }
-        Some(false)
+        Some(read)
     }
 
-    fn dispatch(&mut self, now: Instant, header: Header, len: usize, body: &mut [u8]) -> Option<()> {
+    fn dispatch(&mut self, now: Instant, arrived: Instant, header: Header, len: usize, body: &mut [u8]) -> Option<()> {
         match header.kind {
             PacketKind::PathChallenge => {
                 let ch = packet::decode_challenge(header.kind, body).ok()?;
@@ -133,10 +156,10 @@ impl Flow {
                     sender.handle_ack(now, &self.ack);
                 }
             }
-            PacketKind::Data => self.handle_data(now, header.pn, len, body)?,
+            PacketKind::Data => self.handle_data(arrived, header.pn, len, body)?,
             PacketKind::Probe => {
                 if let Data::Recv { receiver, .. } = &mut self.data {
-                    receiver.handle_probe(now, header.pn, len);
+                    receiver.handle_probe(arrived, header.pn, len);
                 }
             }
             PacketKind::Close => {
@@ -166,7 +189,8 @@ impl Flow {
         self.events.push_back(Event::Confirmed);
     }
 
-    /// Receiving end: checks and holds a `Data` payload, and hands it to the driver to write.
+    /// Receiving end: checks and holds a `Data` payload that arrived at `now`, and hands it to
+    /// the driver to write.
     fn handle_data(&mut self, now: Instant, pn: u64, len: usize, body: &[u8]) -> Option<()> {
         let (fields, payload) = DataFields::decode(body).ok()?;
         let queued = self.queued_writes;

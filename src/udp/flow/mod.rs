@@ -153,6 +153,8 @@ struct ClientPath {
     /// A challenge to answer (the latest).
     response: Option<[u8; 8]>,
     hello_due: bool,
+    /// A new upload's first flight may go before the server answers (UDP-CTRL-10).
+    early_data: bool,
     /// When the first `Hello` went, while it is the only one (for a first RTT sample).
     first_hello: Option<Instant>,
     hellos: u32,
@@ -166,6 +168,9 @@ struct ServerPath {
     due: VecDeque<SocketAddr>,
     /// The first challenge to an address, while it was the only one sent there.
     first_challenge: Option<(SocketAddr, Instant)>,
+    /// A receiving end, before any address is validated: the address the first authentic
+    /// `Data` came from, which acks go to within its budget (UDP-CTRL-10).
+    early_peer: Option<SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -228,6 +233,7 @@ impl Flow {
                     confirmed: false,
                     response: None,
                     hello_due: true,
+                    early_data: false,
                     first_hello: None,
                     hellos: 0,
                 }),
@@ -239,6 +245,7 @@ impl Flow {
                     paths: PathValidator::new(),
                     due: VecDeque::new(),
                     first_challenge: None,
+                    early_peer: None,
                 }),
             ),
         };
@@ -280,12 +287,13 @@ impl Flow {
         self.id
     }
 
-    /// Where data and acks go: the server's validated address, or the server once it has
-    /// answered.
+    /// Where data and acks go: the server's validated address (or, before one, the address
+    /// of the first flight's data, UDP-CTRL-10), or the server once it has answered (or at
+    /// once, for a first flight, UDP-CTRL-10).
     pub fn peer(&self) -> Option<SocketAddr> {
         match &self.path {
-            PathState::Client(c) => c.confirmed.then_some(c.server),
-            PathState::Server(s) => s.paths.validated(),
+            PathState::Client(c) => (c.confirmed || c.early_data).then_some(c.server),
+            PathState::Server(s) => s.paths.validated().or(s.early_peer),
         }
     }
 
@@ -459,6 +467,37 @@ impl Flow {
         self.timers.set(Timer::Hello, sent_at + self.timing.hello_every);
         let pn = self.next_pn();
         debug_assert_eq!(pn, EARLY_HELLO_PN);
+    }
+
+    /// Client, sending end of a flow opened with `PutFlow` for a new upload: data may go
+    /// before the server answers, within the window the sender starts with (UDP-CTRL-10).
+    pub fn allow_early_data(&mut self, now: Instant) {
+        if let (PathState::Client(c), Data::Send { .. }) = (&mut self.path, &self.data) {
+            c.early_data = true;
+        }
+        self.refresh_machine_timer(now);
+    }
+
+    /// While held datagrams are handed over (UDP-CTRL-10): true if what this end owes would
+    /// have gone before the next held datagram arrived at `next` (`None`: that was the last),
+    /// so that it is sent now. A receiving end's acks so keep the spacing and the count they
+    /// would have had in real time (UDP-ACK-1), and their delays, counted from the arrivals,
+    /// cover the hold (UDP-RATE-10).
+    pub fn held_transmit_due(&self, next: Option<Instant>) -> bool {
+        match (&self.data, next) {
+            (_, None) | (Data::Send { .. }, _) => true,
+            (Data::Recv { receiver, .. }, Some(next)) => receiver.poll_timeout().is_some_and(|t| t <= next),
+        }
+    }
+
+    /// Client: the first `PathChallenge` is now due within `within` of `now`, if it has not
+    /// come (UDP-FALLBACK-2: the deadline counts from the reply to the request).
+    pub fn set_confirm_deadline(&mut self, now: Instant, within: Duration) {
+        let PathState::Client(c) = &self.path else { return };
+        self.timing.confirm_within = within;
+        if !c.confirmed && self.failed.is_none() {
+            self.timers.set(Timer::NoPath, now + within);
+        }
     }
 
     /// Copies the sender's or receiver's own deadline into the table.

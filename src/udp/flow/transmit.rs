@@ -77,7 +77,8 @@ impl Flow {
         Some(Transmit { dest, size: buf.len(), segment_size: None })
     }
 
-    /// Acks (receiving end) or data and probes (sending end), only to the peer.
+    /// Acks (receiving end) or data and probes (sending end), only to the peer
+    /// ([`Flow::peer`]).
     fn poll_data(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         let dest = self.peer()?;
         match &mut self.data {
@@ -85,6 +86,13 @@ impl Flow {
             Data::Recv { receiver, .. } => {
                 if !receiver.poll_ack(now, &mut self.ack) {
                     return None;
+                }
+                // UDP-CTRL-10, UDP-AMP-1: acks to an address not validated yet stay within
+                // its budget; one that does not fit is not sent (a later ack covers it).
+                if let PathState::Server(s) = &mut self.path {
+                    if s.paths.validated().is_none() {
+                        s.paths.charge(dest, HEADER_LEN + self.ack.encoded_len() + TAG_LEN)?;
+                    }
                 }
                 let pn = receiver.next_pn();
                 let mut body = Vec::with_capacity(self.ack.encoded_len());

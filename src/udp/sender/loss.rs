@@ -74,7 +74,13 @@ impl Sender {
         let ack_delay = Duration::from_micros(u64::from(ack.ack_delay_us));
         self.rate.on_delivered(now, p.through, &p.rs, ack_delay);
         let rtt = now.saturating_duration_since(p.rs.sent_time);
-        let adjusted = self.rtt.update(rtt, ack_delay);
+        // The first flight: what was sent before the first ack came (UDP-CTRL-10).
+        let first_flight = *self.first_flight_end.get_or_insert(self.next_pn);
+        let adjusted = if p.pn < first_flight {
+            self.rtt.update_first_flight(rtt, ack_delay)
+        } else {
+            self.rtt.update(rtt, ack_delay)
+        };
         self.rate.on_rtt(now, adjusted);
         if !p.probe && self.acked.insert(p.offset, p.end()) > 0 {
             self.lost.remove(p.offset, p.end());
