@@ -259,7 +259,7 @@ impl Client {
     }
 
     /// Asks for an upload over UDP: with `PutFlow` and its first `Hello` beside it
-    /// (UDP-CTRL-9), and for a new upload its first flight too (UDP-CTRL-10); or with
+    /// (UDP-CTRL-9), and its first flight too (UDP-CTRL-10); or with
     /// `Put { transport: Udp }` from a server that refused `PutFlow`. Returns the flow's socket
     /// or the flow already running, the server's answer, and whether the flow may end with
     /// an early `PutEnd` (UDP-END-8).
@@ -278,14 +278,12 @@ impl Client {
                 }
             };
             socket.send_early_hello(self, id).await;
-            let start = if resume {
-                PutStart::Socket(socket)
-            } else {
-                // The deadline for the first challenge is set again once the server answers.
-                socket.early_data = true;
-                let timing = FlowTiming { confirm_within: REPLY_WITHIN, ..FlowTiming::default() };
-                PutStart::Running(self.start_put_flow(socket, id, upload, &RangeSet::new(), None, timing)?)
-            };
+            // UDP-CTRL-10: the first flight goes now, from the start of the file; what the
+            // server turns out to hold of it is checked and skipped once it answers. The
+            // deadline for the first challenge is set again then.
+            socket.early_data = true;
+            let timing = FlowTiming { confirm_within: REPLY_WITHIN, ..FlowTiming::default() };
+            let start = PutStart::Running(self.start_put_flow(socket, id, upload, &RangeSet::new(), None, timing)?);
             let req = Request::PutFlow { path: remote.to_string(), size, resume, flow: id };
             match self.call(&req).await {
                 Ok(Response::UdpPutReady { flow, held, held_md5 }) if flow == id => {
@@ -295,13 +293,8 @@ impl Client {
                 Err(e) if e.code() == Some(crate::proto::ErrorCode::BadRequest) => {
                     tracing::debug!("PutFlow refused ({e}); asking with Put");
                     self.put_flow_refused = true;
-                    socket = match start {
-                        PutStart::Socket(s) => FlowSocket { early_hello: None, ..s }, // that Hello was for the refused id
-                        PutStart::Running(flow) => {
-                            drop(flow);
-                            FlowSocket::bind(self).map_err(local_err(local))?
-                        }
-                    };
+                    drop(start); // its flow was for the refused id
+                    socket = FlowSocket::bind(self).map_err(local_err(local))?;
                 }
                 Err(e) => return Err(e),
             }
@@ -360,15 +353,17 @@ impl Client {
         let timing = flow_timing(opts, control_rtt);
         let mut flow = match start {
             PutStart::Running(flow) => {
-                if !held.is_empty() {
-                    // Not asked to resume, the server must hold nothing (UDP-CTRL-2).
+                if let Err(e) = check_held(&file, &held, ready.held_md5).await {
                     drop(flow);
                     self.abort_put().await?;
-                    let held = held.iter().collect();
-                    return Err(unexpected(Response::UdpPutReady { flow: ready.flow, held, held_md5: ready.held_md5 }));
+                    return Err(e);
                 }
+                let mut f = flow.shared.lock();
+                f.note_held(Instant::now(), &held);
                 // UDP-FALLBACK-2: the first challenge's deadline counts from the answer.
-                flow.shared.lock().set_confirm_deadline(Instant::now(), timing.confirm_within);
+                f.set_confirm_deadline(Instant::now(), timing.confirm_within);
+                drop(f);
+                flow.shared.wake_task();
                 flow
             }
             PutStart::Socket(socket) => {

@@ -1,5 +1,5 @@
 //! Datagrams that arrive before their flow (UDP-CTRL-9, UDP-CTRL-10). A client that chose its
-//! flow id sends the first `Hello`, and for a new upload its first flight of `Data`, beside the
+//! flow id sends the first `Hello`, and then its first flight of `Data`, beside the
 //! request that opens the flow, so these datagrams usually reach the server before the request
 //! has been served. The demultiplexer keeps them, unopened, for a short while; when the flow
 //! is registered its datagrams are handed to it with the time they arrived, and it opens and

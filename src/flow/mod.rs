@@ -51,6 +51,11 @@ impl FlowShared {
         self.all_held.subscribe()
     }
 
+    /// Wakes the flow's task to look at the flow again (after a change from outside it).
+    pub fn wake_task(&self) {
+        self.wake.notify_one();
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Flow> {
         self.flow.lock().unwrap_or_else(|p| p.into_inner())
     }

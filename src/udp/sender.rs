@@ -39,6 +39,9 @@ use rtt::RttEstimator;
 pub const PACKET_THRESHOLD: u64 = 3;
 /// The packet threshold never grows beyond this, however far packets were reordered.
 const MAX_PACKET_THRESHOLD: u64 = 10_000;
+/// Datagrams of new data a first flight sent before the server answers may carry
+/// (UDP-CTRL-10): the window a sender starts with.
+pub const FIRST_FLIGHT_DATAGRAMS: u64 = 32;
 /// Timer granularity: no loss delay is shorter.
 const GRANULARITY: Duration = Duration::from_millis(1);
 /// The backed-off probe timeout never exceeds this (unless one RTT is longer), so that a
@@ -175,6 +178,9 @@ pub struct Sender {
     next_pn: u64,
     /// Packets numbered below this went before the first ack came: the first flight.
     first_flight_end: Option<u64>,
+    /// No new data at or past this offset until the server has said what it holds
+    /// (UDP-CTRL-10).
+    early_limit: Option<u64>,
     /// Largest packet number the receiver reported.
     largest_acked: Option<u64>,
     /// Bytes at or above this were beyond the last ack's ranges (unknown).
@@ -224,6 +230,7 @@ impl Sender {
             passed: 0,
             next_pn: 0,
             first_flight_end: None,
+            early_limit: None,
             largest_acked: None,
             coverage_end: u64::MAX,
             unlisted: None,
@@ -388,6 +395,25 @@ impl Sender {
         next
     }
 
+    /// Sends no more new data than a first flight of [`FIRST_FLIGHT_DATAGRAMS`] until
+    /// [`absorb_held`](Self::absorb_held): the flight goes before the server has said what it
+    /// holds (UDP-CTRL-10).
+    pub fn limit_to_first_flight(&mut self) {
+        self.early_limit = Some(FIRST_FLIGHT_DATAGRAMS * self.payload());
+    }
+
+    /// The server said it holds `held` of the file: a first flight went out before it did
+    /// (UDP-CTRL-10). Those bytes count as held from the start, and the first flight's limit
+    /// is lifted.
+    pub fn absorb_held(&mut self, held: &RangeSet) {
+        self.early_limit = None;
+        for (s, e) in held.iter() {
+            let (s, e) = (s.min(self.size), e.min(self.size));
+            self.initially_held += self.acked.insert(s, e);
+            self.lost.remove(s, e);
+        }
+    }
+
     /// Every byte of the file is known held by the receiver.
     pub fn is_done(&self) -> bool {
         self.acked.contains(0, self.size)
@@ -485,14 +511,20 @@ impl Sender {
     /// The next chunk never sent, within the span.
     fn new_data(&mut self) -> Option<(u64, u64)> {
         self.next_offset = self.acked.contiguous_from(self.next_offset);
-        let limit = self.size.min(self.cumulative().saturating_add(self.max_span));
+        let limit = self.new_data_limit();
         let (s, e) = self.acked.first_gap(self.next_offset, limit)?;
         Some((s, e.min(s + self.payload())))
     }
 
     fn new_data_available(&self) -> bool {
         let from = self.acked.contiguous_from(self.next_offset);
-        from < self.size.min(self.cumulative().saturating_add(self.max_span))
+        from < self.new_data_limit()
+    }
+
+    /// New data goes below this offset: within the file, the span and a first flight's limit.
+    fn new_data_limit(&self) -> u64 {
+        let span = self.size.min(self.cumulative().saturating_add(self.max_span));
+        span.min(self.early_limit.unwrap_or(u64::MAX))
     }
 
     fn send_data(&mut self, now: Instant, offset: u64, end: u64, retransmit: bool) -> Transmit {

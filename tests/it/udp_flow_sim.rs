@@ -223,6 +223,9 @@ struct Pair {
     /// (arrival, source, datagram).
     registered_at: u64,
     held: Vec<(Instant, SocketAddr, Vec<u8>)>,
+    /// A client whose first flight went early learns what the server holds when the reply to
+    /// its request arrives, half a round trip after the server's flow was registered.
+    answer_at: Option<u64>,
 }
 
 impl Pair {
@@ -273,6 +276,7 @@ impl Pair {
             start,
             registered_at: start + setup.registered_after.unwrap_or(0),
             held: Vec::new(),
+            answer_at: setup.early_data.then(|| start + setup.registered_after.unwrap_or(0) + setup.link.delay_ns),
         }
     }
 
@@ -344,6 +348,11 @@ impl Net {
             let woken = self.deliver_due();
             for i in 0..self.pairs.len() {
                 self.register_due(i);
+                if self.pairs[i].answer_at.is_some_and(|t| t <= self.now) {
+                    self.pairs[i].answer_at = None;
+                    let now = self.at(self.now);
+                    self.pairs[i].client.note_held(now, &self.setup.held);
+                }
             }
             for i in 0..self.pairs.len() {
                 if self.pairs[i].start <= self.now && !self.pairs[i].over() {
@@ -434,6 +443,11 @@ impl Net {
                     [Some(p.start), None]
                 } else if p.registered_at > self.now {
                     [p.client.poll_timeout().map(nanos), Some(p.registered_at)]
+                } else if let Some(t) = p.answer_at {
+                    [
+                        p.client.poll_timeout().map(nanos).map(|c| c.min(t)).or(Some(t)),
+                        p.server.poll_timeout().map(nanos),
+                    ]
                 } else {
                     [p.client.poll_timeout().map(nanos), p.server.poll_timeout().map(nanos)]
                 }

@@ -469,11 +469,13 @@ impl Flow {
         debug_assert_eq!(pn, EARLY_HELLO_PN);
     }
 
-    /// Client, sending end of a flow opened with `PutFlow` for a new upload: data may go
-    /// before the server answers, within the window the sender starts with (UDP-CTRL-10).
+    /// Client, sending end of a flow opened with `PutFlow`: a first flight of new data may go
+    /// before the server answers, and no more until [`note_held`](Self::note_held) gives the
+    /// server's answer (UDP-CTRL-10).
     pub fn allow_early_data(&mut self, now: Instant) {
-        if let (PathState::Client(c), Data::Send { .. }) = (&mut self.path, &self.data) {
+        if let (PathState::Client(c), Data::Send { sender, .. }) = (&mut self.path, &mut self.data) {
             c.early_data = true;
+            sender.limit_to_first_flight();
         }
         self.refresh_machine_timer(now);
     }
@@ -488,6 +490,16 @@ impl Flow {
             (_, None) | (Data::Send { .. }, _) => true,
             (Data::Recv { receiver, .. }, Some(next)) => receiver.poll_timeout().is_some_and(|t| t <= next),
         }
+    }
+
+    /// Sending end whose first flight went before the server answered (UDP-CTRL-10): the
+    /// server holds `held` of the file, which is not sent again.
+    pub fn note_held(&mut self, now: Instant, held: &super::ranges::RangeSet) {
+        if let Data::Send { sender, .. } = &mut self.data {
+            sender.absorb_held(held);
+        }
+        self.check_done();
+        self.refresh_machine_timer(now);
     }
 
     /// Client: the first `PathChallenge` is now due within `within` of `now`, if it has not
