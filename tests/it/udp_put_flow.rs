@@ -83,6 +83,20 @@ impl RawFlow {
     }
 }
 
+/// Sends 5000 unsealed datagrams of `kind` and `len` bytes for flows that do not exist from a
+/// victim's address, and checks that nothing at all comes back (UDP-CTRL-9, -10).
+async fn flood_for_no_flow(server: SocketAddr, kind: PacketKind, len: usize) {
+    let victim = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let mut junk = vec![0u8; len];
+    for i in 0..5_000u64 {
+        Header { kind, flow: 0xdead_0000 + i, pn: 1 }.encode(&mut &mut junk[..HEADER_LEN]);
+        victim.send_to(&junk, server).await.unwrap();
+    }
+    let mut buf = vec![0u8; 65_536];
+    let quiet = tokio::time::timeout(Duration::from_millis(300), victim.recv(&mut buf)).await;
+    assert!(quiet.is_err(), "a {kind:?} for no flow is never answered");
+}
+
 fn put_flow(path: &str, size: u64, flow: u64) -> Request {
     Request::PutFlow { path: path.into(), size, resume: false, flow }
 }
@@ -214,15 +228,8 @@ async fn held_hellos_answer_nothing_alone_and_a_spoofed_one_gets_three_times_at_
         let srv = env.start();
         srv.add_user("alice", PW, 64 * MIB, None);
         let (mut raw, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
-        let victim = UdpSocket::bind("127.0.0.2:0").await.unwrap();
-        let mut junk = vec![0u8; MIN_DATAGRAM];
-        for i in 0..5_000u64 {
-            Header { kind: PacketKind::Hello, flow: 0xdead_0000 + i, pn: 0 }.encode(&mut &mut junk[..HEADER_LEN]);
-            victim.send_to(&junk, srv.addr).await.unwrap();
-        }
+        flood_for_no_flow(srv.addr, PacketKind::Hello, MIN_DATAGRAM).await;
         let mut buf = vec![0u8; 65_536];
-        let quiet = tokio::time::timeout(Duration::from_millis(300), victim.recv(&mut buf)).await;
-        assert!(quiet.is_err(), "a Hello for no flow is never answered");
 
         // The attacker's own flow, its Hello sent from the victim's address.
         let mut spoofed = RawFlow::new(&secret, 0x5eed_0002, "127.0.0.2:0", srv.addr).await;
@@ -309,15 +316,8 @@ async fn a_spoofed_first_flight_earns_the_victim_three_times_at_most() {
         let srv = env.start();
         srv.add_user("alice", PW, 64 * MIB, None);
         let (mut raw, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
-        let victim = UdpSocket::bind("127.0.0.2:0").await.unwrap();
-        let mut junk = vec![0u8; 1472];
-        for i in 0..5_000u64 {
-            Header { kind: PacketKind::Data, flow: 0xdead_1000 + i, pn: 1 }.encode(&mut &mut junk[..HEADER_LEN]);
-            victim.send_to(&junk, srv.addr).await.unwrap();
-        }
+        flood_for_no_flow(srv.addr, PacketKind::Data, 1472).await;
         let mut buf = vec![0u8; 65_536];
-        let quiet = tokio::time::timeout(Duration::from_millis(300), victim.recv(&mut buf)).await;
-        assert!(quiet.is_err(), "Data for no flow is never answered");
 
         let mut spoofed = RawFlow::new(&secret, 0x5eed_0102, "127.0.0.2:0", srv.addr).await;
         let mut sent = spoofed.hello().await as u64;
