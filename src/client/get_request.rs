@@ -1,12 +1,13 @@
-//! Asking for a download under `auto` or `udp` (UDP-CTRL-3, UDP-CTRL-7, UDP-FALLBACK-5), and
-//! stopping a UDP download with `Abort` (UDP-END-3), with the `Walk` that may ride behind the
-//! request (UDP-CTRL-8).
+//! Asking for a download under `auto` or `udp` (UDP-CTRL-3, UDP-CTRL-7, UDP-CTRL-11,
+//! UDP-FALLBACK-5), and stopping a UDP download with `Abort` (UDP-END-3), with the `Walk` that
+//! may ride behind the request (UDP-CTRL-8).
 
 use super::get_end::{AbortEnd, Seen};
+use super::udp::{chosen_flow_id, FlowSocket};
 use super::{unexpected, Client, ClientError, TransferOptions, TransportChoice, SMALL_TRANSFER_MAX};
 use crate::conn::{Batch, ConnError};
 use crate::proto::control::Md5Digest;
-use crate::proto::{Request, Response};
+use crate::proto::{ErrorCode, Request, Response};
 use crate::udp::ranges::RangeSet;
 
 impl Client {
@@ -16,63 +17,111 @@ impl Client {
         !self.get_auto_refused
     }
 
-    /// Asks for a download: under `auto`, with `GetAuto`, so that the server picks the transport
-    /// by size (UDP-CTRL-7), the `Walk` of `CTRL-ATTR-3` riding behind it when one is wanted
-    /// (UDP-CTRL-8); with forced `udp`, or once the server has refused `GetAuto` (it predates
-    /// it, `BadRequest`), with `GetUdp` (UDP-CTRL-3).
+    /// Asks for a download: with `GetFlow`, its flow's first `Hello` sent from `socket` beside
+    /// it (UDP-CTRL-11); from a server that refused `GetFlow`, under `auto` with `GetAuto`, so
+    /// that the server picks the transport by size (UDP-CTRL-7); with forced `udp`, or once the
+    /// server has refused `GetAuto` too, with `GetUdp` (UDP-CTRL-3). Under `auto` the request
+    /// carries `tcp_max` and the `Walk` of `CTRL-ATTR-3` rides behind it when one is wanted
+    /// (UDP-CTRL-8).
     pub(super) async fn request_get(
         &mut self,
         remote: &str,
         held: &RangeSet,
         held_md5: Option<Md5Digest>,
         opts: &TransferOptions,
+        socket: &mut FlowSocket,
     ) -> Result<GetStart, ClientError> {
         let ranges: Vec<_> = held.iter().collect();
-        if opts.transport == TransportChoice::Auto && self.get_auto_known() {
-            if self.broken {
-                return Err(ClientError::Broken);
+        let auto = opts.transport == TransportChoice::Auto && self.get_auto_known();
+        let tcp_max = auto.then_some(SMALL_TRANSFER_MAX);
+        if !self.get_flow_refused {
+            let id = chosen_flow_id();
+            socket.send_early_hello(self, id).await;
+            let req = Request::GetFlow {
+                path: remote.to_string(),
+                held: ranges.clone(),
+                held_md5,
+                rate_limit: opts.rate_limit,
+                tcp_max,
+                flow: id,
+            };
+            match self.ask_get(&req, remote, auto, held).await {
+                Ok(start) => {
+                    if !matches!(start, GetStart::Udp { flow, .. } if flow == id) {
+                        socket.early_hello = None;
+                    }
+                    return Ok(start);
+                }
+                Err(e) if e.code() == Some(ErrorCode::BadRequest) => {
+                    tracing::debug!("the server refused GetFlow ({e}); asking without a chosen flow");
+                    self.get_flow_refused = true;
+                    // Its Hello was for the refused id: the flow starts from a fresh socket.
+                    *socket = FlowSocket::bind(self).map_err(ConnError::from)?;
+                }
+                Err(e) => return Err(e),
             }
-            let walk = std::mem::take(&mut self.walk_behind_get);
+        }
+        if let Some(tcp_max) = tcp_max {
             let req = Request::GetAuto {
                 path: remote.to_string(),
                 held: ranges.clone(),
                 held_md5,
                 rate_limit: opts.rate_limit,
-                tcp_max: SMALL_TRANSFER_MAX,
+                tcp_max,
             };
-            let mut batch = Batch::new();
-            batch.control(&req).map_err(ConnError::from)?;
-            if walk {
-                batch.control(&Request::Walk { path: remote.to_string() }).map_err(ConnError::from)?;
-            }
-            self.writer.write_batch(batch).await.map_err(ConnError::from)?;
-            match self.read_response().await {
-                Ok(Response::UdpGetReady { flow, size }) => return Ok(GetStart::Udp { flow, size, walk }),
-                Ok(Response::GetReady { size, offset: 0 }) if held.is_empty() => {
-                    return Ok(GetStart::Tcp { size, walk })
-                }
-                Ok(other) => {
-                    self.broken = true;
-                    return Err(unexpected(other));
-                }
-                Err(e @ ClientError::Server { .. }) => {
-                    if walk && !self.broken && !ends_session(&e) {
-                        self.read_walk_behind().await;
-                    }
-                    if e.code() != Some(crate::proto::ErrorCode::BadRequest) {
-                        return Err(e);
-                    }
+            match self.ask_get(&req, remote, true, held).await {
+                Err(e) if e.code() == Some(ErrorCode::BadRequest) => {
                     // A server that predates GetAuto: ask it the old way from now on.
                     tracing::debug!("the server refused GetAuto ({e}); using GetUdp");
                     self.get_auto_refused = true;
                 }
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         let req = Request::GetUdp { path: remote.to_string(), held: ranges, held_md5, rate_limit: opts.rate_limit };
-        match self.call(&req).await? {
-            Response::UdpGetReady { flow, size } => Ok(GetStart::Udp { flow, size, walk: false }),
-            other => Err(unexpected(other)),
+        self.ask_get(&req, remote, false, held).await
+    }
+
+    /// Sends one download request for `remote` and reads its ready reply. With `auto` (the
+    /// request carries
+    /// `tcp_max`), the wanted `Walk` rides behind it (UDP-CTRL-8) and the server may answer
+    /// `GetReady` when the client holds nothing (UDP-CTRL-7). After an error reply the `Walk`'s
+    /// own reply is read, so a request asked again goes without it.
+    async fn ask_get(
+        &mut self,
+        req: &Request,
+        remote: &str,
+        auto: bool,
+        held: &RangeSet,
+    ) -> Result<GetStart, ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken);
+        }
+        if self.ahead_in_flight() > 0 {
+            // Its reply would be read as theirs (CTRL-SESS-1).
+            return Err(ClientError::Protocol("a request is sent while small transfers are unanswered".into()));
+        }
+        let walk = auto && std::mem::take(&mut self.walk_behind_get);
+        let mut batch = Batch::new();
+        batch.control(req).map_err(ConnError::from)?;
+        if walk {
+            batch.control(&Request::Walk { path: remote.to_string() }).map_err(ConnError::from)?;
+        }
+        self.writer.write_batch(batch).await.map_err(ConnError::from)?;
+        match self.read_response().await {
+            Ok(Response::UdpGetReady { flow, size }) => Ok(GetStart::Udp { flow, size, walk }),
+            Ok(Response::GetReady { size, offset: 0 }) if auto && held.is_empty() => Ok(GetStart::Tcp { size, walk }),
+            Ok(other) => {
+                self.broken = true;
+                Err(unexpected(other))
+            }
+            Err(e @ ClientError::Server { .. }) => {
+                if walk && !self.broken && !ends_session(&e) {
+                    self.read_walk_behind().await;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
     }
 

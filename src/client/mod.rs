@@ -125,6 +125,9 @@ pub struct Client {
     /// The server answered `PutFlow` with `BadRequest` (it predates it, or refused the id):
     /// uploads ask with `Put { transport: Udp }` on this connection (UDP-CTRL-9).
     put_flow_refused: bool,
+    /// The server answered `GetFlow` with `BadRequest` (it predates it, or refused the id):
+    /// downloads ask with `GetAuto` or `GetUdp` on this connection (UDP-CTRL-11).
+    get_flow_refused: bool,
     /// The rate limit of the transfer in progress, for TCP pacing (CTRL-XFER-9).
     tcp_rate: Option<u64>,
     /// Small transfers sent ahead whose replies are unread (CTRL-PUT-8, CTRL-GET-6).
@@ -243,6 +246,7 @@ impl Client {
             walked: None,
             get_auto_refused: false,
             put_flow_refused: false,
+            get_flow_refused: false,
             tcp_rate: None,
             ahead: ahead::AheadQueue::default(),
         })
@@ -560,7 +564,8 @@ fn answered_alone(req: &Request) -> bool {
         | Request::Get { .. }
         | Request::GetUdp { .. }
         | Request::GetAuto { .. }
-        | Request::PutFlow { .. } => false,
+        | Request::PutFlow { .. }
+        | Request::GetFlow { .. } => false,
     }
 }
 

@@ -100,10 +100,10 @@ impl Drop for ClientFlow {
 
 /// A client's UDP socket for one flow, bound before the request when the client chooses the
 /// flow id and sends the first `Hello` beside it (UDP-CTRL-9).
-struct FlowSocket {
+pub(super) struct FlowSocket {
     io: Arc<UdpIo>,
     /// When the `Hello` that went beside the request was sent.
-    early_hello: Option<Instant>,
+    pub(super) early_hello: Option<Instant>,
     /// The flow's first flight goes beside the request too (UDP-CTRL-10).
     early_data: bool,
 }
@@ -116,14 +116,14 @@ enum PutStart {
 }
 
 impl FlowSocket {
-    fn bind(client: &Client) -> std::io::Result<FlowSocket> {
+    pub(super) fn bind(client: &Client) -> std::io::Result<FlowSocket> {
         let any: SocketAddr =
             if client.peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
         Ok(FlowSocket { io: Arc::new(UdpIo::bind(any)?), early_hello: None, early_data: false })
     }
 
     /// Sends flow `id`'s first `Hello`. A failed send is a lost `Hello`: the flow repeats it.
-    async fn send_early_hello(&mut self, client: &Client, id: u64) {
+    pub(super) async fn send_early_hello(&mut self, client: &Client, id: u64) {
         let mut buf = Vec::with_capacity(crate::udp::packet::MIN_DATAGRAM);
         let keys = FlowKeys::derive(&client.secret, id);
         Flow::encode_early_hello(&keys, id, FlowTiming::default().max_datagram, &mut buf);
@@ -271,12 +271,7 @@ impl Client {
         let (size, resume, local) = (upload.size, upload.opts.resume, upload.local);
         let mut socket = FlowSocket::bind(self).map_err(local_err(local))?;
         if !self.put_flow_refused {
-            let id = loop {
-                let id = rand::random::<u64>();
-                if id != 0 {
-                    break id;
-                }
-            };
+            let id = chosen_flow_id();
             socket.send_early_hello(self, id).await;
             // UDP-CTRL-10: the first flight goes now, from the start of the file; what the
             // server turns out to hold of it is checked and skipped once it answers. The
@@ -521,8 +516,9 @@ impl Client {
         let map_path = ranges_path(&partial);
         let (file, held) = open_partial_with_map(&partial, &map_path, opts.resume).await?;
         let held_md5 = hash_held(&file, &held).await?;
+        let mut socket = FlowSocket::bind(self).map_err(local_err(local))?;
         let asked = Instant::now();
-        let (flow, size, walk) = match self.request_get(remote, &held, held_md5, opts).await {
+        let (flow, size, walk) = match self.request_get(remote, &held, held_md5, opts, &mut socket).await {
             Ok(GetStart::Udp { flow, size, walk }) => (flow, size, walk),
             Ok(GetStart::Tcp { size, walk }) => {
                 // UDP-CTRL-7: the server chose TCP; the download is already coming.
@@ -552,7 +548,6 @@ impl Client {
         let sink = spawn_sink(file, size, held.clone(), persist);
         let direction = Direction::Recv(ReceiverConfig::new(size, held.clone()));
         let timing = flow_timing(opts, control_rtt);
-        let socket = FlowSocket::bind(self).map_err(local_err(local))?;
         let mut flow = ClientFlow::start(self, socket, flow, direction, FileEnd::Sink(sink.queue()), timing)
             .map_err(local_err(local))?;
         progress(Progress::Via(Transport::Udp));
@@ -631,6 +626,16 @@ impl Client {
 }
 
 /// The server cannot do UDP: it said so, or could not decode the request (UDP-FALLBACK-1).
+/// A flow id for the client to choose (UDP-CTRL-9, UDP-CTRL-11): random, never 0.
+pub(super) fn chosen_flow_id() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 fn no_udp(e: &ClientError) -> bool {
     matches!(e.code(), Some(crate::proto::ErrorCode::UnsupportedTransport | crate::proto::ErrorCode::BadRequest))
 }

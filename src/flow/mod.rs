@@ -102,6 +102,13 @@ impl FlowTable {
         Ok(self.early().map(|mut e| e.take(now, id)).unwrap_or_default())
     }
 
+    /// Drops what is held for `id`, whose request will not open a flow under it (UDP-CTRL-11).
+    pub fn discard_early(&self, id: u64) {
+        if let Some(mut early) = self.early() {
+            early.take(Instant::now(), id);
+        }
+    }
+
     /// Picks a random id no live flow uses (UDP-CTRL-1).
     pub fn new_id(&self) -> u64 {
         let map = self.map();

@@ -131,6 +131,17 @@ pub enum Request {
         resume: bool,
         flow: u64,
     },
+    /// Start a download over a UDP flow whose id the client chose (CTRL-MSG-42, UDP-CTRL-11),
+    /// so that its `Hello` can travel beside this request. With `tcp_max`, as `GetAuto` with
+    /// that `tcp_max`; without, as `GetUdp`. A download over UDP runs on that `flow`.
+    GetFlow {
+        path: String,
+        held: Vec<ByteRange>,
+        held_md5: Option<Md5Digest>,
+        rate_limit: Option<u64>,
+        tcp_max: Option<u64>,
+        flow: u64,
+    },
 }
 
 /// Server to client.

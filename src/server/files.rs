@@ -71,7 +71,8 @@ impl Session {
             | Request::Get { .. }
             | Request::GetUdp { .. }
             | Request::GetAuto { .. }
-            | Request::PutFlow { .. } => Err(Reply::new(ErrorCode::BadRequest, "unexpected request")),
+            | Request::PutFlow { .. }
+            | Request::GetFlow { .. } => Err(Reply::new(ErrorCode::BadRequest, "unexpected request")),
         }
     }
 

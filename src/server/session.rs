@@ -19,6 +19,7 @@ use super::audit::{Audit, Clean};
 use super::data::Rebinding;
 use super::errors::Reply;
 use super::limits::PendingPermit;
+use super::udp::GetAsk;
 use super::ServerState;
 use crate::conn::{ConnError, FrameReader, FrameWriter};
 use crate::home::{Home, HomePath};
@@ -259,6 +260,7 @@ fn is_transfer(request: &Request) -> bool {
             | Request::Get { .. }
             | Request::GetUdp { .. }
             | Request::GetAuto { .. }
+            | Request::GetFlow { .. }
     )
 }
 
@@ -367,7 +369,7 @@ impl Session {
             Request::GetUdp { path, held, held_md5, rate_limit } => {
                 let held_bytes = held.iter().map(|r| r.1.saturating_sub(r.0)).sum();
                 let watch = super::dispatch::TransferWatch::start_holding(conn, "get", Transport::Udp, held_bytes);
-                let go_on = self.get_udp(conn, path.clone(), held, held_md5, rate_limit).await;
+                let go_on = self.get_udp(conn, path.clone(), GetAsk { held, held_md5, rate_limit, chosen: None }).await;
                 watch.finish(conn, self, &path);
                 go_on
             }
@@ -375,7 +377,24 @@ impl Session {
                 // The watch reports the transport the server picked (its ready reply).
                 let held_bytes = held.iter().map(|r| r.1.saturating_sub(r.0)).sum();
                 let watch = super::dispatch::TransferWatch::start_holding(conn, "get", Transport::Udp, held_bytes);
-                let go_on = self.get_auto(conn, path.clone(), held, held_md5, rate_limit, tcp_max).await;
+                let ask = GetAsk { held, held_md5, rate_limit, chosen: None };
+                let go_on = self.get_auto(conn, path.clone(), ask, tcp_max).await;
+                watch.finish(conn, self, &path);
+                go_on
+            }
+            Request::GetFlow { path, held, held_md5, rate_limit, tcp_max, flow } => {
+                // UDP-CTRL-11: as GetAuto or GetUdp, over the flow the client chose.
+                let held_bytes = held.iter().map(|r| r.1.saturating_sub(r.0)).sum();
+                let watch = super::dispatch::TransferWatch::start_holding(conn, "get", Transport::Udp, held_bytes);
+                let ask = GetAsk { held, held_md5, rate_limit, chosen: Some(flow) };
+                let go_on = match tcp_max {
+                    Some(tcp_max) => self.get_auto(conn, path.clone(), ask, tcp_max).await,
+                    None => self.get_udp(conn, path.clone(), ask).await,
+                };
+                // Served over TCP, refused, or ended: what was held for the id is not needed,
+                // and the id is not used again on this connection (UDP-CTRL-1).
+                self.state.flows.discard_early(flow);
+                self.flow_ids.insert(flow);
                 watch.finish(conn, self, &path);
                 go_on
             }

@@ -49,6 +49,15 @@ impl Drop for FlowGuard {
 /// keeps the choice of transport with the server for anything but small files.
 pub const AUTO_TCP_MAX: u64 = 4 * crate::proto::CHUNK_SIZE as u64;
 
+/// What a download request asks beside its path (UDP-CTRL-3, -7, -11): what the client holds,
+/// the rate cap, and the flow id it chose, if it did.
+pub(crate) struct GetAsk {
+    pub held: Vec<ByteRange>,
+    pub held_md5: Option<Md5Digest>,
+    pub rate_limit: Option<u64>,
+    pub chosen: Option<u64>,
+}
+
 /// A UDP download ready to start: the opened file, its size at opening, what the client holds.
 struct UdpSend {
     file: Box<dyn crate::storage::BlobReader>,
@@ -57,6 +66,8 @@ struct UdpSend {
     rate_limit: Option<u64>,
     /// Whether one `Walk` may ride behind the request (UDP-CTRL-8).
     walk_behind: bool,
+    /// The flow id the client chose (UDP-CTRL-11).
+    chosen: Option<u64>,
 }
 
 fn no_udp() -> Reply {
@@ -218,23 +229,21 @@ impl Session {
         })
     }
 
-    /// Serves `GetUdp` (UDP-CTRL-3). Returns `Ok(false)` when the session must end.
-    pub(crate) async fn get_udp(
-        &mut self,
-        conn: &mut Conn,
-        path: String,
-        held: Vec<ByteRange>,
-        held_md5: Option<Md5Digest>,
-        rate_limit: Option<u64>,
-    ) -> Result<bool, ConnError> {
+    /// Serves `GetUdp` (UDP-CTRL-3), or `GetFlow` without `tcp_max` (UDP-CTRL-11). Returns
+    /// `Ok(false)` when the session must end.
+    pub(crate) async fn get_udp(&mut self, conn: &mut Conn, path: String, ask: GetAsk) -> Result<bool, ConnError> {
+        let GetAsk { held, held_md5, rate_limit, chosen } = ask;
         let prepared = match (self.udp_socket(), rate_limit) {
-            (_, Some(0)) => Err(zero_rate()),
-            (Ok(io), _) => self.prepare_get_udp(&path, held, held_md5).await.map(|x| (io, x)),
             (Err(e), _) => Err(e),
+            (_, Some(0)) => Err(zero_rate()),
+            (Ok(io), _) => match chosen.map_or(Ok(()), |id| self.check_chosen_id(id)) {
+                Ok(()) => self.prepare_get_udp(&path, held, held_md5).await.map(|x| (io, x)),
+                Err(e) => Err(e),
+            },
         };
         match prepared {
             Ok((io, (file, size, held))) => {
-                let send = UdpSend { file, size, held, rate_limit, walk_behind: false };
+                let send = UdpSend { file, size, held, rate_limit, walk_behind: false, chosen };
                 self.send_udp(conn, io, &path, send).await
             }
             Err(reply) => conn.reply(&reply.into_response()).await.map(|_| true),
@@ -244,20 +253,23 @@ impl Session {
     /// Serves `GetAuto` (UDP-CTRL-7): a file of at most `tcp_max` bytes (at most
     /// [`AUTO_TCP_MAX`]) of which the client holds nothing goes over TCP exactly as `Get`
     /// would send it, anything else over UDP exactly as `GetUdp` would; without a UDP socket,
-    /// over TCP whatever its size (UDP-FALLBACK-5). Returns `Ok(false)` when the session must
-    /// end.
+    /// over TCP whatever its size (UDP-FALLBACK-5). `GetFlow` with `tcp_max` is served so too,
+    /// over the flow the client chose if over UDP (UDP-CTRL-11). Returns `Ok(false)` when the
+    /// session must end.
     pub(crate) async fn get_auto(
         &mut self,
         conn: &mut Conn,
         path: String,
-        held: Vec<ByteRange>,
-        held_md5: Option<Md5Digest>,
-        rate_limit: Option<u64>,
+        ask: GetAsk,
         tcp_max: u64,
     ) -> Result<bool, ConnError> {
+        let GetAsk { held, held_md5, rate_limit, chosen } = ask;
         let io = self.udp_socket().ok();
-        let opened = match rate_limit {
-            Some(0) => Err(zero_rate()),
+        // UDP-CTRL-11: the id is checked before any other work, whatever the transport.
+        let chosen_ok = chosen.map_or(Ok(()), |id| self.check_chosen_id(id));
+        let opened = match (chosen_ok, rate_limit) {
+            (Err(e), _) => Err(e),
+            (_, Some(0)) => Err(zero_rate()),
             // UDP-FALLBACK-5: resuming from held ranges takes UDP.
             _ if io.is_none() && !held.is_empty() => Err(no_udp()),
             _ => self.prepare_get_udp(&path, held, held_md5).await,
@@ -268,7 +280,7 @@ impl Session {
         };
         match io {
             Some(io) if !held.is_empty() || size > tcp_max.min(AUTO_TCP_MAX) => {
-                let send = UdpSend { file, size, held, rate_limit, walk_behind: true };
+                let send = UdpSend { file, size, held, rate_limit, walk_behind: true, chosen };
                 self.send_udp(conn, io, &path, send).await
             }
             _ => self.send_get(conn, &path, file, size, 0, md5::Md5::new()).await,
@@ -284,7 +296,7 @@ impl Session {
         path: &str,
         send: UdpSend,
     ) -> Result<bool, ConnError> {
-        let UdpSend { file, size, held, rate_limit, walk_behind } = send;
+        let UdpSend { file, size, held, rate_limit, walk_behind, chosen } = send;
         let mut cfg = SenderConfig::new(size, held.clone());
         cfg.rate_limit = rate_limit;
         cfg.max_datagram = crate::udp::packet::MAX_DATAGRAM;
@@ -293,7 +305,7 @@ impl Session {
         let state = self.state.clone();
         cfg.start_hint.remembered = state.download_paths.recall(Instant::now(), &self.user, self.peer.ip());
         let source = BlockSource::spawn(file, size, held);
-        let started = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io, None);
+        let started = self.start_flow(Direction::Send(cfg), FileEnd::Source(source), io, chosen);
         let (guard, mut task, shared) = match started {
             Ok(started) => started,
             Err(reply) => return conn.reply(&reply.into_response()).await.map(|_| true),

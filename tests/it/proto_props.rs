@@ -44,6 +44,7 @@ fn request_index(r: &Request) -> u32 {
         Request::Copy { .. } => 20,
         Request::GetAuto { .. } => 21,
         Request::PutFlow { .. } => 22,
+        Request::GetFlow { .. } => 23,
     }
 }
 
@@ -232,6 +233,22 @@ fn request() -> impl Strategy<Value = Request> {
             resume,
             flow
         }),
+        (
+            text(),
+            byte_ranges(),
+            proptest::option::of(md5()),
+            proptest::option::of(size()),
+            proptest::option::of(size()),
+            any::<u64>()
+        )
+            .prop_map(|(path, held, held_md5, rate_limit, tcp_max, flow)| Request::GetFlow {
+                path,
+                held,
+                held_md5,
+                rate_limit,
+                tcp_max,
+                flow
+            }),
     ]
 }
 

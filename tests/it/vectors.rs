@@ -110,6 +110,17 @@ fn expectations() -> Vec<(&'static str, Expected)> {
             "request-put-flow.hex",
             Req(Request::PutFlow { path: s("big.iso"), size: 0x0030_0000, resume: false, flow: 0x0102_0304_0506_0708 }),
         ),
+        (
+            "request-get-flow.hex",
+            Req(Request::GetFlow {
+                path: s("big.iso"),
+                held: vec![],
+                held_md5: None,
+                rate_limit: None,
+                tcp_max: Some(0x0002_0000),
+                flow: 0x0102_0304_0506_0708,
+            }),
+        ),
         ("response-ok.hex", Resp(Response::Ok)),
         ("response-authed.hex", Resp(Response::Authed { cwd: s("/") })),
         ("response-pwd.hex", Resp(Response::Pwd { path: s("/docs") })),
