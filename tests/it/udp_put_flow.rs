@@ -1,9 +1,10 @@
-//! Uploads over a flow the client opens (UDP-CTRL-9, UDP-END-8), played by hand against a real
-//! server on loopback: the `Hello` that goes before the request is held and answered once the
-//! flow exists, a first flight sent with it is read and acked before validation (UDP-CTRL-10),
-//! a `PutEnd` sent before every byte arrived waits for them, and the attacker's moves: ids
-//! already used or live elsewhere, floods of `Hello`s and `Data` for no flow, and a `Hello` or
-//! a first flight sent from a victim's address.
+//! Transfers over a flow the client opens (UDP-CTRL-9, UDP-CTRL-11, UDP-END-8), played by hand
+//! against a real server on loopback: the `Hello` that goes before the request is held and
+//! answered once the flow exists, a first flight sent with it is read and acked before
+//! validation (UDP-CTRL-10), a `PutEnd` sent before every byte arrived waits for them, a
+//! download starts from its early `Hello` or goes over TCP when small, and the attacker's moves:
+//! ids already used or live elsewhere, floods of `Hello`s and `Data` for no flow, and a `Hello`
+//! or a first flight sent from a victim's address.
 
 use crate::support;
 
@@ -341,6 +342,123 @@ async fn a_spoofed_first_flight_earns_the_victim_three_times_at_most() {
         assert!(got <= 3 * sent, "{got} bytes to the victim for {sent}");
         raw.send(&Request::Abort).await;
         assert!(matches!(raw.recv().await, Response::Ok));
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+fn get_flow(path: &str, tcp_max: Option<u64>, flow: u64) -> Request {
+    Request::GetFlow { path: path.into(), held: vec![], held_md5: None, rate_limit: None, tcp_max, flow }
+}
+
+/// Receives from `sock` for `wait` and returns the kinds and the bytes of what came.
+async fn drain(sock: &UdpSocket, wait: Duration) -> (Vec<PacketKind>, u64) {
+    let (mut kinds, mut bytes) = (Vec::new(), 0u64);
+    let mut buf = vec![0u8; 65_536];
+    let until = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+        kinds.push(Header::decode(&buf[..n]).expect("header").kind);
+        bytes += n as u64;
+    }
+    (kinds, bytes)
+}
+
+/// UDP-CTRL-11: a download over a flow the client chose starts from the `Hello` sent before
+/// the request: the challenge comes with no second `Hello`, and data follows the answer. The id
+/// is checked before anything else: 0, one live on another connection, and one this connection
+/// used are refused with `BadRequest`, even for a path that does not exist.
+#[tokio::test]
+async fn a_download_over_a_chosen_flow_starts_from_its_early_hello_and_its_id_is_checked_first() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        srv.add_user("mallory", PW, 64 * MIB, None);
+        let data = make_file(&srv.home("alice").join("big"), 600_000, 21);
+        let (mut alice, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
+        let (mut mallory, _) = Raw::login_exporting(srv.addr, "mallory", PW).await;
+
+        for id in [0, 0x0b0b_0000_0000_0001] {
+            let r = mallory.call(&get_flow("no-such-file", None, id)).await;
+            let want = if id == 0 { ErrorCode::BadRequest } else { ErrorCode::NotFound };
+            assert!(is_error(&r, want), "{id:#x}: {r:?}");
+        }
+
+        let mut flow = RawFlow::new(&secret, 0x0a11_ce00_0000_0011, "127.0.0.1:0", srv.addr).await;
+        flow.hello().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = alice.call(&get_flow("big", Some(128 * 1024), flow.id)).await;
+        assert!(matches!(ready, Response::UdpGetReady { flow: f, size: 600_000 } if f == flow.id), "{ready:?}");
+        let ch = flow.recv(PacketKind::PathChallenge, Duration::from_millis(150)).await;
+        let ch = ch.expect("challenged without a second Hello");
+        flow.send(PacketKind::PathResponse, &ch).await;
+        let body = flow.recv(PacketKind::Data, STEP).await.expect("data after the answer");
+        let (fields, payload) = DataFields::decode(&body).unwrap();
+        let at = fields.offset as usize;
+        assert_eq!(payload, &data[at..at + payload.len()]);
+
+        // Mallory saw the id on the wire: the live flow is not hers to take.
+        let r = mallory.call(&get_flow("no-such-file", None, flow.id)).await;
+        assert!(is_error(&r, ErrorCode::BadRequest), "{r:?}");
+        alice.send(&Request::Abort).await;
+        assert!(matches!(alice.recv().await, Response::Ok));
+
+        // The same id again on Alice's connection would repeat the flow's keys.
+        let r = alice.call(&get_flow("big", None, flow.id)).await;
+        assert!(is_error(&r, ErrorCode::BadRequest), "{r:?}");
+        let df = mallory.call(&Request::Df).await;
+        assert!(matches!(df, Response::Df { used_bytes: 0, reserved_bytes: 0, .. }), "{df:?}");
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// UDP-CTRL-11, UDP-VALID-5, UDP-AMP-1: an early `Hello` for a download sent from a victim's
+/// address earns the victim only challenges, within three times what came from it, and never
+/// the file's data.
+#[tokio::test]
+async fn a_spoofed_early_hello_for_a_download_gets_the_victim_challenges_alone() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        make_file(&srv.home("alice").join("big"), 2_000_000, 22);
+        let (mut raw, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
+        let mut spoofed = RawFlow::new(&secret, 0x5eed_0012, "127.0.0.2:0", srv.addr).await;
+        let sent = spoofed.hello().await as u64;
+        let ready = raw.call(&get_flow("big", None, spoofed.id)).await;
+        assert!(matches!(ready, Response::UdpGetReady { .. }), "{ready:?}");
+        let (kinds, got) = drain(&spoofed.sock, Duration::from_secs(2)).await;
+        assert!(!kinds.is_empty(), "the held Hello reached its flow");
+        assert!(kinds.iter().all(|k| *k == PacketKind::PathChallenge), "{kinds:?}");
+        assert!(got <= 3 * sent, "{got} bytes to the victim for {sent}");
+        raw.send(&Request::Abort).await;
+        assert!(matches!(raw.recv().await, Response::Ok));
+        srv.assert_no_panics();
+    })
+    .await
+}
+
+/// UDP-CTRL-11, UDP-CTRL-7: a small file asked for with `GetFlow` and `tcp_max` comes over TCP
+/// at once; the `Hello` held for the id is dropped unanswered, and the id counts as used.
+#[tokio::test]
+async fn a_small_file_asked_over_a_chosen_flow_comes_over_tcp_and_its_hello_is_dropped() {
+    guard(async {
+        let env = TestEnv::new();
+        let srv = env.start();
+        srv.add_user("alice", PW, 64 * MIB, None);
+        let data = make_file(&srv.home("alice").join("small"), 5_000, 23);
+        let (mut raw, secret) = Raw::login_exporting(srv.addr, "alice", PW).await;
+        let mut flow = RawFlow::new(&secret, 0x5eed_0013, "127.0.0.1:0", srv.addr).await;
+        flow.hello().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = raw.call(&get_flow("small", Some(128 * 1024), flow.id)).await;
+        assert!(matches!(ready, Response::GetReady { size: 5_000, offset: 0 }), "{ready:?}");
+        assert_eq!(raw.recv_download().await, data);
+        let (kinds, _) = drain(&flow.sock, Duration::from_millis(300)).await;
+        assert!(kinds.is_empty(), "no flow answered the Hello: {kinds:?}");
+        let r = raw.call(&put_flow("f", 10, flow.id)).await;
+        assert!(is_error(&r, ErrorCode::BadRequest), "{r:?}");
         srv.assert_no_panics();
     })
     .await
