@@ -9,12 +9,14 @@
 # xfer-rtt-a <-> xfer-rtt-b), an xfer server in -b and runs, from -a, each interleaved RUNS times:
 #   xfer ls; xfer put of a 6-byte file; xfer get of it   (--transport auto and tcp)
 #   sftp ls, scp put and get of the same file             (when sshd is installed)
+#   with BIG_MIB=N also a put and a get of N MiB over --transport udp (the UDP path set-up)
 # then once: FILES files of 4 KiB put, then got, through one `xfer shell` (commands piped to
 # stdin; auto and tcp), and the same puts through one `sftp -b` session. For the shell it
 # reports the whole session and the per-file times the shell prints (median, p99 and max, in
 # RTTs; 10 ms resolution). Prints a Markdown table; raw numbers in $OUT.
 #
 # Environment: RTTS ["100 50"] (ms), RUNS [5], FILES [1000], SFTP_FILES [200] (the sftp batch),
+# BIG_MIB [0: no UDP rows],
 # XFER [target/release/xfer, else target/debug/xfer], BASE_XFER (another xfer binary, e.g. an
 # older build: its short rows are added, marked "base"), OUT [/tmp/xfer-rtt-<date>],
 # SKIP_BUILD=1 to not build linkem, SSH=0 to leave out the sftp/scp rows, NICE [-10]: the niceness of linkem, the servers and the
@@ -29,6 +31,7 @@ RTTS=${RTTS:-"100 50"}
 RUNS=${RUNS:-5}
 FILES=${FILES:-1000}
 SFTP_FILES=${SFTP_FILES:-200}
+BIG_MIB=${BIG_MIB:-0}
 BASE_XFER=${BASE_XFER:-}
 NICE=${NICE:--10}
 SSH=${SSH:-1}
@@ -77,8 +80,9 @@ fi
 
 XROOT=$WORK/root XCFG=$WORK/cfg LOCAL=$WORK/local
 mkdir -p "$XROOT" "$XCFG" "$LOCAL/many"
-XFER_PASSWORD=rttpw "$XFER" user add bench --quota 10GiB --root "$XROOT" >/dev/null </dev/null || exit 1
+XFER_PASSWORD=rttpw "$XFER" user add bench --quota 10GiB --root "$XROOT" --init >/dev/null </dev/null || exit 1
 printf 'hello\n' >"$LOCAL/six.txt"
+((BIG_MIB > 0)) && head -c $((BIG_MIB << 20)) /dev/urandom >"$LOCAL/big.bin"
 for ((i = 0; i < FILES; i++)); do head -c 4096 /dev/urandom >"$LOCAL/many/f$i"; done
 
 SSH_OK=0
@@ -153,6 +157,12 @@ xfer_rows() { # rtt label binary
         rm -f "$LOCAL/back.txt"
         one "$rtt" "xfer get 6 B ($t$label)" /dev/null bash -c "xfer_c get six-$t.txt back.txt --transport $t"
     done
+    if ((BIG_MIB > 0)); then
+        one "$rtt" "xfer put $BIG_MIB MiB (udp$label)" /dev/null bash -c "xfer_c put big.bin big.bin --transport udp"
+        rm -f "$LOCAL/big-back.bin"
+        one "$rtt" "xfer get $BIG_MIB MiB (udp$label)" /dev/null bash -c "xfer_c get big.bin big-back.bin --transport udp"
+        cmp -s "$LOCAL/big.bin" "$LOCAL/big-back.bin" || log "  get $BIG_MIB MiB ($label): content DIFFERENT"
+    fi
     unset XBIN
 }
 
