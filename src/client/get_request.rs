@@ -83,10 +83,9 @@ impl Client {
     }
 
     /// Sends one download request for `remote` and reads its ready reply. With `auto` (the
-    /// request carries
-    /// `tcp_max`), the wanted `Walk` rides behind it (UDP-CTRL-8) and the server may answer
-    /// `GetReady` when the client holds nothing (UDP-CTRL-7). After an error reply the `Walk`'s
-    /// own reply is read, so a request asked again goes without it.
+    /// request carries `tcp_max`), the wanted `Walk` rides behind it (UDP-CTRL-8) and the server
+    /// may answer `GetReady` when the client holds nothing (UDP-CTRL-7). After an error reply
+    /// the `Walk`'s own reply is read, so a request asked again goes without it.
     async fn ask_get(
         &mut self,
         req: &Request,

@@ -625,7 +625,6 @@ impl Client {
     }
 }
 
-/// The server cannot do UDP: it said so, or could not decode the request (UDP-FALLBACK-1).
 /// A flow id for the client to choose (UDP-CTRL-9, UDP-CTRL-11): random, never 0.
 pub(super) fn chosen_flow_id() -> u64 {
     loop {
@@ -636,6 +635,7 @@ pub(super) fn chosen_flow_id() -> u64 {
     }
 }
 
+/// The server cannot do UDP: it said so, or could not decode the request (UDP-FALLBACK-1).
 fn no_udp(e: &ClientError) -> bool {
     matches!(e.code(), Some(crate::proto::ErrorCode::UnsupportedTransport | crate::proto::ErrorCode::BadRequest))
 }
