@@ -1446,7 +1446,9 @@ fn a_download_started_from_the_servers_memory_jumps_once_the_first_rtt_agrees() 
 /// late by beyond the credit, which is what the real links showed above 100 Mbit/s.
 #[test]
 fn pacing_keeps_the_rate_when_timers_fire_late() {
-    for (rate, rtt, size) in [(100.0, 1.0, 40 * MB), (100.0, 20.0, 40 * MB), (400.0, 20.0, 150 * MB)] {
+    // 1 Gbit/s x 1 ms: a late wake-up owes up to 85 datagrams, about the whole 100-packet queue.
+    let cells = [(100.0, 1.0, 40 * MB), (100.0, 20.0, 40 * MB), (400.0, 20.0, 150 * MB), (1000.0, 1.0, 300 * MB)];
+    for (rate, rtt, size) in cells {
         let mut s = Setup::new(size, link(rate, rtt, 0.0));
         s.carry = false;
         s.timer_lag = Some(TimerLag { tick: MS, jitter: MS });
