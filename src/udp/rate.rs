@@ -11,6 +11,9 @@
 //!   would inflate range-based samples). The same count gives the sender its in-flight
 //!   measure (bytes sent after the largest reported packet).
 //! - **Minimum RTT**: windowed minimum over 10 s.
+//! - **Window**: 2x BDP plus the largest bulk a single ack has acknowledged, twice that bulk
+//!   past Startup, so that one lost ack does not stall a short-RTT flow until a timer
+//!   (`UDP-RATE-5`, `UDP-ACK-1`).
 //! - **Phases**: `Startup` paces at 2.885x (window 2x BDP) until the estimate grows less than
 //!   25% in three rounds, RTT samples show a queue building, or a round loses clearly more
 //!   than Startup did so far (an overflowing queue); `Drain` empties the queue, then
@@ -409,7 +412,7 @@ impl RateControl {
         self.rate_limit.map_or(rate, |l| rate.min(l))
     }
 
-    /// The in-flight cap in bytes.
+    /// The in-flight cap in bytes (`UDP-RATE-5`).
     pub fn window(&self) -> u64 {
         let floor = MIN_WINDOW_DATAGRAMS * self.datagram;
         // A jump validated by the control connection's RTT may fill the pipe before a sample.
@@ -417,7 +420,14 @@ impl RateControl {
         // While competing, the pipe to keep full includes the other flow's standing queue.
         let rtt = if self.competing { self.last_queue_rtt.map_or(min_rtt, |q| q.max(min_rtt)) } else { min_rtt };
         let bdp = self.bandwidth() as f64 * rtt.as_secs_f64();
-        let window = (WINDOW_GAIN * bdp) as u64 + self.ack_aggregation.get().unwrap_or(0);
+        // Past Startup, twice the largest bulk one ack has acknowledged (UDP-ACK-1 sends one
+        // per 32 datagrams): when an ack is lost, the next one comes a bulk later, and on a
+        // short RTT 2 x BDP plus one bulk does not cover that gap, so the sender would stall
+        // until a timer. Startup keeps one bulk: it fills its window, and a second bulk on top
+        // would overflow a queue of one BDP.
+        let bulk = self.ack_aggregation.get().unwrap_or(0);
+        let bulks = if self.phase == Phase::Startup { 1 } else { 2 };
+        let window = (WINDOW_GAIN * bdp) as u64 + bulks * bulk;
         window.max(floor)
     }
 

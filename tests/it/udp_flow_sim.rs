@@ -1265,6 +1265,27 @@ fn matrix_cells_reach_the_ceiling_in_virtual_time() {
     }
 }
 
+/// UDP-RATE-5, UDP-ACK-1: on a short RTT the window must cover a lost ack. At 100 Mbit/s and
+/// 1 ms, 2 x BDP is about as much as one ack acknowledges (32 datagrams), so with acks lost
+/// as often as data (5% both ways) a window of 2 x BDP plus one bulk ran out each time one
+/// was lost and waited for the receiver's 10 ms timer or a PTO: 0.93 C with 7 PTOs in this
+/// run. With room for one lost ack the flow keeps sending.
+#[test]
+fn a_lost_ack_does_not_stall_a_short_rtt_flow() {
+    let (rate, rtt, loss) = (100.0, 1.0, 5.0);
+    let mut s = Setup::new((rate * 1e6 / 8.0 * 20.0) as u64, link(rate, rtt, loss / 100.0));
+    s.carry = false;
+    let r = run(s);
+    assert_delivered(&r, "100/1/5");
+    let c = rate * (1.0 - r.drawn_loss()) * 1424.0 / 1472.0;
+    let (share, red) = (r.goodput() / c, r.redundancy());
+    let st = r.stats.unwrap();
+    eprintln!("100/1/5: {share:.3} C, redundancy {red:.4}, ptos {}", st.ptos);
+    assert!(share >= 0.97, "100/1/5: {share:.3} C");
+    assert!(st.ptos <= 3, "{} PTOs", st.ptos);
+    assert!(red <= 1.2 * loss / 100.0 + 0.002, "redundancy {red:.4}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("SIM_PROP_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
