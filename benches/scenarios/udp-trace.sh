@@ -6,6 +6,7 @@
 #   benches/scenarios/udp-trace.sh                                   # 100 Mbit/s, 50 ms, 100 MB
 #   LEM="--rate 1gbit --delay 50us" BYTES=1000000000 benches/scenarios/udp-trace.sh
 #   COMPETE=1 SECS=20 BYTES=300000000 benches/scenarios/udp-trace.sh # beside an iperf3 BBR flow
+#   COMPETE=1 COMPETE_CC=cubic ...                                     # beside a cubic flow
 #
 # Needs root, /dev/net/tun, iperf3 (COMPETE=1), and the binaries run.sh builds (linkem in
 # target/bench-tools, target/release/xfer). Netns prefix xfer-trace; everything is bounded by
@@ -14,11 +15,12 @@ set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 L=$repo/target/bench-tools/release/linkem
-X=$repo/target/release/xfer
+X=${XFER_BIN:-$repo/target/release/xfer}
 LEM=${LEM:-"--rate 100mbit --delay 25ms"}
 BYTES=${BYTES:-100000000}
 SECS=${SECS:-60}
 COMPETE=${COMPETE:-0}
+COMPETE_CC=${COMPETE_CC:-bbr}
 OUTLOG=${OUTLOG:-/tmp/xfer-udp-trace.log}
 P=xfer-trace
 [[ -x $L && -x $X ]] || { echo "build first: benches/scenarios/run.sh builds linkem and xfer" >&2; exit 1; }
@@ -45,7 +47,7 @@ if [[ $COMPETE == 1 ]]; then
     ip netns exec "$P-b" timeout $((SECS + 30)) iperf3 -s -1 -p 5202 >/dev/null 2>&1 &
     pids+=($!)
     sleep 0.5
-    ip netns exec "$P-a" timeout $((SECS + 20)) iperf3 -c 10.201.0.2 -p 5202 -t "$SECS" -C bbr -i 2 >"$W/iperf.log" 2>&1 &
+    ip netns exec "$P-a" timeout $((SECS + 20)) iperf3 -c 10.201.0.2 -p 5202 -t "$SECS" -C "$COMPETE_CC" -i 2 >"$W/iperf.log" 2>&1 &
     IC=$!
 fi
 ip netns exec "$P-a" timeout "$SECS" env XFER_LOG=xfer=trace XFER_PASSWORD=pw XFER_CONFIG_DIR="$W/cfg" \
