@@ -11,9 +11,9 @@
 //!   would inflate range-based samples). The same count gives the sender its in-flight
 //!   measure (bytes sent after the largest reported packet).
 //! - **Minimum RTT**: windowed minimum over 10 s.
-//! - **Window**: 2x BDP plus the largest bulk a single ack has acknowledged, twice that bulk
-//!   past Startup, so that one lost ack does not stall a short-RTT flow until a timer
-//!   (`UDP-RATE-5`, `UDP-ACK-1`).
+//! - **Window**: 2x BDP plus the largest bulk a single ack has acknowledged, and past Startup
+//!   room for one lost ack (the 32 datagrams of `UDP-ACK-1`), so that a lost ack does not
+//!   stall a short-RTT flow until a timer (`UDP-RATE-5`).
 //! - **Phases**: `Startup` paces at 2.885x (window 2x BDP) until the estimate grows less than
 //!   25% in three rounds, RTT samples show a queue building, or a round loses clearly more
 //!   than Startup did so far (an overflowing queue); `Drain` empties the queue, then
@@ -83,6 +83,8 @@ const COMPETE_CYCLE: [f64; 4] = [1.25, 1.0, 1.0, 1.0];
 const BW_WINDOW_ROUNDS: u64 = 10;
 /// The minimum-RTT filter's window.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// The datagrams between two acks of the receiver (`UDP-ACK-1`): what one lost ack delays.
+const ACK_EVERY_DATAGRAMS: u64 = 32;
 /// Datagrams in flight before anything is known, and the window's floor.
 const MIN_WINDOW_DATAGRAMS: u64 = 32;
 /// RTT assumed for pacing the initial window before any sample.
@@ -420,14 +422,16 @@ impl RateControl {
         // While competing, the pipe to keep full includes the other flow's standing queue.
         let rtt = if self.competing { self.last_queue_rtt.map_or(min_rtt, |q| q.max(min_rtt)) } else { min_rtt };
         let bdp = self.bandwidth() as f64 * rtt.as_secs_f64();
-        // Past Startup, twice the largest bulk one ack has acknowledged (UDP-ACK-1 sends one
-        // per 32 datagrams): when an ack is lost, the next one comes a bulk later, and on a
-        // short RTT 2 x BDP plus one bulk does not cover that gap, so the sender would stall
-        // until a timer. Startup keeps one bulk: it fills its window, and a second bulk on top
-        // would overflow a queue of one BDP.
+        // Past Startup, room for one lost ack on top: when an ack is lost, the next one comes
+        // up to ACK_EVERY_DATAGRAMS later, and on a short RTT 2 x BDP plus one bulk does not
+        // cover that gap, so the sender would stall until a timer. Startup keeps one bulk: it
+        // fills its window, and more on top would overflow a queue of one BDP.
         let bulk = self.ack_aggregation.get().unwrap_or(0);
-        let bulks = if self.phase == Phase::Startup { 1 } else { 2 };
-        let window = (WINDOW_GAIN * bdp) as u64 + bulks * bulk;
+        let lost_ack = match self.phase {
+            Phase::Startup => 0,
+            _ => bulk.min(ACK_EVERY_DATAGRAMS * self.datagram),
+        };
+        let window = (WINDOW_GAIN * bdp) as u64 + bulk + lost_ack;
         window.max(floor)
     }
 
