@@ -68,6 +68,8 @@ use dispersion::{Dispersion, FirstFlight};
 use filter::{Better, WindowedFilter};
 pub use pacer::Pacer;
 use resume::Resume;
+
+use super::receiver::ACK_EVERY;
 pub use resume::{PathEstimate, StartHint};
 
 /// Pacing and window gain in Startup (2 / ln 2).
@@ -83,8 +85,6 @@ const COMPETE_CYCLE: [f64; 4] = [1.25, 1.0, 1.0, 1.0];
 const BW_WINDOW_ROUNDS: u64 = 10;
 /// The minimum-RTT filter's window.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
-/// The datagrams between two acks of the receiver (`UDP-ACK-1`): what one lost ack delays.
-const ACK_EVERY_DATAGRAMS: u64 = 32;
 /// Datagrams in flight before anything is known, and the window's floor.
 const MIN_WINDOW_DATAGRAMS: u64 = 32;
 /// RTT assumed for pacing the initial window before any sample.
@@ -423,13 +423,13 @@ impl RateControl {
         let rtt = if self.competing { self.last_queue_rtt.map_or(min_rtt, |q| q.max(min_rtt)) } else { min_rtt };
         let bdp = self.bandwidth() as f64 * rtt.as_secs_f64();
         // Past Startup, room for one lost ack on top: when an ack is lost, the next one comes
-        // up to ACK_EVERY_DATAGRAMS later, and on a short RTT 2 x BDP plus one bulk does not
+        // up to ACK_EVERY datagrams later, and on a short RTT 2 x BDP plus one bulk does not
         // cover that gap, so the sender would stall until a timer. Startup keeps one bulk: it
         // fills its window, and more on top would overflow a queue of one BDP.
         let bulk = self.ack_aggregation.get().unwrap_or(0);
         let lost_ack = match self.phase {
             Phase::Startup => 0,
-            _ => bulk.min(ACK_EVERY_DATAGRAMS * self.datagram),
+            _ => bulk.min(u64::from(ACK_EVERY) * self.datagram),
         };
         let window = (WINDOW_GAIN * bdp) as u64 + bulk + lost_ack;
         window.max(floor)

@@ -49,14 +49,17 @@ pub enum AckRanges {
     LowestAndHighest,
 }
 
+/// Ack-eliciting datagrams that make an ack due at once (`UDP-ACK-1`).
+pub const ACK_EVERY: u32 = 32;
+
 impl ReceiverConfig {
-    /// Defaults: ack within 10 ms or every 32 packets.
+    /// Defaults: ack within 10 ms or every [`ACK_EVERY`] packets.
     pub fn new(size: u64, held: RangeSet) -> Self {
         ReceiverConfig {
             size,
             held,
             ack_interval: Duration::from_millis(10),
-            ack_every: 32,
+            ack_every: ACK_EVERY,
             ack_ranges: AckRanges::LowestAndHighest,
         }
     }

@@ -1220,6 +1220,19 @@ fn two_flows_share_a_bottleneck() {
     assert!(total > 85.0, "together only {total:.1} Mbit/s");
 }
 
+/// One matrix cell (rate Mbit/s, RTT ms, loss %) with 20 s of the link's rate, checked
+/// delivered; returns the report, the goodput as a share of the ceiling C at the loss the
+/// link drew (the nominal rate is only its mean), and the redundancy.
+fn run_cell(rate: f64, rtt: f64, loss: f64) -> (Report, f64, f64) {
+    let mut s = Setup::new((rate * 1e6 / 8.0 * 20.0) as u64, link(rate, rtt, loss / 100.0));
+    s.carry = false;
+    let r = run(s);
+    assert_delivered(&r, &format!("{rate}/{rtt}/{loss}"));
+    let c = rate * (1.0 - r.drawn_loss()) * 1424.0 / 1472.0;
+    let (share, red) = (r.goodput() / c, r.redundancy());
+    (r, share, red)
+}
+
 /// Cells of the benchmark matrix (benches/scenarios/matrix.sh) in virtual time: 20 s of the
 /// link's rate each, where the sender must reach 0.93 of the payload ceiling C (here the link
 /// counts datagram bytes: C = rate x (1 - loss) x 1424 / 1472) with redundancy within 1.2x the
@@ -1239,16 +1252,9 @@ fn matrix_cells_reach_the_ceiling_in_virtual_time() {
         None => vec![(10.0, 1.0, 10.0), (10.0, 20.0, 0.0), (100.0, 200.0, 2.0), (100.0, 100.0, 10.0)],
     };
     for (rate, rtt, loss) in cells {
-        let size = (rate * 1e6 / 8.0 * 20.0) as u64;
-        let mut s = Setup::new(size, link(rate, rtt, loss / 100.0));
-        s.carry = false;
         let name = format!("{rate}/{rtt}/{loss}");
-        let r = run(s);
-        assert_delivered(&r, &name);
-        // The ceiling at the loss this run's link drew (the nominal rate is only its mean).
-        let c = rate * (1.0 - r.drawn_loss()) * 1424.0 / 1472.0;
-        let (share, red) = (r.goodput() / c, r.redundancy());
-        let st = r.stats.unwrap();
+        let (r, share, red) = run_cell(rate, rtt, loss);
+        let st = r.stats.as_ref().unwrap();
         eprintln!(
             "cell {name}: goodput {:.2} Mbit/s = {share:.3} C, redundancy {red:.4}, queue drops {}, lost {}, ptos {}",
             r.goodput(),
@@ -1272,13 +1278,8 @@ fn matrix_cells_reach_the_ceiling_in_virtual_time() {
 /// run. With room for one lost ack the flow keeps sending.
 #[test]
 fn a_lost_ack_does_not_stall_a_short_rtt_flow() {
-    let (rate, rtt, loss) = (100.0, 1.0, 5.0);
-    let mut s = Setup::new((rate * 1e6 / 8.0 * 20.0) as u64, link(rate, rtt, loss / 100.0));
-    s.carry = false;
-    let r = run(s);
-    assert_delivered(&r, "100/1/5");
-    let c = rate * (1.0 - r.drawn_loss()) * 1424.0 / 1472.0;
-    let (share, red) = (r.goodput() / c, r.redundancy());
+    let loss = 5.0;
+    let (r, share, red) = run_cell(100.0, 1.0, loss);
     let st = r.stats.unwrap();
     eprintln!("100/1/5: {share:.3} C, redundancy {red:.4}, ptos {}", st.ptos);
     assert!(share >= 0.97, "100/1/5: {share:.3} C");
